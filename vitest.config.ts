@@ -1,0 +1,39 @@
+import { defineConfig } from "vitest/config";
+
+// One root config with two projects: `unit` (fast, no privileges, no real daemons) and `e2e`
+// (real containerd, runc, Nix, registry; needs root). End-to-end files are named *.e2e.test.ts.
+const shared = {
+  exclude: ["**/node_modules/**", "**/dist/**"],
+};
+
+export default defineConfig({
+  test: {
+    reporters: ["default", "./scripts/summary-reporter.ts"],
+    projects: [
+      {
+        test: {
+          ...shared,
+          name: "unit",
+          include: [
+            "packages/*/src/**/*.test.ts",
+            "apps/*/src/**/*.test.ts",
+            "bench/src/**/*.test.ts",
+          ],
+          exclude: [...shared.exclude, "**/*.e2e.test.ts"],
+          testTimeout: 30_000,
+        },
+      },
+      {
+        test: {
+          ...shared,
+          name: "e2e",
+          include: ["packages/*/src/**/*.e2e.test.ts", "apps/*/src/**/*.e2e.test.ts"],
+          testTimeout: 300_000,
+          hookTimeout: 600_000,
+          // Real daemons on 2 cores: keep files from starving each other.
+          maxWorkers: 2,
+        },
+      },
+    ],
+  },
+});
