@@ -1,9 +1,18 @@
 import { defineConfig } from "tsup";
 
+// One entry per proto package: message names collide across packages (`Info` exists in
+// snapshots and content), so each is its own subpath export.
 export default defineConfig({
-  entry: ["src/index.ts"],
+  entry: {
+    index: "src/index.ts",
+    types: "src/types.ts",
+    "snapshots-v1": "src/snapshots-v1.ts",
+    "health-v1": "src/health-v1.ts",
+  },
   format: ["esm"],
-  dts: true,
+  // tsup gives the declaration build only the entries as root files; `composite` (from the
+  // base tsconfig, for project references) would reject every file they import.
+  dts: { compilerOptions: { composite: false } },
   clean: true,
   sourcemap: true,
   target: "node22",
