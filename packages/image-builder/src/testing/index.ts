@@ -1,1 +1,8 @@
-export {};
+export type {
+  RegistryAuth,
+  RegistryRequest,
+  StartRegistryOptions,
+  TestRegistry,
+  TokenRequest,
+} from "./registry.js";
+export { DOCKER_REGISTRY_BINARY, startRegistry } from "./registry.js";
