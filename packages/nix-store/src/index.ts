@@ -1,1 +1,34 @@
-export {};
+export type { NixStoreErrorCode, NixStoreErrorOptions } from "./errors.js";
+export { isNixStoreError, NixStoreError } from "./errors.js";
+export type { GcRootSet } from "./gc-roots.js";
+export {
+  DEFAULT_NIX_STATE_DIR,
+  defaultGcRootsDir,
+  GC_ROOTS_DIR_NAME,
+  validateRootOwner,
+} from "./gc-roots.js";
+export type { Logger } from "./logger.js";
+export type { RealiseProgress } from "./nix-log.js";
+export type {
+  NixStore,
+  NixStoreOptions,
+  PathInfo,
+  RealiseOptions,
+  RealiseResult,
+} from "./nix-store.js";
+export { createNixStore } from "./nix-store.js";
+export type { NixFeatures, NixVersion } from "./nix-version.js";
+export { nixFeatures, parseNixVersion } from "./nix-version.js";
+export type { SpawnHook } from "./run-process.js";
+export type { StorePath, StorePathOptions } from "./store-path.js";
+export {
+  checkStorePathName,
+  DEFAULT_STORE_DIR,
+  isStorePath,
+  NIX_BASE32_ALPHABET,
+  parseStorePath,
+  parseStorePaths,
+  STORE_PATH_HASH_LENGTH,
+  STORE_PATH_MAX_NAME_LENGTH,
+  validateStoreDir,
+} from "./store-path.js";
