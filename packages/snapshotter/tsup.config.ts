@@ -3,8 +3,12 @@ import { defineConfig } from "tsup";
 export default defineConfig({
   entry: ["src/index.ts", "src/testing/index.ts"],
   format: ["esm"],
-  dts: true,
+  // tsup gives the declaration build only the entries as root files; `composite` would
+  // then reject every other file of src.
+  dts: { compilerOptions: { composite: false } },
   clean: true,
   sourcemap: true,
   target: "node22",
+  // The conformance suite runs inside the caller's vitest.
+  external: ["vitest"],
 });

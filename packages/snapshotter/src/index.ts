@@ -1,1 +1,31 @@
-export {};
+export type { SnapshotterErrorOptions } from "./errors.js";
+export { ErrorCode, errorCodeName, SnapshotterError } from "./errors.js";
+export type { FieldAdaptor, Filter } from "./filters.js";
+export { infoAdaptor, parseFilters } from "./filters.js";
+export type { Logger } from "./logger.js";
+export { silentLogger } from "./logger.js";
+export type { OverlaySettings, SnapshotLayout } from "./mount-options.js";
+export { overlayMounts, storePathMounts } from "./mount-options.js";
+export type { NixLayerRequest } from "./nix-labels.js";
+export {
+  nixClosureLabel,
+  nixLayerLabel,
+  nixStorePathLabelPrefix,
+  parseClosureStorePaths,
+  parseNixLabels,
+} from "./nix-labels.js";
+export { nixStorePortFrom } from "./nix-store-adapter.js";
+export type { NixStorePort } from "./nix-store-port.js";
+export { createSnapshotter, maxLabelSize } from "./snapshotter.js";
+export { isCanonicalStorePath } from "./store-path.js";
+export type {
+  Info,
+  Mount,
+  MountMode,
+  SnapshotOptions,
+  Snapshotter,
+  SnapshotterOptions,
+  Usage,
+  WalkFunction,
+} from "./types.js";
+export { Kind } from "./types.js";

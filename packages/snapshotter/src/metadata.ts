@@ -1,0 +1,319 @@
+import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+import { ErrorCode, SnapshotterError } from "./errors.js";
+import type { Info, Kind } from "./types.js";
+
+/** One snapshot as stored. `id` never changes (commit renames the key) and is never reused. */
+export interface SnapshotRecord {
+  id: number;
+  key: string;
+  kind: Kind;
+  parentId: number | null;
+  labels: Record<string, string>;
+  created: Date;
+  updated: Date;
+  /** Usage recorded at commit; null while active or view. */
+  size: number | null;
+  inodes: number | null;
+  /** Validated store paths requested by this snapshot's own labels (nix layers). */
+  nixPaths: string[];
+  /** Closure-info store path of the closure form, if any (its root keeps the closure alive). */
+  nixClosure: string | null;
+  /**
+   * Committed only: every store path of this snapshot and all its ancestors, deduplicated,
+   * in first-seen order from the bottom layer up.
+   */
+  flattened: string[] | null;
+}
+
+interface Row {
+  id: number;
+  key: string;
+  kind: string;
+  parent_id: number | null;
+  labels: string;
+  created: number;
+  updated: number;
+  size: number | null;
+  inodes: number | null;
+  nix_paths: string;
+  nix_closure: string | null;
+  flattened: string | null;
+}
+
+const schemaVersion = 1;
+
+const schema = `
+CREATE TABLE IF NOT EXISTS meta (
+  name TEXT PRIMARY KEY,
+  value INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS snapshots (
+  id INTEGER PRIMARY KEY,
+  key TEXT NOT NULL UNIQUE,
+  kind TEXT NOT NULL CHECK (kind IN ('active', 'view', 'committed')),
+  parent_id INTEGER REFERENCES snapshots(id),
+  labels TEXT NOT NULL,
+  created INTEGER NOT NULL,
+  updated INTEGER NOT NULL,
+  size INTEGER,
+  inodes INTEGER,
+  nix_paths TEXT NOT NULL DEFAULT '[]',
+  nix_closure TEXT,
+  flattened TEXT
+) STRICT;
+CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent_id);
+`;
+
+function toRecord(row: Row): SnapshotRecord {
+  return {
+    id: row.id,
+    key: row.key,
+    kind: row.kind as Kind,
+    parentId: row.parent_id,
+    labels: JSON.parse(row.labels) as Record<string, string>,
+    created: new Date(row.created),
+    updated: new Date(row.updated),
+    size: row.size,
+    inodes: row.inodes,
+    nixPaths: JSON.parse(row.nix_paths) as string[],
+    nixClosure: row.nix_closure,
+    flattened: row.flattened === null ? null : (JSON.parse(row.flattened) as string[]),
+  };
+}
+
+export interface NewSnapshot {
+  id: number;
+  key: string;
+  kind: typeof Kind.Active | typeof Kind.View;
+  parentId: number | null;
+  labels: Record<string, string>;
+  nixPaths: string[];
+  nixClosure: string | null;
+}
+
+/**
+ * The metadata store: one SQLite database in WAL mode. Every mutating call of the snapshotter
+ * runs in one `transaction` (BEGIN IMMEDIATE ... COMMIT); node:sqlite is synchronous, so a
+ * transaction never spans an await.
+ */
+export class MetadataStore {
+  private readonly database: DatabaseSync;
+  private closed = false;
+  private depth = 0;
+
+  constructor(path: string) {
+    this.database = new DatabaseSync(path, { enableForeignKeyConstraints: true });
+    this.database.exec("PRAGMA journal_mode = WAL");
+    this.database.exec("PRAGMA synchronous = FULL");
+    this.database.exec("PRAGMA busy_timeout = 5000");
+    this.transaction(() => {
+      this.database.exec(schema);
+      const version = this.database.prepare("SELECT value FROM meta WHERE name = 'schema'").get() as
+        | { value: number }
+        | undefined;
+      if (version === undefined) {
+        this.database
+          .prepare("INSERT INTO meta (name, value) VALUES ('schema', ?), ('sequence', 0)")
+          .run(schemaVersion);
+      } else if (version.value !== schemaVersion) {
+        throw new SnapshotterError(
+          ErrorCode.FailedPrecondition,
+          `metadata database ${path}: schema version ${version.value}, expected ${schemaVersion}`,
+        );
+      }
+    });
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.database.close();
+  }
+
+  private ensureOpen(): void {
+    if (this.closed) {
+      throw new SnapshotterError(ErrorCode.Unavailable, "snapshotter is closed");
+    }
+  }
+
+  /** Runs fn in one write transaction; rolls back if it throws. Nested calls join the outer one. */
+  transaction<T>(fn: () => T): T {
+    this.ensureOpen();
+    if (this.depth > 0) return fn();
+    this.database.exec("BEGIN IMMEDIATE");
+    this.depth++;
+    try {
+      const result = fn();
+      this.database.exec("COMMIT");
+      return result;
+    } catch (error) {
+      if (this.database.isTransaction) this.database.exec("ROLLBACK");
+      throw error;
+    } finally {
+      this.depth--;
+    }
+  }
+
+  /** A fresh snapshot id, never handed out before (committed at once on its own). */
+  allocateId(): number {
+    this.ensureOpen();
+    const row = this.database
+      .prepare("UPDATE meta SET value = value + 1 WHERE name = 'sequence' RETURNING value")
+      .get() as { value: number };
+    return row.value;
+  }
+
+  private one(sql: string, ...parameters: SQLInputValue[]): SnapshotRecord | undefined {
+    this.ensureOpen();
+    const row = this.database.prepare(sql).get(...parameters) as Row | undefined;
+    return row === undefined ? undefined : toRecord(row);
+  }
+
+  getByKey(key: string): SnapshotRecord | undefined {
+    return this.one("SELECT * FROM snapshots WHERE key = ?", key);
+  }
+
+  getById(id: number): SnapshotRecord | undefined {
+    return this.one("SELECT * FROM snapshots WHERE id = ?", id);
+  }
+
+  /** Key of the snapshot with this id, or "" for null. */
+  keyOf(id: number | null): string {
+    if (id === null) return "";
+    this.ensureOpen();
+    const row = this.database.prepare("SELECT key FROM snapshots WHERE id = ?").get(id) as
+      | { key: string }
+      | undefined;
+    return row?.key ?? "";
+  }
+
+  /** Ids of the parent chain of a snapshot: its parent first, the bottom layer last. */
+  parentIds(record: SnapshotRecord): number[] {
+    if (record.parentId === null) return [];
+    this.ensureOpen();
+    const rows = this.database
+      .prepare(
+        `WITH RECURSIVE chain(id, parent_id, depth) AS (
+           SELECT id, parent_id, 0 FROM snapshots WHERE id = ?
+           UNION ALL
+           SELECT s.id, s.parent_id, chain.depth + 1 FROM snapshots s JOIN chain ON s.id = chain.parent_id
+         )
+         SELECT id FROM chain ORDER BY depth`,
+      )
+      .all(record.parentId) as Array<{ id: number }>;
+    return rows.map((row) => row.id);
+  }
+
+  hasChildren(id: number): boolean {
+    this.ensureOpen();
+    return (
+      this.database.prepare("SELECT 1 FROM snapshots WHERE parent_id = ? LIMIT 1").get(id) !==
+      undefined
+    );
+  }
+
+  insert(snapshot: NewSnapshot, now: Date): SnapshotRecord {
+    this.ensureOpen();
+    this.database
+      .prepare(
+        `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, updated, nix_paths, nix_closure)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        snapshot.id,
+        snapshot.key,
+        snapshot.kind,
+        snapshot.parentId,
+        JSON.stringify(snapshot.labels),
+        now.getTime(),
+        now.getTime(),
+        JSON.stringify(snapshot.nixPaths),
+        snapshot.nixClosure,
+      );
+    return this.getById(snapshot.id)!;
+  }
+
+  /** Turns an active snapshot into a committed one named `name` (same id). */
+  commit(
+    id: number,
+    name: string,
+    labels: Record<string, string>,
+    usage: { size: number; inodes: number },
+    flattened: string[],
+    now: Date,
+  ): void {
+    this.ensureOpen();
+    this.database
+      .prepare(
+        `UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, created = ?, updated = ?,
+           size = ?, inodes = ?, flattened = ? WHERE id = ?`,
+      )
+      .run(
+        name,
+        JSON.stringify(labels),
+        now.getTime(),
+        now.getTime(),
+        usage.size,
+        usage.inodes,
+        JSON.stringify(flattened),
+        id,
+      );
+  }
+
+  updateLabels(id: number, labels: Record<string, string>, now: Date): void {
+    this.ensureOpen();
+    this.database
+      .prepare("UPDATE snapshots SET labels = ?, updated = ? WHERE id = ?")
+      .run(JSON.stringify(labels), now.getTime(), id);
+  }
+
+  delete(id: number): void {
+    this.ensureOpen();
+    this.database.prepare("DELETE FROM snapshots WHERE id = ?").run(id);
+  }
+
+  all(): SnapshotRecord[] {
+    this.ensureOpen();
+    return (
+      this.database.prepare("SELECT * FROM snapshots ORDER BY key").all() as unknown as Row[]
+    ).map(toRecord);
+  }
+
+  ids(): Set<number> {
+    this.ensureOpen();
+    const rows = this.database.prepare("SELECT id FROM snapshots").all() as Array<{ id: number }>;
+    return new Set(rows.map((row) => row.id));
+  }
+
+  /** SQLite's own integrity and foreign-key checks; [] when consistent. */
+  check(): string[] {
+    this.ensureOpen();
+    const problems: string[] = [];
+    const integrity = this.database.prepare("PRAGMA integrity_check").all() as Array<
+      Record<string, string>
+    >;
+    for (const row of integrity) {
+      const message = Object.values(row)[0];
+      if (message !== "ok") problems.push(`integrity: ${message}`);
+    }
+    const foreign = this.database.prepare("PRAGMA foreign_key_check").all();
+    for (const row of foreign) problems.push(`foreign key: ${JSON.stringify(row)}`);
+    return problems;
+  }
+
+  /** Info of a record, with the parent's name. */
+  info(record: SnapshotRecord): Info {
+    return {
+      kind: record.kind,
+      name: record.key,
+      parent: this.keyOf(record.parentId),
+      labels: { ...record.labels },
+      created: record.created,
+      updated: record.updated,
+    };
+  }
+}

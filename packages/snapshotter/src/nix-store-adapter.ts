@@ -1,0 +1,23 @@
+import type { NixStore } from "@nix-snapshotter/nix-store";
+import type { NixStorePort } from "./nix-store-port.js";
+
+/** The snapshotter's view of a `@nix-snapshotter/nix-store` NixStore. */
+export function nixStorePortFrom(nixStore: NixStore): NixStorePort {
+  return {
+    storeDir: nixStore.storeDir,
+    async realise(paths, { owner }) {
+      await nixStore.realise(paths, { roots: { owner } });
+    },
+    async addRoots(owner, paths) {
+      await nixStore.addRoots(owner, paths);
+    },
+    async queryValidPaths(paths) {
+      return new Set(await nixStore.queryValidPaths(paths));
+    },
+    readClosureInfo: (closureInfoPath) => nixStore.readClosureInfo(closureInfoPath),
+    async removeRoots(owner) {
+      await nixStore.removeRoots(owner);
+    },
+    listRootOwners: () => nixStore.listRootOwners(),
+  };
+}

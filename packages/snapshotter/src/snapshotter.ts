@@ -1,0 +1,642 @@
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync, renameSync } from "node:fs";
+import { chmod, lchown, lstat, mkdir, readdir, rm } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { diskUsage } from "./disk-usage.js";
+import { ErrorCode, SnapshotterError } from "./errors.js";
+import { infoAdaptor, parseFilters } from "./filters.js";
+import { linkStorePaths } from "./link-tree.js";
+import { type Logger, silentLogger } from "./logger.js";
+import { MetadataStore, type SnapshotRecord } from "./metadata.js";
+import { type OverlaySettings, overlayMounts, storePathMounts } from "./mount-options.js";
+import {
+  type NixLayerRequest,
+  nixClosureLabel,
+  parseClosureStorePaths,
+  parseNixLabels,
+} from "./nix-labels.js";
+import type { NixStorePort } from "./nix-store-port.js";
+import { isValidStoreDir } from "./store-path.js";
+import {
+  type Info,
+  Kind,
+  type Mount,
+  type MountMode,
+  type SnapshotOptions,
+  type Snapshotter,
+  type SnapshotterOptions,
+  type Usage,
+  type WalkFunction,
+} from "./types.js";
+
+/** containerd's limit on a label: key plus value. */
+export const maxLabelSize = 4096;
+
+function validateLabels(labels: Readonly<Record<string, string>>): void {
+  for (const [key, value] of Object.entries(labels)) {
+    if (typeof value !== "string") {
+      throw new SnapshotterError(
+        ErrorCode.InvalidArgument,
+        `label "${key}": value is not a string`,
+      );
+    }
+    const size = Buffer.byteLength(key) + Buffer.byteLength(value);
+    if (size > maxLabelSize) {
+      throw new SnapshotterError(
+        ErrorCode.InvalidArgument,
+        `label "${key.slice(0, 200)}": key and value are ${size} bytes, more than ${maxLabelSize}`,
+      );
+    }
+  }
+}
+
+/** Nix store errors carry gRPC code names; keep them, anything else is Unavailable. */
+function nixError(error: unknown, message: string): SnapshotterError {
+  const code = (error as { code?: unknown } | null)?.code;
+  const known =
+    typeof code === "string" && Object.hasOwn(ErrorCode, code)
+      ? ErrorCode[code as keyof typeof ErrorCode]
+      : ErrorCode.Unavailable;
+  const detail = error instanceof Error ? error.message : String(error);
+  return new SnapshotterError(known, `${message}: ${detail}`, { cause: error });
+}
+
+function notFound(key: string): SnapshotterError {
+  return new SnapshotterError(ErrorCode.NotFound, `snapshot "${key}" does not exist`);
+}
+
+function isErrno(error: unknown, code: string): boolean {
+  return (error as NodeJS.ErrnoException | null)?.code === code;
+}
+
+/** Paths of `parent` followed by those of `own` it lacks (first-seen order, deduplicated). */
+function mergePaths(parent: readonly string[], own: readonly string[]): string[] {
+  if (own.length === 0) return [...parent];
+  const seen = new Set(parent);
+  const merged = [...parent];
+  for (const path of own) {
+    if (!seen.has(path)) {
+      seen.add(path);
+      merged.push(path);
+    }
+  }
+  return merged;
+}
+
+class OverlaySnapshotter implements Snapshotter {
+  private readonly snapshotsDir: string;
+  /** Flattened store paths of committed snapshots, by id (immutable once committed). */
+  private readonly flattenedCache = new Map<number, string[]>();
+  /** Directory names under snapshots/ and ids that in-flight calls own (Cleanup skips them). */
+  private readonly busyNames = new Set<string>();
+  private readonly busyIds = new Set<number>();
+  private readonly pending = new Set<Promise<unknown>>();
+  private closed = false;
+
+  constructor(
+    private readonly root: string,
+    private readonly store: MetadataStore,
+    private readonly settings: OverlaySettings,
+    private readonly mountMode: MountMode,
+    private readonly nixStore: NixStorePort | undefined,
+    private readonly storeDir: string,
+    private readonly ownerPrefix: string,
+    private readonly logger: Logger,
+  ) {
+    this.snapshotsDir = join(root, "snapshots");
+  }
+
+  private snapshotDir(id: number): string {
+    return join(this.snapshotsDir, String(id));
+  }
+
+  private upperDir(id: number): string {
+    return join(this.snapshotDir(id), "fs");
+  }
+
+  private workDir(id: number): string {
+    return join(this.snapshotDir(id), "work");
+  }
+
+  private owner(id: number): string {
+    return `${this.ownerPrefix}${id}`;
+  }
+
+  /** Runs an operation, tracked so close() can wait for it. */
+  private run<T>(operation: () => Promise<T>): Promise<T> {
+    if (this.closed) {
+      return Promise.reject(new SnapshotterError(ErrorCode.Unavailable, "snapshotter is closed"));
+    }
+    const promise = operation();
+    this.pending.add(promise);
+    const forget = () => this.pending.delete(promise);
+    promise.then(forget, forget);
+    return promise;
+  }
+
+  private record(key: string): SnapshotRecord {
+    const record = this.store.getByKey(key);
+    if (record === undefined) throw notFound(key);
+    return record;
+  }
+
+  private flattened(id: number): string[] {
+    let paths = this.flattenedCache.get(id);
+    if (paths === undefined) {
+      paths = this.store.getById(id)?.flattened ?? [];
+      this.flattenedCache.set(id, paths);
+    }
+    return paths;
+  }
+
+  private mountsOf(record: SnapshotRecord): Mount[] {
+    const parentIds = this.store.parentIds(record);
+    const mounts = overlayMounts(
+      {
+        kind: record.kind,
+        upperDir: this.upperDir(record.id),
+        workDir: this.workDir(record.id),
+        lowerDirs: parentIds.map((id) => this.upperDir(id)),
+      },
+      this.settings,
+    );
+    const parentId = parentIds[0];
+    if (this.mountMode === "bind" && parentId !== undefined) {
+      mounts.push(...storePathMounts(this.flattened(parentId)));
+    }
+    return mounts;
+  }
+
+  stat(key: string): Promise<Info> {
+    return this.run(async () => this.store.info(this.record(key)));
+  }
+
+  update(info: Info, fieldPaths: readonly string[] = []): Promise<Info> {
+    return this.run(async () => {
+      const requested = info.labels ?? {};
+      validateLabels(requested);
+      return this.store.transaction(() => {
+        const record = this.record(info.name);
+        let labels: Record<string, string> = { ...record.labels };
+        if (fieldPaths.length === 0) {
+          labels = { ...requested };
+        } else {
+          for (const path of fieldPaths) {
+            if (path.startsWith("labels.")) {
+              const key = path.slice("labels.".length);
+              labels[key] = Object.hasOwn(requested, key) ? requested[key]! : "";
+            } else if (path === "labels") {
+              labels = { ...requested };
+            } else {
+              throw new SnapshotterError(
+                ErrorCode.InvalidArgument,
+                `cannot update ${JSON.stringify(path)} field on snapshot "${info.name}"`,
+              );
+            }
+          }
+        }
+        for (const [key, value] of Object.entries(labels)) {
+          if (value === "") delete labels[key];
+        }
+        this.store.updateLabels(record.id, labels, new Date());
+        return this.store.info(this.store.getById(record.id)!);
+      });
+    });
+  }
+
+  usage(key: string): Promise<Usage> {
+    return this.run(async () => {
+      const record = this.record(key);
+      if (record.kind === Kind.Active) {
+        try {
+          return await diskUsage(this.upperDir(record.id));
+        } catch (error) {
+          throw SnapshotterError.from(error, `usage of snapshot "${key}"`);
+        }
+      }
+      return { size: record.size ?? 0, inodes: record.inodes ?? 0 };
+    });
+  }
+
+  mounts(key: string): Promise<Mount[]> {
+    return this.run(async () => {
+      const record = this.record(key);
+      if (record.kind === Kind.Committed) {
+        throw new SnapshotterError(
+          ErrorCode.FailedPrecondition,
+          `snapshot "${key}" is not active or view`,
+        );
+      }
+      return this.mountsOf(record);
+    });
+  }
+
+  prepare(key: string, parent: string, options: SnapshotOptions = {}): Promise<Mount[]> {
+    return this.run(() => this.createSnapshot(Kind.Active, key, parent, options));
+  }
+
+  view(key: string, parent: string, options: SnapshotOptions = {}): Promise<Mount[]> {
+    return this.run(() => this.createSnapshot(Kind.View, key, parent, options));
+  }
+
+  /** Checks the key is free and the parent committed; returns the parent record. */
+  private checkCreate(key: string, parent: string): SnapshotRecord | undefined {
+    if (this.store.getByKey(key) !== undefined) {
+      throw new SnapshotterError(ErrorCode.AlreadyExists, `snapshot "${key}" already exists`);
+    }
+    if (parent === "") return undefined;
+    const parentRecord = this.store.getByKey(parent);
+    if (parentRecord === undefined) {
+      throw new SnapshotterError(ErrorCode.NotFound, `parent snapshot "${parent}" does not exist`);
+    }
+    if (parentRecord.kind !== Kind.Committed) {
+      throw new SnapshotterError(
+        ErrorCode.InvalidArgument,
+        `parent snapshot "${parent}" is not a committed snapshot`,
+      );
+    }
+    return parentRecord;
+  }
+
+  private async createSnapshot(
+    kind: typeof Kind.Active | typeof Kind.View,
+    key: string,
+    parent: string,
+    options: SnapshotOptions,
+  ): Promise<Mount[]> {
+    const labels = { ...(options.labels ?? {}) };
+    validateLabels(labels);
+    if (key === "") throw new SnapshotterError(ErrorCode.InvalidArgument, "snapshot key is empty");
+    this.checkCreate(key, parent);
+    const request = this.mountMode === "none" ? undefined : parseNixLabels(labels, this.storeDir);
+    if (request !== undefined && this.nixStore === undefined) {
+      throw new SnapshotterError(
+        ErrorCode.FailedPrecondition,
+        `snapshot "${key}" is a nix layer but the snapshotter has no Nix store`,
+      );
+    }
+
+    const id = this.store.allocateId();
+    const temporaryName = `new-${id}-${randomBytes(4).toString("hex")}`;
+    const temporary = join(this.snapshotsDir, temporaryName);
+    this.busyNames.add(temporaryName);
+    this.busyIds.add(id);
+    const log = this.logger.child({ key, id });
+    try {
+      await mkdir(temporary, { mode: 0o700 });
+      const upper = join(temporary, "fs");
+      await mkdir(upper, { mode: 0o755 });
+      await chmod(upper, 0o755);
+      if (kind === Kind.Active) await mkdir(join(temporary, "work"), { mode: 0o711 });
+      const parentRecord = this.store.getByKey(parent);
+      if (parentRecord !== undefined) {
+        // Like containerd: the new upper directory belongs to whoever owns the parent's.
+        const parentStats = await lstat(this.upperDir(parentRecord.id));
+        const own = await lstat(upper);
+        if (parentStats.uid !== own.uid || parentStats.gid !== own.gid) {
+          await lchown(upper, parentStats.uid, parentStats.gid);
+        }
+      }
+
+      let nixPaths: string[] = [];
+      let nixClosure: string | null = null;
+      if (request !== undefined) {
+        nixPaths = await this.realiseLayer(key, request, this.owner(id), log);
+        nixClosure = request.closure ?? null;
+      }
+
+      const final = this.snapshotDir(id);
+      let renamed = false;
+      let record: SnapshotRecord;
+      try {
+        record = this.store.transaction(() => {
+          const parentNow = this.checkCreate(key, parent);
+          const inserted = this.store.insert(
+            {
+              id,
+              key,
+              kind,
+              parentId: parentNow?.id ?? null,
+              labels: Object.fromEntries(Object.entries(labels).filter(([, v]) => v !== "")),
+              nixPaths,
+              nixClosure,
+            },
+            new Date(),
+          );
+          // The directory gets its final name only if the row commits (containerd does the same).
+          renameSync(temporary, final);
+          renamed = true;
+          return inserted;
+        });
+      } catch (error) {
+        if (renamed) renameSync(final, temporary);
+        throw error;
+      }
+      if (nixPaths.length > 0) log.debug({ storePaths: nixPaths.length }, "nix layer prepared");
+      return this.mountsOf(record);
+    } catch (error) {
+      await rm(temporary, { recursive: true, force: true }).catch((cleanupError: unknown) =>
+        log.warn({ err: cleanupError }, "removing temporary snapshot directory failed"),
+      );
+      if (request !== undefined && this.nixStore !== undefined) {
+        await this.nixStore
+          .removeRoots(this.owner(id))
+          .catch((cleanupError: unknown) =>
+            log.warn({ err: cleanupError }, "removing GC roots of failed snapshot failed"),
+          );
+      }
+      throw SnapshotterError.from(error, `snapshot "${key}"`);
+    } finally {
+      this.busyNames.delete(temporaryName);
+      this.busyIds.delete(id);
+    }
+  }
+
+  /**
+   * Roots and realises the store paths of a nix layer in one batch, reads and validates the
+   * closure file, and checks every path is valid. Returns every store path to expose.
+   */
+  private async realiseLayer(
+    key: string,
+    request: NixLayerRequest,
+    owner: string,
+    log: Logger,
+  ): Promise<string[]> {
+    const nixStore = this.nixStore!;
+    const toRealise =
+      request.closure === undefined ? request.storePaths : [...request.storePaths, request.closure];
+    if (toRealise.length === 0) return [];
+    log.debug({ storePaths: toRealise.length }, "realising nix layer");
+    try {
+      await nixStore.realise(toRealise, { owner });
+    } catch (error) {
+      throw nixError(
+        error,
+        `snapshot "${key}": realising ${toRealise.length} store path(s) named by its nix labels`,
+      );
+    }
+    const labelOf = new Map(request.labelOf);
+    let paths = [...request.storePaths];
+    if (request.closure !== undefined) {
+      let lines: string[];
+      try {
+        lines = await nixStore.readClosureInfo(request.closure);
+      } catch (error) {
+        throw nixError(
+          error,
+          `snapshot "${key}": label "${nixClosureLabel}": reading closure ${request.closure}`,
+        );
+      }
+      const listed = parseClosureStorePaths(lines, request.closure, this.storeDir);
+      for (const path of listed) if (!labelOf.has(path)) labelOf.set(path, nixClosureLabel);
+      paths = mergePaths(paths, listed);
+    }
+    const valid = await nixStore.queryValidPaths(paths).catch((error: unknown) => {
+      throw nixError(error, `snapshot "${key}": querying store path validity`);
+    });
+    const missing = paths.find((path) => !valid.has(path));
+    if (missing !== undefined) {
+      throw new SnapshotterError(
+        ErrorCode.FailedPrecondition,
+        `snapshot "${key}": label "${labelOf.get(missing)}": store path "${missing}" is not valid in the Nix store`,
+      );
+    }
+    if (this.mountMode === "bind") {
+      for (const path of paths) {
+        const stats = await lstat(path);
+        if (stats.isSymbolicLink()) {
+          throw new SnapshotterError(
+            ErrorCode.InvalidArgument,
+            `snapshot "${key}": label "${labelOf.get(path)}": store path "${path}" is a symbolic link, which a bind mount would follow`,
+          );
+        }
+      }
+    }
+    return paths;
+  }
+
+  commit(name: string, key: string, options: SnapshotOptions = {}): Promise<void> {
+    return this.run(async () => {
+      const labels = Object.fromEntries(
+        Object.entries(options.labels ?? {}).filter(([, value]) => value !== ""),
+      );
+      validateLabels(labels);
+      if (name === "") {
+        throw new SnapshotterError(ErrorCode.InvalidArgument, "committed snapshot name is empty");
+      }
+      const checkCommit = (): SnapshotRecord => {
+        const record = this.record(key);
+        if (record.kind !== Kind.Active) {
+          throw new SnapshotterError(
+            ErrorCode.FailedPrecondition,
+            `snapshot "${key}" is not active`,
+          );
+        }
+        if (this.store.getByKey(name) !== undefined) {
+          throw new SnapshotterError(ErrorCode.AlreadyExists, `snapshot "${name}" already exists`);
+        }
+        return record;
+      };
+      const record = checkCommit();
+      this.busyIds.add(record.id);
+      try {
+        const usage = await diskUsage(this.upperDir(record.id)).catch((error: unknown) => {
+          throw SnapshotterError.from(error, `usage of snapshot "${key}"`);
+        });
+        if (this.mountMode === "hardlink" && record.nixPaths.length > 0) {
+          const stats = await linkStorePaths(this.upperDir(record.id), record.nixPaths).catch(
+            (error: unknown) => {
+              throw SnapshotterError.from(error, `snapshot "${key}": linking store paths`);
+            },
+          );
+          this.logger.debug({ key, id: record.id, ...stats }, "store paths linked into layer");
+        }
+        const parentPaths = record.parentId === null ? [] : this.flattened(record.parentId);
+        const flattened = mergePaths(parentPaths, record.nixPaths);
+        this.store.transaction(() => {
+          const current = checkCommit();
+          if (current.id !== record.id) throw notFound(key);
+          this.store.commit(record.id, name, labels, usage, flattened, new Date());
+        });
+        this.flattenedCache.set(record.id, flattened);
+      } finally {
+        this.busyIds.delete(record.id);
+      }
+    });
+  }
+
+  remove(key: string): Promise<void> {
+    return this.run(async () => {
+      let removed: SnapshotRecord | undefined;
+      const removalName = `rm-${randomBytes(4).toString("hex")}`;
+      const removal = join(this.snapshotsDir, removalName);
+      let renamedFrom: string | undefined;
+      this.busyNames.add(removalName);
+      try {
+        try {
+          this.store.transaction(() => {
+            const record = this.record(key);
+            if (this.store.hasChildren(record.id)) {
+              throw new SnapshotterError(
+                ErrorCode.FailedPrecondition,
+                `cannot remove snapshot "${key}": it has children`,
+              );
+            }
+            this.store.delete(record.id);
+            try {
+              renameSync(this.snapshotDir(record.id), removal);
+              renamedFrom = this.snapshotDir(record.id);
+            } catch (error) {
+              if (!isErrno(error, "ENOENT")) throw error;
+            }
+            removed = record;
+          });
+        } catch (error) {
+          if (renamedFrom !== undefined) renameSync(removal, renamedFrom);
+          throw SnapshotterError.from(error, `removing snapshot "${key}"`);
+        }
+        const record = removed!;
+        this.flattenedCache.delete(record.id);
+        await rm(removal, { recursive: true, force: true }).catch((error: unknown) =>
+          this.logger.warn({ err: error, key }, "removing snapshot directory failed"),
+        );
+        if (this.nixStore !== undefined && (record.nixPaths.length > 0 || record.nixClosure)) {
+          await this.nixStore
+            .removeRoots(this.owner(record.id))
+            .catch((error: unknown) =>
+              this.logger.warn({ err: error, key }, "removing GC roots failed (Cleanup retries)"),
+            );
+        }
+      } finally {
+        this.busyNames.delete(removalName);
+      }
+    });
+  }
+
+  private matching(filters: readonly string[]): Info[] {
+    const filter = parseFilters(filters);
+    return this.store
+      .all()
+      .map((record) => this.store.info(record))
+      .filter((info) => filter.match(infoAdaptor(info)));
+  }
+
+  walk(fn: WalkFunction, filters: readonly string[] = []): Promise<void> {
+    return this.run(async () => {
+      for (const info of this.matching(filters)) await fn(info);
+    });
+  }
+
+  list(filters: readonly string[] = []): AsyncIterable<Info> {
+    // Parse (and report bad filters) on the first iteration, reading one consistent snapshot.
+    const self = this;
+    return {
+      async *[Symbol.asyncIterator]() {
+        const infos = await self.run(async () => self.matching(filters));
+        yield* infos;
+      },
+    };
+  }
+
+  cleanup(): Promise<void> {
+    return this.run(async () => {
+      const ids = this.store.ids();
+      let entries: string[] = [];
+      try {
+        entries = await readdir(this.snapshotsDir);
+      } catch (error) {
+        if (!isErrno(error, "ENOENT")) throw SnapshotterError.from(error, "cleanup");
+      }
+      for (const name of entries) {
+        if (this.busyNames.has(name)) continue;
+        if (/^[0-9]+$/.test(name)) {
+          const id = Number(name);
+          if (ids.has(id) || this.busyIds.has(id)) continue;
+        }
+        this.logger.info({ directory: name }, "cleanup: removing orphaned snapshot directory");
+        await rm(join(this.snapshotsDir, name), { recursive: true, force: true });
+      }
+      if (this.nixStore === undefined) return;
+      let owners: string[];
+      try {
+        owners = await this.nixStore.listRootOwners();
+      } catch (error) {
+        throw nixError(error, "cleanup: listing GC root owners");
+      }
+      for (const owner of owners) {
+        if (!owner.startsWith(this.ownerPrefix)) continue;
+        const rest = owner.slice(this.ownerPrefix.length);
+        if (/^[0-9]+$/.test(rest)) {
+          const id = Number(rest);
+          if (ids.has(id) || this.busyIds.has(id)) continue;
+        }
+        this.logger.info({ owner }, "cleanup: removing orphaned GC roots");
+        await this.nixStore.removeRoots(owner).catch((error: unknown) => {
+          throw nixError(error, `cleanup: removing GC roots of ${owner}`);
+        });
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.allSettled([...this.pending]);
+    this.store.close();
+  }
+
+  toString(): string {
+    return `OverlaySnapshotter(${this.root})`;
+  }
+}
+
+/**
+ * Opens (creating if needed) a snapshotter rooted at `options.root`:
+ * `<root>/metadata.db` (SQLite, WAL) and `<root>/snapshots/<id>/{fs,work}`.
+ */
+export async function createSnapshotter(options: SnapshotterOptions): Promise<Snapshotter> {
+  const root = resolve(options.root);
+  const mountMode = options.mountMode ?? "bind";
+  if (mountMode !== "bind" && mountMode !== "hardlink" && mountMode !== "none") {
+    throw new SnapshotterError(ErrorCode.InvalidArgument, `unknown mount mode "${mountMode}"`);
+  }
+  const storeDir = options.storeDir ?? options.nixStore?.storeDir ?? "/nix/store";
+  if (!isValidStoreDir(storeDir)) {
+    throw new SnapshotterError(ErrorCode.InvalidArgument, `store dir "${storeDir}" is not valid`);
+  }
+  if (options.nixStore !== undefined && options.nixStore.storeDir !== storeDir) {
+    throw new SnapshotterError(
+      ErrorCode.InvalidArgument,
+      `store dir "${storeDir}" differs from the Nix store's "${options.nixStore.storeDir}"`,
+    );
+  }
+  await mkdir(join(root, "snapshots"), { recursive: true, mode: 0o700 });
+  await chmod(root, 0o700);
+  const fuseOverlayfs = options.fuseOverlayfs ?? false;
+  const settings: OverlaySettings = {
+    fuseOverlayfs,
+    indexOff: existsSync("/sys/module/overlay/parameters/index"),
+    userxattr: options.userxattr ?? process.getuid?.() !== 0,
+  };
+  const ownerPrefix =
+    options.gcRootOwnerPrefix ??
+    `snapshot-${createHash("sha256").update(root).digest("hex").slice(0, 12)}-`;
+  const logger = options.logger ?? silentLogger;
+  let store: MetadataStore;
+  try {
+    store = new MetadataStore(join(root, "metadata.db"));
+  } catch (error) {
+    throw SnapshotterError.from(error, `opening ${join(root, "metadata.db")}`);
+  }
+  logger.debug({ root, mountMode, settings, storeDir }, "snapshotter opened");
+  return new OverlaySnapshotter(
+    root,
+    store,
+    settings,
+    mountMode,
+    options.nixStore,
+    storeDir,
+    ownerPrefix,
+    logger,
+  );
+}
