@@ -1,1 +1,19 @@
-export {};
+export type { BinaryCache, BinaryCacheOptions } from "./binary-cache.js";
+export { serveBinaryCache, startBinaryCache } from "./binary-cache.js";
+export type {
+  BusyboxFixture,
+  NixFixtures,
+  NixFixturesOptions,
+  RedisFixture,
+  ScriptFixture,
+  SyntheticClosure,
+  SyntheticClosureOptions,
+} from "./fixtures.js";
+export {
+  createNixFixtures,
+  findProgram,
+  nixE2eSkipReason,
+  TEST_GC_ROOTS_PARENT,
+} from "./fixtures.js";
+export type { ExportEntry, NarNode } from "./nar.js";
+export { exportStream, narSerialise } from "./nar.js";
