@@ -16,6 +16,7 @@ export default defineConfig({
     "streaming-v1": "src/streaming-v1.ts",
     "transfer-v1": "src/transfer-v1.ts",
     "health-v1": "src/health-v1.ts",
+    "cri-v1": "src/cri-v1.ts",
   },
   format: ["esm"],
   // tsup gives the declaration build only the entries as root files; `composite` (from the

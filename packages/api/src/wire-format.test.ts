@@ -5,6 +5,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { WriteAction, WriteContentRequestSchema } from "./content-v1.js";
+import { ImageSpecSchema, ImageStatusResponseSchema, PullImageRequestSchema } from "./cri-v1.js";
 import { DiffResponseSchema } from "./diff-v1.js";
 import { HealthCheckResponse_ServingStatus, HealthCheckResponseSchema } from "./health-v1.js";
 import { ImageSchema } from "./images-v1.js";
@@ -140,6 +141,47 @@ describe("field numbers that are easy to get wrong", () => {
     });
     expect(toBinary(HealthCheckResponseSchema, serving)).toEqual(bytes([0x08, 1]));
     expect(HealthCheckResponse_ServingStatus.SERVICE_UNKNOWN).toBe(3);
+  });
+});
+
+describe("CRI runtime.v1", () => {
+  it("PullImageRequest.image is an ImageSpec at field 1 whose image is field 1", () => {
+    const request = create(PullImageRequestSchema, { image: { image: "x" } });
+    expect(toBinary(PullImageRequestSchema, request)).toEqual(
+      bytes([0x0a, 3, 0x0a, 1, ...ascii("x")]),
+    );
+  });
+
+  it("ImageSpec: annotations 2, user_specified_image 18, runtime_handler 19, image_ref 20", () => {
+    const spec = create(ImageSpecSchema, {
+      annotations: { a: "b" },
+      userSpecifiedImage: "u",
+      runtimeHandler: "r",
+      imageRef: "i",
+    });
+    // Tags above 15 take two varint bytes: 18 << 3 | 2 = 146 -> 0x92 0x01.
+    expect(toBinary(ImageSpecSchema, spec)).toEqual(
+      bytes(
+        [0x12, 6, 0x0a, 1, ...ascii("a"), 0x12, 1, ...ascii("b")],
+        [0x92, 0x01, 1, ...ascii("u")],
+        [0x9a, 0x01, 1, ...ascii("r")],
+        [0xa2, 0x01, 1, ...ascii("i")],
+      ),
+    );
+  });
+
+  it("ImageStatusResponse: image 1 (Image: id 1, size 4 as uint64), info 2", () => {
+    const response = create(ImageStatusResponseSchema, {
+      image: { id: "sha256:1", size: 2n },
+      info: { k: "v" },
+    });
+    const image = [0x0a, 8, ...ascii("sha256:1"), 0x20, 2];
+    expect(toBinary(ImageStatusResponseSchema, response)).toEqual(
+      bytes(
+        [0x0a, image.length, ...image],
+        [0x12, 6, 0x0a, 1, ...ascii("k"), 0x12, 1, ...ascii("v")],
+      ),
+    );
   });
 });
 
