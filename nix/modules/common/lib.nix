@@ -1,0 +1,362 @@
+# Shared pieces of the NixOS and home-manager modules: option declarations,
+# the nix-snapshotter settings submodule, systemd units written once in
+# home-manager's shape ({ Unit, Service, Install }) and converted for NixOS,
+# and the containerd settings that wire the nix snapshotter in.
+{ lib, pkgs }:
+let
+  inherit (lib) mkOption types;
+
+  platform = import ../../platform.nix;
+
+  settingsFormat = pkgs.formats.toml { };
+
+  defaultAddress = "/run/nix-snapshotter/nix-snapshotter.sock";
+
+  # TOML has no null: unset optional keys are left out of the file.
+  renderSettings =
+    name: settings: settingsFormat.generate name (lib.filterAttrsRecursive (_: v: v != null) settings);
+
+  settingsSubmodule = types.submodule {
+    freeformType = settingsFormat.type;
+    options = {
+      address = mkOption {
+        type = types.str;
+        default = defaultAddress;
+        description = ''
+          Unix socket on which nix-snapshotter serves containerd's snapshots API
+          (and the CRI image service when `image_service.enable` is true).
+          containerd's `proxy_plugins.nix.address` and k3s'
+          `--image-service-endpoint` are set from it.
+        '';
+      };
+      root = mkOption {
+        type = types.str;
+        default = "/var/lib/containerd/io.containerd.snapshotter.v1.nix";
+        description = "Directory holding the snapshots and their metadata.";
+      };
+      external_builder = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/current-system/sw/bin/nix-build-remote";
+        description = ''
+          Program run to realise store paths that are missing, instead of
+          `nix-store --realise`. It gets the store paths as arguments. Unset:
+          the daemon realises through Nix itself.
+        '';
+      };
+      image_service = {
+        enable = mkOption {
+          type = types.bool;
+          default = true;
+          description = ''
+            Serve the CRI image service on `address`: the kubelet (or k3s with
+            `--image-service-endpoint`) then pulls `nix:0/nix/store/...`
+            references through Nix, and every other reference through
+            containerd.
+          '';
+        };
+        containerd_address = mkOption {
+          type = types.str;
+          default = "/run/containerd/containerd.sock";
+          description = "containerd's socket, used by the CRI image service to import and pull images.";
+        };
+      };
+      mount_mode = mkOption {
+        type = types.nullOr (
+          types.enum [
+            "bind"
+            "hardlink"
+          ]
+        );
+        default = null;
+        example = "hardlink";
+        description = ''
+          How store paths reach a container's root file system. `bind`: one
+          read-only bind mount per store path (the Go nix-snapshotter's way;
+          needs containerd >= 1.7, whose mounts honour `target`). `hardlink`:
+          the store paths' files are hard-linked into the nix layer's snapshot
+          when it is committed, so containers get a single overlay mount (works
+          with containerd 1.6, and keeps the mount table small). Unset: the
+          daemon's default.
+        '';
+      };
+      store_dir = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/nix/store";
+        description = "The Nix store directory. Unset: the daemon's default (`/nix/store`).";
+      };
+      gc_roots_dir = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/nix/var/nix/gcroots/nix-snapshotter";
+        description = ''
+          Directory under which the daemon keeps a GC root for every store path
+          used by a snapshot. Unset: the daemon's default.
+        '';
+      };
+      fuse_overlayfs = mkOption {
+        type = types.nullOr types.bool;
+        default = null;
+        description = ''
+          Mount snapshots with fuse-overlayfs instead of the kernel's overlayfs
+          (for rootless use on kernels without unprivileged overlayfs). When
+          true, fuse-overlayfs is added to the service's PATH.
+        '';
+      };
+      metrics_address = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "127.0.0.1:9153";
+        description = "Address (host:port) on which Prometheus metrics are served. Unset: no metrics.";
+      };
+    };
+  };
+
+  # Options common to services.nix-snapshotter and services.nix-snapshotter.rootless.
+  snapshotterOptions = {
+    package = lib.mkPackageOption pkgs "nix-snapshotter" { };
+
+    path = mkOption {
+      type = types.listOf types.package;
+      default = [ pkgs.nix ];
+      defaultText = lib.literalExpression "[ pkgs.nix ]";
+      description = ''
+        Packages on the service's PATH. Nix must be among them: the daemon
+        runs `nix-store` to realise and register store paths.
+      '';
+    };
+
+    settings = mkOption {
+      type = settingsSubmodule;
+      default = { };
+      description = ''
+        nix-snapshotter's config.toml as Nix attributes. The keys below are
+        known and typed; any other key is written as it is (the daemon rejects
+        keys it does not know).
+      '';
+    };
+
+    configFile = mkOption {
+      type = types.path;
+      description = ''
+        Path of nix-snapshotter's config file. Defaults to a file rendered from
+        `settings`; setting it makes `settings` unused.
+      '';
+    };
+  };
+
+  # home-manager unit shape -> NixOS systemd.services entry.
+  toNixosService =
+    unit:
+    lib.mkMerge [
+      (lib.mkIf (unit ? Service) { serviceConfig = unit.Service; })
+      (lib.mkIf (unit ? Unit) { unitConfig = unit.Unit; })
+      (lib.mkIf (unit ? Install.WantedBy) { wantedBy = unit.Install.WantedBy; })
+    ];
+
+  snapshotterServiceBase = {
+    Service = {
+      Type = "notify";
+      # The daemon may report readiness through a helper process
+      # (systemd-notify), which systemd only accepts with NotifyAccess=all.
+      NotifyAccess = "all";
+      Restart = "always";
+      RestartSec = "2";
+      Delegate = "yes";
+      KillMode = "mixed";
+      StateDirectory = "nix-snapshotter";
+      RuntimeDirectory = "nix-snapshotter";
+      RuntimeDirectoryPreserve = "yes";
+    };
+  };
+
+  servicePath =
+    cfg: cfg.path ++ lib.optional (cfg.settings.fuse_overlayfs or null == true) pkgs.fuse-overlayfs;
+
+  execStart = cfg: "${cfg.package}/bin/nix-snapshotter --config ${cfg.configFile}";
+
+  # Settings that make containerd use nix-snapshotter (config version 2, which
+  # containerd 1.6, 1.7 and 2.x all read; 2.x migrates it).
+  nixSnapshotterContainerdSettings = address: {
+    plugins."io.containerd.grpc.v1.cri".containerd.snapshotter = "nix";
+    plugins."io.containerd.transfer.v1.local".unpack_config = [
+      {
+        platform = platform.ociPlatform pkgs.stdenv.hostPlatform;
+        snapshotter = "nix";
+      }
+    ];
+    proxy_plugins.nix = {
+      type = "snapshot";
+      inherit address;
+    };
+  };
+
+  containerdBaseSettings = cfg: {
+    version = lib.mkDefault 2;
+    plugins."io.containerd.grpc.v1.cri" = {
+      cni.bin_dir = lib.mkOptionDefault "${pkgs.cni-plugins}/bin";
+      containerd = {
+        default_runtime_name = cfg.defaultRuntime;
+        runtimes.runc.runtime_type = lib.mkDefault "io.containerd.runc.v2";
+      };
+    };
+  };
+
+  gVisorContainerdSettings = {
+    plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc.runtime_type = "io.containerd.runsc.v1";
+  };
+
+  # Shell lines exporting CONTAINERD_* for interactive shells when unset.
+  containerdEnvironment =
+    cfg:
+    ''
+      if [ -z "''${CONTAINERD_ADDRESS-}" ]; then
+        export CONTAINERD_ADDRESS="${cfg.setAddress}"
+      fi
+    ''
+    + lib.optionalString (cfg.setNamespace != "default") ''
+      if [ -z "''${CONTAINERD_NAMESPACE-}" ]; then
+        export CONTAINERD_NAMESPACE="${cfg.setNamespace}"
+      fi
+    ''
+    + lib.optionalString (cfg.setSnapshotter != "") ''
+      if [ -z "''${CONTAINERD_SNAPSHOTTER-}" ]; then
+        export CONTAINERD_SNAPSHOTTER="${cfg.setSnapshotter}"
+      fi
+    '';
+
+  # Options added to virtualisation.containerd and virtualisation.containerd.rootless.
+  containerdOptions = {
+    nixSnapshotterIntegration = lib.mkEnableOption ''
+      the nix snapshotter in containerd: the `nix` proxy snapshotter plugin,
+      `nix` as the CRI snapshotter and as the Transfer service's unpack
+      snapshotter for the host platform'';
+
+    gVisorIntegration = lib.mkEnableOption "the gVisor (runsc) runtime in containerd's CRI";
+
+    defaultRuntime = mkOption {
+      type = types.str;
+      default = "runc";
+      description = "containerd CRI's default runtime name.";
+    };
+
+    path = mkOption {
+      type = types.listOf types.package;
+      default = [ ];
+      description = "Packages added to containerd's PATH.";
+    };
+
+    setAddress = mkOption {
+      type = types.str;
+      default = "/run/containerd/containerd.sock";
+      description = "Value exported as `CONTAINERD_ADDRESS` in shells that have not set it.";
+    };
+
+    setNamespace = mkOption {
+      type = types.str;
+      default = "default";
+      description = ''
+        Value exported as `CONTAINERD_NAMESPACE` in shells that have not set it
+        (nothing is exported for "default").
+      '';
+    };
+
+    setSnapshotter = mkOption {
+      type = types.str;
+      default = "";
+      description = ''
+        Value exported as `CONTAINERD_SNAPSHOTTER` in shells that have not set
+        it (nothing is exported when empty). Set to "nix" by
+        `nixSnapshotterIntegration`.
+      '';
+    };
+  };
+
+  preloadTargetType = types.submodule {
+    options = {
+      archives = mkOption {
+        type = types.listOf types.package;
+        default = [ ];
+        description = "Image archives (e.g. from `buildImage`) imported into this containerd.";
+      };
+      address = mkOption {
+        type = types.str;
+        default = "/run/containerd/containerd.sock";
+        description = "containerd socket of this target.";
+      };
+      namespace = mkOption {
+        type = types.str;
+        default = "default";
+        description = "containerd namespace the images are imported into (`k8s.io` for Kubernetes).";
+      };
+    };
+  };
+
+  preloadOptions = {
+    enable = lib.mkEnableOption "importing image archives into containerd at boot";
+
+    package = lib.mkPackageOption pkgs "nix-snapshotter" { } // {
+      description = "The package whose `nix2container` imports the archives.";
+    };
+
+    targets = mkOption {
+      type = types.listOf preloadTargetType;
+      default = [ ];
+      description = "containerd instances and the archives to import into each.";
+    };
+  };
+
+  preloadService =
+    cfg:
+    let
+      script = pkgs.writeShellScriptBin "preload-containerd" (
+        lib.concatMapStringsSep "\n" (
+          target:
+          lib.concatMapStringsSep "\n" (archive: ''
+            ${cfg.package}/bin/nix2container \
+              --address "${target.address}" \
+              --namespace "${target.namespace}" \
+              load ${archive}
+          '') target.archives
+        ) cfg.targets
+      );
+    in
+    {
+      Unit = {
+        Description = "Import image archives into containerd";
+        Wants = [
+          "containerd.service"
+          "nix-snapshotter.service"
+        ];
+        After = [
+          "containerd.service"
+          "nix-snapshotter.service"
+        ];
+      };
+      Service = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+        ExecStart = "${script}/bin/preload-containerd";
+      };
+    };
+in
+{
+  inherit
+    containerdBaseSettings
+    containerdEnvironment
+    containerdOptions
+    defaultAddress
+    execStart
+    gVisorContainerdSettings
+    nixSnapshotterContainerdSettings
+    preloadOptions
+    preloadService
+    renderSettings
+    servicePath
+    settingsFormat
+    snapshotterOptions
+    snapshotterServiceBase
+    toNixosService
+    ;
+}

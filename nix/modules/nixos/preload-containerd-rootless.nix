@@ -1,0 +1,20 @@
+# services.preload-containerd.rootless: import image archives into rootless
+# containerd when the user's session starts.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  cfg = config.services.preload-containerd.rootless;
+  common = import ../common/lib.nix { inherit lib pkgs; };
+  rootless = import ../common/rootless.nix { inherit lib pkgs; };
+in
+{
+  options.services.preload-containerd.rootless = common.preloadOptions;
+
+  config = lib.mkIf (cfg.enable && cfg.targets != [ ]) {
+    systemd.user.services.preload-containerd = common.toNixosService (rootless.preloadService cfg);
+  };
+}

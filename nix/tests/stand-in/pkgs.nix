@@ -1,0 +1,286 @@
+# TEST DOUBLE: a stand-in for the few nixpkgs functions and packages that
+# nix/build-image.nix and nix/modules use, built with builtins.derivation and
+# the host's /bin/sh (PATH=/usr/bin:/bin). Host programs are wrapped, not
+# rebuilt. Never used outside nix/tests.
+{
+  # Absolute path of the host's node (Node >= 22.13).
+  node,
+  # Absolute path of the repository (its apps/*/dist/main.js are run).
+  repo,
+  system ? builtins.currentSystem,
+}:
+let
+  lib = import ./lib.nix;
+
+  inherit (builtins) concatLists genList length elemAt;
+
+  shell = "/bin/sh";
+
+  mkDerivation =
+    {
+      name,
+      script,
+      env ? { },
+      passthru ? { },
+    }:
+    let
+      drv = derivation (
+        env
+        // {
+          inherit name system;
+          builder = shell;
+          buildCommand = script;
+          args = [
+            "-c"
+            ''PATH=/usr/bin:/bin; set -e; eval "$buildCommand"''
+          ];
+        }
+      );
+    in
+    drv // passthru;
+
+  runCommand =
+    name: env: script:
+    mkDerivation {
+      inherit name script;
+      env = removeAttrs env [ "passthru" "nativeBuildInputs" "buildInputs" ];
+      passthru = env.passthru or { };
+    };
+
+  writeText =
+    name: text:
+    mkDerivation {
+      inherit name;
+      env = { inherit text; };
+      script = ''printf '%s' "$text" > "$out"'';
+    };
+
+  writeShellScriptBin =
+    name: text:
+    mkDerivation {
+      inherit name;
+      env = {
+        inherit text;
+        fileName = name;
+      };
+      script = ''
+        mkdir -p "$out/bin"
+        { printf '#!/bin/sh\n'; printf '%s\n' "$text"; } > "$out/bin/$fileName"
+        chmod 0555 "$out/bin/$fileName"
+      '';
+    };
+
+  writeShellApplication =
+    {
+      name,
+      text,
+      runtimeInputs ? [ ],
+    }:
+    writeShellScriptBin name ''
+      set -eu
+      export PATH=${lib.makeBinPath runtimeInputs}:$PATH
+      ${text}
+    '';
+
+  # Like nixpkgs' closureInfo: $out/store-paths lists the closure of rootPaths, sorted.
+  closureInfo =
+    { rootPaths }:
+    mkDerivation {
+      name = "closure-info";
+      env.exportReferencesGraph = concatLists (
+        genList (i: [
+          "closure-${toString i}"
+          "${elemAt rootPaths i}"
+        ]) (length rootPaths)
+      );
+      script = ''
+        mkdir "$out"
+        touch "$out/store-paths"
+        for graph in closure-*; do
+          [ -e "$graph" ] || continue
+          awk 'state == 0 { print; state = 1; next }
+               state == 1 { state = 2; next }
+               state == 2 { left = $1; state = (left > 0) ? 3 : 0; next }
+               state == 3 { left--; if (left == 0) state = 0; next }' "$graph"
+        done | sort -u > "$out/store-paths"
+      '';
+    };
+
+  # A package made of links to host programs, e.g. hostPackage "nix" [ "/usr/bin/nix-store" ].
+  hostPackage =
+    name: programs:
+    runCommand name { inherit programs; } ''
+      mkdir -p "$out/bin"
+      for program in $programs; do ln -s "$program" "$out/bin/"; done
+    '';
+
+  emptyPackage = name: runCommand name { } ''mkdir -p "$out/bin"'';
+
+  # TOML writer (nixpkgs uses remarshal; this is a small pure-Nix equivalent).
+  toTOML =
+    let
+      inherit (builtins)
+        attrNames
+        filter
+        isAttrs
+        isBool
+        isFloat
+        isInt
+        isList
+        isString
+        match
+        toJSON
+        all
+        concatStringsSep
+        ;
+      key = k: if match "[A-Za-z0-9_-]+" k != null then k else toJSON k;
+      value =
+        v:
+        if isString v then
+          toJSON v
+        else if isBool v then
+          (if v then "true" else "false")
+        else if isInt v || isFloat v then
+          toJSON v
+        else if isList v then
+          "[${concatStringsSep ", " (map value v)}]"
+        else if isAttrs v then
+          "{${concatStringsSep ", " (map (n: "${key n} = ${value v.${n}}") (attrNames v))}}"
+        else
+          throw "toTOML: cannot render ${builtins.typeOf v}";
+      isTable = v: isAttrs v && !(v ? outPath);
+      isTableArray = v: isList v && v != [ ] && all isTable v;
+      body =
+        path: attrs:
+        let
+          names = attrNames attrs;
+          scalars = filter (n: !(isTable attrs.${n}) && !(isTableArray attrs.${n})) names;
+          tables = filter (n: isTable attrs.${n}) names;
+          arrays = filter (n: isTableArray attrs.${n}) names;
+          header = concatStringsSep "." (map key path);
+        in
+        lib.optionalString (path != [ ] && (scalars != [ ] || (tables == [ ] && arrays == [ ]))) "\n[${header}]\n"
+        + concatStringsSep "" (map (n: "${key n} = ${value attrs.${n}}\n") scalars)
+        + concatStringsSep "" (map (n: body (path ++ [ n ]) attrs.${n}) tables)
+        + concatStringsSep "" (
+          map (
+            n:
+            concatStringsSep "" (
+              map (
+                element:
+                "\n[[${concatStringsSep "." (map key (path ++ [ n ]))}]]\n"
+                + body' (path ++ [ n ]) element
+              ) attrs.${n}
+            )
+          ) arrays
+        );
+      # The body of an array-of-tables element: its own header is already written.
+      body' =
+        path: attrs:
+        let
+          names = attrNames attrs;
+          scalars = filter (n: !(isTable attrs.${n}) && !(isTableArray attrs.${n})) names;
+          rest = removeAttrs attrs scalars;
+        in
+        concatStringsSep "" (map (n: "${key n} = ${value attrs.${n}}\n") scalars)
+        + (if rest == { } then "" else body path rest);
+    in
+    attrs: body [ ] attrs;
+
+  formats.toml =
+    { }:
+    {
+      type =
+        let
+          valueType =
+            lib.types.nullOr (
+              lib.types.oneOf [
+              lib.types.bool
+              lib.types.int
+              lib.types.float
+              lib.types.str
+              lib.types.path
+              (lib.types.attrsOf valueType)
+              (lib.types.listOf valueType)
+            ]
+            )
+            // {
+              description = "TOML value";
+            };
+        in
+        lib.types.attrsOf valueType;
+      generate = name: value: writeText name (toTOML value);
+    };
+
+  nix = hostPackage "nix" [
+    "/usr/bin/nix"
+    "/usr/bin/nix-store"
+    "/usr/bin/nix-build"
+    "/usr/bin/nix-instantiate"
+  ];
+
+  # The workspace's built apps, run with the host's node.
+  nix-snapshotter =
+    runCommand "nix-snapshotter-host"
+      {
+        inherit node repo;
+        passthru = {
+          buildImage = buildImageFunctions.buildImage;
+        };
+      }
+      ''
+        mkdir -p "$out/bin"
+        for app in nix-snapshotter nix2container; do
+          printf '#!/bin/sh\nexec %s %s/apps/%s/dist/main.js "$@"\n' "$node" "$repo" "$app" > "$out/bin/$app"
+          chmod 0555 "$out/bin/$app"
+        done
+      '';
+
+  buildImageFunctions = import ../../build-image.nix {
+    inherit
+      lib
+      stdenv
+      runCommand
+      closureInfo
+      writeText
+      writeShellScriptBin
+      nix-snapshotter
+      ;
+  };
+
+  stdenv.hostPlatform = { inherit system; };
+in
+{
+  inherit
+    lib
+    stdenv
+    runCommand
+    writeText
+    writeShellScriptBin
+    writeShellApplication
+    closureInfo
+    formats
+    toTOML
+    nix
+    nix-snapshotter
+    hostPackage
+    ;
+  inherit (buildImageFunctions) buildImage copyToRegistry copyToContainerd;
+  containerd = hostPackage "containerd" [
+    "/usr/bin/containerd"
+    "/usr/bin/ctr"
+  ];
+  runc = hostPackage "runc" [ "/usr/sbin/runc" ];
+  fuse-overlayfs = hostPackage "fuse-overlayfs" [ "/usr/bin/fuse-overlayfs" ];
+  util-linux = hostPackage "util-linux" [ "/usr/bin/nsenter" ];
+  cni-plugins = emptyPackage "cni-plugins";
+  gvisor = emptyPackage "gvisor";
+  rootlesskit = emptyPackage "rootlesskit";
+  slirp4netns = emptyPackage "slirp4netns";
+  iproute2 = emptyPackage "iproute2";
+  iptables = emptyPackage "iptables";
+  coreutils = emptyPackage "coreutils";
+  procps = emptyPackage "procps";
+  bash = emptyPackage "bash";
+  k3s = emptyPackage "k3s";
+}
