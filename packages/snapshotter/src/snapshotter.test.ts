@@ -1,0 +1,426 @@
+import {
+  lstat,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  rm,
+  stat,
+  symlink,
+  writeFile,
+} from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { ErrorCode, SnapshotterError } from "./errors.js";
+import { nixClosureLabel, nixLayerLabel, nixStorePathLabelPrefix } from "./nix-labels.js";
+import { createSnapshotter } from "./snapshotter.js";
+import { FakeNixStore } from "./testing/fake-nix-store.js";
+import { Kind, type MountMode, type Snapshotter } from "./types.js";
+
+let directory: string;
+let root: string;
+let nix: FakeNixStore;
+const open: Snapshotter[] = [];
+
+async function make(mountMode: MountMode = "bind"): Promise<Snapshotter> {
+  const snapshotter = await createSnapshotter({
+    root,
+    mountMode,
+    nixStore: nix,
+    gcRootOwnerPrefix: "test-",
+  });
+  open.push(snapshotter);
+  return snapshotter;
+}
+
+async function code(promise: Promise<unknown>): Promise<ErrorCode | "ok"> {
+  try {
+    await promise;
+    return "ok";
+  } catch (error) {
+    if (error instanceof SnapshotterError) return error.code;
+    throw error;
+  }
+}
+
+async function failure(promise: Promise<unknown>): Promise<SnapshotterError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof SnapshotterError) return error;
+    throw error;
+  }
+  throw new Error("expected a failure");
+}
+
+function nixLabels(paths: string[]): Record<string, string> {
+  const labels: Record<string, string> = { [nixLayerLabel]: "true" };
+  paths.forEach((path, index) => {
+    labels[`${nixStorePathLabelPrefix}${index}`] = path;
+  });
+  return labels;
+}
+
+beforeEach(async () => {
+  directory = await mkdtemp(join(tmpdir(), "snapshotter-unit-"));
+  root = join(directory, "root");
+  await mkdir(join(directory, "store"));
+  nix = new FakeNixStore({ storeDir: join(directory, "store") });
+});
+
+afterEach(async () => {
+  for (const snapshotter of open.splice(0)) await snapshotter.close();
+  await rm(directory, { recursive: true, force: true });
+});
+
+describe("createSnapshotter", () => {
+  it("lays out metadata.db and snapshots/ in a private root", async () => {
+    await make();
+    expect((await readdir(root)).sort()).toEqual(
+      expect.arrayContaining(["metadata.db", "snapshots"]),
+    );
+    expect((await stat(root)).mode & 0o777).toBe(0o700);
+  });
+
+  it("rejects an unknown mount mode and a store dir that is not absolute", async () => {
+    await expect(createSnapshotter({ root, mountMode: "copy" as MountMode })).rejects.toThrow(
+      /mount mode/,
+    );
+    await expect(createSnapshotter({ root, storeDir: "nix/store" })).rejects.toThrow(/store dir/);
+  });
+});
+
+describe("containerd semantics", () => {
+  it("prepares, commits, stats, views and removes with containerd's codes", async () => {
+    const s = await make();
+    const mounts = await s.prepare("a", "", { labels: { l: "1" } });
+    expect(mounts).toHaveLength(1);
+    expect(mounts[0]).toMatchObject({ type: "bind", options: ["rw", "rbind"] });
+    await writeFile(join(mounts[0]!.source, "file"), "hello");
+
+    const active = await s.stat("a");
+    expect(active).toMatchObject({ kind: Kind.Active, name: "a", parent: "", labels: { l: "1" } });
+    expect(await code(s.prepare("a", ""))).toBe(ErrorCode.AlreadyExists);
+    expect(await code(s.view("a", ""))).toBe(ErrorCode.AlreadyExists);
+    expect(await code(s.prepare("b", "a"))).toBe(ErrorCode.InvalidArgument); // parent not committed
+    expect(await code(s.prepare("b", "missing"))).toBe(ErrorCode.NotFound);
+    expect(await code(s.stat("missing"))).toBe(ErrorCode.NotFound);
+
+    await s.commit("base", "a", { labels: { c: "2" } });
+    expect(await code(s.stat("a"))).toBe(ErrorCode.NotFound);
+    const committed = await s.stat("base");
+    // Commit replaces labels (no inheritance), like containerd.
+    expect(committed).toMatchObject({ kind: Kind.Committed, name: "base", labels: { c: "2" } });
+    expect(await code(s.mounts("base"))).toBe(ErrorCode.FailedPrecondition);
+    expect(await code(s.commit("other", "base"))).toBe(ErrorCode.FailedPrecondition);
+    expect(await code(s.commit("x", "missing"))).toBe(ErrorCode.NotFound);
+
+    await s.prepare("c", "base");
+    expect(await code(s.commit("base", "c"))).toBe(ErrorCode.AlreadyExists);
+    expect(await code(s.remove("base"))).toBe(ErrorCode.FailedPrecondition);
+    expect((await s.stat("c")).parent).toBe("base");
+
+    const view = await s.view("v", "base");
+    expect(view).toEqual([
+      {
+        type: "bind",
+        source: expect.stringMatching(/snapshots\/1\/fs$/),
+        options: ["ro", "rbind"],
+      },
+    ]);
+    expect(await code(s.commit("vv", "v"))).toBe(ErrorCode.FailedPrecondition);
+
+    await s.remove("c");
+    await s.remove("v");
+    await s.remove("base");
+    expect(await code(s.remove("base"))).toBe(ErrorCode.NotFound);
+    expect(await readdir(join(root, "snapshots"))).toEqual([]);
+  });
+
+  it("records usage at commit and measures active snapshots live", async () => {
+    const s = await make();
+    const [mount] = await s.prepare("a", "");
+    const before = await s.usage("a");
+    await writeFile(join(mount!.source, "data"), Buffer.alloc(64 * 1024, 1));
+    const after = await s.usage("a");
+    expect(after.inodes).toBe(before.inodes + 1);
+    expect(after.size).toBeGreaterThanOrEqual(before.size + 64 * 1024);
+    await s.commit("b", "a");
+    expect(await s.usage("b")).toEqual(after);
+  });
+
+  it("updates labels by field path and refuses other fields", async () => {
+    const s = await make();
+    await s.prepare("a", "", { labels: { keep: "1", drop: "2", change: "3" } });
+    const info = await s.stat("a");
+    const updated = await s.update({ ...info, labels: { change: "30", add: "4", drop: "" } }, [
+      "labels.change",
+      "labels.add",
+      "labels.drop",
+    ]);
+    expect(updated.labels).toEqual({ keep: "1", change: "30", add: "4" });
+    expect(updated.created).toEqual(info.created);
+    expect(updated.updated.getTime()).toBeGreaterThanOrEqual(info.updated.getTime());
+    expect((await s.update({ ...info, labels: { only: "x" } })).labels).toEqual({ only: "x" });
+    expect((await s.update({ ...info, labels: { all: "y" } }, ["labels"])).labels).toEqual({
+      all: "y",
+    });
+    for (const path of ["name", "kind", "parent", "created", "label"]) {
+      expect(await code(s.update({ ...info, labels: {} }, [path]))).toBe(ErrorCode.InvalidArgument);
+    }
+    expect(await code(s.update({ ...info, name: "missing" }))).toBe(ErrorCode.NotFound);
+    // The kind and parent given by the caller are ignored.
+    expect((await s.update({ ...info, kind: Kind.Committed, parent: "x" })).kind).toBe(Kind.Active);
+  });
+
+  it("refuses a label larger than 4096 bytes", async () => {
+    const s = await make();
+    expect(await code(s.prepare("a", "", { labels: { k: "v".repeat(4096) } }))).toBe(
+      ErrorCode.InvalidArgument,
+    );
+    expect(await readdir(join(root, "snapshots"))).toEqual([]);
+  });
+
+  it("walks with filters and lets Stat run inside the walk", async () => {
+    const s = await make();
+    await s.prepare("a", "", { labels: { "x.y": "1" } });
+    await s.commit("base", "a", { labels: { "x.y": "1" } });
+    await s.prepare("b", "base", { labels: { "x.y": "2" } });
+    await s.view("v", "base");
+    const seen: string[] = [];
+    await s.walk(async (info) => {
+      seen.push(info.name);
+      expect((await s.stat(info.name)).kind).toBe(info.kind);
+    });
+    expect(seen.sort()).toEqual(["b", "base", "v"]);
+    const names = async (filters: string[]) => {
+      const found: string[] = [];
+      for await (const info of s.list(filters)) found.push(info.name);
+      return found.sort();
+    };
+    expect(await names(['labels."x.y"==2'])).toEqual(["b"]);
+    expect(await names(["kind==view", "kind==committed"])).toEqual(["base", "v"]);
+    expect(await names(["parent==base,kind==active"])).toEqual(["b"]);
+    expect(await code(s.walk(() => {}, ["name=="]))).toBe(ErrorCode.InvalidArgument);
+  });
+
+  it("builds the lowerdir chain parent first for deep chains", async () => {
+    const s = await make();
+    let parent = "";
+    for (let index = 0; index < 5; index++) {
+      await s.prepare(`k${index}`, parent);
+      await s.commit(`c${index}`, `k${index}`);
+      parent = `c${index}`;
+    }
+    const [mount] = await s.prepare("top", parent);
+    const lowerdir = mount!.options.find((option) => option.startsWith("lowerdir="))!;
+    const ids = lowerdir
+      .slice("lowerdir=".length)
+      .split(":")
+      .map((dir) => Number(/snapshots\/(\d+)\/fs$/.exec(dir)![1]));
+    expect(ids).toEqual([5, 4, 3, 2, 1]);
+    expect(mount!.options).toContain(`upperdir=${join(root, "snapshots", "6", "fs")}`);
+    expect(await s.mounts("top")).toEqual([mount]);
+  });
+
+  it("closes twice without error and refuses calls after close", async () => {
+    const s = await make();
+    await s.close();
+    await s.close();
+    expect(await code(s.stat("x"))).toBe(ErrorCode.Unavailable);
+  });
+
+  it("keeps data across reopening", async () => {
+    const s = await make();
+    await s.prepare("a", "", { labels: { l: "1" } });
+    await s.commit("base", "a");
+    await s.close();
+    const again = await make();
+    expect((await again.stat("base")).kind).toBe(Kind.Committed);
+    await again.prepare("b", "base");
+    expect((await again.stat("b")).parent).toBe("base");
+  });
+});
+
+describe("nix layers", () => {
+  it("roots and realises in one batch, then mounts ancestors' paths for descendants only", async () => {
+    const s = await make("bind");
+    const [p1, p2, p3] = [nix.path("one"), nix.path("two"), nix.path("three")];
+    nix.substitutable.add(p1);
+    nix.substitutable.add(p2);
+    await nix.add(p3);
+
+    await s.prepare("base-key", "");
+    await s.commit("base", "base-key");
+    const own = await s.prepare("nix-key", "base", { labels: nixLabels([p1, p2]) });
+    // The nix layer itself gets the plain overlay: the differ writes into it.
+    expect(own.map((mount) => mount.type)).toEqual(["overlay"]);
+    const realises = nix.calls.filter((call) => call.method === "realise");
+    expect(realises).toEqual([{ method: "realise", args: [[p1, p2], { owner: "test-2" }] }]);
+    expect([...(nix.roots.get("test-2") ?? [])].sort()).toEqual([p1, p2].sort());
+    await s.commit("nix1", "nix-key", { labels: nixLabels([p1, p2]) });
+
+    await s.prepare("nix2-key", "nix1", { labels: nixLabels([p2, p3]) });
+    await s.commit("nix2", "nix2-key");
+    const container = await s.prepare("container", "nix2");
+    expect(container[0]?.type).toBe("overlay");
+    expect(container.slice(1)).toEqual(
+      [p1, p2, p3].map((path) => ({
+        type: "bind",
+        source: path,
+        target: path,
+        options: ["ro", "rbind"],
+      })),
+    );
+    const view = await s.view("look", "nix2");
+    expect(view.slice(1).map((mount) => mount.target)).toEqual([p1, p2, p3]);
+
+    await s.remove("container");
+    await s.remove("look");
+    await s.remove("nix2");
+    expect(nix.roots.has("test-3")).toBe(false);
+    expect(nix.roots.has("test-2")).toBe(true);
+  });
+
+  it("leaves nothing behind when realisation fails", async () => {
+    const s = await make("bind");
+    const missing = nix.path("missing");
+    const error = await failure(s.prepare("k", "", { labels: nixLabels([missing]) }));
+    expect(error.code).toBe(ErrorCode.NotFound);
+    expect(error.message).toContain('snapshot "k"');
+    expect(nix.roots.size).toBe(0);
+    expect(await readdir(join(root, "snapshots"))).toEqual([]);
+    expect(await code(s.stat("k"))).toBe(ErrorCode.NotFound);
+  });
+
+  it.each(["/etc", "/nix/store/../etc", "/nix/store/x"])(
+    "refuses the hostile store-path label %j before calling Nix",
+    async (value) => {
+      const s = await make("bind");
+      const good = await nix.add(nix.path("good"));
+      const error = await failure(
+        s.prepare("k", "", {
+          labels: { ...nixLabels([good]), [`${nixStorePathLabelPrefix}1`]: value },
+        }),
+      );
+      expect(error.code).toBe(ErrorCode.InvalidArgument);
+      expect(error.message).toContain(`${nixStorePathLabelPrefix}1`);
+      expect(nix.calls).toEqual([]);
+      expect(await readdir(join(root, "snapshots"))).toEqual([]);
+    },
+  );
+
+  it("refuses a closure file listing a path outside the store and removes the roots", async () => {
+    const s = await make("bind");
+    const closure = await nix.add(nix.path("closure-info"));
+    const good = await nix.add(nix.path("good"));
+    nix.closureInfos.set(closure, [good, "/etc", ""]);
+    const error = await failure(s.prepare("k", "", { labels: { [nixClosureLabel]: closure } }));
+    expect(error.code).toBe(ErrorCode.InvalidArgument);
+    expect(error.message).toContain(nixClosureLabel);
+    expect(error.message).toContain('"/etc"');
+    expect(nix.roots.size).toBe(0);
+    expect(await readdir(join(root, "snapshots"))).toEqual([]);
+  });
+
+  it("refuses a closure listing a path that is not valid, naming the label", async () => {
+    const s = await make("bind");
+    const closure = await nix.add(nix.path("closure-info"));
+    const gone = nix.path("gone");
+    nix.closureInfos.set(closure, [gone]);
+    const error = await failure(s.prepare("k", "", { labels: { [nixClosureLabel]: closure } }));
+    expect(error.code).toBe(ErrorCode.FailedPrecondition);
+    expect(error.message).toContain(nixClosureLabel);
+    expect(error.message).toContain(gone);
+  });
+
+  it("mounts the paths a closure lists, with one root for the closure", async () => {
+    const s = await make("bind");
+    const [a, b] = [await nix.add(nix.path("a")), await nix.add(nix.path("b"))];
+    const closure = await nix.add(nix.path("closure-info"));
+    nix.closureInfos.set(closure, [b, a]);
+    await s.prepare("k", "", { labels: { [nixClosureLabel]: closure } });
+    expect([...(nix.roots.get("test-1") ?? [])]).toEqual([closure]);
+    await s.commit("layer", "k");
+    const mounts = await s.view("v", "layer");
+    expect(mounts.slice(1).map((mount) => mount.source)).toEqual([b, a]);
+  });
+
+  it("refuses a store path that is a symlink in bind mode", async () => {
+    const s = await make("bind");
+    const link = await nix.add(nix.path("link"), (path) => symlink("/etc", path));
+    const error = await failure(s.prepare("k", "", { labels: nixLabels([link]) }));
+    expect(error.code).toBe(ErrorCode.InvalidArgument);
+    expect(error.message).toContain("symbolic link");
+    expect(nix.roots.size).toBe(0);
+  });
+
+  it("ignores nix labels in mount mode none", async () => {
+    const s = await make("none");
+    await s.prepare("k", "", { labels: { [`${nixStorePathLabelPrefix}0`]: "/etc" } });
+    expect(nix.calls).toEqual([]);
+  });
+
+  it("hard-links store files into the layer at commit, replacing planted symlinks", async () => {
+    const s = await make("hardlink");
+    const target = join(directory, "host-etc");
+    await mkdir(target);
+    const pkg = await nix.add(nix.path("pkg"), async (path) => {
+      await mkdir(join(path, "bin"), { recursive: true });
+      await writeFile(join(path, "bin", "tool"), "#!/bin/sh\n", { mode: 0o555 });
+      await symlink("tool", join(path, "bin", "alias"));
+    });
+    const single = await nix.add(nix.path("single-file"), (path) => writeFile(path, "data"));
+    const [mount] = await s.prepare("k", "", { labels: nixLabels([pkg, single]) });
+    const upper = mount!.source;
+    // Hostile layer content: the store dir inside the layer is a symlink to a host directory.
+    const storeInLayer = join(upper, nix.storeDir);
+    await mkdir(join(storeInLayer, ".."), { recursive: true });
+    await symlink(target, storeInLayer);
+    await s.commit("layer", "k");
+
+    expect(await readdir(target)).toEqual([]);
+    expect((await lstat(storeInLayer)).isDirectory()).toBe(true);
+    const linked = join(upper, pkg, "bin", "tool");
+    expect((await stat(linked)).ino).toBe((await stat(join(pkg, "bin", "tool"))).ino);
+    expect((await lstat(join(upper, pkg, "bin", "alias"))).isSymbolicLink()).toBe(true);
+    expect(await readFile(join(upper, single), "utf8")).toBe("data");
+    // Containers get one plain overlay, no bind mounts.
+    expect((await s.prepare("c", "layer")).map((m) => m.type)).toEqual(["overlay"]);
+  });
+
+  it("deduplicates and orders 10,000 store paths across a chain", async () => {
+    const s = await make("bind");
+    const paths: string[] = [];
+    for (let index = 0; index < 10_000; index++) {
+      const path = nix.path(`p${index}`, `seed-${index}`);
+      nix.valid.add(path);
+      paths.push(path);
+    }
+    await mkdir(nix.storeDir, { recursive: true });
+    for (const path of paths) await mkdir(path);
+    await s.prepare("k1", "", { labels: nixLabels(paths.slice(0, 6000)) });
+    await s.commit("l1", "k1");
+    await s.prepare("k2", "l1", { labels: nixLabels(paths.slice(4000)) });
+    await s.commit("l2", "k2");
+    const mounts = await s.prepare("c", "l2");
+    expect(mounts.slice(1).map((mount) => mount.source)).toEqual(paths);
+  });
+});
+
+describe("crash safety and cleanup", () => {
+  it("removes orphaned directories and roots, keeping live ones", async () => {
+    const s = await make("bind");
+    const path = await nix.add(nix.path("kept"));
+    await s.prepare("live", "", { labels: nixLabels([path]) });
+    await mkdir(join(root, "snapshots", "new-99-dead"), { recursive: true });
+    await mkdir(join(root, "snapshots", "rm-dead"), { recursive: true });
+    await mkdir(join(root, "snapshots", "42", "fs"), { recursive: true });
+    await nix.addRoots("test-42", [path]);
+    await nix.addRoots("someone-else-1", [path]);
+    await s.cleanup();
+    expect(await readdir(join(root, "snapshots"))).toEqual(["1"]);
+    expect([...nix.roots.keys()].sort()).toEqual(["someone-else-1", "test-1"]);
+  });
+});
