@@ -16,6 +16,17 @@ export {
 } from "./nix-labels.js";
 export { nixStorePortFrom } from "./nix-store-adapter.js";
 export type { NixStorePort } from "./nix-store-port.js";
+export type { HealthService, SnapshotsServiceOptions } from "./service/index.js";
+export {
+  createHealthService,
+  createSnapshotsService,
+  infoFromMessage,
+  infoToMessage,
+  mountToMessage,
+  ServingStatus,
+  toConnectError,
+  usageToMessage,
+} from "./service/index.js";
 export { createSnapshotter, maxLabelSize } from "./snapshotter.js";
 export { isCanonicalStorePath } from "./store-path.js";
 export type {

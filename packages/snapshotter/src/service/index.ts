@@ -1,0 +1,6 @@
+export { infoFromMessage, infoToMessage, mountToMessage, usageToMessage } from "./convert.js";
+export { codeName, toConnectError } from "./errors.js";
+export type { HealthService } from "./health-service.js";
+export { createHealthService, ServingStatus } from "./health-service.js";
+export type { SnapshotsServiceOptions } from "./snapshots-service.js";
+export { createSnapshotsService } from "./snapshots-service.js";

@@ -1,0 +1,277 @@
+import { create } from "@bufbuild/protobuf";
+import { FieldMaskSchema, timestampDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
+import { Health, HealthCheckResponse_ServingStatus } from "@nix-snapshotter/api/health/v1";
+import { InfoSchema, Kind as KindMessage, Snapshots } from "@nix-snapshotter/api/snapshots/v1";
+import { describe, expect, it } from "vitest";
+import { ErrorCode, SnapshotterError } from "../errors.js";
+import { type Info, Kind, type Mount, type Snapshotter, type Usage } from "../types.js";
+import { createHealthService } from "./health-service.js";
+import { createSnapshotsService } from "./snapshots-service.js";
+
+/**
+ * A small in-memory Snapshotter: enough containerd semantics to check that the adapter passes
+ * each call through once and converts what comes back. The real semantics are tested by the
+ * conformance suite against the real snapshotter.
+ */
+function createMemorySnapshotter(): Snapshotter & { calls: string[] } {
+  const snapshots = new Map<string, Info>();
+  const calls: string[] = [];
+  const clock = { now: Date.UTC(2024, 0, 2, 3, 4, 5, 678) };
+  const get = (key: string) => {
+    const info = snapshots.get(key);
+    if (!info) throw new SnapshotterError(ErrorCode.NotFound, `snapshot "${key}" not found`);
+    return info;
+  };
+  const mountsOf = (key: string): Mount[] => [
+    { type: "bind", source: `/snapshots/${key}`, options: ["rbind", "rw"] },
+    { type: "bind", source: "/nix/store/x", target: "/nix/store/x", options: ["ro", "rbind"] },
+  ];
+  const create = (kind: Kind, key: string, parent: string, labels: Record<string, string>) => {
+    if (snapshots.has(key)) {
+      throw new SnapshotterError(ErrorCode.AlreadyExists, `snapshot "${key}" already exists`);
+    }
+    if (parent) get(parent);
+    const now = new Date(clock.now++);
+    snapshots.set(key, { kind, name: key, parent, labels, created: now, updated: now });
+    return mountsOf(key);
+  };
+  return {
+    calls,
+    async stat(key) {
+      calls.push(`stat ${key}`);
+      return get(key);
+    },
+    async update(info, fieldPaths = []) {
+      calls.push(`update ${info.name} ${fieldPaths.join(",")}`);
+      const current = get(info.name);
+      if (fieldPaths.some((path) => path !== "labels" && !path.startsWith("labels."))) {
+        throw new SnapshotterError(ErrorCode.InvalidArgument, `cannot update ${fieldPaths}`);
+      }
+      const updated = { ...current, labels: { ...info.labels }, updated: new Date(clock.now++) };
+      snapshots.set(info.name, updated);
+      return updated;
+    },
+    async usage(key): Promise<Usage> {
+      calls.push(`usage ${key}`);
+      get(key);
+      return { size: 2 ** 40 + 3, inodes: 7 };
+    },
+    async mounts(key) {
+      calls.push(`mounts ${key}`);
+      get(key);
+      return mountsOf(key);
+    },
+    async prepare(key, parent, options = {}) {
+      calls.push(`prepare ${key} ${parent}`);
+      return create(Kind.Active, key, parent, options.labels ?? {});
+    },
+    async view(key, parent, options = {}) {
+      calls.push(`view ${key} ${parent}`);
+      return create(Kind.View, key, parent, options.labels ?? {});
+    },
+    async commit(name, key, options = {}) {
+      calls.push(`commit ${name} ${key}`);
+      const active = get(key);
+      if (active.kind !== Kind.Active) {
+        throw new SnapshotterError(ErrorCode.FailedPrecondition, `snapshot "${key}" is not active`);
+      }
+      snapshots.delete(key);
+      create(Kind.Committed, name, active.parent, options.labels ?? active.labels);
+    },
+    async remove(key) {
+      calls.push(`remove ${key}`);
+      get(key);
+      snapshots.delete(key);
+    },
+    async walk(fn) {
+      for (const info of snapshots.values()) await fn(info);
+    },
+    async *list(filters = []) {
+      calls.push(`list ${filters.join("|")}`);
+      for (const info of snapshots.values()) {
+        if (filters.length === 0 || filters.some((filter) => filter === `kind==${info.kind}`)) {
+          yield info;
+        }
+      }
+    },
+    async cleanup() {
+      calls.push("cleanup");
+      throw new Error("disk on fire");
+    },
+    async close() {},
+  };
+}
+
+function setup(listBatchSize?: number) {
+  const snapshotter = createMemorySnapshotter();
+  const health = createHealthService(["containerd.services.snapshots.v1.Snapshots"]);
+  const transport = createRouterTransport((router) => {
+    router.service(
+      Snapshots,
+      createSnapshotsService(snapshotter, listBatchSize ? { listBatchSize } : {}),
+    );
+    router.service(Health, health.impl);
+  });
+  return {
+    snapshotter,
+    health,
+    client: createClient(Snapshots, transport),
+    healthClient: createClient(Health, transport),
+  };
+}
+
+async function codeOf(promise: Promise<unknown>): Promise<Code | "ok"> {
+  try {
+    await promise;
+    return "ok";
+  } catch (error) {
+    return ConnectError.from(error).code;
+  }
+}
+
+describe("createSnapshotsService", () => {
+  it("passes Prepare, Commit, View and Mounts through once each and converts mounts", async () => {
+    const { client, snapshotter } = setup();
+    const prepared = await client.prepare({
+      key: "ns/1/extract",
+      parent: "",
+      labels: { "containerd.io/snapshot.ref": "sha256:abc" },
+    });
+    expect(
+      prepared.mounts.map((mount) => [mount.type, mount.source, mount.target, mount.options]),
+    ).toEqual([
+      ["bind", "/snapshots/ns/1/extract", "", ["rbind", "rw"]],
+      ["bind", "/nix/store/x", "/nix/store/x", ["ro", "rbind"]],
+    ]);
+    await client.commit({ name: "ns/2/sha256:abc", key: "ns/1/extract", labels: { a: "b" } });
+    const viewed = await client.view({ key: "ns/3/view", parent: "ns/2/sha256:abc" });
+    expect(viewed.mounts).toHaveLength(2);
+    const mounts = await client.mounts({ key: "ns/3/view" });
+    expect(mounts.mounts[0]?.source).toBe("/snapshots/ns/3/view");
+    expect(snapshotter.calls).toEqual([
+      "prepare ns/1/extract ",
+      "commit ns/2/sha256:abc ns/1/extract",
+      "view ns/3/view ns/2/sha256:abc",
+      "mounts ns/3/view",
+    ]);
+  });
+
+  it("converts Info with kind, parent, labels and timestamps to the millisecond", async () => {
+    const { client } = setup();
+    await client.prepare({ key: "a", parent: "" });
+    await client.commit({ name: "base", key: "a", labels: { "x.y": "1" } });
+    await client.view({ key: "v", parent: "base" });
+    const base = (await client.stat({ key: "base" })).info!;
+    expect(base.kind).toBe(KindMessage.COMMITTED);
+    expect(base.labels).toEqual({ "x.y": "1" });
+    expect(timestampDate(base.createdAt!).toISOString()).toBe("2024-01-02T03:04:05.679Z");
+    const view = (await client.stat({ key: "v" })).info!;
+    expect(view).toMatchObject({ name: "v", parent: "base", kind: KindMessage.VIEW });
+  });
+
+  it("maps snapshotter error codes to the same gRPC codes with their message", async () => {
+    const { client } = setup();
+    await expect(client.stat({ key: "missing" })).rejects.toMatchObject({
+      code: Code.NotFound,
+      rawMessage: 'snapshot "missing" not found',
+    });
+    await client.prepare({ key: "k", parent: "" });
+    expect(await codeOf(client.prepare({ key: "k", parent: "" }))).toBe(Code.AlreadyExists);
+    expect(await codeOf(client.prepare({ key: "k2", parent: "nope" }))).toBe(Code.NotFound);
+    await client.view({ key: "v", parent: "" });
+    expect(await codeOf(client.commit({ name: "n", key: "v" }))).toBe(Code.FailedPrecondition);
+    expect(await codeOf(client.remove({ key: "nope" }))).toBe(Code.NotFound);
+  });
+
+  it("answers Internal, never OK, when the snapshotter throws a plain error", async () => {
+    const { client } = setup();
+    await expect(client.cleanup({})).rejects.toMatchObject({
+      code: Code.Internal,
+      rawMessage: "disk on fire",
+    });
+  });
+
+  it("passes the Update mask and Info, and refuses an update without info", async () => {
+    const { client, snapshotter } = setup();
+    await client.prepare({ key: "k", parent: "" });
+    const updated = await client.update({
+      info: create(InfoSchema, { name: "k", labels: { new: "label" } }),
+      updateMask: create(FieldMaskSchema, { paths: ["labels.new"] }),
+    });
+    expect(updated.info?.labels).toEqual({ new: "label" });
+    expect(snapshotter.calls).toContain("update k labels.new");
+    expect(
+      await codeOf(
+        client.update({
+          info: create(InfoSchema, { name: "k" }),
+          updateMask: create(FieldMaskSchema, { paths: ["parent"] }),
+        }),
+      ),
+    ).toBe(Code.InvalidArgument);
+    expect(await codeOf(client.update({}))).toBe(Code.InvalidArgument);
+  });
+
+  it("returns Usage as int64 without losing precision above 2^32", async () => {
+    const { client } = setup();
+    await client.prepare({ key: "k", parent: "" });
+    const usage = await client.usage({ key: "k" });
+    expect(usage.size).toBe(2n ** 40n + 3n);
+    expect(usage.inodes).toBe(7n);
+  });
+
+  it("streams List in batches and passes filters", async () => {
+    const { client, snapshotter } = setup(3);
+    for (let index = 0; index < 7; index++) await client.prepare({ key: `k${index}`, parent: "" });
+    await client.view({ key: "view", parent: "" });
+    const sizes: number[] = [];
+    const names: string[] = [];
+    for await (const response of client.list({})) {
+      sizes.push(response.info.length);
+      names.push(...response.info.map((info) => info.name));
+    }
+    expect(sizes).toEqual([3, 3, 2]);
+    expect(names).toHaveLength(8);
+    const views: string[] = [];
+    for await (const response of client.list({ filters: ["kind==view"] })) {
+      views.push(...response.info.map((info) => info.name));
+    }
+    expect(views).toEqual(["view"]);
+    expect(snapshotter.calls).toContain("list kind==view");
+  });
+
+  it("sends no message at all for an empty List", async () => {
+    const { client } = setup();
+    const responses = [];
+    for await (const response of client.list({})) responses.push(response);
+    expect(responses).toEqual([]);
+  });
+});
+
+describe("createHealthService", () => {
+  it("answers Check, NotFound for unknown services, and Watch follows status changes", async () => {
+    const { health, healthClient } = setup();
+    expect((await healthClient.check({ service: "" })).status).toBe(
+      HealthCheckResponse_ServingStatus.SERVING,
+    );
+    expect(
+      (await healthClient.check({ service: "containerd.services.snapshots.v1.Snapshots" })).status,
+    ).toBe(HealthCheckResponse_ServingStatus.SERVING);
+    expect(await codeOf(healthClient.check({ service: "nope" }))).toBe(Code.NotFound);
+
+    const seen: HealthCheckResponse_ServingStatus[] = [];
+    const stream = healthClient.watch({ service: "" });
+    const iterator = stream[Symbol.asyncIterator]();
+    seen.push((await iterator.next()).value.status);
+    health.shutdown();
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done) break;
+      seen.push(next.value.status);
+    }
+    expect(seen).toEqual([
+      HealthCheckResponse_ServingStatus.SERVING,
+      HealthCheckResponse_ServingStatus.NOT_SERVING,
+    ]);
+  });
+});
