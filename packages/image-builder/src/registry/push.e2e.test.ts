@@ -1,0 +1,472 @@
+import { execFile } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer, request as httpRequest, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Readable } from "node:stream";
+import { promisify } from "node:util";
+import { gzipSync } from "node:zlib";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { DOCKER_REGISTRY_BINARY, startRegistry, type TestRegistry } from "../testing/registry.js";
+import { createRegistryClient, type RegistryClientOptions } from "./client.js";
+import { createDockerCredentialsProvider, staticCredentials } from "./credentials.js";
+import { RegistryError } from "./errors.js";
+import { type ImageDescriptor, type ImageSource, pushImage } from "./push.js";
+
+const execFileAsync = promisify(execFile);
+
+function onPath(name: string): boolean {
+  return (process.env.PATH ?? "/usr/bin:/bin")
+    .split(":")
+    .some((directory) => existsSync(join(directory, name)));
+}
+
+const missing = [
+  existsSync(DOCKER_REGISTRY_BINARY) ? undefined : "docker-registry",
+  onPath("skopeo") ? undefined : "skopeo",
+  onPath("htpasswd") ? undefined : "htpasswd",
+  onPath("openssl") ? undefined : "openssl",
+].filter((name) => name !== undefined);
+
+function sha256(data: Uint8Array): string {
+  return `sha256:${createHash("sha256").update(data).digest("hex")}`;
+}
+
+interface TestImage {
+  source: ImageSource;
+  manifestDigest: string;
+  blobDigests: string[];
+  blobs: Map<string, Buffer>;
+}
+
+/** A small image: a config, a small layer and a layer of `bigLayerSize` bytes (gzip). */
+function makeImage(bigLayerSize = 3 * 1024 * 1024 + 17): TestImage {
+  const smallRaw = Buffer.from(`layer ${randomBytes(8).toString("hex")}\n`);
+  const bigRaw = randomBytes(bigLayerSize);
+  const small = gzipSync(smallRaw);
+  const big = gzipSync(bigRaw, { level: 1 });
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: "amd64",
+      os: "linux",
+      config: { Env: ["PATH=/bin"] },
+      rootfs: { type: "layers", diff_ids: [sha256(smallRaw), sha256(bigRaw)] },
+    }),
+  );
+  const descriptor = (mediaType: string, data: Buffer): ImageDescriptor => ({
+    mediaType,
+    digest: sha256(data),
+    size: data.byteLength,
+  });
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: "application/vnd.oci.image.manifest.v1+json",
+      config: descriptor("application/vnd.oci.image.config.v1+json", config),
+      layers: [
+        {
+          ...descriptor("application/vnd.oci.image.layer.v1.tar+gzip", small),
+          annotations: { "containerd.io/snapshot/nix-layer": "true" },
+        },
+        descriptor("application/vnd.oci.image.layer.v1.tar+gzip", big),
+      ],
+    }),
+  );
+  const blobs = new Map<string, Buffer>();
+  for (const data of [config, small, big, manifest]) blobs.set(sha256(data), data);
+  const rootDescriptor = descriptor("application/vnd.oci.image.manifest.v1+json", manifest);
+  return {
+    source: {
+      rootDescriptor,
+      // Streams in 64 KiB pieces, as an archive reader would hand them out.
+      readBlob: (wanted) => {
+        const data = blobs.get(wanted.digest);
+        if (data === undefined) throw new Error(`no blob ${wanted.digest}`);
+        const pieces: Buffer[] = [];
+        for (let offset = 0; offset < data.byteLength; offset += 65536) {
+          pieces.push(data.subarray(offset, offset + 65536));
+        }
+        return Readable.from(pieces);
+      },
+    },
+    manifestDigest: rootDescriptor.digest,
+    blobDigests: [sha256(config), sha256(small), sha256(big)],
+    blobs,
+  };
+}
+
+const fastRetry = { attempts: 3, baseDelay: 5, maxDelay: 50 };
+
+function client(registry: TestRegistry, options: Partial<RegistryClientOptions> = {}) {
+  return createRegistryClient({
+    registry: registry.host,
+    plainHttp: true,
+    credentials: staticCredentials(
+      registry.auth === "none"
+        ? undefined
+        : {
+            kind: "basic",
+            username: registry.username,
+            password: registry.password,
+            source: "test",
+          },
+    ),
+    retry: fastRetry,
+    ...options,
+  });
+}
+
+async function skopeoRawManifest(registry: TestRegistry, reference: string): Promise<Buffer> {
+  const credentials =
+    registry.auth === "none" ? [] : ["--creds", `${registry.username}:${registry.password}`];
+  const { stdout } = await execFileAsync(
+    "skopeo",
+    [
+      "inspect",
+      "--raw",
+      "--tls-verify=false",
+      ...credentials,
+      `docker://${registry.host}/${reference}`,
+    ],
+    { encoding: "buffer", maxBuffer: 16 * 1024 * 1024 },
+  );
+  return stdout;
+}
+
+describe.skipIf(missing.length > 0)(
+  `push to docker-registry (missing: ${missing.join(", ") || "none"})`,
+  () => {
+    const registries: TestRegistry[] = [];
+    let scratch = "";
+    beforeAll(async () => {
+      scratch = await mkdtemp(join(tmpdir(), "nix-snapshotter-push-"));
+    });
+    afterAll(async () => {
+      await rm(scratch, { recursive: true, force: true });
+    });
+    afterEach(async () => {
+      await Promise.all(registries.splice(0).map((registry) => registry.stop()));
+    });
+    async function start(options: Parameters<typeof startRegistry>[0] = {}) {
+      const registry = await startRegistry(options);
+      registries.push(registry);
+      return registry;
+    }
+
+    it("pushes without auth (chunked for a big layer); skopeo pulls identical digests; a second push skips every blob", async () => {
+      const registry = await start();
+      const image = makeImage();
+      const registryClient = client(registry);
+      const events: string[] = [];
+      const result = await pushImage({
+        client: registryClient,
+        repository: "e2e/plain",
+        tag: "v1",
+        source: image.source,
+        chunkSize: 1024 * 1024,
+        onEvent: (event) => events.push(event.type),
+      });
+      expect(result.digest).toBe(image.manifestDigest);
+      expect([...result.uploaded].sort()).toEqual([...image.blobDigests].sort());
+      expect(result.skipped).toEqual([]);
+      expect(events).toContain("manifest");
+      await expect
+        .poll(() => registry.requests().filter((r) => r.method === "PATCH").length)
+        .toBe(4);
+
+      const layout = join(scratch, "plain-oci");
+      await execFileAsync("skopeo", [
+        "copy",
+        "--src-tls-verify=false",
+        `docker://${registry.host}/e2e/plain:v1`,
+        `oci:${layout}`,
+      ]);
+      const index = JSON.parse(await readFile(join(layout, "index.json"), "utf8")) as {
+        manifests: { digest: string }[];
+      };
+      expect(index.manifests.map((m) => m.digest)).toEqual([image.manifestDigest]);
+      for (const digest of [...image.blobDigests, image.manifestDigest]) {
+        const data = await readFile(join(layout, "blobs", "sha256", digest.slice(7)));
+        expect(sha256(data)).toBe(digest);
+      }
+
+      registry.clearRequests();
+      const again = await pushImage({
+        client: registryClient,
+        repository: "e2e/plain",
+        tag: "v1",
+        source: image.source,
+      });
+      expect(again.digest).toBe(image.manifestDigest);
+      expect(again.uploaded).toEqual([]);
+      expect([...again.skipped].sort()).toEqual([...image.blobDigests].sort());
+      await expect
+        .poll(() =>
+          registry
+            .requests()
+            .map((r) => `${r.method} ${r.status}`)
+            .sort(),
+        )
+        .toEqual(["HEAD 200", "HEAD 200", "HEAD 200", "PUT 201"]);
+      registryClient.close();
+    });
+
+    it("pushes with htpasswd Basic auth and reports bad credentials clearly", async () => {
+      const registry = await start({ auth: "basic" });
+      const image = makeImage(1000);
+      const result = await pushImage({
+        client: client(registry),
+        repository: "e2e/basic",
+        tag: "latest",
+        source: image.source,
+      });
+      expect(sha256(await skopeoRawManifest(registry, "e2e/basic:latest"))).toBe(result.digest);
+
+      const bad = client(registry, {
+        credentials: staticCredentials({
+          kind: "basic",
+          username: registry.username,
+          password: "not-the-password",
+          source: "test",
+        }),
+      });
+      const error = await pushImage({
+        client: bad,
+        repository: "e2e/basic",
+        tag: "latest",
+        source: makeImage(10).source,
+      }).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(RegistryError);
+      expect((error as RegistryError).code).toBe("Unauthenticated");
+      expect((error as RegistryError).message).toContain(`registry "${registry.host}"`);
+      expect((error as RegistryError).message).toContain(`repository "e2e/basic"`);
+      expect((error as RegistryError).message).toContain("401");
+
+      const anonymous = client(registry, { credentials: staticCredentials(undefined) });
+      await expect(
+        pushImage({ client: anonymous, repository: "e2e/basic", source: makeImage(10).source }),
+      ).rejects.toThrow(
+        /requires Basic authentication for repository "e2e\/basic" and no credentials/,
+      );
+    });
+
+    it("pushes with token auth using docker's config.json (auth and identitytoken)", async () => {
+      const registry = await start({ auth: "token" });
+      const configDirectory = join(scratch, "docker-token");
+      await mkdir(configDirectory, { recursive: true });
+      await writeFile(
+        join(configDirectory, "config.json"),
+        JSON.stringify({
+          auths: {
+            [`http://${registry.host}`]: {
+              auth: Buffer.from(`${registry.username}:${registry.password}`).toString("base64"),
+            },
+          },
+        }),
+      );
+      const image = makeImage(2000);
+      const result = await pushImage({
+        client: client(registry, {
+          credentials: createDockerCredentialsProvider({ configDirectory }),
+        }),
+        repository: "e2e/token",
+        tag: "t1",
+        source: image.source,
+      });
+      expect(sha256(await skopeoRawManifest(registry, "e2e/token:t1"))).toBe(result.digest);
+      const tokenRequests = registry.tokenRequests();
+      // Concurrent requests share one token request.
+      expect(tokenRequests.length).toBe(1);
+      expect(tokenRequests.every((r) => r.status === 200 && r.username === registry.username)).toBe(
+        true,
+      );
+      expect(tokenRequests[0]!.scopes).toContain("repository:e2e/token:pull,push");
+
+      // identitytoken: exchanged with an OAuth2 refresh_token grant.
+      await writeFile(
+        join(configDirectory, "config.json"),
+        JSON.stringify({ auths: { [registry.host]: { identitytoken: registry.refreshToken } } }),
+      );
+      const viaIdentity = await pushImage({
+        client: client(registry, {
+          credentials: createDockerCredentialsProvider({ configDirectory }),
+        }),
+        repository: "e2e/token",
+        tag: "t2",
+        source: makeImage(3000).source,
+      });
+      expect(sha256(await skopeoRawManifest(registry, "e2e/token:t2"))).toBe(viaIdentity.digest);
+      expect(
+        registry.tokenRequests().some((r) => r.grantType === "refresh_token" && r.status === 200),
+      ).toBe(true);
+
+      // Wrong password: the token server refuses, the error names registry and repository.
+      const bad = client(registry, {
+        credentials: staticCredentials({
+          kind: "basic",
+          username: registry.username,
+          password: "x",
+          source: "test",
+        }),
+      });
+      const error = await pushImage({
+        client: bad,
+        repository: "e2e/token",
+        tag: "t3",
+        source: makeImage(10).source,
+      }).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(RegistryError);
+      expect((error as RegistryError).code).toBe("Unauthenticated");
+      expect((error as RegistryError).message).toMatch(
+        new RegExp(
+          `refused credentials from test for registry "${registry.host.replace(/\./g, "\\.")}" for repository "e2e/token"`,
+        ),
+      );
+    });
+
+    it("refuses an image whose blob does not match its digest before uploading anything", async () => {
+      const registry = await start();
+      const image = makeImage(5000);
+      const layer = image.blobDigests[1]!;
+      const tampered: ImageSource = {
+        rootDescriptor: image.source.rootDescriptor,
+        readBlob: (descriptor) => {
+          const data = image.blobs.get(descriptor.digest)!;
+          if (descriptor.digest !== layer) return data;
+          const copy = Buffer.from(data);
+          copy[copy.length - 1] = copy[copy.length - 1]! ^ 0xff;
+          return copy;
+        },
+      };
+      const error = await pushImage({
+        client: client(registry),
+        repository: "e2e/tampered",
+        tag: "x",
+        source: tampered,
+      }).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(RegistryError);
+      expect((error as RegistryError).code).toBe("DataLoss");
+      expect((error as RegistryError).message).toContain(layer);
+      // Only the existence checks reached the registry.
+      await expect.poll(() => registry.requests().length).toBe(3);
+      expect(registry.requests().every((r) => r.method === "HEAD")).toBe(true);
+    });
+
+    it("reports an unreachable registry clearly", async () => {
+      const server = createServer();
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      const port = (server.address() as AddressInfo).port;
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      const unreachable = createRegistryClient({
+        registry: `127.0.0.1:${port}`,
+        plainHttp: true,
+        credentials: staticCredentials(undefined),
+        retry: fastRetry,
+      });
+      const error = await pushImage({
+        client: unreachable,
+        repository: "e2e/nowhere",
+        source: makeImage(10).source,
+      }).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(RegistryError);
+      expect((error as RegistryError).code).toBe("Unavailable");
+      expect((error as RegistryError).message).toContain(`registry "127.0.0.1:${port}"`);
+      expect((error as RegistryError).message).toContain("unreachable");
+      expect((error as RegistryError).message).toContain("ECONNREFUSED");
+      expect((error as RegistryError).message).toContain("after 3 attempts");
+    });
+
+    it("retries 503, 429 and connection resets, but not 4xx, through a faulty proxy", async () => {
+      const registry = await start();
+      const upstream = new URL(registry.url);
+      // Faults per request number: the proxy answers these itself instead of forwarding.
+      const faults = new Map<number, "503" | "429" | "reset" | "400">();
+      const seen: string[] = [];
+      let count = 0;
+      const proxy: Server = createServer((request, response) => {
+        const number = count++;
+        const fault = faults.get(number);
+        seen.push(`${request.method} ${fault ?? "forward"}`);
+        if (fault === "reset") {
+          request.socket.destroy();
+          return;
+        }
+        if (fault !== undefined) {
+          request.resume();
+          response.writeHead(Number(fault), fault === "429" ? { "Retry-After": "0" } : {});
+          response.end(
+            JSON.stringify({ errors: [{ code: "INJECTED", message: `injected ${fault}` }] }),
+          );
+          return;
+        }
+        const forwarded = httpRequest(
+          {
+            host: upstream.hostname,
+            port: upstream.port,
+            method: request.method,
+            path: request.url,
+            headers: request.headers,
+          },
+          (answer) => {
+            const headers = { ...answer.headers };
+            if (typeof headers.location === "string") {
+              headers.location = headers.location.replace(upstream.host, `127.0.0.1:${port}`);
+            }
+            response.writeHead(answer.statusCode ?? 502, headers);
+            answer.pipe(response);
+          },
+        );
+        request.pipe(forwarded);
+      });
+      await new Promise<void>((resolve) => proxy.listen(0, "127.0.0.1", resolve));
+      const port = (proxy.address() as AddressInfo).port;
+      try {
+        const viaProxy = createRegistryClient({
+          registry: `127.0.0.1:${port}`,
+          plainHttp: true,
+          credentials: staticCredentials(undefined),
+          retry: { attempts: 4, baseDelay: 1, maxDelay: 20 },
+        });
+        const image = makeImage(4000);
+        // Requests 0-2 are the three HEADs: fail each kind once.
+        faults.set(0, "503");
+        faults.set(1, "429");
+        faults.set(2, "reset");
+        const result = await pushImage({
+          client: viaProxy,
+          repository: "e2e/retry",
+          tag: "r",
+          source: image.source,
+          concurrency: 1,
+        });
+        expect(result.digest).toBe(image.manifestDigest);
+        expect(seen.slice(0, 3)).toEqual(["HEAD 503", "HEAD 429", "HEAD reset"]);
+        expect(sha256(await skopeoRawManifest(registry, "e2e/retry:r"))).toBe(result.digest);
+
+        // A 400 is final: one manifest PUT, no retry.
+        seen.length = 0;
+        faults.clear();
+        count = 0;
+        faults.set(3, "400");
+        const error = await pushImage({
+          client: viaProxy,
+          repository: "e2e/retry",
+          tag: "r",
+          source: image.source,
+          concurrency: 1,
+        }).catch((caught: unknown) => caught);
+        expect(error).toBeInstanceOf(RegistryError);
+        expect((error as RegistryError).code).toBe("InvalidArgument");
+        expect((error as RegistryError).message).toContain("INJECTED: injected 400");
+        expect(seen).toEqual(["HEAD forward", "HEAD forward", "HEAD forward", "PUT 400"]);
+        viaProxy.close();
+      } finally {
+        proxy.closeAllConnections();
+        await new Promise<void>((resolve) => proxy.close(() => resolve()));
+      }
+    });
+  },
+);
