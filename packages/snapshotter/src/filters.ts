@@ -52,7 +52,7 @@ class Scanner {
   private valueMode = false;
   private readonly chars: string[];
 
-  constructor(readonly input: string) {
+  constructor(input: string) {
     this.chars = [...input];
   }
 

@@ -93,17 +93,34 @@ class OverlaySnapshotter implements Snapshotter {
   private readonly pending = new Set<Promise<unknown>>();
   private closed = false;
 
-  constructor(
-    private readonly root: string,
-    private readonly store: MetadataStore,
-    private readonly settings: OverlaySettings,
-    private readonly mountMode: MountMode,
-    private readonly nixStore: NixStorePort | undefined,
-    private readonly storeDir: string,
-    private readonly ownerPrefix: string,
-    private readonly logger: Logger,
-  ) {
-    this.snapshotsDir = join(root, "snapshots");
+  private readonly root: string;
+  private readonly store: MetadataStore;
+  private readonly settings: OverlaySettings;
+  private readonly mountMode: MountMode;
+  private readonly nixStore: NixStorePort | undefined;
+  private readonly storeDir: string;
+  private readonly ownerPrefix: string;
+  private readonly logger: Logger;
+
+  constructor(parts: {
+    root: string;
+    store: MetadataStore;
+    settings: OverlaySettings;
+    mountMode: MountMode;
+    nixStore: NixStorePort | undefined;
+    storeDir: string;
+    ownerPrefix: string;
+    logger: Logger;
+  }) {
+    this.root = parts.root;
+    this.store = parts.store;
+    this.settings = parts.settings;
+    this.mountMode = parts.mountMode;
+    this.nixStore = parts.nixStore;
+    this.storeDir = parts.storeDir;
+    this.ownerPrefix = parts.ownerPrefix;
+    this.logger = parts.logger;
+    this.snapshotsDir = join(parts.root, "snapshots");
   }
 
   private snapshotDir(id: number): string {
@@ -629,14 +646,14 @@ export async function createSnapshotter(options: SnapshotterOptions): Promise<Sn
     throw SnapshotterError.from(error, `opening ${join(root, "metadata.db")}`);
   }
   logger.debug({ root, mountMode, settings, storeDir }, "snapshotter opened");
-  return new OverlaySnapshotter(
+  return new OverlaySnapshotter({
     root,
     store,
     settings,
     mountMode,
-    options.nixStore,
+    nixStore: options.nixStore,
     storeDir,
     ownerPrefix,
     logger,
-  );
+  });
 }

@@ -9,11 +9,11 @@ export interface FakeNixStoreOptions {
 
 /** An error with a gRPC code name, as `@nix-snapshotter/nix-store` throws. */
 export class FakeNixStoreError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
+  readonly code: string;
+
+  constructor(code: string, message: string) {
     super(message);
+    this.code = code;
   }
 }
 

@@ -1,0 +1,173 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { MetadataStore } from "./metadata.js";
+import { kill9, spawnTypeScriptChild, waitForLine } from "./testing/child-process.js";
+import { Kind } from "./types.js";
+
+const metadataModule = pathToFileURL(join(import.meta.dirname, "metadata.ts")).href;
+
+let directory: string;
+
+beforeEach(async () => {
+  directory = await mkdtemp(join(tmpdir(), "snapshotter-metadata-"));
+});
+
+afterEach(async () => {
+  await rm(directory, { recursive: true, force: true });
+});
+
+describe("MetadataStore", () => {
+  it("never reuses ids and resolves parent chains", () => {
+    const store = new MetadataStore(join(directory, "metadata.db"));
+    const now = new Date();
+    const a = store.allocateId();
+    store.insert(
+      {
+        id: a,
+        key: "a",
+        kind: Kind.Active,
+        parentId: null,
+        labels: {},
+        nixPaths: [],
+        nixClosure: null,
+      },
+      now,
+    );
+    store.commit(a, "A", {}, { size: 1, inodes: 1 }, ["/p"], now);
+    const b = store.allocateId();
+    store.insert(
+      {
+        id: b,
+        key: "b",
+        kind: Kind.Active,
+        parentId: a,
+        labels: {},
+        nixPaths: [],
+        nixClosure: null,
+      },
+      now,
+    );
+    store.commit(b, "B", {}, { size: 1, inodes: 1 }, [], now);
+    const c = store.allocateId();
+    const record = store.insert(
+      {
+        id: c,
+        key: "c",
+        kind: Kind.View,
+        parentId: b,
+        labels: { x: "1" },
+        nixPaths: [],
+        nixClosure: null,
+      },
+      now,
+    );
+    expect(store.parentIds(record)).toEqual([b, a]);
+    expect(store.info(record)).toMatchObject({ name: "c", parent: "B", kind: Kind.View });
+    expect(store.getByKey("A")?.flattened).toEqual(["/p"]);
+    store.delete(c);
+    expect(store.allocateId()).toBe(c + 1);
+    expect(store.hasChildren(a)).toBe(true);
+    expect(store.check()).toEqual([]);
+    store.close();
+    store.close();
+  });
+
+  it("rolls back a transaction that throws", () => {
+    const store = new MetadataStore(join(directory, "metadata.db"));
+    const id = store.allocateId();
+    expect(() =>
+      store.transaction(() => {
+        store.insert(
+          {
+            id,
+            key: "a",
+            kind: Kind.Active,
+            parentId: null,
+            labels: {},
+            nixPaths: [],
+            nixClosure: null,
+          },
+          new Date(),
+        );
+        throw new Error("boom");
+      }),
+    ).toThrow("boom");
+    expect(store.getByKey("a")).toBeUndefined();
+    store.close();
+  });
+
+  it("refuses a parent id that does not exist (foreign key)", () => {
+    const store = new MetadataStore(join(directory, "metadata.db"));
+    expect(() =>
+      store.insert(
+        {
+          id: 5,
+          key: "a",
+          kind: Kind.Active,
+          parentId: 77,
+          labels: {},
+          nixPaths: [],
+          nixClosure: null,
+        },
+        new Date(),
+      ),
+    ).toThrow(/FOREIGN KEY/);
+    store.close();
+  });
+
+  it("survives kill -9 in the middle of a transaction and between transactions", async () => {
+    const path = join(directory, "metadata.db");
+    const source = `
+      import { MetadataStore } from ${JSON.stringify(metadataModule)};
+      const store = new MetadataStore(process.argv[2]);
+      let parent = null;
+      for (let index = 0; index < 200; index++) {
+        store.transaction(() => {
+          const id = store.allocateId();
+          store.insert({ id, key: "k" + index, kind: "active", parentId: parent, labels: { i: String(index) }, nixPaths: [], nixClosure: null }, new Date());
+          store.commit(id, "c" + index, { i: String(index) }, { size: index, inodes: 1 }, [], new Date());
+          parent = id;
+        });
+        console.log("committed " + index);
+      }
+      // Open a transaction, write, and stay inside it until killed.
+      store.transaction(() => {
+        const id = store.allocateId();
+        store.insert({ id, key: "doomed", kind: "active", parentId: parent, labels: {}, nixPaths: [], nixClosure: null }, new Date());
+        console.log("inside");
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+      });
+    `;
+    const child = await spawnTypeScriptChild(directory, source, [path]);
+    await waitForLine(child, /^inside$/);
+    await kill9(child);
+
+    const store = new MetadataStore(path);
+    expect(store.check()).toEqual([]);
+    expect(store.getByKey("doomed")).toBeUndefined();
+    const all = store.all();
+    expect(all).toHaveLength(200);
+    const top = store.getByKey("c199")!;
+    expect(store.parentIds(top)).toHaveLength(199);
+    expect(all.every((record) => record.kind === Kind.Committed)).toBe(true);
+    // The store still takes writes.
+    const id = store.allocateId();
+    store.insert(
+      {
+        id,
+        key: "after",
+        kind: Kind.Active,
+        parentId: top.id,
+        labels: {},
+        nixPaths: [],
+        nixClosure: null,
+      },
+      new Date(),
+    );
+    expect(store.getByKey("after")?.parentId).toBe(top.id);
+    store.close();
+  });
+});
