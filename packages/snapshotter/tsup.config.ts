@@ -11,4 +11,6 @@ export default defineConfig({
   target: "node22",
   // The conformance suite runs inside the caller's vitest.
   external: ["vitest"],
+  // esbuild drops the `node:` prefix of builtins; `sqlite` exists only as `node:sqlite`.
+  removeNodeProtocol: false,
 });
