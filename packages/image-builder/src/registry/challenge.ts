@@ -69,10 +69,12 @@ export function parseChallenges(header: string): AuthChallenge[] {
         value = readQuoted();
         if (value === undefined) break;
       } else {
-        value = readToken();
-        if (value === "" && (header[position] === "=" || position >= length)) {
+        // Bare values should be tokens; some servers send URLs unquoted, so read up to a comma.
+        const valueStart = position;
+        while (position < length && !/[,\s"]/.test(header[position]!)) position++;
+        value = header.slice(valueStart, position);
+        if (/^=*$/.test(value) && (value !== "" || position >= length)) {
           // token68 (e.g. base64 with padding) rather than a parameter: ignore it.
-          while (position < length && header[position] === "=") position++;
           continue;
         }
       }

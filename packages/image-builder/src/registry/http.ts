@@ -1,9 +1,4 @@
-import {
-  Agent as HttpAgent,
-  request as httpRequest,
-  type IncomingHttpHeaders,
-  type IncomingMessage,
-} from "node:http";
+import { Agent as HttpAgent, request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import { Agent as HttpsAgent, request as httpsRequest } from "node:https";
 import { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
@@ -22,7 +17,7 @@ export interface HttpResponse {
   status: number;
   headers: IncomingHttpHeaders;
   /** The response body stream; consume it or call `discard()`. */
-  body: IncomingMessage;
+  body: Readable;
 }
 
 /** One HTTP exchange; the registry client is built on this seam. */
