@@ -1,0 +1,74 @@
+import { execFile } from "node:child_process";
+import { mkdir, stat, writeFile } from "node:fs/promises";
+import { dirname, join, relative } from "node:path";
+import { promisify } from "node:util";
+import type { Mount } from "../types.js";
+
+const run = promisify(execFile);
+
+/** The kernel's limit on the mount data string (one page). */
+const pageSize = 4096;
+
+/**
+ * When the option string would not fit in a page, rewrite `lowerdir=` relative to the longest
+ * common directory of the lower dirs and mount from there, as containerd's mount code does
+ * (it changes directory into the common parent before calling mount(2)).
+ */
+export function compactOverlayOptions(options: readonly string[]): {
+  options: string[];
+  cwd?: string;
+} {
+  const joined = options.join(",");
+  const lower = options.find((option) => option.startsWith("lowerdir="));
+  if (joined.length < pageSize - 1 || lower === undefined) return { options: [...options] };
+  const dirs = lower.slice("lowerdir=".length).split(":");
+  let common = dirname(dirs[0]!);
+  while (!dirs.every((dir) => dir.startsWith(`${common}/`)) && common !== "/") {
+    common = dirname(common);
+  }
+  const rewritten = `lowerdir=${dirs.map((dir) => relative(common, dir)).join(":")}`;
+  return {
+    options: options.map((option) => (option === lower ? rewritten : option)),
+    cwd: common,
+  };
+}
+
+async function ensureMountpoint(path: string, source: string): Promise<void> {
+  const sourceStats = await stat(source).catch(() => undefined);
+  if (sourceStats !== undefined && !sourceStats.isDirectory()) {
+    await mkdir(dirname(path), { recursive: true });
+    await writeFile(path, "", { flag: "a" });
+    return;
+  }
+  await mkdir(path, { recursive: true });
+}
+
+/**
+ * Mounts what a snapshotter returned onto `target` with mount(8), as containerd would: the
+ * first mount is the root filesystem, later ones with a `target` go below it.
+ * `fuse3.fuse-overlayfs` mounts run the `fuse-overlayfs` program. Needs root.
+ */
+export async function mountAll(mounts: readonly Mount[], target: string): Promise<void> {
+  for (const mount of mounts) {
+    const destination = mount.target === undefined ? target : join(target, mount.target);
+    if (mount.target !== undefined) await ensureMountpoint(destination, mount.source);
+    if (mount.type === "bind") {
+      await run("mount", ["-o", mount.options.join(","), mount.source, destination]);
+    } else if (mount.type === "fuse3.fuse-overlayfs") {
+      const { options, cwd } = compactOverlayOptions(mount.options);
+      await run("fuse-overlayfs", ["-o", options.join(","), destination], cwd ? { cwd } : {});
+    } else {
+      const { options, cwd } = compactOverlayOptions(mount.options);
+      await run(
+        "mount",
+        ["-t", mount.type, "-o", options.join(","), mount.source, destination],
+        cwd ? { cwd } : {},
+      );
+    }
+  }
+}
+
+/** Unmounts `target` and everything below it. */
+export async function unmountAll(target: string): Promise<void> {
+  await run("umount", ["-R", target]);
+}
