@@ -1,0 +1,218 @@
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadArchiveImage, writeTar } from "@nix-snapshotter/oci";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import type { InspectResult } from "./commands/inspect.js";
+import { createProgram } from "./program.js";
+
+// A fake store in a temporary directory (the CLI takes --store-dir), so these tests need no Nix.
+let root: string;
+let storeDir: string;
+let work: string;
+let hello: string;
+let configFile: string;
+let closureInfo: string;
+let copyToRootFile: string;
+
+const hash = (letter: string) => letter.repeat(32);
+
+async function run(...args: string[]): Promise<string> {
+  const output: string[] = [];
+  const spy = vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
+    output.push(String(chunk));
+    return true;
+  });
+  try {
+    await createProgram()
+      .exitOverride()
+      .configureOutput({ writeErr: () => {}, writeOut: () => {} })
+      .parseAsync(["node", "nix2container", "-l", "error", ...args]);
+  } finally {
+    spy.mockRestore();
+  }
+  return output.join("");
+}
+
+function buildArgs(out: string, ...extra: string[]): string[] {
+  return [
+    "build",
+    "--store-dir",
+    storeDir,
+    "--config",
+    configFile,
+    "--closure",
+    join(closureInfo, "store-paths"),
+    "--copy-to-root",
+    copyToRootFile,
+    "--arch",
+    "amd64",
+    "--os",
+    "linux",
+    ...extra,
+    out,
+  ];
+}
+
+beforeAll(async () => {
+  root = await mkdtemp(join(tmpdir(), "nix2container-cli-"));
+  storeDir = join(root, "store");
+  work = join(root, "work");
+  hello = join(storeDir, `${hash("a")}-hello`);
+  configFile = join(storeDir, `${hash("b")}-config-hello.json`);
+  closureInfo = join(storeDir, `${hash("c")}-closure-info`);
+  await mkdir(join(hello, "bin"), { recursive: true });
+  await writeFile(join(hello, "bin", "hello"), "#!/bin/sh\necho hello\n");
+  await symlink("hello", join(hello, "bin", "hi"));
+  await writeFile(configFile, JSON.stringify({ entrypoint: ["/bin/hello"], ENV: ["A=1"] }));
+  await mkdir(closureInfo);
+  await writeFile(join(closureInfo, "store-paths"), `${configFile}\n${hello}\n`);
+  await mkdir(work);
+  copyToRootFile = join(work, "copy-to-root.json");
+  await writeFile(copyToRootFile, JSON.stringify([hello]));
+});
+
+afterAll(async () => {
+  await rm(root, { recursive: true, force: true });
+});
+
+describe("nix2container build and inspect", () => {
+  it("builds an OCI archive that inspect describes, the same bytes every time", async () => {
+    const out = join(work, "image.tar");
+    await run(...buildArgs(out, "--ref", "example.com/hello:1"));
+    const first = await readFile(out);
+    await run(...buildArgs(out, "--ref", "example.com/hello:1"));
+    expect((await readFile(out)).equals(first)).toBe(true);
+
+    const image = loadArchiveImage(first);
+    expect(image.names).toEqual(["example.com/hello:1"]);
+    expect(image.config.config).toEqual({ Env: ["A=1"], Entrypoint: ["/bin/hello"] });
+    // The config file is in the closure-info list but not mounted, as with the Go tool.
+    expect(image.layers[0]?.descriptor.annotations).toEqual({
+      "containerd.io/snapshot/nix-layer": "true",
+      "containerd.io/snapshot/nix-store-path.0": hello,
+      "containerd.io/snapshot/nix-closure": closureInfo,
+    });
+
+    const inspected = JSON.parse(await run("inspect", "--json", out)) as InspectResult;
+    expect(inspected.references).toEqual(["example.com/hello:1"]);
+    expect(inspected.platform).toBe("linux/amd64");
+    expect(inspected.storePaths).toEqual([hello]);
+    expect(inspected.closures).toEqual([closureInfo]);
+    expect(inspected.manifest).toBe(image.manifestDescriptor.digest);
+    const text = await run("inspect", out);
+    expect(text).toContain(`Reference:   example.com/hello:1`);
+    expect(text).toContain(`  ${hello}`);
+    expect(text).toContain('"/bin/hello"');
+  });
+
+  it("names a store-path output nix:0<out>:latest by default", async () => {
+    const out = join(storeDir, `${hash("d")}-nix-image-hello.tar`);
+    await run(...buildArgs(out, "--annotations", "per-path", "--compression", "zstd"));
+    const image = loadArchiveImage(await readFile(out));
+    expect(image.names).toEqual([`nix:0${out}:latest`]);
+    expect(image.layers[0]?.descriptor.mediaType).toBe(
+      "application/vnd.oci.image.layer.v1.tar+zstd",
+    );
+    expect(
+      image.layers[0]?.descriptor.annotations?.["containerd.io/snapshot/nix-closure"],
+    ).toBeUndefined();
+  });
+
+  it("keeps the annotations of a nix base image", async () => {
+    const base = join(work, "base.tar");
+    await run(...buildArgs(base, "--ref", "base:1"));
+    const out = join(work, "derived.tar");
+    await run(...buildArgs(out, "--ref", "derived:1", "--from-image", base));
+    const baseImage = loadArchiveImage(await readFile(base));
+    const image = loadArchiveImage(await readFile(out));
+    expect(image.layers[0]?.descriptor).toEqual(baseImage.layers[0]?.descriptor);
+    expect(image.layers).toHaveLength(2);
+  });
+});
+
+describe("hostile input writes nothing", () => {
+  async function expectFailure(args: string[], message: RegExp, out: string): Promise<void> {
+    await expect(run(...args)).rejects.toThrow(message);
+    const leftovers = (await readdir(work)).filter(
+      (name) => name.includes(".tmp") || name === "fail.tar",
+    );
+    expect(leftovers).toEqual([]);
+    await expect(readFile(out)).rejects.toMatchObject({ code: "ENOENT" });
+  }
+
+  const out = () => join(work, "fail.tar");
+
+  it("malformed JSON config", async () => {
+    const bad = join(work, "bad.json");
+    await writeFile(bad, "{ entrypoint: ");
+    const args = buildArgs(out(), "--ref", "a:1");
+    args[args.indexOf(configFile)] = bad;
+    await expectFailure(args, /--config ".*bad\.json": malformed JSON/, out());
+  });
+
+  it("a wrongly typed config field", async () => {
+    const bad = join(work, "typed.json");
+    await writeFile(bad, JSON.stringify({ Entrypoint: "/bin/hello" }));
+    const args = buildArgs(out(), "--ref", "a:1");
+    args[args.indexOf(configFile)] = bad;
+    await expectFailure(args, /config\.Entrypoint: expected an array of strings/, out());
+  });
+
+  it("a reference with a bad tag", async () => {
+    await expectFailure(buildArgs(out(), "--ref", "app:bad/tag!"), /invalid/, out());
+    await expectFailure(buildArgs(out(), "--ref", "app:-tag"), /invalid tag "-tag"/, out());
+  });
+
+  it("a closure path outside the store", async () => {
+    const list = join(work, "closure.txt");
+    await writeFile(list, `${hello}\n/etc/passwd\n`);
+    const args = buildArgs(out(), "--ref", "a:1");
+    args[args.indexOf(join(closureInfo, "store-paths"))] = list;
+    await expectFailure(
+      args,
+      /closure\.txt:2: "\/etc\/passwd" is not a canonical store path/,
+      out(),
+    );
+  });
+
+  it("a copyToRoot outside the store", async () => {
+    const list = join(work, "ctr.json");
+    await writeFile(list, JSON.stringify(["/etc"]));
+    const args = buildArgs(out(), "--ref", "a:1");
+    args[args.indexOf(copyToRootFile)] = list;
+    await expectFailure(args, /copyToRoot "\/etc" is not inside the store/, out());
+  });
+
+  it("a base archive with escaping entries", async () => {
+    const hostile = join(work, "hostile.tar");
+    const [header] = [writeTar([{ name: "placeholder-name", type: "symlink", linkname: "x" }])];
+    const patched = Buffer.from(header!);
+    // Make the link point outside the archive and fix the checksum.
+    patched.fill(0, 157, 257);
+    patched.write("../../../etc/passwd", 157, "utf8");
+    patched.fill(0x20, 148, 156);
+    let sum = 0;
+    for (const byte of patched.subarray(0, 512)) sum += byte;
+    patched.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, 8, "ascii");
+    await writeFile(hostile, patched);
+    await expectFailure(
+      buildArgs(out(), "--ref", "a:1", "--from-image", hostile),
+      /base image: .*escapes the archive/,
+      out(),
+    );
+    await rm(hostile);
+  });
+
+  it("an output that is not a store path without --ref", async () => {
+    await expectFailure(buildArgs(out()), /is not a store path.*pass --ref/, out());
+  });
+
+  it("does not replace an existing output on failure", async () => {
+    const existing = join(work, "existing.tar");
+    await writeFile(existing, "old");
+    await expect(run(...buildArgs(existing, "--ref", "app:-bad"))).rejects.toThrow(/invalid tag/);
+    expect(await readFile(existing, "utf8")).toBe("old");
+    await rm(existing);
+  });
+});
