@@ -1,6 +1,16 @@
 // Compares the wire-relevant shape of two sets of .proto files: full names, field numbers,
 // field types, labels, oneofs, enum values, and service methods. Used by the compatibility
 // test against the .proto files containerd ships; not part of the published API.
+import { isFieldSet } from "@bufbuild/protobuf";
+import {
+  type DescriptorProto,
+  type EnumDescriptorProto,
+  type FieldDescriptorProto,
+  FieldDescriptorProto_Label,
+  FieldDescriptorProto_Type,
+  FieldDescriptorProtoSchema,
+  type FileDescriptorProto,
+} from "@bufbuild/protobuf/wkt";
 import protobuf from "protobufjs";
 
 export interface ProtoSource {
@@ -53,12 +63,23 @@ export type DefinitionShape = MessageShape | EnumShape | ServiceShape;
 /** Every message, enum and service of a set of files, by full name (no leading dot). */
 export type ProtoShapes = Map<string, DefinitionShape>;
 
+export interface CompareOptions {
+  /**
+   * Services we define only in part (CRI's RuntimeService): their methods we lack are reported
+   * as missing, not as differences. The methods we do define must still be identical.
+   */
+  readonly partialServices?: ReadonlySet<string>;
+}
+
 export interface ProtoComparison {
   /** Differences in definitions both sides have: each one breaks wire compatibility. */
   readonly differences: string[];
   /** Definitions, fields, enum values and methods only ours has (newer upstream versions). */
   readonly extras: string[];
-  /** Definitions upstream has, in packages we define, that we do not define. */
+  /**
+   * Definitions upstream has, in packages we define, that we do not define, and methods of
+   * partial services we do not define.
+   */
   readonly missing: string[];
 }
 
@@ -181,6 +202,108 @@ function resolveTypeName(scope: protobuf.ReflectionObject, name: string): string
   return found ? trimDot(found.fullName) : `unresolved:${name}`;
 }
 
+const scalarNames: ReadonlyMap<FieldDescriptorProto_Type, string> = new Map([
+  [FieldDescriptorProto_Type.DOUBLE, "double"],
+  [FieldDescriptorProto_Type.FLOAT, "float"],
+  [FieldDescriptorProto_Type.INT64, "int64"],
+  [FieldDescriptorProto_Type.UINT64, "uint64"],
+  [FieldDescriptorProto_Type.INT32, "int32"],
+  [FieldDescriptorProto_Type.FIXED64, "fixed64"],
+  [FieldDescriptorProto_Type.FIXED32, "fixed32"],
+  [FieldDescriptorProto_Type.BOOL, "bool"],
+  [FieldDescriptorProto_Type.STRING, "string"],
+  [FieldDescriptorProto_Type.BYTES, "bytes"],
+  [FieldDescriptorProto_Type.UINT32, "uint32"],
+  [FieldDescriptorProto_Type.SFIXED32, "sfixed32"],
+  [FieldDescriptorProto_Type.SFIXED64, "sfixed64"],
+  [FieldDescriptorProto_Type.SINT32, "sint32"],
+  [FieldDescriptorProto_Type.SINT64, "sint64"],
+]);
+
+/**
+ * Extracts the same shapes from compiled descriptors (`google.protobuf.FileDescriptorProto`),
+ * as protoc-gen-es embeds them in generated code and Go programs embed them in their binaries.
+ * Map entry messages are folded into their map fields, as in .proto syntax.
+ */
+export function shapesOfDescriptors(files: readonly FileDescriptorProto[]): ProtoShapes {
+  const shapes: ProtoShapes = new Map();
+  const visitEnum = (prefix: string, descriptor: EnumDescriptorProto): void => {
+    const fullName = `${prefix}.${descriptor.name}`;
+    shapes.set(fullName, {
+      kind: "enum",
+      fullName,
+      values: new Map(descriptor.value.map((value) => [value.name, value.number])),
+    });
+  };
+  const visitMessage = (prefix: string, descriptor: DescriptorProto): void => {
+    const fullName = `${prefix}.${descriptor.name}`;
+    const mapEntries = new Map<string, DescriptorProto>();
+    for (const nested of descriptor.nestedType) {
+      if (nested.options?.mapEntry === true) {
+        mapEntries.set(`${fullName}.${nested.name}`, nested);
+      } else {
+        visitMessage(fullName, nested);
+      }
+    }
+    for (const nested of descriptor.enumType) {
+      visitEnum(fullName, nested);
+    }
+    const fields = new Map<string, FieldShape>();
+    for (const field of descriptor.field) {
+      const entry = mapEntries.get(trimDot(field.typeName));
+      const oneof =
+        isFieldSet(field, FieldDescriptorProtoSchema.field.oneofIndex) &&
+        field.proto3Optional !== true
+          ? descriptor.oneofDecl[field.oneofIndex]?.name
+          : undefined;
+      const key = entry?.field.find((entryField) => entryField.number === 1);
+      const value = entry?.field.find((entryField) => entryField.number === 2);
+      fields.set(field.name, {
+        name: field.name,
+        number: field.number,
+        label:
+          field.label === FieldDescriptorProto_Label.REPEATED
+            ? "repeated"
+            : field.proto3Optional === true
+              ? "optional"
+              : "singular",
+        type: descriptorTypeName(value ?? field),
+        mapKey: key === undefined ? undefined : descriptorTypeName(key),
+        oneof,
+      });
+    }
+    shapes.set(fullName, { kind: "message", fullName, fields });
+  };
+  for (const file of files) {
+    const prefix = file.package;
+    for (const message of file.messageType) {
+      visitMessage(prefix, message);
+    }
+    for (const descriptor of file.enumType) {
+      visitEnum(prefix, descriptor);
+    }
+    for (const service of file.service) {
+      const fullName = `${prefix}.${service.name}`;
+      const methods = new Map<string, MethodShape>();
+      for (const method of service.method) {
+        methods.set(method.name, {
+          name: method.name,
+          requestType: trimDot(method.inputType),
+          responseType: trimDot(method.outputType),
+          requestStream: method.clientStreaming === true,
+          responseStream: method.serverStreaming === true,
+        });
+      }
+      shapes.set(fullName, { kind: "service", fullName, methods });
+    }
+  }
+  return shapes;
+}
+
+function descriptorTypeName(field: FieldDescriptorProto): string {
+  return scalarNames.get(field.type) ?? trimDot(field.typeName);
+}
+
 function trimDot(name: string): string {
   return name.startsWith(".") ? name.slice(1) : name;
 }
@@ -199,7 +322,11 @@ function packageOf(shape: DefinitionShape, all: ProtoShapes): string {
  * Compares ours with upstream. Everything upstream has that we also define must be identical
  * on the wire; what only we have is reported as an extra.
  */
-export function compareProtoShapes(ours: ProtoShapes, upstream: ProtoShapes): ProtoComparison {
+export function compareProtoShapes(
+  ours: ProtoShapes,
+  upstream: ProtoShapes,
+  options: CompareOptions = {},
+): ProtoComparison {
   const differences: string[] = [];
   const extras: string[] = [];
   const missing: string[] = [];
@@ -225,7 +352,8 @@ export function compareProtoShapes(ours: ProtoShapes, upstream: ProtoShapes): Pr
     } else if (mine.kind === "enum" && theirs.kind === "enum") {
       compareEnums(mine, theirs, differences, extras);
     } else if (mine.kind === "service" && theirs.kind === "service") {
-      compareServices(mine, theirs, differences, extras);
+      const partial = options.partialServices?.has(name) === true;
+      compareServices(mine, theirs, { differences, extras, missing, partial });
     }
   }
   return { differences, extras, missing };
@@ -291,14 +419,18 @@ function compareEnums(
 function compareServices(
   mine: ServiceShape,
   theirs: ServiceShape,
-  differences: string[],
-  extras: string[],
+  report: { differences: string[]; extras: string[]; missing: string[]; partial: boolean },
 ): void {
+  const { differences, extras, missing, partial } = report;
   for (const [methodName, theirMethod] of theirs.methods) {
     const where = `${theirs.fullName}.${methodName}`;
     const myMethod = mine.methods.get(methodName);
     if (myMethod === undefined) {
-      differences.push(`${where}: method missing in ours`);
+      if (partial) {
+        missing.push(`method ${where}`);
+      } else {
+        differences.push(`${where}: method missing in ours`);
+      }
       continue;
     }
     for (const key of ["requestType", "responseType", "requestStream", "responseStream"] as const) {
