@@ -279,7 +279,7 @@ describe.skipIf(missing.length > 0)(
       expect(sha256(await skopeoRawManifest(registry, "e2e/token:t1"))).toBe(result.digest);
       const tokenRequests = registry.tokenRequests();
       // Concurrent requests share one token request.
-      expect(tokenRequests.length).toBe(1);
+      expect(tokenRequests, JSON.stringify(tokenRequests)).toHaveLength(1);
       expect(tokenRequests.every((r) => r.status === 200 && r.username === registry.username)).toBe(
         true,
       );
