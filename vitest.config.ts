@@ -27,7 +27,11 @@ export default defineConfig({
         test: {
           ...shared,
           name: "e2e",
-          include: ["packages/*/src/**/*.e2e.test.ts", "apps/*/src/**/*.e2e.test.ts"],
+          include: [
+            "packages/*/src/**/*.e2e.test.ts",
+            "apps/*/src/**/*.e2e.test.ts",
+            "nix/tests/**/*.e2e.test.ts",
+          ],
           testTimeout: 300_000,
           hookTimeout: 600_000,
           // Real daemons on 2 cores: keep files from starving each other.

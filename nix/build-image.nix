@@ -110,6 +110,7 @@ let
               --closure ${runtimeClosureInfo}/store-paths \
               --copy-to-root ${copyToRootFile} \
               --arch ${lib.escapeShellArg architecture} \
+              --annotations both \
               ${lib.optionalString (!resolvedByNix) "--ref ${lib.escapeShellArg imageRef}"} \
               ${lib.optionalString (fromImage != null) "--from-image ${fromImage}"} \
               "$out"

@@ -41,6 +41,29 @@ rec {
     config.Entrypoint = [ "${busybox}/bin/sh" ];
   };
 
+  copy-to-registry = hello-image.copyToRegistry {
+    imageName = "localhost:5000/hello";
+    imageTag = "v2";
+    plainHTTP = true;
+  };
+
+  copy-to-containerd = hello-image.copyToContainerd {
+    address = "$XDG_RUNTIME_DIR/containerd/containerd.sock";
+  };
+
+  # What the tests compare with the Go project's passthru.
+  passthru =
+    builtins.mapAttrs
+      (_: image: {
+        inherit (image) name tag image architecture;
+        path = image.outPath;
+      })
+      {
+        hello = hello-image;
+        nix = nix-image;
+        layered = layered-image;
+      };
+
   layered-image = pkgs.buildImage {
     name = "hello-shell";
     tag = "v1";

@@ -37,11 +37,12 @@ let
       external_builder = mkOption {
         type = types.nullOr types.str;
         default = null;
-        example = "/run/current-system/sw/bin/nix-build-remote";
+        example = "/etc/nix-snapshotter/build-remote";
         description = ''
-          Program run to realise store paths that are missing, instead of
-          `nix-store --realise`. It gets the store paths as arguments. Unset:
-          the daemon realises through Nix itself.
+          Program that realises a missing store path instead of Nix itself,
+          run as `<program> <out-link> <store path>` (an absolute path or a
+          command on the service's PATH). Unset: the daemon realises through
+          Nix.
         '';
       };
       image_service = {
@@ -77,7 +78,7 @@ let
           the store paths' files are hard-linked into the nix layer's snapshot
           when it is committed, so containers get a single overlay mount (works
           with containerd 1.6, and keeps the mount table small). Unset: the
-          daemon's default.
+          daemon's default (`bind`).
         '';
       };
       store_dir = mkOption {

@@ -1,0 +1,36 @@
+# For users without flakes:
+#   let nix-snapshotter = import (fetchTarball "https://.../archive/main.tar.gz");
+#   in {
+#     imports = [ nix-snapshotter.nixosModules.default ];
+#     nixpkgs.overlays = [ nix-snapshotter.overlays.default ];
+#   }
+# The same attributes as the flake's outputs; packages are built with the
+# given (or <nixpkgs>) package set: (import ./. ).packages, or
+# (import ./. { pkgs = import <nixpkgs> { }; }).packages.
+let
+  outputs =
+    pkgs:
+    let
+      withOverlay = pkgs.extend (import ./nix/overlay.nix);
+    in
+    {
+      overlays.default = import ./nix/overlay.nix;
+      nixosModules = import ./nix/modules/nixos;
+      homeModules = import ./nix/modules/home;
+      lib = import ./nix/lib.nix;
+      packages = {
+        inherit (withOverlay) nix-snapshotter;
+        default = withOverlay.nix-snapshotter;
+      };
+      inherit (withOverlay) nix-snapshotter;
+    };
+in
+outputs (import <nixpkgs> { })
+// {
+  __functor =
+    _:
+    {
+      pkgs ? import <nixpkgs> { },
+    }:
+    outputs pkgs;
+}

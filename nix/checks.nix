@@ -1,0 +1,62 @@
+# Flake checks: the package, an image built from pkgs.hello, and the
+# configuration files rendered by the NixOS modules, checked by containerd's
+# own parser.
+{
+  pkgs,
+  self,
+  nixosSystem,
+}:
+let
+  inherit (pkgs) lib;
+
+  hello-image = pkgs.nix-snapshotter.buildImage {
+    name = "hello";
+    config.entrypoint = [ "${pkgs.hello}/bin/hello" ];
+  };
+
+  nixos = nixosSystem {
+    inherit (pkgs.stdenv.hostPlatform) system;
+    modules = [
+      self.nixosModules.default
+      {
+        nixpkgs.pkgs = pkgs;
+        boot.loader.grub.enable = false;
+        fileSystems."/".device = "none";
+        system.stateVersion = "25.11";
+        virtualisation.containerd = {
+          enable = true;
+          nixSnapshotterIntegration = true;
+        };
+        services.nix-snapshotter.enable = true;
+        services.preload-containerd = {
+          enable = true;
+          targets = [ { archives = [ hello-image ]; } ];
+        };
+      }
+    ];
+  };
+
+  cfg = nixos.config;
+in
+{
+  package = pkgs.nix-snapshotter;
+
+  image = pkgs.runCommand "check-hello-image" { nativeBuildInputs = [ pkgs.skopeo ]; } ''
+    skopeo inspect --raw oci-archive:${hello-image} > $out
+  '';
+
+  nixos-configs =
+    pkgs.runCommand "check-nixos-configs"
+      {
+        nativeBuildInputs = [ pkgs.containerd ];
+      }
+      ''
+        containerd --config ${cfg.virtualisation.containerd.args.config} config dump > containerd.toml
+        grep -q 'snapshotter = "nix"' containerd.toml
+        cp ${cfg.services.nix-snapshotter.configFile} nix-snapshotter.toml
+        mkdir $out
+        cp containerd.toml nix-snapshotter.toml $out/
+      '';
+
+  nixos-unit = pkgs.writeText "nix-snapshotter.service" cfg.systemd.units."nix-snapshotter.service".text;
+}

@@ -1,0 +1,131 @@
+# The nix-snapshotter package: the daemon (bin/nix-snapshotter) and the CLI
+# (bin/nix2container), built from the pnpm workspace with Node 24.
+# passthru: buildImage, copyToRegistry, copyToContainerd (nix/build-image.nix).
+#
+# The pnpm dependencies are a fixed-output derivation: after pnpm-lock.yaml
+# changes, set `pnpmDepsHash` in nix/pnpm-deps-hash.nix to the hash Nix
+# reports (see docs/nix-interface.md, "Updating the dependency hash").
+{
+  lib,
+  stdenv,
+  nodejs_24,
+  pnpm_10,
+  makeWrapper,
+  nix,
+  closureInfo,
+  runCommand,
+  writeText,
+  writeShellScriptBin,
+  # nixpkgs >= 25.11 has these at the top level; older ones under pnpm_10.
+  fetchPnpmDeps ? pnpm_10.fetchDeps,
+  pnpmConfigHook ? pnpm_10.configHook,
+}:
+let
+  root = ../.;
+
+  # Only what the build reads: no node_modules, dist or caches of a checkout.
+  src = lib.cleanSourceWith {
+    name = "nix-snapshotter-source";
+    src = root;
+    filter =
+      path: type:
+      let
+        relative = lib.removePrefix (toString root + "/") (toString path);
+        base = baseNameOf path;
+        topLevel = builtins.head (lib.splitString "/" relative);
+      in
+      !(builtins.elem base [
+        "node_modules"
+        "dist"
+        ".turbo"
+        ".toolchain"
+        "coverage"
+        ".git"
+      ])
+      && builtins.elem topLevel [
+        "package.json"
+        "pnpm-lock.yaml"
+        "pnpm-workspace.yaml"
+        "tsconfig.base.json"
+        "tsconfig.json"
+        "packages"
+        "apps"
+        "bench"
+      ];
+  };
+
+  version = (lib.importJSON ../apps/nix-snapshotter/package.json).version;
+in
+stdenv.mkDerivation (finalAttrs: {
+  pname = "nix-snapshotter";
+  inherit version src;
+
+  pnpmDeps = fetchPnpmDeps {
+    inherit (finalAttrs) pname version src;
+    pnpm = pnpm_10;
+    fetcherVersion = 2;
+    hash = import ./pnpm-deps-hash.nix;
+  };
+
+  nativeBuildInputs = [
+    nodejs_24
+    pnpm_10
+    pnpmConfigHook
+    makeWrapper
+  ];
+
+  # The apps and the packages they use, in dependency order (tsup in each).
+  buildPhase = ''
+    runHook preBuild
+    pnpm --filter "nix-snapshotter..." --filter "nix2container..." run build
+    runHook postBuild
+  '';
+
+  installPhase = ''
+    runHook preInstall
+
+    # Keep only production dependencies, then ship the workspace as it is:
+    # the apps resolve @nix-snapshotter/* through pnpm's workspace links.
+    rm -rf node_modules packages/*/node_modules apps/*/node_modules bench/node_modules
+    CI=true pnpm install --offline --prod --frozen-lockfile --ignore-scripts \
+      --filter "nix-snapshotter..." --filter "nix2container..."
+
+    lib_dir=$out/lib/nix-snapshotter
+    mkdir -p "$lib_dir" "$out/bin"
+    cp -r package.json pnpm-workspace.yaml node_modules packages apps "$lib_dir/"
+    find "$lib_dir/packages" "$lib_dir/apps" -maxdepth 2 -name src -type d -prune -exec rm -rf {} +
+
+    for app in nix-snapshotter nix2container; do
+      makeWrapper ${lib.getExe nodejs_24} "$out/bin/$app" \
+        --add-flags "$lib_dir/apps/$app/dist/main.js" \
+        --suffix PATH : ${lib.makeBinPath [ nix ]}
+    done
+
+    runHook postInstall
+  '';
+
+  passthru =
+    let
+      images = import ./build-image.nix {
+        inherit
+          lib
+          stdenv
+          runCommand
+          closureInfo
+          writeText
+          writeShellScriptBin
+          ;
+        nix-snapshotter = finalAttrs.finalPackage;
+      };
+    in
+    {
+      inherit (images) buildImage copyToRegistry copyToContainerd;
+    };
+
+  meta = {
+    description = "containerd snapshotter that takes container packages from the Nix store (TypeScript)";
+    license = lib.licenses.mit;
+    mainProgram = "nix-snapshotter";
+    platforms = lib.platforms.linux;
+  };
+})
