@@ -1,3 +1,5 @@
+export type { ArchiveImageSource } from "./archive-source.js";
+export { createArchiveImageSource } from "./archive-source.js";
 export type { AuthChallenge } from "./challenge.js";
 export { parseChallenges } from "./challenge.js";
 export type {
