@@ -7,5 +7,6 @@ export default defineConfig({
   clean: true,
   sourcemap: true,
   target: "node22",
+  removeNodeProtocol: false,
   banner: { js: "#!/usr/bin/env node" },
 });

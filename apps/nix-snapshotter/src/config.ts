@@ -1,0 +1,266 @@
+import { readFile } from "node:fs/promises";
+import { isAbsolute } from "node:path";
+import { parse, TomlError } from "smol-toml";
+
+/** How store paths of nix layers reach containers (see docs/configuration.md). */
+export type MountMode = "bind" | "hardlink";
+
+export interface ImageServiceConfig {
+  /** Serve the CRI ImageService on the daemon's socket (`nix:0/...` references). */
+  enable: boolean;
+  /** containerd's socket, used by the image service. */
+  containerdAddress: string;
+}
+
+/** The daemon's configuration, after defaults, the file and the flags are merged. */
+export interface DaemonConfig {
+  /** Unix socket of the gRPC server. */
+  address: string;
+  /** Directory of persistent state (metadata.db, snapshots/). */
+  root: string;
+  /** Executable run as `<exe> <outLink> <storePath>` instead of Nix's own realisation; `""` = none. */
+  externalBuilder: string;
+  imageService: ImageServiceConfig;
+  mountMode: MountMode;
+  /** The Nix store directory. */
+  storeDir: string;
+  /** Where the snapshotter's GC roots live; `""` = the nix-store package's default. */
+  gcRootsDir: string;
+  /** Mount with fuse-overlayfs instead of the kernel's overlay. */
+  fuseOverlayfs: boolean;
+  /** `host:port` or an absolute unix socket path for Prometheus metrics; `""` = off. */
+  metricsAddress: string;
+}
+
+/** A partial configuration: what one source (file or flags) sets. */
+export type ConfigLayer = Partial<Omit<DaemonConfig, "imageService">> & {
+  imageService?: Partial<ImageServiceConfig>;
+};
+
+export const defaultConfigPath = "/etc/nix-snapshotter/config.toml";
+
+/** The Go daemon's defaults (pkg/config), plus ours. */
+export function defaultConfig(): DaemonConfig {
+  return {
+    address: "/run/nix-snapshotter/nix-snapshotter.sock",
+    root: "/var/lib/containerd/io.containerd.snapshotter.v1.nix",
+    externalBuilder: "",
+    imageService: { enable: true, containerdAddress: "/run/containerd/containerd.sock" },
+    mountMode: "bind",
+    storeDir: "/nix/store",
+    gcRootsDir: "",
+    fuseOverlayfs: false,
+    metricsAddress: "",
+  };
+}
+
+/** A configuration error; the message names the file (if any) and the key. */
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+type Parser = (value: unknown, key: string) => unknown;
+
+function describe(value: unknown): string {
+  if (value instanceof Date) return "a date";
+  if (Array.isArray(value)) return "an array";
+  if (value !== null && typeof value === "object") return "a table";
+  return `${typeof value} ${JSON.stringify(value)}`;
+}
+
+const string: Parser = (value, key) => {
+  if (typeof value !== "string") {
+    throw new ConfigError(`"${key}" must be a string, got ${describe(value)}`);
+  }
+  return value;
+};
+
+const boolean: Parser = (value, key) => {
+  if (typeof value !== "boolean") {
+    throw new ConfigError(`"${key}" must be true or false, got ${describe(value)}`);
+  }
+  return value;
+};
+
+const absolutePath =
+  (options: { allowEmpty?: boolean } = {}): Parser =>
+  (value, key) => {
+    const text = string(value, key) as string;
+    if (text === "" && options.allowEmpty) return text;
+    if (text === "" || !isAbsolute(text) || text.includes("\0")) {
+      throw new ConfigError(`"${key}" must be an absolute path, got ${JSON.stringify(text)}`);
+    }
+    return text.length > 1 ? text.replace(/\/+$/, "") : text;
+  };
+
+/** An absolute path, or a bare command name looked up on PATH; `""` = none. */
+const executable: Parser = (value, key) => {
+  const text = string(value, key) as string;
+  if (text === "" || (text.startsWith("/") && !text.includes("\0"))) return text;
+  if (/^[A-Za-z0-9._+-]+$/.test(text)) return text;
+  throw new ConfigError(
+    `"${key}" must be an absolute path or a command name, got ${JSON.stringify(text)}`,
+  );
+};
+
+const mountMode: Parser = (value, key) => {
+  const text = string(value, key);
+  if (text !== "bind" && text !== "hardlink") {
+    throw new ConfigError(`"${key}" must be "bind" or "hardlink", got ${JSON.stringify(text)}`);
+  }
+  return text;
+};
+
+const containerdAddress: Parser = (value, key) => {
+  const text = string(value, key) as string;
+  const path = text.startsWith("unix://") ? text.slice("unix://".length) : text;
+  if (!isAbsolute(path)) {
+    throw new ConfigError(
+      `"${key}" must be an absolute socket path (optionally unix://), got ${JSON.stringify(text)}`,
+    );
+  }
+  return path;
+};
+
+/** `host:port`, `[v6]:port` or an absolute unix socket path; `""` turns metrics off. */
+export function parseMetricsAddress(
+  text: string,
+  key = "metrics_address",
+): { path: string } | { host: string; port: number } | undefined {
+  if (text === "") return undefined;
+  if (text.startsWith("/")) return { path: text };
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
+  const port = match ? Number(match[3]) : Number.NaN;
+  if (!match || port > 65_535) {
+    throw new ConfigError(
+      `"${key}" must be host:port or an absolute socket path, got ${JSON.stringify(text)}`,
+    );
+  }
+  return { host: match[1] ?? (match[2] || "0.0.0.0"), port };
+}
+
+const metricsAddress: Parser = (value, key) => {
+  const text = string(value, key) as string;
+  parseMetricsAddress(text, key);
+  return text;
+};
+
+/** TOML key -> [field of ConfigLayer, parser]. */
+const topLevel: Record<string, [keyof ConfigLayer, Parser]> = {
+  address: ["address", absolutePath()],
+  root: ["root", absolutePath()],
+  external_builder: ["externalBuilder", executable],
+  mount_mode: ["mountMode", mountMode],
+  store_dir: ["storeDir", absolutePath()],
+  gc_roots_dir: ["gcRootsDir", absolutePath({ allowEmpty: true })],
+  fuse_overlayfs: ["fuseOverlayfs", boolean],
+  metrics_address: ["metricsAddress", metricsAddress],
+};
+
+const imageServiceKeys: Record<string, [keyof ImageServiceConfig, Parser]> = {
+  enable: ["enable", boolean],
+  containerd_address: ["containerdAddress", containerdAddress],
+};
+
+/**
+ * Validates a parsed TOML document: every key known, every value of the right type. `false` and
+ * `""` are values like any other (unlike the Go daemon, whose merge ignored them).
+ */
+export function configFromToml(document: Record<string, unknown>): ConfigLayer {
+  const layer: ConfigLayer = {};
+  for (const [key, value] of Object.entries(document)) {
+    if (key === "image_service") {
+      if (value === null || typeof value !== "object" || Array.isArray(value)) {
+        throw new ConfigError(`"image_service" must be a table, got ${describe(value)}`);
+      }
+      const imageService: Partial<ImageServiceConfig> = {};
+      for (const [innerKey, innerValue] of Object.entries(value as Record<string, unknown>)) {
+        const entry = imageServiceKeys[innerKey];
+        if (!entry) throw new ConfigError(`unknown key "image_service.${innerKey}"`);
+        const [field, parser] = entry;
+        (imageService as Record<string, unknown>)[field] = parser(
+          innerValue,
+          `image_service.${innerKey}`,
+        );
+      }
+      layer.imageService = imageService;
+      continue;
+    }
+    const entry = topLevel[key];
+    if (!entry) throw new ConfigError(`unknown key "${key}"`);
+    const [field, parser] = entry;
+    (layer as Record<string, unknown>)[field] = parser(value, key);
+  }
+  return layer;
+}
+
+/** Parses TOML text; errors carry `path` and the line. */
+export function parseConfig(text: string, path: string): ConfigLayer {
+  let document: Record<string, unknown>;
+  try {
+    document = parse(text) as Record<string, unknown>;
+  } catch (error) {
+    if (error instanceof TomlError) {
+      throw new ConfigError(
+        `config ${path}: invalid TOML at line ${error.line}, column ${error.column}: ${error.message.split("\n")[0]}`,
+        { cause: error },
+      );
+    }
+    throw error;
+  }
+  try {
+    return configFromToml(document);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      throw new ConfigError(`config ${path}: ${error.message}`, { cause: error });
+    }
+    throw error;
+  }
+}
+
+/**
+ * Reads the config file. A missing file is an empty layer (as the Go daemon); any other read
+ * error, invalid TOML, unknown key or bad value is a ConfigError naming the file and key.
+ */
+export async function loadConfigFile(path: string): Promise<ConfigLayer> {
+  let text: string;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return {};
+    throw new ConfigError(`config ${path}: ${(error as Error).message}`, { cause: error });
+  }
+  return parseConfig(text, path);
+}
+
+/** Validates a flag value with the same rules as the file key it overrides. */
+export function flagLayer(flags: { address?: string; root?: string }): ConfigLayer {
+  const layer: ConfigLayer = {};
+  try {
+    if (flags.address !== undefined)
+      layer.address = absolutePath()(flags.address, "--address") as string;
+    if (flags.root !== undefined) layer.root = absolutePath()(flags.root, "--root") as string;
+  } catch (error) {
+    if (error instanceof ConfigError) throw new ConfigError(`flag ${error.message}`);
+    throw error;
+  }
+  return layer;
+}
+
+/** defaults < file < flags; later layers win key by key, `false` and `""` included. */
+export function mergeConfig(base: DaemonConfig, ...layers: ConfigLayer[]): DaemonConfig {
+  const result: DaemonConfig = { ...base, imageService: { ...base.imageService } };
+  for (const layer of layers) {
+    const { imageService, ...rest } = layer;
+    for (const [key, value] of Object.entries(rest)) {
+      if (value !== undefined) (result as unknown as Record<string, unknown>)[key] = value;
+    }
+    if (imageService) {
+      for (const [key, value] of Object.entries(imageService)) {
+        if (value !== undefined)
+          (result.imageService as unknown as Record<string, unknown>)[key] = value;
+      }
+    }
+  }
+  return result;
+}

@@ -1,0 +1,117 @@
+import { performance } from "node:perf_hooks";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { NixStore } from "@nix-snapshotter/nix-store";
+import type { NixStorePort, Snapshotter } from "@nix-snapshotter/snapshotter";
+import { nixStorePortFrom } from "@nix-snapshotter/snapshotter";
+import { type Registry, realiseBuckets, rpcBuckets } from "./metrics.js";
+
+function codeLabel(code: Code | undefined): string {
+  return code === undefined ? "OK" : (Code[code] ?? String(code));
+}
+
+/** The daemon's series; names follow Prometheus conventions, prefixed `nix_snapshotter_`. */
+export function createDaemonMetrics(registry: Registry) {
+  const requests = registry.counter(
+    "nix_snapshotter_grpc_requests_total",
+    "gRPC calls handled, by service, method and status code.",
+    ["service", "method", "code"],
+  );
+  const latency = registry.histogram(
+    "nix_snapshotter_grpc_request_duration_seconds",
+    "gRPC call latency in seconds (streams: until the last message), by method and status code.",
+    ["service", "method", "code"],
+    rpcBuckets,
+  );
+  const realiseDuration = registry.histogram(
+    "nix_snapshotter_realise_duration_seconds",
+    "Duration of one batch realisation of a nix layer's store paths, by result.",
+    ["result"],
+    realiseBuckets,
+  );
+  const realisedPaths = registry.counter(
+    "nix_snapshotter_realise_paths_total",
+    "Store paths requested in realisations.",
+  );
+  const substitutedPaths = registry.counter(
+    "nix_snapshotter_paths_substituted_total",
+    "Store paths Nix substituted from a binary cache during realisations.",
+  );
+  const builtPaths = registry.counter(
+    "nix_snapshotter_derivations_built_total",
+    "Derivations Nix built during realisations.",
+  );
+
+  const observe = (service: string, method: string, start: number, code: Code | undefined) => {
+    const labels = { service, method, code: codeLabel(code) };
+    requests.inc(labels);
+    latency.observe(labels, (performance.now() - start) / 1000);
+  };
+
+  /** Counts and times every call, including errors and streamed responses. */
+  const interceptor: Interceptor = (next) => async (request) => {
+    const service = request.service.typeName;
+    const method = request.method.name;
+    const start = performance.now();
+    try {
+      const response = await next(request);
+      if (!response.stream) {
+        observe(service, method, start, undefined);
+        return response;
+      }
+      const source = response.message;
+      async function* observed() {
+        try {
+          yield* source;
+          observe(service, method, start, undefined);
+        } catch (error) {
+          observe(service, method, start, ConnectError.from(error).code);
+          throw error;
+        }
+      }
+      return { ...response, message: observed() };
+    } catch (error) {
+      observe(service, method, start, ConnectError.from(error).code);
+      throw error;
+    }
+  };
+
+  /** The snapshotter's view of Nix, with realisations timed and counted. */
+  const observedNixStore = (nixStore: NixStore): NixStorePort => {
+    const port = nixStorePortFrom(nixStore);
+    return {
+      ...port,
+      async realise(paths, { owner }) {
+        const start = performance.now();
+        try {
+          const result = await nixStore.realise(paths, { roots: { owner } });
+          realiseDuration.observe({ result: "ok" }, (performance.now() - start) / 1000);
+          realisedPaths.inc({}, paths.length);
+          substitutedPaths.inc({}, result.substituted.length);
+          builtPaths.inc({}, result.built.length);
+        } catch (error) {
+          realiseDuration.observe({ result: "error" }, (performance.now() - start) / 1000);
+          throw error;
+        }
+      },
+    };
+  };
+
+  const snapshotsByKind = (snapshotter: Snapshotter) =>
+    registry.collectedGauge(
+      "nix_snapshotter_snapshots",
+      "Snapshots by kind (active, committed, view).",
+      async () => {
+        const counts = new Map<string, number>([
+          ["active", 0],
+          ["committed", 0],
+          ["view", 0],
+        ]);
+        for await (const info of snapshotter.list()) {
+          counts.set(info.kind, (counts.get(info.kind) ?? 0) + 1);
+        }
+        return [...counts].map(([kind, value]) => ({ labels: { kind }, value }));
+      },
+    );
+
+  return { interceptor, observedNixStore, snapshotsByKind, requests, realiseDuration };
+}
