@@ -9,3 +9,7 @@ runConformanceSuite("in-process overlay", async ({ directory }) => ({
 runConformanceSuite("in-process overlay, bind mode", async ({ directory }) => ({
   snapshotter: await createSnapshotter({ root: directory, mountMode: "bind" }),
 }));
+
+runConformanceSuite("in-process fuse-overlayfs", async ({ directory }) => ({
+  snapshotter: await createSnapshotter({ root: directory, mountMode: "none", fuseOverlayfs: true }),
+}));

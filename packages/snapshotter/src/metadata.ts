@@ -18,6 +18,8 @@ export interface SnapshotRecord {
   nixPaths: string[];
   /** Closure-info store path of the closure form, if any (its root keeps the closure alive). */
   nixClosure: string | null;
+  /** The snapshot's own labels mark it as a nix layer (it never gets store mounts itself). */
+  nixLayer: boolean;
   /**
    * Committed only: every store path of this snapshot and all its ancestors, deduplicated,
    * in first-seen order from the bottom layer up.
@@ -37,6 +39,7 @@ interface Row {
   inodes: number | null;
   nix_paths: string;
   nix_closure: string | null;
+  nix_layer: number;
   flattened: string | null;
 }
 
@@ -59,6 +62,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
   inodes INTEGER,
   nix_paths TEXT NOT NULL DEFAULT '[]',
   nix_closure TEXT,
+  nix_layer INTEGER NOT NULL DEFAULT 0,
   flattened TEXT
 ) STRICT;
 CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent_id);
@@ -77,6 +81,7 @@ function toRecord(row: Row): SnapshotRecord {
     inodes: row.inodes,
     nixPaths: JSON.parse(row.nix_paths) as string[],
     nixClosure: row.nix_closure,
+    nixLayer: row.nix_layer !== 0,
     flattened: row.flattened === null ? null : (JSON.parse(row.flattened) as string[]),
   };
 }
@@ -89,6 +94,7 @@ export interface NewSnapshot {
   labels: Record<string, string>;
   nixPaths: string[];
   nixClosure: string | null;
+  nixLayer?: boolean;
 }
 
 /**
@@ -220,8 +226,8 @@ export class MetadataStore {
     this.ensureOpen();
     this.database
       .prepare(
-        `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, updated, nix_paths, nix_closure)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, updated, nix_paths, nix_closure, nix_layer)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(
         snapshot.id,
@@ -233,6 +239,7 @@ export class MetadataStore {
         now.getTime(),
         JSON.stringify(snapshot.nixPaths),
         snapshot.nixClosure,
+        snapshot.nixLayer === true ? 1 : 0,
       );
     return this.getById(snapshot.id)!;
   }

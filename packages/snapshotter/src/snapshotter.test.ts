@@ -261,7 +261,10 @@ describe("nix layers", () => {
     expect([...(nix.roots.get("test-2") ?? [])].sort()).toEqual([p1, p2].sort());
     await s.commit("nix1", "nix-key", { labels: nixLabels([p1, p2]) });
 
-    await s.prepare("nix2-key", "nix1", { labels: nixLabels([p2, p3]) });
+    // A nix layer on top of another gets no store mounts either (its unpack writes there).
+    const second = await s.prepare("nix2-key", "nix1", { labels: nixLabels([p2, p3]) });
+    expect(second.map((mount) => mount.type)).toEqual(["overlay"]);
+    expect(await s.mounts("nix2-key")).toEqual(second);
     await s.commit("nix2", "nix2-key");
     const container = await s.prepare("container", "nix2");
     expect(container[0]?.type).toBe("overlay");

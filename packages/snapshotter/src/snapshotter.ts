@@ -178,7 +178,9 @@ class OverlaySnapshotter implements Snapshotter {
       this.settings,
     );
     const parentId = parentIds[0];
-    if (this.mountMode === "bind" && parentId !== undefined) {
+    // A nix layer itself gets the plain snapshot: the differ writes its mountpoints into it,
+    // and read-only store mounts there would make the unpack fail.
+    if (this.mountMode === "bind" && parentId !== undefined && !record.nixLayer) {
       mounts.push(...storePathMounts(this.flattened(parentId)));
     }
     return mounts;
@@ -337,6 +339,7 @@ class OverlaySnapshotter implements Snapshotter {
               labels: Object.fromEntries(Object.entries(labels).filter(([, v]) => v !== "")),
               nixPaths,
               nixClosure,
+              nixLayer: request !== undefined,
             },
             new Date(),
           );

@@ -1,0 +1,273 @@
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { createNixStore, type NixStore } from "@nix-snapshotter/nix-store";
+import {
+  createNixFixtures,
+  type NixFixtures,
+  nixE2eSkipReason,
+  TEST_GC_ROOTS_PARENT,
+} from "@nix-snapshotter/nix-store/testing";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { ErrorCode, SnapshotterError } from "./errors.js";
+import { nixClosureLabel, nixLayerLabel, nixStorePathLabelPrefix } from "./nix-labels.js";
+import { nixStorePortFrom } from "./nix-store-adapter.js";
+import { createSnapshotter } from "./snapshotter.js";
+import { mountAll, unmountAll } from "./testing/mount.js";
+import type { Mount, MountMode, Snapshotter } from "./types.js";
+
+const run = promisify(execFile);
+const skipReason = nixE2eSkipReason();
+
+function perPathLabels(paths: readonly string[]): Record<string, string> {
+  const labels: Record<string, string> = { [nixLayerLabel]: "true" };
+  paths.forEach((path, index) => {
+    labels[`${nixStorePathLabelPrefix}${index}`] = path;
+  });
+  return labels;
+}
+
+describe.skipIf(skipReason !== undefined)(
+  `nix layers with real Nix and real mounts${skipReason ? ` (skipped: ${skipReason})` : ""}`,
+  () => {
+    let fixtures: NixFixtures;
+    let script: { storePath: string; executable: string; closure: string[] };
+    let busybox: { storePath: string; closure: string[] };
+    let directory: string;
+    let gcRootsDir: string;
+    let nixStore: NixStore;
+    let snapshotter: Snapshotter;
+    const mounted: string[] = [];
+
+    beforeAll(async () => {
+      fixtures = await createNixFixtures({ label: "snapshotter" });
+      script = await fixtures.script();
+      busybox = await fixtures.busybox();
+    });
+
+    afterAll(async () => {
+      await fixtures?.cleanup();
+    });
+
+    beforeEach(async () => {
+      directory = await mkdtemp(join(tmpdir(), "snapshotter-nix-"));
+      gcRootsDir = join(TEST_GC_ROOTS_PARENT, `snapshotter-${randomBytes(6).toString("hex")}`);
+      nixStore = createNixStore({ gcRootsDir });
+    });
+
+    afterEach(async () => {
+      for (const path of mounted.splice(0).reverse()) await unmountAll(path).catch(() => {});
+      await snapshotter?.close();
+      await rm(directory, { recursive: true, force: true });
+      await rm(gcRootsDir, { recursive: true, force: true });
+    });
+
+    async function open(mountMode: MountMode): Promise<Snapshotter> {
+      snapshotter = await createSnapshotter({
+        root: join(directory, "root"),
+        mountMode,
+        nixStore: nixStorePortFrom(nixStore),
+        gcRootOwnerPrefix: "snapshot-",
+      });
+      return snapshotter;
+    }
+
+    async function mountAt(mounts: Mount[]): Promise<string> {
+      const path = await mkdtemp(join(directory, "mnt-"));
+      await mountAll(mounts, path);
+      mounted.push(path);
+      return path;
+    }
+
+    async function unmount(path: string): Promise<void> {
+      await unmountAll(path);
+      mounted.splice(mounted.indexOf(path), 1);
+    }
+
+    /** What containerd's unpacker does for a layer: Prepare, apply, Commit with the same labels. */
+    async function unpack(
+      name: string,
+      parent: string,
+      labels: Record<string, string>,
+      apply: (root: string) => Promise<void>,
+    ): Promise<void> {
+      const key = `extract-${name}`;
+      const mounts = await snapshotter.prepare(key, parent, { labels });
+      // The layer being unpacked is the plain snapshot: no store mounts yet.
+      expect(mounts.every((mount) => mount.target === undefined)).toBe(true);
+      const root = await mountAt(mounts);
+      await apply(root);
+      await unmount(root);
+      await snapshotter.commit(name, key, { labels });
+    }
+
+    /** The mountpoint layer of a nix image: an empty directory per store path. */
+    function mountpoints(paths: readonly string[]) {
+      return async (root: string) => {
+        for (const path of paths) await mkdir(join(root, path), { recursive: true });
+      };
+    }
+
+    async function runInContainer(mounts: Mount[], command: string[]): Promise<string> {
+      const root = await mountAt(mounts);
+      try {
+        const { stdout } = await run("chroot", [root, ...command]);
+        return stdout;
+      } finally {
+        await unmount(root);
+      }
+    }
+
+    for (const mode of ["bind", "hardlink"] as const) {
+      it(`${mode}: ordinary and two nix layers interleave; the store binary runs`, async () => {
+        await open(mode);
+        await unpack("ordinary", "", {}, async (root) => {
+          await mkdir(join(root, "etc"));
+          await writeFile(join(root, "etc", "motd"), "from the ordinary layer\n");
+        });
+        await unpack(
+          "nix-1",
+          "ordinary",
+          perPathLabels(busybox.closure),
+          mountpoints(busybox.closure),
+        );
+        await unpack("nix-2", "nix-1", perPathLabels(script.closure), mountpoints(script.closure));
+
+        const container = await snapshotter.prepare("container", "nix-2");
+        const binds = container.filter((mount) => mount.target !== undefined);
+        if (mode === "bind") {
+          expect(binds.map((mount) => mount.target).sort()).toEqual(
+            [...new Set([...busybox.closure, ...script.closure])].sort(),
+          );
+        } else {
+          expect(binds).toEqual([]);
+        }
+        expect(await snapshotter.mounts("container")).toEqual(container);
+        expect(await runInContainer(container, [script.executable])).toBe("hello from nix store\n");
+        expect(
+          await runInContainer(container, [`${busybox.storePath}/bin/busybox`, "cat", "/etc/motd"]),
+        ).toBe("from the ordinary layer\n");
+
+        if (mode === "hardlink") {
+          // The layer holds hard links to the store's own files.
+          const layerRoot = join(directory, "root", "snapshots");
+          const ids = await readdir(layerRoot);
+          let linked = false;
+          for (const id of ids) {
+            const copy = join(layerRoot, id, "fs", script.executable);
+            const info = await stat(copy).catch(() => undefined);
+            if (info !== undefined) {
+              expect(info.ino).toBe((await stat(script.executable)).ino);
+              linked = true;
+            }
+          }
+          expect(linked).toBe(true);
+        }
+
+        // Roots: one owner per nix layer; removing the snapshots releases them.
+        const owners = await nixStore.listRootOwners();
+        expect(owners).toHaveLength(2);
+        for (const owner of owners)
+          expect((await nixStore.listRoots(owner)).length).toBeGreaterThan(0);
+        await snapshotter.remove("container");
+        await snapshotter.remove("nix-2");
+        await snapshotter.remove("nix-1");
+        expect(await nixStore.listRootOwners()).toEqual([]);
+      });
+    }
+
+    it("closure form: the closure-info root keeps the paths alive until Remove", async () => {
+      await open("bind");
+      const closure = await fixtures.syntheticClosure({ count: 20, name: "snapshotter-gc" });
+      const closureInfo = closure.closureInfo!;
+      await unpack("nix", "", { [nixClosureLabel]: closureInfo }, mountpoints(closure.paths));
+      const view = await snapshotter.view("view", "nix");
+      expect(
+        view
+          .slice(1)
+          .map((mount) => mount.source)
+          .sort(),
+      ).toEqual([...closure.paths].sort());
+      expect(await nixStore.listRoots("snapshot-1")).toEqual([closureInfo]);
+
+      // Without the fixture's roots, only the snapshot keeps the paths alive.
+      await closure.release();
+      const victim = closure.paths[0]!;
+      await expect(run("nix-store", ["--delete", victim])).rejects.toThrow(/alive/);
+      await snapshotter.remove("view");
+      await snapshotter.remove("nix");
+      await fixtures.deletePaths([closureInfo, ...[...closure.paths].reverse()]);
+      expect(await nixStore.isValid(victim)).toBe(false);
+    });
+
+    it.each([
+      ["/etc", `${nixStorePathLabelPrefix}1`],
+      ["/nix/store/../etc", `${nixStorePathLabelPrefix}1`],
+      ["/nix/store/x", `${nixStorePathLabelPrefix}1`],
+    ])("hostile label value %j is refused naming %s", async (value, label) => {
+      await open("bind");
+      let caught: unknown;
+      try {
+        await snapshotter.prepare("extract", "", {
+          labels: { ...perPathLabels([script.storePath]), [label]: value },
+        });
+      } catch (error) {
+        caught = error;
+      }
+      expect(SnapshotterError.is(caught, ErrorCode.InvalidArgument)).toBe(true);
+      expect((caught as Error).message).toContain(label);
+      expect(await readdir(join(directory, "root", "snapshots"))).toEqual([]);
+      expect(await nixStore.listRootOwners()).toEqual([]);
+    });
+
+    it("a closure file listing /etc is refused and leaves no roots", async () => {
+      await open("hardlink");
+      const source = join(directory, "hostile-closure-info");
+      await mkdir(source);
+      await writeFile(join(source, "store-paths"), `${script.storePath}\n/etc\n`);
+      const { stdout } = await run("nix-store", ["--add", source]);
+      const hostile = stdout.trim();
+      await fixtures.root("hostile-closure", [hostile]);
+      let caught: unknown;
+      try {
+        await snapshotter.prepare("extract", "", { labels: { [nixClosureLabel]: hostile } });
+      } catch (error) {
+        caught = error;
+      }
+      expect(SnapshotterError.is(caught, ErrorCode.InvalidArgument)).toBe(true);
+      expect((caught as Error).message).toContain(nixClosureLabel);
+      expect(await readdir(join(directory, "root", "snapshots"))).toEqual([]);
+      expect(await nixStore.listRootOwners()).toEqual([]);
+      await fixtures.unroot("hostile-closure");
+    });
+
+    it("a missing store path fails Prepare and leaves nothing behind", async () => {
+      await open("bind");
+      const missing = "/nix/store/00000000000000000000000000000000-not-in-any-cache";
+      let caught: unknown;
+      try {
+        await snapshotter.prepare("extract", "", {
+          labels: perPathLabels([missing]),
+        });
+      } catch (error) {
+        caught = error;
+      }
+      expect(caught).toBeInstanceOf(SnapshotterError);
+      expect((caught as Error).message).toContain('snapshot "extract"');
+      expect(await readdir(join(directory, "root", "snapshots"))).toEqual([]);
+      expect(await nixStore.listRootOwners()).toEqual([]);
+      await expect(snapshotter.stat("extract")).rejects.toMatchObject({ code: ErrorCode.NotFound });
+    });
+
+    it("cleanup removes roots whose snapshot is gone", async () => {
+      await open("bind");
+      await nixStore.addRoots("snapshot-77", [script.storePath]);
+      await nixStore.addRoots("someone-else", [script.storePath]);
+      await snapshotter.cleanup();
+      expect(await nixStore.listRootOwners()).toEqual(["someone-else"]);
+    });
+  },
+);
