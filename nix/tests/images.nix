@@ -4,6 +4,10 @@
   node,
   repo,
   salt ? "",
+  # Where the copy-to-* scripts send the image.
+  registry ? "localhost:5000",
+  containerdAddress ? "$XDG_RUNTIME_DIR/containerd/containerd.sock",
+  containerdNamespace ? null,
 }:
 let
   pkgs = import ./stand-in/pkgs.nix { inherit node repo; };
@@ -42,14 +46,19 @@ rec {
   };
 
   copy-to-registry = hello-image.copyToRegistry {
-    imageName = "localhost:5000/hello";
+    imageName = "${registry}/hello";
     imageTag = "v2";
     plainHTTP = true;
   };
 
-  copy-to-containerd = hello-image.copyToContainerd {
-    address = "$XDG_RUNTIME_DIR/containerd/containerd.sock";
-  };
+  copy-to-containerd =
+    if containerdNamespace == null then
+      hello-image.copyToContainerd { address = containerdAddress; }
+    else
+      hello-image.copyToContainerd {
+        address = containerdAddress;
+        namespace = containerdNamespace;
+      };
 
   # What the tests compare with the Go project's passthru.
   passthru =

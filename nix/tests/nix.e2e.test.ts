@@ -6,7 +6,8 @@
 import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -27,14 +28,20 @@ function hasProgram(path: string): boolean {
 
 const isRoot = process.getuid?.() === 0;
 
-/** Whether the workspace's nix2container is built and has the command. */
+/** Whether the workspace's nix2container is built and has the command, implemented. */
 function cliHasCommand(command: string): boolean {
   if (!existsSync(nix2containerMain)) return false;
   const result = spawnSync(process.execPath, [nix2containerMain, command, "--help"], {
     encoding: "utf8",
   });
-  return result.status === 0 && result.stdout.includes("Usage");
+  const help = result.stdout.replaceAll(/\s+/g, " ");
+  return (
+    result.status === 0 &&
+    help.startsWith(`Usage: nix2container ${command} `) &&
+    !help.includes("not implemented")
+  );
 }
+
 const hasNix = hasProgram("/usr/bin/nix-instantiate") && hasProgram("/usr/bin/nix-build");
 const hasContainerd = hasProgram("/usr/bin/containerd") && hasProgram("/usr/bin/ctr");
 const hasSkopeo = hasProgram("/usr/bin/skopeo");
@@ -75,6 +82,19 @@ function nixString(value: string): string {
 /** `--arg`s shared by nix/tests/images.nix and nix/tests/modules.nix. */
 function baseArgs(): string[] {
   return ["--argstr", "node", process.execPath, "--argstr", "repo", repo];
+}
+
+/** A TCP port that was free a moment ago on 127.0.0.1. */
+function freePort(): Promise<number> {
+  return new Promise((done, fail) => {
+    const server = createServer();
+    server.once("error", fail);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => done(port));
+    });
+  });
 }
 
 /** Builds are local: no binary cache is reachable from the test machines. */
@@ -472,6 +492,55 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
     },
   );
 
+  it.skipIf(!cliBuilds || !cliHasCommand("push") || !hasProgram("/usr/bin/docker-registry"))(
+    "copyToRegistry pushes the image to a local registry (skips until `nix2container push` exists)",
+    async () => {
+      const port = await freePort();
+      const registryDir = await mkdtemp(join(tmpdir(), "nix-interface-registry-"));
+      const config = join(registryDir, "config.yml");
+      await writeFile(
+        config,
+        `version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: ${registryDir}/data\nhttp:\n  addr: 127.0.0.1:${port}\n`,
+      );
+      const registry = spawn("/usr/bin/docker-registry", ["serve", config], { stdio: "ignore" });
+      try {
+        const host = `127.0.0.1:${port}`;
+        for (let attempt = 0; attempt < 100; attempt++) {
+          const ok = await fetch(`http://${host}/v2/`).then(
+            (response) => response.ok,
+            () => false,
+          );
+          if (ok) break;
+          await new Promise((done) => setTimeout(done, 50));
+        }
+        const script = await build("images.nix", "copy-to-registry", [
+          "--argstr",
+          "salt",
+          salt,
+          "--argstr",
+          "registry",
+          host,
+        ]);
+        await exec(join(script, "bin/copy-to-registry"), []);
+        const pushed = JSON.parse(
+          await exec("skopeo", [
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            `docker://${host}/hello:v2`,
+          ]),
+        ) as { layers: { annotations?: Record<string, string> }[] };
+        expect(pushed.layers.at(-1)?.annotations?.["containerd.io/snapshot/nix-layer"]).toBe(
+          "true",
+        );
+      } finally {
+        registry.kill("SIGTERM");
+        await new Promise((done) => registry.once("exit", done));
+        await rm(registryDir, { recursive: true, force: true });
+      }
+    },
+  );
+
   it.skipIf(!cliBuilds)("fails the build of an image whose config is not JSON-able", async () => {
     const stderr = await execFailure("nix-instantiate", [
       "--eval",
@@ -611,7 +680,9 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
       });
       await waitForSocket(containerdSocket, containerd.child, containerd.log);
       const plugins = await exec("ctr", ["--address", containerdSocket, "plugins", "ls"]);
-      expect(plugins).toMatch(/io\.containerd\.snapshotter\.v1\s+nix\s+-\s+ok/);
+      expect(plugins).toMatch(/io\.containerd\.snapshotter\.v1\s+nix\s+\S+\s+ok/);
+      // CRI starts with `nix` as its snapshotter.
+      expect(plugins).toMatch(/io\.containerd\.grpc\.v1\s+cri\s+\S+\s+ok/);
 
       if (!existsSync(daemonMain)) {
         console.warn(`skipping the daemon half: ${daemonMain} is not built yet`);
@@ -631,6 +702,119 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
         exec("ctr", ["--address", containerdSocket, "snapshots", "--snapshotter", "nix", "ls"]),
       ).resolves.toMatch(/KEY\s+PARENT\s+KIND/);
     });
+
+    it.skipIf(!cliHasCommand("load"))(
+      "copyToContainerd imports a built image into containerd 1.6 through the nix snapshotter (skips until `nix2container load` exists)",
+      async () => {
+        // Reuses containerd and the daemon started by the previous test.
+        const containerdSocket = join(dir, "containerd.sock");
+        expect(existsSync(containerdSocket)).toBe(true);
+        const salt = randomBytes(8).toString("hex");
+        const link = join(gcRoots, "copy-to-containerd");
+        await exec("nix-build", [
+          join(testsDir, "images.nix"),
+          "-A",
+          "copy-to-containerd",
+          "-o",
+          link,
+          ...offline,
+          ...baseArgs(),
+          "--argstr",
+          "salt",
+          salt,
+          "--argstr",
+          "containerdAddress",
+          containerdSocket,
+          "--argstr",
+          "containerdNamespace",
+          "nix-interface",
+        ]);
+        await exec(join(link, "bin/copy-to-containerd"), []);
+        const images = await exec("ctr", [
+          "--address",
+          containerdSocket,
+          "--namespace",
+          "nix-interface",
+          "images",
+          "ls",
+          "--quiet",
+        ]);
+        expect(images.split("\n")).toContain("example.org/hello:latest");
+        const snapshots = await exec("ctr", [
+          "--address",
+          containerdSocket,
+          "--namespace",
+          "nix-interface",
+          "snapshots",
+          "--snapshotter",
+          "nix",
+          "ls",
+        ]);
+        expect(snapshots.trim().split("\n").length).toBeGreaterThan(1);
+      },
+    );
+
+    for (const [version, suite] of [
+      ["1.7", "trixie"],
+      ["2.1", "sid"],
+    ] as const) {
+      it(`containerd ${version} accepts the rendered config and loads the nix proxy snapshotter`, async (context) => {
+        // Newer containerd comes from Debian's newer suites (scripts/fetch-containerd.sh, cached).
+        const fetched = spawnSync("bash", [join(repo, "scripts/fetch-containerd.sh"), suite], {
+          encoding: "utf8",
+        });
+        const bin = fetched.stdout.trim();
+        if (fetched.status !== 0 || !existsSync(join(bin, "containerd"))) {
+          context.skip(`containerd ${version} unavailable: ${fetched.stderr.trim()}`);
+          return;
+        }
+        const base = join(dir, `containerd-${version}`);
+        const socket = join(base, "containerd.sock");
+        const snapshotterSocket = join(base, "nix-snapshotter.sock");
+        const link = join(gcRoots, `containerd-${version}.toml`);
+        await exec("nix-build", [
+          join(testsDir, "modules.nix"),
+          "-A",
+          "containerdConfig",
+          "-o",
+          link,
+          ...offline,
+          ...baseArgs(),
+          ...moduleArg(`{
+            virtualisation.containerd = {
+              enable = true;
+              nixSnapshotterIntegration = true;
+              settings = {
+                root = ${nixString(join(base, "root"))};
+                state = ${nixString(join(base, "state"))};
+                grpc.address = ${nixString(socket)};
+              };
+            };
+            services.nix-snapshotter.settings.address = ${nixString(snapshotterSocket)};
+          }`),
+        ]);
+        const dump = await exec(join(bin, "containerd"), ["--config", link, "config", "dump"]);
+        expect(dump).toMatch(/\[proxy_plugins\.nix\]\s+(type = .snapshot.\s+)?address = .[^'"]+./);
+        if (version === "2.1") {
+          // CRI's images plugin (version 3 layout) uses the nix snapshotter.
+          expect(dump).toMatch(
+            /\[plugins\.'io\.containerd\.cri\.v1\.images'\]\s+snapshotter = 'nix'/,
+          );
+        } else {
+          expect(dump).toMatch(/snapshotter = "nix"/);
+        }
+        const containerd = start(join(bin, "containerd"), ["--config", link], {
+          PATH: `/usr/sbin:/usr/bin:/sbin:/bin:${bin}`,
+        });
+        await waitForSocket(socket, containerd.child, containerd.log);
+        const plugins = await exec(join(bin, "ctr"), ["--address", socket, "plugins", "ls"]);
+        expect(plugins).toMatch(/io\.containerd\.snapshotter\.v1\s+nix\s+\S+\s+ok/);
+        expect(plugins).toMatch(/io\.containerd\.transfer\.v1\s+local\s+\S+\s+ok/);
+        expect(plugins).toMatch(/io\.containerd\.grpc\.v1\s+cri\s+\S+\s+ok/);
+        containerd.child.kill("SIGTERM");
+        await new Promise((done) => containerd.child.once("exit", done));
+      });
+    }
 
     it("the daemon refuses a rendered config with a key it does not know", async () => {
       if (!existsSync(daemonMain)) {

@@ -181,6 +181,10 @@ let
   # containerd 1.6, 1.7 and 2.x all read; 2.x migrates it).
   nixSnapshotterContainerdSettings = address: {
     plugins."io.containerd.grpc.v1.cri".containerd.snapshotter = "nix";
+    # containerd 2.x does not carry the key above over to its CRI images
+    # plugin when it migrates a version 2 file (measured with 2.1.9: CRI kept
+    # overlayfs); it reads this section of the same file. 1.6 and 1.7 ignore it.
+    plugins."io.containerd.cri.v1.images".snapshotter = "nix";
     plugins."io.containerd.transfer.v1.local".unpack_config = [
       {
         platform = platform.ociPlatform pkgs.stdenv.hostPlatform;
