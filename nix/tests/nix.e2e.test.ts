@@ -291,6 +291,7 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
     // nix on PATH by default, fuse-overlayfs added because the settings ask for it.
     expect(unit?.path.map((path) => path.replace(/^\/nix\/store\/[a-z0-9]{32}-/, ""))).toEqual([
       "nix",
+      "systemd",
       "fuse-overlayfs",
     ]);
     expect(summary.units.containerd?.after).toContain("nix-snapshotter.service");
@@ -324,7 +325,9 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
       /\/bin\/containerd-nsenter \/nix\/store\/[a-z0-9]{32}-nix-snapshotter-host\/bin\/nix-snapshotter --config /,
     );
     expect(snapshotter?.Install).toEqual({ WantedBy: ["default.target"] });
-    expect(String(snapshotter?.Service?.Environment)).toMatch(/^PATH=\/nix\/store\/.*-nix\/bin$/);
+    expect(String(snapshotter?.Service?.Environment)).toMatch(
+      /^PATH=\/nix\/store\/[a-z0-9]{32}-nix\/bin:\/nix\/store\/[a-z0-9]{32}-systemd\/bin$/,
+    );
     const containerd = summary.userUnits.containerd;
     expect(containerd?.Service).toMatchObject({ Type: "notify", NotifyAccess: "all" });
     expect(summary.containerdArgs.config).toMatch(/^\/nix\/store\/[a-z0-9]{32}-containerd\.toml$/);

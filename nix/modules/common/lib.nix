@@ -172,8 +172,13 @@ let
     };
   };
 
+  # systemd-notify: the daemon reports readiness through it (Node cannot send
+  # unix datagrams). home-manager units get no PATH of their own otherwise.
   servicePath =
-    cfg: cfg.path ++ lib.optional (cfg.settings.fuse_overlayfs or null == true) pkgs.fuse-overlayfs;
+    cfg:
+    cfg.path
+    ++ [ pkgs.systemd ]
+    ++ lib.optional (cfg.settings.fuse_overlayfs or null == true) pkgs.fuse-overlayfs;
 
   execStart = cfg: "${cfg.package}/bin/nix-snapshotter --config ${cfg.configFile}";
 

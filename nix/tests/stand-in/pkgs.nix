@@ -271,6 +271,7 @@ in
     "/usr/bin/ctr"
   ];
   runc = hostPackage "runc" [ "/usr/sbin/runc" ];
+  systemd = hostPackage "systemd" [ "/usr/bin/systemd-notify" ];
   fuse-overlayfs = hostPackage "fuse-overlayfs" [ "/usr/bin/fuse-overlayfs" ];
   util-linux = hostPackage "util-linux" [ "/usr/bin/nsenter" ];
   cni-plugins = emptyPackage "cni-plugins";
