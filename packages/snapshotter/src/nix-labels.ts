@@ -1,12 +1,13 @@
+import { Annotation } from "@nix-snapshotter/oci";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import { isCanonicalStorePath } from "./store-path.js";
 
 /** `"true"` marks a layer whose store paths come from the labels below. */
-export const nixLayerLabel = "containerd.io/snapshot/nix-layer";
+export const nixLayerLabel: string = Annotation.NixLayer;
 /** Per-path form: `containerd.io/snapshot/nix-store-path.<i>: <store path>`. */
-export const nixStorePathLabelPrefix = "containerd.io/snapshot/nix-store-path.";
+export const nixStorePathLabelPrefix: string = Annotation.NixStorePathPrefix;
 /** Closure form: the store path of a `closureInfo` whose `store-paths` file lists the closure. */
-export const nixClosureLabel = "containerd.io/snapshot/nix-closure";
+export const nixClosureLabel: string = Annotation.NixClosure;
 
 /** What the labels of a snapshot ask for. */
 export interface NixLayerRequest {
