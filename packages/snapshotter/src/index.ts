@@ -16,9 +16,14 @@ export {
 } from "./nix-labels.js";
 export { nixStorePortFrom } from "./nix-store-adapter.js";
 export type { NixStorePort } from "./nix-store-port.js";
-export type { HealthService, SnapshotsServiceOptions } from "./service/index.js";
+export type {
+  HealthService,
+  RemoteSnapshotterOptions,
+  SnapshotsServiceOptions,
+} from "./service/index.js";
 export {
   createHealthService,
+  createRemoteSnapshotter,
   createSnapshotsService,
   infoFromMessage,
   infoToMessage,

@@ -3,6 +3,7 @@ import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@conn
 import {
   type Health,
   HealthCheckResponseSchema,
+  HealthListResponseSchema,
   HealthCheckResponse_ServingStatus as ServingStatus,
 } from "@nix-snapshotter/api/health/v1";
 
@@ -39,6 +40,17 @@ export function createHealthService(services: readonly string[] = []): HealthSer
         throw new ConnectError(`unknown service "${request.service}"`, Code.NotFound);
       }
       return create(HealthCheckResponseSchema, { status });
+    },
+
+    list() {
+      const result: Record<
+        string,
+        ReturnType<typeof create<typeof HealthCheckResponseSchema>>
+      > = {};
+      for (const [service, status] of statuses) {
+        result[service] = create(HealthCheckResponseSchema, { status });
+      }
+      return create(HealthListResponseSchema, { statuses: result });
     },
 
     async *watch(request, context: HandlerContext) {

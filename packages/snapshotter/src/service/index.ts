@@ -2,5 +2,7 @@ export { infoFromMessage, infoToMessage, mountToMessage, usageToMessage } from "
 export { codeName, toConnectError } from "./errors.js";
 export type { HealthService } from "./health-service.js";
 export { createHealthService, ServingStatus } from "./health-service.js";
+export type { RemoteSnapshotterOptions } from "./remote-snapshotter.js";
+export { createRemoteSnapshotter } from "./remote-snapshotter.js";
 export type { SnapshotsServiceOptions } from "./snapshots-service.js";
 export { createSnapshotsService } from "./snapshots-service.js";

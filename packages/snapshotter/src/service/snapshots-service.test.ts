@@ -7,6 +7,7 @@ import { describe, expect, it } from "vitest";
 import { ErrorCode, SnapshotterError } from "../errors.js";
 import { type Info, Kind, type Mount, type Snapshotter, type Usage } from "../types.js";
 import { createHealthService } from "./health-service.js";
+import { createRemoteSnapshotter } from "./remote-snapshotter.js";
 import { createSnapshotsService } from "./snapshots-service.js";
 
 /**
@@ -116,6 +117,7 @@ function setup(listBatchSize?: number) {
   return {
     snapshotter,
     health,
+    remote: createRemoteSnapshotter(transport),
     client: createClient(Snapshots, transport),
     healthClient: createClient(Health, transport),
   };
@@ -258,6 +260,11 @@ describe("createHealthService", () => {
       (await healthClient.check({ service: "containerd.services.snapshots.v1.Snapshots" })).status,
     ).toBe(HealthCheckResponse_ServingStatus.SERVING);
     expect(await codeOf(healthClient.check({ service: "nope" }))).toBe(Code.NotFound);
+    const listed = await healthClient.list({});
+    expect(Object.keys(listed.statuses).sort()).toEqual([
+      "",
+      "containerd.services.snapshots.v1.Snapshots",
+    ]);
 
     const seen: HealthCheckResponse_ServingStatus[] = [];
     const stream = healthClient.watch({ service: "" });
@@ -273,5 +280,48 @@ describe("createHealthService", () => {
       HealthCheckResponse_ServingStatus.SERVING,
       HealthCheckResponse_ServingStatus.NOT_SERVING,
     ]);
+  });
+});
+
+describe("createRemoteSnapshotter", () => {
+  it("round-trips every call and turns gRPC codes back into SnapshotterError codes", async () => {
+    const { remote } = setup(2);
+    const mounts = await remote.prepare("a", "", { labels: { l: "1" } });
+    expect(mounts).toEqual([
+      { type: "bind", source: "/snapshots/a", options: ["rbind", "rw"] },
+      { type: "bind", source: "/nix/store/x", target: "/nix/store/x", options: ["ro", "rbind"] },
+    ]);
+    await remote.commit("base", "a", { labels: { l: "2" } });
+    await remote.view("v", "base");
+    const info = await remote.stat("base");
+    expect(info).toMatchObject({ kind: Kind.Committed, name: "base", labels: { l: "2" } });
+    expect(info.created).toBeInstanceOf(Date);
+    expect((await remote.update({ ...info, labels: { m: "3" } }, ["labels"])).labels).toEqual({
+      m: "3",
+    });
+    expect(await remote.usage("v")).toEqual({ size: 2 ** 40 + 3, inodes: 7 });
+    expect((await remote.mounts("v"))[0]?.source).toBe("/snapshots/v");
+    const names: string[] = [];
+    for await (const item of remote.list()) names.push(item.name);
+    expect(names.sort()).toEqual(["base", "v"]);
+    const walked: string[] = [];
+    await remote.walk(
+      (item) => {
+        walked.push(item.name);
+      },
+      ["kind==view"],
+    );
+    expect(walked).toEqual(["v"]);
+    await remote.remove("v");
+
+    const error = await remote.stat("v").catch((caught: unknown) => caught);
+    expect(SnapshotterError.is(error, ErrorCode.NotFound)).toBe(true);
+    expect((error as Error).message).toBe('snapshot "v" not found');
+    expect(
+      SnapshotterError.is(
+        await remote.cleanup().catch((caught: unknown) => caught),
+        ErrorCode.Internal,
+      ),
+    ).toBe(true);
   });
 });
