@@ -1,7 +1,7 @@
 import { defineConfig } from "tsup";
 
 export default defineConfig({
-  entry: ["src/index.ts", "src/testing/index.ts"],
+  entry: ["src/index.ts", "src/testing/index.ts", "src/bench/realise-bench.ts"],
   format: ["esm"],
   // tsup gives the declaration build only the entries as root files; `composite` would
   // then reject every other file of src.

@@ -24,7 +24,7 @@ export interface BinaryCache {
   /** The cache directory. */
   readonly dir: string;
   /**
-   * Settings for Nix to use only this cache, unsigned, without cached narinfo answers:
+   * Settings for Nix to use only this cache, unsigned, without cached "not in the cache" answers:
    * pass as `nixOptions` to `createNixStore` or `realise`.
    */
   readonly nixOptions: Readonly<Record<string, string>>;
@@ -113,7 +113,6 @@ export async function serveBinaryCache(
       substituters: url,
       "require-sigs": "false",
       "narinfo-cache-negative-ttl": "0",
-      "narinfo-cache-positive-ttl": "0",
     },
     requests: () => requestCount,
     setLatency(next) {

@@ -1,0 +1,160 @@
+/**
+ * Benchmark: GC roots + realise of N already-valid paths with this package (one batch) against
+ * the per-path sequential `nix-store --realise --add-root` loop of the Go implementation, and the
+ * same for substituting 200 paths from a local HTTP binary cache with 20 ms latency per request.
+ * Both sides run in the same process, on the same paths, one after the other.
+ *
+ * Run (as root, after `pnpm build`): `pnpm --filter @nix-snapshotter/nix-store bench`.
+ * NIX_STORE_BENCH_SIZES=100,1000 limits the sizes; NIX_STORE_BENCH_SUBSTITUTE=0 skips the cache part.
+ */
+import { execFile } from "node:child_process";
+import { mkdir, rm } from "node:fs/promises";
+import { cpus, release } from "node:os";
+import { basename, join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { promisify } from "node:util";
+import { createNixStore } from "../nix-store.js";
+import { startBinaryCache } from "../testing/binary-cache.js";
+import { createNixFixtures, nixE2eSkipReason } from "../testing/fixtures.js";
+
+const exec = promisify(execFile);
+
+async function baselineLoop(
+  paths: readonly string[],
+  linkDir: string,
+  options: readonly string[],
+): Promise<number> {
+  await mkdir(linkDir, { recursive: true });
+  const start = performance.now();
+  for (const path of paths) {
+    await exec("nix-store", [
+      "--realise",
+      "--add-root",
+      join(linkDir, basename(path)),
+      path,
+      ...options,
+    ]);
+  }
+  return performance.now() - start;
+}
+
+const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+
+async function main(): Promise<void> {
+  const skip = nixE2eSkipReason(["nix-store", "nix"]);
+  if (skip !== undefined) {
+    console.error(`bench needs root and Nix: ${skip}`);
+    process.exitCode = 1;
+    return;
+  }
+  const sizes = (process.env.NIX_STORE_BENCH_SIZES ?? "100,1000,5000")
+    .split(",")
+    .map((value) => Number(value.trim()))
+    .filter((value) => Number.isSafeInteger(value) && value > 0);
+  const fixtures = await createNixFixtures({ label: "nix-store-bench" });
+  const ourRoots = join(fixtures.rootsDir, "ours");
+  const store = createNixStore({ gcRootsDir: ourRoots, nixOptions: { substituters: "" } });
+  const version = await store.version();
+  console.log(`machine: ${cpus()[0]?.model ?? "?"}, ${cpus().length} cores, Linux ${release()}`);
+  console.log(`node ${process.version}, ${version.text}`);
+  console.log("");
+  const rows: string[][] = [["case", "this package", "per-path loop", "ratio"]];
+  try {
+    for (const count of sizes) {
+      const synthetic = await fixtures.syntheticClosure({
+        count,
+        name: `bench-valid-${count}`,
+        closureInfo: false,
+      });
+      const start = performance.now();
+      const result = await store.realise(synthetic.paths, { roots: { owner: `valid-${count}` } });
+      const ours = performance.now() - start;
+      if (result.paths.length !== count) throw new Error("realise returned the wrong paths");
+      const baseline = await baselineLoop(
+        synthetic.paths,
+        join(fixtures.rootsDir, `baseline-${count}`),
+        ["--option", "substituters", ""],
+      );
+      rows.push([
+        `roots + realise, ${count} valid paths`,
+        seconds(ours),
+        seconds(baseline),
+        `${(baseline / ours).toFixed(1)}x`,
+      ]);
+      console.log(rows.at(-1)!.join("  |  "));
+      await store.removeRoots(`valid-${count}`);
+      await rm(join(fixtures.rootsDir, `baseline-${count}`), { recursive: true, force: true });
+      await synthetic.release();
+      await fixtures.deletePaths(await store.queryValidPaths(synthetic.paths));
+    }
+
+    if (process.env.NIX_STORE_BENCH_SUBSTITUTE !== "0") {
+      const count = 200;
+      const latencyMs = 20;
+      const synthetic = await fixtures.syntheticClosure({
+        count,
+        name: "bench-substitute",
+        closureInfo: false,
+      });
+      const cache = await startBinaryCache({ paths: synthetic.paths, latencyMs });
+      try {
+        const cached = createNixStore({ gcRootsDir: ourRoots, nixOptions: cache.nixOptions });
+        await cached.version();
+        const evict = async () => {
+          await synthetic.release();
+          await cached.removeRoots("substitute");
+          await rm(join(fixtures.rootsDir, "baseline-substitute"), {
+            recursive: true,
+            force: true,
+          });
+          await fixtures.deletePaths(await cached.queryValidPaths(synthetic.paths));
+          if ((await cached.queryValidPaths(synthetic.paths)).length > 0) {
+            throw new Error("could not evict the benchmark paths");
+          }
+        };
+        await evict();
+        const start = performance.now();
+        const result = await cached.realise(synthetic.paths, { roots: { owner: "substitute" } });
+        const ours = performance.now() - start;
+        if (result.substituted.length !== count) {
+          throw new Error(`expected ${count} substitutions, saw ${result.substituted.length}`);
+        }
+        const requestsOurs = cache.requests();
+        await evict();
+        const before = cache.requests();
+        // Dependencies first, so that every process substitutes exactly one path.
+        const baseline = await baselineLoop(
+          synthetic.paths,
+          join(fixtures.rootsDir, "baseline-substitute"),
+          Object.entries(cache.nixOptions).flatMap(([name, value]) => ["--option", name, value]),
+        );
+        if ((await cached.queryValidPaths(synthetic.paths)).length !== count) {
+          throw new Error("the per-path loop did not substitute every path");
+        }
+        rows.push([
+          `substitute ${count} paths, ${latencyMs} ms per request`,
+          seconds(ours),
+          seconds(baseline),
+          `${(baseline / ours).toFixed(1)}x`,
+        ]);
+        console.log(rows.at(-1)!.join("  |  "));
+        console.log(
+          `  HTTP requests: this package ${requestsOurs}, per-path loop ${cache.requests() - before}`,
+        );
+        await evict();
+      } finally {
+        await cache.close();
+      }
+    }
+  } finally {
+    await fixtures.cleanup();
+  }
+  console.log("");
+  const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
+  for (const [index, row] of rows.entries()) {
+    console.log(`| ${row.map((cell, column) => cell.padEnd(widths[column]!)).join(" | ")} |`);
+    if (index === 0) console.log(`| ${widths.map((width) => "-".repeat(width)).join(" | ")} |`);
+  }
+}
+
+await main();
