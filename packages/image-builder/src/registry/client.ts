@@ -48,6 +48,8 @@ export interface RegistryClientOptions {
   retry?: Partial<RetryPolicy>;
   /** HTTP seam (default: node:http/https with keep-alive). */
   transport?: HttpTransport;
+  /** CA certificates (PEM) to trust for the registry's HTTPS (default: Node's, plus NODE_EXTRA_CA_CERTS). */
+  ca?: string | Buffer | Array<string | Buffer>;
   logger?: RegistryLogger;
   onRequest?: RequestListener;
   userAgent?: string;
@@ -134,7 +136,7 @@ export class RegistryClient {
       `${options.plainHttp === true ? "http" : "https"}://${registryApiHost(options.registry)}/`,
     );
     if (options.transport === undefined) {
-      const transport = createNodeTransport();
+      const transport = createNodeTransport(options.ca === undefined ? {} : { ca: options.ca });
       this.#transport = transport;
       this.#ownTransport = transport;
     } else {
@@ -629,6 +631,9 @@ function tlsHint(error: unknown, baseUrl: URL): string {
   const text = describe(error);
   if (/wrong version number|EPROTO|packet length too long|ERR_SSL/i.test(text)) {
     return " (the registry does not speak TLS here: use --plain-http for a plain-HTTP registry)";
+  }
+  if (/CERT|self[- ]signed|unable to (get|verify)|altname/i.test(text)) {
+    return " (the registry's TLS certificate is not trusted: add its CA with NODE_EXTRA_CA_CERTS=<file.pem>)";
   }
   return "";
 }

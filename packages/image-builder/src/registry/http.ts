@@ -28,6 +28,8 @@ export interface NodeTransportOptions {
   timeout?: number;
   /** Verify TLS certificates (default true). */
   rejectUnauthorized?: boolean;
+  /** CA certificates (PEM) to trust instead of Node's defaults (which NODE_EXTRA_CA_CERTS extends). */
+  ca?: string | Buffer | Array<string | Buffer>;
 }
 
 /** An HTTP transport on `node:http` / `node:https` with keep-alive agents. */
@@ -40,6 +42,7 @@ export function createNodeTransport(options: NodeTransportOptions = {}): HttpTra
     keepAlive: true,
     maxSockets: 16,
     rejectUnauthorized: options.rejectUnauthorized ?? true,
+    ...(options.ca === undefined ? {} : { ca: options.ca }),
   });
   const transport = async (request: HttpRequest): Promise<HttpResponse> => {
     const secure = request.url.protocol === "https:";

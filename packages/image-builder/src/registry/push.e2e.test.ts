@@ -355,6 +355,66 @@ describe.skipIf(missing.length > 0)(
       expect(registry.requests().every((r) => r.method === "HEAD")).toBe(true);
     });
 
+    it("mounts blobs from another repository instead of uploading them", async () => {
+      const registry = await start();
+      const image = makeImage(3000);
+      const registryClient = client(registry);
+      await pushImage({
+        client: registryClient,
+        repository: "e2e/source",
+        tag: "1",
+        source: image.source,
+      });
+      registry.clearRequests();
+      const result = await pushImage({
+        client: registryClient,
+        repository: "e2e/mounted",
+        tag: "1",
+        source: image.source,
+        mountFrom: "e2e/source",
+      });
+      expect([...result.mounted].sort()).toEqual([...image.blobDigests].sort());
+      expect(result.uploaded).toEqual([]);
+      await expect
+        .poll(
+          () => registry.requests().filter((r) => r.method === "POST" && r.status === 201).length,
+        )
+        .toBe(3);
+      expect(
+        registry.requests().some((r) => r.method === "PATCH" || r.uri.includes("digest=")),
+      ).toBe(false);
+      expect(sha256(await skopeoRawManifest(registry, "e2e/mounted:1"))).toBe(result.digest);
+    });
+
+    it("speaks HTTPS by default, trusting a given CA, and explains TLS mismatches", async () => {
+      const registry = await start({ tls: true });
+      expect(registry.url).toMatch(/^https:/);
+      const image = makeImage(2000);
+      const secure = client(registry, { plainHttp: false, ca: registry.caCertificate! });
+      const result = await pushImage({
+        client: secure,
+        repository: "e2e/tls",
+        tag: "1",
+        source: image.source,
+      });
+      expect(sha256(await skopeoRawManifest(registry, "e2e/tls:1"))).toBe(result.digest);
+      secure.close();
+
+      const untrusted = client(registry, { plainHttp: false });
+      const error = await untrusted.ping().catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(RegistryError);
+      expect((error as RegistryError).code).toBe("Unavailable");
+      expect((error as RegistryError).message).toContain("NODE_EXTRA_CA_CERTS");
+      expect((error as RegistryError).message).not.toContain("gave up after");
+
+      const plainToTls = client(registry, { plainHttp: true });
+      await expect(plainToTls.ping()).rejects.toThrow(/drop --plain-http/);
+
+      const plain = await start();
+      const tlsToPlain = client(plain, { plainHttp: false });
+      await expect(tlsToPlain.ping()).rejects.toThrow(/use --plain-http/);
+    });
+
     it("reports an unreachable registry clearly", async () => {
       const server = createServer();
       await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));

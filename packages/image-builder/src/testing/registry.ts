@@ -1,7 +1,14 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createPrivateKey, createSign, type KeyObject, randomBytes } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import {
+  createServer,
+  get as httpGet,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
+import { get as httpsGet } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -30,6 +37,11 @@ export interface StartRegistryOptions {
   tokenField?: "token" | "access_token" | "both";
   /** Token server only: anonymous requests get a token with pull access (default false: 401). */
   anonymousPull?: boolean;
+  /**
+   * Serve HTTPS with a self-signed certificate for IP 127.0.0.1 (made with `openssl`); clients
+   * trust it through `caCertificate`. Default false: plain HTTP.
+   */
+  tls?: boolean;
 }
 
 /** One request as written to the registry's access log. */
@@ -57,8 +69,10 @@ export interface TokenRequest {
 export interface TestRegistry {
   /** `127.0.0.1:<port>`: the host part of image references. */
   host: string;
-  /** `http://127.0.0.1:<port>` */
+  /** `http://127.0.0.1:<port>` (`https://` with `tls`). */
   url: string;
+  /** PEM of the registry's self-signed certificate when `tls` is set. */
+  caCertificate: string | undefined;
   /** Accepted user name (also set, but ignored by the registry, when auth is `none`). */
   username: string;
   password: string;
@@ -122,7 +136,35 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
         `    rootcertbundle: ${tokenServer.certificatePath}`,
       ].join("\n");
     }
-    const registry = await launchRegistry(binary, directory, authConfig);
+    let tls: RegistryTls | undefined;
+    if (options.tls === true) {
+      tls = {
+        certificatePath: join(directory, "tls-cert.pem"),
+        keyPath: join(directory, "tls-key.pem"),
+        certificate: "",
+      };
+      await execFileAsync("openssl", [
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        tls.keyPath,
+        "-out",
+        tls.certificatePath,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1",
+      ]);
+      tls.certificate = await readFile(tls.certificatePath, "utf8");
+    }
+    const registry = await launchRegistry(binary, directory, authConfig, tls);
     const stop = once(async () => {
       await registry.stop();
       await tokenServer?.close();
@@ -130,7 +172,8 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
     });
     return {
       host: `127.0.0.1:${registry.port}`,
-      url: `http://127.0.0.1:${registry.port}`,
+      url: `${tls === undefined ? "http" : "https"}://127.0.0.1:${registry.port}`,
+      caCertificate: tls?.certificate,
       username,
       password,
       auth,
@@ -166,10 +209,17 @@ interface RunningRegistry {
   stop(): Promise<void>;
 }
 
+interface RegistryTls {
+  certificatePath: string;
+  keyPath: string;
+  certificate: string;
+}
+
 async function launchRegistry(
   binary: string,
   directory: string,
   authConfig: string,
+  tls: RegistryTls | undefined,
 ): Promise<RunningRegistry> {
   let lastError: unknown;
   // The free port is found by binding port 0 and releasing it: another process may take it in
@@ -177,9 +227,9 @@ async function launchRegistry(
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freePort();
     const configPath = join(directory, "config.yml");
-    await writeFile(configPath, registryConfig(directory, port, authConfig));
+    await writeFile(configPath, registryConfig(directory, port, authConfig, tls));
     try {
-      return await spawnRegistry(binary, configPath, port);
+      return await spawnRegistry(binary, configPath, port, tls);
     } catch (error) {
       lastError = error;
       if (!(error instanceof Error && /address already in use/.test(error.message))) throw error;
@@ -188,7 +238,12 @@ async function launchRegistry(
   throw lastError;
 }
 
-function registryConfig(directory: string, port: number, authConfig: string): string {
+function registryConfig(
+  directory: string,
+  port: number,
+  authConfig: string,
+  tls: RegistryTls | undefined,
+): string {
   return `${[
     "version: 0.1",
     "log:",
@@ -204,6 +259,9 @@ function registryConfig(directory: string, port: number, authConfig: string): st
     `  secret: ${randomBytes(16).toString("hex")}`,
     "  headers:",
     "    X-Content-Type-Options: [nosniff]",
+    ...(tls === undefined
+      ? []
+      : ["  tls:", `    certificate: ${tls.certificatePath}`, `    key: ${tls.keyPath}`]),
     authConfig,
   ]
     .filter((line) => line !== "")
@@ -229,6 +287,7 @@ async function spawnRegistry(
   binary: string,
   configPath: string,
   port: number,
+  tls: RegistryTls | undefined,
 ): Promise<RunningRegistry> {
   const environment: NodeJS.ProcessEnv = {};
   for (const [name, value] of Object.entries(process.env)) {
@@ -264,12 +323,12 @@ async function spawnRegistry(
   });
   const spawnError = new Promise<Error>((resolve) => child.once("error", resolve));
 
-  const url = `http://127.0.0.1:${port}/v2/`;
+  const url = `${tls === undefined ? "http" : "https"}://127.0.0.1:${port}/v2/`;
   const deadline = Date.now() + 30_000;
   for (;;) {
     const outcome = await Promise.race([
       exited.then(() => "exited" as const),
-      probe(url).then((ok) => (ok ? ("ready" as const) : ("waiting" as const))),
+      probe(url, tls?.certificate).then((ok) => (ok ? ("ready" as const) : ("waiting" as const))),
     ]);
     if (outcome === "ready") break;
     if (outcome === "exited") {
@@ -290,15 +349,22 @@ async function spawnRegistry(
   return { port, requests, stop: () => stopChild(child, exited) };
 }
 
-async function probe(url: string): Promise<boolean> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(2000) });
-    await response.body?.cancel();
-    // 200 without auth, 401 with a challenge when auth is on: both mean it is serving.
-    return response.status === 200 || response.status === 401;
-  } catch {
-    return false;
-  }
+/** GET /v2/: 200 without auth, 401 with a challenge when auth is on; both mean it is serving. */
+function probe(url: string, ca: string | undefined): Promise<boolean> {
+  return new Promise((resolve) => {
+    const target = new URL(url);
+    const send = target.protocol === "https:" ? httpsGet : httpGet;
+    const request = send(
+      target,
+      { timeout: 2000, ...(ca === undefined ? {} : { ca }) },
+      (response) => {
+        response.resume();
+        resolve(response.statusCode === 200 || response.statusCode === 401);
+      },
+    );
+    request.on("timeout", () => request.destroy());
+    request.on("error", () => resolve(false));
+  });
 }
 
 async function stopChild(child: ChildProcess, exited: Promise<number | null>): Promise<void> {
