@@ -5,6 +5,7 @@ import {
   MediaType,
   readTar,
   sha256Digest,
+  writeOciArchive,
   writeTar,
 } from "@nix-snapshotter/oci";
 import { describe, expect, it } from "vitest";
@@ -300,6 +301,52 @@ describe("base images", () => {
       "base",
       "nix2container build",
     ]);
+  });
+
+  it("takes the manifest of the image's platform from a multi-platform base", async () => {
+    const amd64 = await buildImage({ closure: [hello], fileSystem, ...platform });
+    const arm64 = await buildImage({
+      closure: [glibc],
+      fileSystem,
+      architecture: "arm64",
+      os: "linux",
+    });
+    const index = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.ImageIndex,
+        manifests: [
+          { ...amd64.manifestDescriptor, platform: { architecture: "amd64", os: "linux" } },
+          { ...arm64.manifestDescriptor, platform: { architecture: "arm64", os: "linux" } },
+        ],
+      }),
+    );
+    const indexDescriptor = {
+      mediaType: MediaType.ImageIndex,
+      digest: sha256Digest(index),
+      size: index.byteLength,
+    };
+    const archive = writeOciArchive({
+      manifests: [{ descriptor: indexDescriptor, names: ["multi:1"] }],
+      blobs: new Map([...amd64.blobs, ...arm64.blobs, [indexDescriptor.digest, index]]),
+    });
+    const image = await buildImage({
+      closure: [],
+      fromImage: archive,
+      fileSystem,
+      architecture: "arm64",
+      os: "linux",
+    });
+    expect(image.manifest.layers[0]).toEqual(arm64.layer);
+    await expect(
+      buildImage({
+        closure: [],
+        fromImage: archive,
+        fileSystem,
+        architecture: "riscv64",
+        os: "linux",
+      }),
+    ).rejects.toMatchObject({ code: "NotFound" });
   });
 
   it("refuses a base image of another platform", async () => {

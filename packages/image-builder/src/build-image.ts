@@ -88,11 +88,15 @@ function validateStorePaths(paths: readonly string[], what: string, storeDir: st
   }
 }
 
-function loadBase(fromImage: BuildImageOptions["fromImage"]): ArchiveImage | undefined {
+function loadBase(
+  fromImage: BuildImageOptions["fromImage"],
+  platform: { architecture: string; os: string },
+): ArchiveImage | undefined {
   if (fromImage === undefined) return undefined;
   if (!(fromImage instanceof Uint8Array)) return fromImage;
   try {
-    return loadArchiveImage(fromImage);
+    // A multi-platform base archive: take the manifest of the image's platform.
+    return loadArchiveImage(fromImage, { platform });
   } catch (error) {
     throw asBuildError(error, "base image");
   }
@@ -139,7 +143,7 @@ export async function buildImage(options: BuildImageOptions): Promise<BuiltImage
   const host = hostPlatform();
   const architecture = options.architecture ?? host.architecture;
   const os = options.os ?? host.os;
-  const base = loadBase(options.fromImage);
+  const base = loadBase(options.fromImage, { architecture, os });
   if (base !== undefined && (base.config.architecture !== architecture || base.config.os !== os)) {
     throw new ImageBuildError(
       "FailedPrecondition",
