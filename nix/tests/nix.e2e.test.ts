@@ -84,6 +84,15 @@ function baseArgs(): string[] {
   return ["--argstr", "node", process.execPath, "--argstr", "repo", repo];
 }
 
+/** The bin directory of a newer containerd from Debian's newer suites (cached), or undefined. */
+function fetchContainerd(suite: "trixie" | "sid"): string | undefined {
+  const fetched = spawnSync("bash", [join(repo, "scripts/fetch-containerd.sh"), suite], {
+    encoding: "utf8",
+  });
+  const bin = fetched.stdout.trim();
+  return fetched.status === 0 && existsSync(join(bin, "containerd")) ? bin : undefined;
+}
+
 /** A TCP port that was free a moment ago on 127.0.0.1. */
 function freePort(): Promise<number> {
   return new Promise((done, fail) => {
@@ -623,6 +632,7 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
         };
         services.nix-snapshotter = {
           enable = true;
+          logLevel = "debug";
           settings = {
             address = ${nixString(snapshotterSocket)};
             root = ${nixString(join(dir, "snapshotter-root"))};
@@ -693,7 +703,11 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
       }
       // Run exactly the unit's ExecStart, with the unit's PATH.
       const unit = summary.units["nix-snapshotter"];
-      const [program, ...args] = String(unit?.serviceConfig.ExecStart).split(" ");
+      const execStart = String(unit?.serviceConfig.ExecStart);
+      expect(execStart).toMatch(
+        / --config \/nix\/store\/\S+-nix-snapshotter\.toml --log-level debug$/,
+      );
+      const [program, ...args] = execStart.split(" ");
       expect(program).toBeDefined();
       const path = [...(unit?.path ?? []).map((entry) => `${entry}/bin`), "/usr/bin", "/bin"].join(
         ":",
@@ -818,6 +832,64 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
         await new Promise((done) => containerd.child.once("exit", done));
       });
     }
+
+    it("the configuration files shown in docs/install-manual.md are accepted", async (context) => {
+      const markdown = await readFile(join(repo, "docs/install-manual.md"), "utf8");
+      const blocks = [...markdown.matchAll(/```toml\n([\s\S]*?)```/g)].map(
+        (match) => match[1] ?? "",
+      );
+      const byMarker = new Map(blocks.map((block) => [block.split("\n")[0] ?? "", block]));
+      expect([...byMarker.keys()].sort()).toEqual([
+        "# containerd 1.6",
+        "# containerd 1.7",
+        "# containerd 2.x",
+        "# nix-snapshotter config",
+      ]);
+      const versions: [string, string | undefined][] = [
+        ["1.6", "/usr/bin"],
+        ["1.7", fetchContainerd("trixie")],
+        ["2.x", fetchContainerd("sid")],
+      ];
+      for (const [version, bin] of versions) {
+        if (bin === undefined) continue;
+        const base = join(dir, `doc-${version}`);
+        await mkdir(base, { recursive: true });
+        const socket = join(base, "containerd.sock");
+        const config = join(base, "config.toml");
+        // Private root, state and socket around the documented file, unchanged in between.
+        await writeFile(
+          config,
+          `root = ${JSON.stringify(join(base, "root"))}\nstate = ${JSON.stringify(join(base, "state"))}\n${byMarker.get(`# containerd ${version}`)}\n[grpc]\naddress = ${JSON.stringify(socket)}\n`,
+        );
+        const containerd = start(join(bin, "containerd"), ["--config", config], {
+          PATH: `/usr/sbin:/usr/bin:/sbin:/bin:${bin}`,
+        });
+        await waitForSocket(socket, containerd.child, containerd.log);
+        const plugins = await exec(join(bin, "ctr"), ["--address", socket, "plugins", "ls"]);
+        expect(plugins, version).toMatch(/io\.containerd\.snapshotter\.v1\s+nix\s+\S+\s+ok/);
+        expect(plugins, version).toMatch(/io\.containerd\.grpc\.v1\s+cri\s+\S+\s+ok/);
+        const dump = await exec(join(bin, "containerd"), ["--config", config, "config", "dump"]);
+        expect(dump, version).toMatch(/snapshotter = .nix./);
+        containerd.child.kill("SIGTERM");
+        await new Promise((done) => containerd.child.once("exit", done));
+      }
+
+      if (!existsSync(daemonMain)) {
+        context.skip(`${daemonMain} is not built yet`);
+        return;
+      }
+      const config = join(dir, "doc-nix-snapshotter.toml");
+      await writeFile(config, byMarker.get("# nix-snapshotter config") ?? "");
+      const socket = join(dir, "doc-nix-snapshotter.sock");
+      const daemon = start(
+        process.execPath,
+        [daemonMain, "--config", config, "--address", socket, "--root", join(dir, "doc-root")],
+        { PATH: "/usr/bin:/bin", HOME: dir },
+      );
+      await waitForSocket(socket, daemon.child, daemon.log);
+      daemon.child.kill("SIGTERM");
+      await new Promise((done) => daemon.child.once("exit", done));
+    });
 
     it("the daemon refuses a rendered config with a key it does not know", async () => {
       if (!existsSync(daemonMain)) {

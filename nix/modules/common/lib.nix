@@ -138,6 +138,23 @@ let
       '';
     };
 
+    logLevel = mkOption {
+      type = types.nullOr (
+        types.enum [
+          "trace"
+          "debug"
+          "info"
+          "warn"
+          "error"
+          "fatal"
+          "panic"
+        ]
+      );
+      default = null;
+      example = "debug";
+      description = "The daemon's `--log-level`. Unset: the daemon's default (`info`).";
+    };
+
     configFile = mkOption {
       type = types.path;
       description = ''
@@ -180,7 +197,10 @@ let
     ++ [ pkgs.systemd ]
     ++ lib.optional (cfg.settings.fuse_overlayfs or null == true) pkgs.fuse-overlayfs;
 
-  execStart = cfg: "${cfg.package}/bin/nix-snapshotter --config ${cfg.configFile}";
+  execStart =
+    cfg:
+    "${cfg.package}/bin/nix-snapshotter --config ${cfg.configFile}"
+    + lib.optionalString (cfg.logLevel or null != null) " --log-level ${cfg.logLevel}";
 
   # Settings that make containerd use nix-snapshotter (config version 2, which
   # containerd 1.6, 1.7 and 2.x all read; 2.x migrates it).
