@@ -166,19 +166,19 @@ function readRawDescriptor(buffer: Buffer, start: number): FileDescriptorProto |
   let lastField = 0;
   let syntax = "";
   while (reader.pos < reader.len) {
-    let fieldNo: number;
+    let fieldNumber: number;
     let wireType: WireType;
     try {
-      [fieldNo, wireType] = reader.tag();
-      const field = fileFields.get(fieldNo);
-      if (field === undefined || field.wireType !== wireType || fieldNo < lastField) {
+      [fieldNumber, wireType] = reader.tag();
+      const field = fileFields.get(fieldNumber);
+      if (field === undefined || field.wireType !== wireType || fieldNumber < lastField) {
         break;
       }
-      if (fieldNo > 12 && syntax !== "editions") {
+      if (fieldNumber > 12 && syntax !== "editions") {
         break;
       }
       // skip() returns the field's bytes after the tag: for LEN fields, length and payload.
-      const skipped = reader.skip(wireType, fieldNo);
+      const skipped = reader.skip(wireType, fieldNumber);
       const payload =
         wireType === WireType.LengthDelimited ? new BinaryReader(skipped).bytes() : skipped;
       if (field.schema !== undefined) {
@@ -186,7 +186,7 @@ function readRawDescriptor(buffer: Buffer, start: number): FileDescriptorProto |
       }
       if (field.text === true) {
         const text = strictUtf8.decode(payload);
-        if (fieldNo === 12) {
+        if (fieldNumber === 12) {
           syntax = text;
           if (!["proto2", "proto3", "editions"].includes(syntax)) {
             break;
@@ -196,9 +196,9 @@ function readRawDescriptor(buffer: Buffer, start: number): FileDescriptorProto |
     } catch {
       break; // Not a valid field: the descriptor ended before it.
     }
-    lastField = fieldNo;
+    lastField = fieldNumber;
     end = reader.pos;
-    if (fieldNo === 12 && syntax !== "editions") {
+    if (fieldNumber === 12 && syntax !== "editions") {
       break;
     }
   }
