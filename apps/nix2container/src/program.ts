@@ -1,6 +1,7 @@
 import { Command, Option } from "commander";
 import { registerBuildCommand } from "./commands/build.js";
 import { registerInspectCommand } from "./commands/inspect.js";
+import { registerLoadCommand } from "./commands/load.js";
 import { registerPushCommand } from "./commands/push.js";
 import { defaultAddress, defaultNamespace, logLevels } from "./global-options.js";
 
@@ -28,5 +29,6 @@ export function createProgram(): Command {
   registerBuildCommand(program);
   registerPushCommand(program);
   registerInspectCommand(program);
+  registerLoadCommand(program);
   return program;
 }
