@@ -20,6 +20,7 @@ export { createNixStore } from "./nix-store.js";
 export type { NixFeatures, NixVersion } from "./nix-version.js";
 export { nixFeatures, parseNixVersion } from "./nix-version.js";
 export type { SpawnHook } from "./run-process.js";
+export { defaultSpawn } from "./run-process.js";
 export type { StorePath, StorePathOptions } from "./store-path.js";
 export {
   checkStorePathName,
