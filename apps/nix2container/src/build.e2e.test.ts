@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { gzipSync } from "node:zlib";
 import { type Containerd, startContainerd } from "@nix-snapshotter/containerd-client/testing";
 import { startRegistry, type TestRegistry } from "@nix-snapshotter/image-builder/testing";
 import { loadArchiveImage, sha256Digest } from "@nix-snapshotter/oci";
@@ -139,6 +140,37 @@ describe.skipIf(skipReason !== "")(`nix2container build with real programs ${ski
     expect(derivedImage.config.rootfs.diff_ids.slice(0, 1)).toEqual(image.config.rootfs.diff_ids);
   });
 
+  it("takes base images written by skopeo: docker-archive (plain and gzip) and oci-archive", async () => {
+    const image = loadArchiveImage(archiveBytes);
+    const dockerBase = join(work, "base-docker.tar");
+    await skopeo("copy", `oci-archive:${archive}`, `docker-archive:${dockerBase}:base:1`);
+    await writeFile(`${dockerBase}.gz`, gzipSync(await readFile(dockerBase)));
+    const ociBase = join(work, "base-oci.tar");
+    await skopeo("copy", `oci-archive:${archive}`, `oci-archive:${ociBase}:base`);
+    for (const base of [dockerBase, `${dockerBase}.gz`, ociBase]) {
+      const out = join(work, "derived-from-skopeo.tar");
+      await build(out, "--ref", "localhost/derived:2", "--from-image", base);
+      const derived = loadArchiveImage(await readFile(out));
+      expect(derived.layers, base).toHaveLength(2);
+      if (base === ociBase) {
+        // skopeo keeps the OCI layer as it was, annotations included.
+        expect(derived.layers[0]?.descriptor).toEqual(image.layers[0]?.descriptor);
+      } else {
+        // docker-archive stores layers uncompressed: the blob is the diff itself.
+        expect(derived.layers[0]?.descriptor.digest, base).toBe(image.config.rootfs.diff_ids[0]);
+        expect(derived.layers[0]?.descriptor.mediaType, base).toBe(
+          "application/vnd.oci.image.layer.v1.tar",
+        );
+      }
+      expect(derived.config.rootfs.diff_ids[0], base).toBe(image.config.rootfs.diff_ids[0]);
+      expect(derived.config.config?.Entrypoint, base).toEqual(["/bin/sh", "-c", "echo hello"]);
+      const inspected = JSON.parse(await skopeo("inspect", `oci-archive:${out}`)) as {
+        Layers: string[];
+      };
+      expect(inspected.Layers).toEqual(derived.layers.map((layer) => layer.descriptor.digest));
+    }
+  });
+
   it("is accepted by skopeo inspect oci-archive:", async () => {
     const image = loadArchiveImage(archiveBytes);
     const inspected = JSON.parse(await skopeo("inspect", `oci-archive:${archive}`)) as Record<
@@ -201,6 +233,16 @@ describe.skipIf(skipReason !== "")(`nix2container build with real programs ${ski
       const { stdout: snapshots } = await containerd.ctr(["snapshots", "ls"]);
       const chainId = image.config.rootfs.diff_ids[0]!;
       expect(snapshots).toContain(chainId);
+
+      // A nix image on top of a nix base: two layers, unpacked as a chain.
+      const derivedArchive = join(work, "derived-for-containerd.tar");
+      await build(derivedArchive, "--ref", "localhost/derived:3", "--from-image", archive);
+      await containerd.ctr(["images", "import", derivedArchive]);
+      const derived = loadArchiveImage(await readFile(derivedArchive));
+      const [first, second] = derived.config.rootfs.diff_ids;
+      const topChainId = sha256Digest(`${first} ${second}`);
+      const { stdout: after } = await containerd.ctr(["snapshots", "ls"]);
+      expect(after).toMatch(new RegExp(`${topChainId}\\s+${chainId}`));
     });
   });
 });
