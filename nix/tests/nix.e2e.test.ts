@@ -231,6 +231,68 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
     expect(legacy).toEqual(parsed.nixos);
   });
 
+  it("evaluates the package with either nixpkgs pnpm API and filters its source", async () => {
+    interface PackageFacts {
+      pname: string;
+      srcFiles: string[];
+      pnpmDeps: { kind: string; fetcherVersion: number; hash: string };
+      configHook: string;
+      buildPhase: string;
+      installPhase: string;
+      buildImage: boolean;
+      mainProgram: string;
+    }
+    const evaluate = async (newNixpkgs: boolean) =>
+      JSON.parse(
+        await exec("nix-instantiate", [
+          "--read-write-mode",
+          "--eval",
+          "--strict",
+          "--json",
+          join(testsDir, "package.nix"),
+          ...baseArgs(),
+          "--arg",
+          "newNixpkgs",
+          String(newNixpkgs),
+        ]),
+      ) as PackageFacts;
+    const old = await evaluate(false);
+    expect([old.pnpmDeps.kind, old.configHook]).toEqual([
+      "pnpm_10.fetchDeps",
+      "pnpm_10.configHook",
+    ]);
+    const current = await evaluate(true);
+    expect([current.pnpmDeps.kind, current.configHook]).toEqual([
+      "fetchPnpmDeps",
+      "pnpmConfigHook",
+    ]);
+    expect(current.pnpmDeps.fetcherVersion).toBe(2);
+    expect(current.pnpmDeps.hash).toMatch(/^sha256-[A-Za-z0-9+/]{43}=$/);
+    expect(current.buildImage).toBe(true);
+    expect(current.mainProgram).toBe("nix-snapshotter");
+    // The workspace is there, build outputs and local installs are not.
+    expect(current.srcFiles).toEqual(
+      expect.arrayContaining([
+        "package.json",
+        "pnpm-lock.yaml",
+        "pnpm-workspace.yaml",
+        "apps/nix-snapshotter/package.json",
+        "apps/nix2container/package.json",
+        "packages/snapshotter/package.json",
+      ]),
+    );
+    expect(
+      current.srcFiles.filter((file) => /(^|\/)(node_modules|dist|\.turbo|\.git)\//.test(file)),
+    ).toEqual([]);
+    expect(
+      current.srcFiles.some((file) => file.startsWith("docs/") || file.startsWith("nix/")),
+    ).toBe(false);
+    expect(current.buildPhase).toContain(
+      '--filter "nix-snapshotter..." --filter "nix2container..."',
+    );
+    expect(current.installPhase).toMatch(/apps\/\$app\/dist\/main\.js/);
+  });
+
   it("documents every option of our modules", async () => {
     for (const kind of ["nixos", "home"]) {
       const summary = await evalJson<Summary>("modules.nix", "summary", ["--argstr", "kind", kind]);
@@ -768,6 +830,20 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
           "ls",
         ]);
         expect(snapshots.trim().split("\n").length).toBeGreaterThan(1);
+        // The image runs: its entrypoint lives only in the Nix store (hardlink mode on 1.6).
+        const output = await exec("ctr", [
+          "--address",
+          containerdSocket,
+          "--namespace",
+          "nix-interface",
+          "run",
+          "--rm",
+          "--snapshotter",
+          "nix",
+          "example.org/hello:latest",
+          `nix-interface-${salt}`,
+        ]);
+        expect(output).toMatch(/^hello from \/nix\/store\/[a-z0-9]{32}-busybox-fixture$/m);
       },
     );
 

@@ -648,9 +648,34 @@ let
     in
     walk [ ] options;
 
+  removePrefix =
+    prefix: s:
+    if hasPrefix prefix s then
+      builtins.substring (builtins.stringLength prefix) (builtins.stringLength s) s
+    else
+      s;
+  splitString = sep: s: filter isString (builtins.split (replaceStrings [ "." "/" ] [ "\\." "/" ] sep) s);
+  cleanSourceWith =
+    {
+      src,
+      filter,
+      name ? "source",
+    }:
+    builtins.path {
+      path = src;
+      inherit name filter;
+    };
+  importJSON = path: builtins.fromJSON (builtins.readFile path);
+  getExe = package: "${package}/bin/${package.meta.mainProgram or package.pname or package.name}";
+
   lib = {
     inherit
       assertMsg
+      cleanSourceWith
+      getExe
+      importJSON
+      removePrefix
+      splitString
       attrValues
       concatMap
       concatMapStringsSep
@@ -691,6 +716,11 @@ let
       elem
       mapAttrs
       ;
+    licenses.mit = "MIT";
+    platforms.linux = [
+      "x86_64-linux"
+      "aarch64-linux"
+    ];
   };
 in
 lib
