@@ -1,4 +1,4 @@
-import { constants, gunzipSync, gzipSync, zstdCompressSync, zstdDecompressSync } from "node:zlib";
+import * as zlib from "node:zlib";
 import { OciError } from "./errors.js";
 import type { LayerCompression } from "./media-types.js";
 
@@ -19,6 +19,25 @@ export interface CompressOptions {
  * compress/gzip writes it) so the output does not depend on the platform zlib was built for.
  * The deflate stream itself comes from Node's bundled zlib: same Node release, same bytes.
  */
+// zstd arrived in node:zlib with Node 22.15 / 23.8; look it up at call time so that loading this
+// module works on older Node and only zstd itself fails, with a clear message.
+type ZstdZlib = {
+  zstdCompressSync?: (data: Uint8Array, options: { params: Record<number, number> }) => Buffer;
+  zstdDecompressSync?: (data: Uint8Array, options: { maxOutputLength: number }) => Buffer;
+};
+const zstd = zlib as unknown as ZstdZlib;
+
+function requireZstd<K extends keyof ZstdZlib>(name: K): NonNullable<ZstdZlib[K]> {
+  const implementation = zstd[name];
+  if (implementation === undefined) {
+    throw new OciError(
+      "FailedPrecondition",
+      `zstd needs Node >= 22.15 (node:zlib has no ${name} in Node ${process.version})`,
+    );
+  }
+  return implementation as NonNullable<ZstdZlib[K]>;
+}
+
 export function compress(
   data: Uint8Array,
   compression: LayerCompression,
@@ -26,15 +45,16 @@ export function compress(
 ): Buffer {
   switch (compression) {
     case "gzip": {
-      const output = gzipSync(data, { level: options.level ?? 6 });
+      const output = zlib.gzipSync(data, { level: options.level ?? 6 });
       output[9] = 0xff;
       return output;
     }
     case "zstd":
-      return zstdCompressSync(data, {
+      return requireZstd("zstdCompressSync")(data, {
         params: {
-          [constants.ZSTD_c_compressionLevel]: options.level ?? 3,
-          [constants.ZSTD_c_checksumFlag]: 1,
+          // ZSTD_c_compressionLevel = 100, ZSTD_c_checksumFlag = 201 (zstd.h, stable API).
+          100: options.level ?? 3,
+          201: 1,
         },
       });
     default:
@@ -52,9 +72,10 @@ export function decompress(data: Uint8Array, options: DecompressOptions = {}): B
   const maxOutputLength = options.maxOutputLength ?? 4 * 1024 ** 3;
   const kind = detectCompression(data);
   try {
-    if (kind === "gzip") return gunzipSync(data, { maxOutputLength });
-    if (kind === "zstd") return zstdDecompressSync(data, { maxOutputLength });
+    if (kind === "gzip") return zlib.gunzipSync(data, { maxOutputLength });
+    if (kind === "zstd") return requireZstd("zstdDecompressSync")(data, { maxOutputLength });
   } catch (error) {
+    if (error instanceof OciError) throw error;
     throw new OciError("DataLoss", `cannot decompress ${kind} data: ${(error as Error).message}`, {
       cause: error,
     });
