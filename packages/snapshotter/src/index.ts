@@ -1,3 +1,9 @@
+export {
+  dateFromTimestampParts,
+  nanosecondsOf,
+  PreciseDate,
+  timestampParts,
+} from "./clock.js";
 export type { SnapshotterErrorOptions } from "./errors.js";
 export { ErrorCode, errorCodeName, SnapshotterError } from "./errors.js";
 export type { FieldAdaptor, Filter } from "./filters.js";

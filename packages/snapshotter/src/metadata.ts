@@ -1,4 +1,5 @@
 import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+import { nanosecondsOf, PreciseDate } from "./clock.js";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import type { Info, Kind } from "./types.js";
 
@@ -34,7 +35,9 @@ interface Row {
   parent_id: number | null;
   labels: string;
   created: number;
+  created_ns: number;
   updated: number;
+  updated_ns: number;
   size: number | null;
   inodes: number | null;
   nix_paths: string;
@@ -57,7 +60,9 @@ CREATE TABLE IF NOT EXISTS snapshots (
   parent_id INTEGER REFERENCES snapshots(id),
   labels TEXT NOT NULL,
   created INTEGER NOT NULL,
+  created_ns INTEGER NOT NULL DEFAULT 0,
   updated INTEGER NOT NULL,
+  updated_ns INTEGER NOT NULL DEFAULT 0,
   size INTEGER,
   inodes INTEGER,
   nix_paths TEXT NOT NULL DEFAULT '[]',
@@ -68,6 +73,17 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent_id);
 `;
 
+/** Timestamps are stored as milliseconds plus the nanoseconds within the millisecond. */
+function toColumns(date: Date): [number, number] {
+  const nanoseconds = nanosecondsOf(date);
+  const milliseconds = nanoseconds / 1_000_000n;
+  return [Number(milliseconds), Number(nanoseconds - milliseconds * 1_000_000n)];
+}
+
+function fromColumns(milliseconds: number, nanoseconds: number): PreciseDate {
+  return new PreciseDate(BigInt(milliseconds) * 1_000_000n + BigInt(nanoseconds));
+}
+
 function toRecord(row: Row): SnapshotRecord {
   return {
     id: row.id,
@@ -75,8 +91,8 @@ function toRecord(row: Row): SnapshotRecord {
     kind: row.kind as Kind,
     parentId: row.parent_id,
     labels: JSON.parse(row.labels) as Record<string, string>,
-    created: new Date(row.created),
-    updated: new Date(row.updated),
+    created: fromColumns(row.created, row.created_ns),
+    updated: fromColumns(row.updated, row.updated_ns),
     size: row.size,
     inodes: row.inodes,
     nixPaths: JSON.parse(row.nix_paths) as string[],
@@ -226,8 +242,9 @@ export class MetadataStore {
     this.ensureOpen();
     this.database
       .prepare(
-        `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, updated, nix_paths, nix_closure, nix_layer)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, created_ns, updated, updated_ns,
+           nix_paths, nix_closure, nix_layer)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
       .run(
         snapshot.id,
@@ -235,8 +252,8 @@ export class MetadataStore {
         snapshot.kind,
         snapshot.parentId,
         JSON.stringify(snapshot.labels),
-        now.getTime(),
-        now.getTime(),
+        ...toColumns(now),
+        ...toColumns(now),
         JSON.stringify(snapshot.nixPaths),
         snapshot.nixClosure,
         snapshot.nixLayer === true ? 1 : 0,
@@ -256,14 +273,14 @@ export class MetadataStore {
     this.ensureOpen();
     this.database
       .prepare(
-        `UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, created = ?, updated = ?,
-           size = ?, inodes = ?, flattened = ? WHERE id = ?`,
+        `UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, created = ?, created_ns = ?,
+           updated = ?, updated_ns = ?, size = ?, inodes = ?, flattened = ? WHERE id = ?`,
       )
       .run(
         name,
         JSON.stringify(labels),
-        now.getTime(),
-        now.getTime(),
+        ...toColumns(now),
+        ...toColumns(now),
         usage.size,
         usage.inodes,
         JSON.stringify(flattened),
@@ -274,8 +291,8 @@ export class MetadataStore {
   updateLabels(id: number, labels: Record<string, string>, now: Date): void {
     this.ensureOpen();
     this.database
-      .prepare("UPDATE snapshots SET labels = ?, updated = ? WHERE id = ?")
-      .run(JSON.stringify(labels), now.getTime(), id);
+      .prepare("UPDATE snapshots SET labels = ?, updated = ?, updated_ns = ? WHERE id = ?")
+      .run(JSON.stringify(labels), ...toColumns(now), id);
   }
 
   delete(id: number): void {

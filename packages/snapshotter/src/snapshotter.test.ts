@@ -12,6 +12,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { nanosecondsOf, nowNanoseconds } from "./clock.js";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import { nixClosureLabel, nixLayerLabel, nixStorePathLabelPrefix } from "./nix-labels.js";
 import { createSnapshotter } from "./snapshotter.js";
@@ -172,6 +173,25 @@ describe("containerd semantics", () => {
     expect(await code(s.update({ ...info, name: "missing" }))).toBe(ErrorCode.NotFound);
     // The kind and parent given by the caller are ignored.
     expect((await s.update({ ...info, kind: Kind.Committed, parent: "x" })).kind).toBe(Kind.Active);
+  });
+
+  it("keeps nanosecond timestamps: created == updated at creation, within the caller's clock", async () => {
+    const s = await make();
+    const t1 = nowNanoseconds();
+    await s.prepare("a", "");
+    const t2 = nowNanoseconds();
+    const info = await s.stat("a");
+    const created = nanosecondsOf(info.created);
+    expect(created >= t1 && created <= t2).toBe(true);
+    expect(nanosecondsOf(info.updated)).toBe(created);
+    const walked: bigint[] = [];
+    await s.walk((entry) => {
+      walked.push(nanosecondsOf(entry.created));
+    });
+    expect(walked).toEqual([created]);
+    const updated = await s.update({ ...info, labels: { x: "1" } });
+    expect(nanosecondsOf(updated.created)).toBe(created);
+    expect(nanosecondsOf(updated.updated) > created).toBe(true);
   });
 
   it("refuses a label larger than 4096 bytes", async () => {

@@ -2,6 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { existsSync, renameSync } from "node:fs";
 import { chmod, lchown, lstat, mkdir, readdir, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { nowNanoseconds, PreciseDate } from "./clock.js";
 import { diskUsage } from "./disk-usage.js";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import { infoAdaptor, parseFilters } from "./filters.js";
@@ -217,7 +218,7 @@ class OverlaySnapshotter implements Snapshotter {
         for (const [key, value] of Object.entries(labels)) {
           if (value === "") delete labels[key];
         }
-        this.store.updateLabels(record.id, labels, new Date());
+        this.store.updateLabels(record.id, labels, new PreciseDate(nowNanoseconds()));
         return this.store.info(this.store.getById(record.id)!);
       });
     });
@@ -341,7 +342,7 @@ class OverlaySnapshotter implements Snapshotter {
               nixClosure,
               nixLayer: request !== undefined,
             },
-            new Date(),
+            new PreciseDate(nowNanoseconds()),
           );
           // The directory gets its final name only if the row commits (containerd does the same).
           renameSync(temporary, final);
@@ -476,7 +477,14 @@ class OverlaySnapshotter implements Snapshotter {
         this.store.transaction(() => {
           const current = checkCommit();
           if (current.id !== record.id) throw notFound(key);
-          this.store.commit(record.id, name, labels, usage, flattened, new Date());
+          this.store.commit(
+            record.id,
+            name,
+            labels,
+            usage,
+            flattened,
+            new PreciseDate(nowNanoseconds()),
+          );
         });
         this.flattenedCache.set(record.id, flattened);
       } finally {
