@@ -8,7 +8,7 @@ packages=(
   containerd runc containernetworking-plugins
   nix-bin
   docker-registry skopeo apache2-utils
-  busybox-static patchelf fuse-overlayfs jq iproute2 util-linux
+  busybox-static patchelf fuse-overlayfs jq iproute2 util-linux redis-server
   golang-github-containerd-containerd-dev
   ca-certificates git
 )
