@@ -84,7 +84,11 @@ describe("tar", () => {
     const archive = writeTar([{ name: "f", type: "file", data: Buffer.alloc(1000, 1) }]);
     const corrupt = Buffer.from(archive);
     corrupt[0] = 0x41;
-    expect(() => readTar(corrupt)).toThrow(/checksum/);
+    expect(() => readTar(corrupt)).toThrow(/not a tar archive/);
+    const second = Buffer.concat([archive.subarray(0, 1536), archive]);
+    second[1536] = 0x41;
+    expect(() => readTar(second)).toThrow(/checksum mismatch at offset 1536/);
+    expect(() => readTar(Buffer.alloc(1024, "x"))).toThrow(/not a tar archive/);
     expect(() => readTar(archive.subarray(0, 700))).toThrow(/truncated/);
     expect(() => readTar(Buffer.from("not a tar"))).toThrow(/not a tar archive/);
   });

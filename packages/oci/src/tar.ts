@@ -305,9 +305,18 @@ export function readTar(archive: Uint8Array, options: ReadTarOptions = {}): TarR
       unsigned += byte;
       signed += byte > 127 ? byte - 256 : byte;
     }
-    const checksum = readNumber(block, 148, 8, "checksum");
+    let checksum: number | undefined;
+    try {
+      checksum = readNumber(block, 148, 8, "checksum");
+    } catch {
+      checksum = undefined;
+    }
     if (checksum !== unsigned && checksum !== signed) {
-      throw tarError(`header checksum mismatch at offset ${offset}`);
+      throw tarError(
+        offset === 0
+          ? "not a tar archive (no valid header at offset 0)"
+          : `header checksum mismatch at offset ${offset}`,
+      );
     }
     const typeflag = String.fromCharCode(block[156] ?? 0);
     let size = readNumber(block, 124, 12, "size");
