@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import {
   type Info as InfoMessage,
   InfoSchema,
@@ -8,6 +8,7 @@ import {
   UsageResponseSchema,
 } from "@nix-snapshotter/api/snapshots/v1";
 import { type Mount as MountMessage, MountSchema } from "@nix-snapshotter/api/types";
+import { dateFromTimestampParts, timestampParts } from "../clock.js";
 import { ErrorCode, SnapshotterError } from "../errors.js";
 import { type Info, Kind, type Mount, type Usage } from "../types.js";
 
@@ -23,8 +24,9 @@ export function infoToMessage(info: Info): InfoMessage {
     name: info.name,
     parent: info.parent,
     kind: kindToMessage[info.kind],
-    createdAt: timestampFromDate(info.created),
-    updatedAt: timestampFromDate(info.updated),
+    // Nanoseconds, as containerd keeps them (a plain Date gives milliseconds).
+    createdAt: create(TimestampSchema, timestampParts(info.created)),
+    updatedAt: create(TimestampSchema, timestampParts(info.updated)),
     labels: { ...info.labels },
   });
 }
@@ -60,8 +62,8 @@ export function infoFromMessage(message: InfoMessage | undefined): Info {
     parent: message.parent,
     kind: kindFromMessage(message.kind) ?? Kind.Active,
     labels: { ...message.labels },
-    created: message.createdAt ? timestampDate(message.createdAt) : new Date(0),
-    updated: message.updatedAt ? timestampDate(message.updatedAt) : new Date(0),
+    created: message.createdAt ? dateFromTimestampParts(message.createdAt) : new Date(0),
+    updated: message.updatedAt ? dateFromTimestampParts(message.updatedAt) : new Date(0),
   };
 }
 
