@@ -36,6 +36,8 @@ export default defineConfig({
           hookTimeout: 600_000,
           // Real daemons on 2 cores: keep files from starving each other.
           maxWorkers: 2,
+          // vitest 4 refuses projects with different maxWorkers in one group: run e2e after unit.
+          sequence: { groupOrder: 1 },
         },
       },
     ],
