@@ -115,7 +115,7 @@ function createReporter(label: string, stderr: PushOutput["stderr"], quiet: bool
     const now = Date.now();
     if (!force && now - lastDraw < 100) return;
     lastDraw = now;
-    stderr.write(`\r\x1b[2K${renderProgress(label, state, (stderr.columns ?? 80) - 1)}`);
+    stderr.write(`\r\x1b[2K${renderProgress(label, state, (stderr.columns || 80) - 1)}`);
   };
   const line = (text: string) => {
     if (!quiet && !tty) stderr.write(`${text}\n`);
@@ -159,7 +159,7 @@ function createReporter(label: string, stderr: PushOutput["stderr"], quiet: bool
     },
     finish() {
       if (!quiet && tty)
-        stderr.write(`\r\x1b[2K${renderProgress(label, state, (stderr.columns ?? 80) - 1)}\n`);
+        stderr.write(`\r\x1b[2K${renderProgress(label, state, (stderr.columns || 80) - 1)}\n`);
     },
     abort() {
       if (!quiet && tty) stderr.write("\n");

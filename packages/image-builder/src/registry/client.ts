@@ -621,7 +621,9 @@ function describe(error: unknown): string {
   if (error instanceof Error) {
     const code = (error as { code?: unknown }).code;
     const cause = error.cause instanceof Error ? `: ${error.cause.message}` : "";
-    return `${typeof code === "string" && !error.message.includes(code) ? `${code} ` : ""}${error.message}${cause}`;
+    const text = `${typeof code === "string" && !error.message.includes(code) ? `${code} ` : ""}${error.message}${cause}`;
+    // OpenSSL messages span lines; keep the error on one.
+    return text.replace(/\s+/g, " ").trim();
   }
   return String(error);
 }
