@@ -133,13 +133,18 @@ export async function planMountpointLayer(
   const tree = new LayerTree();
   const storeDir = options.storeDir.replace(/^\/+|\/+$/g, "");
   if (options.storePaths.length > 0) tree.add({ name: storeDir, type: "directory", mode: 0o755 });
-  for (const storePath of options.storePaths) {
-    let type: string;
-    try {
-      type = await options.fileSystem.stat(storePath);
-    } catch (error) {
-      throw asBuildError(error, `store path "${storePath}"`);
-    }
+  // Stat in parallel (the file system queues the calls); the order of entries does not depend on it.
+  const types = await Promise.all(
+    options.storePaths.map(async (storePath) => {
+      try {
+        return await options.fileSystem.stat(storePath);
+      } catch (error) {
+        throw asBuildError(error, `store path "${storePath}"`);
+      }
+    }),
+  );
+  for (const [index, storePath] of options.storePaths.entries()) {
+    const type = types[index];
     const name = storePath.slice(1);
     tree.add(
       type === "directory"
