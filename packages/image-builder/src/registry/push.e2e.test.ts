@@ -355,6 +355,52 @@ describe.skipIf(missing.length > 0)(
       expect(registry.requests().every((r) => r.method === "HEAD")).toBe(true);
     });
 
+    it("pushes an index: child manifests by digest, then the index under the tag", async () => {
+      const registry = await start();
+      const amd64 = makeImage(1000);
+      const arm64 = makeImage(1200);
+      const child = (image: TestImage, architecture: string) => ({
+        ...image.source.rootDescriptor,
+        platform: { architecture, os: "linux" },
+      });
+      const index = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: "application/vnd.oci.image.index.v1+json",
+          manifests: [child(amd64, "amd64"), child(arm64, "arm64")],
+        }),
+      );
+      const blobs = new Map([...amd64.blobs, ...arm64.blobs, [sha256(index), index]]);
+      const events: string[] = [];
+      const result = await pushImage({
+        client: client(registry),
+        repository: "e2e/multi",
+        tag: "both",
+        source: {
+          rootDescriptor: {
+            mediaType: "application/vnd.oci.image.index.v1+json",
+            digest: sha256(index),
+            size: index.byteLength,
+          },
+          readBlob: (descriptor) => blobs.get(descriptor.digest)!,
+        },
+        onEvent: (event) => {
+          if (event.type === "manifest") events.push(`${event.reference} ${event.digest}`);
+        },
+      });
+      expect(result.digest).toBe(sha256(index));
+      expect(result.uploaded).toHaveLength(6);
+      expect(events).toEqual([
+        `${amd64.manifestDigest} ${amd64.manifestDigest}`,
+        `${arm64.manifestDigest} ${arm64.manifestDigest}`,
+        `both ${sha256(index)}`,
+      ]);
+      expect(sha256(await skopeoRawManifest(registry, "e2e/multi:both"))).toBe(sha256(index));
+      expect(sha256(await skopeoRawManifest(registry, `e2e/multi@${arm64.manifestDigest}`))).toBe(
+        arm64.manifestDigest,
+      );
+    });
+
     it("mounts blobs from another repository instead of uploading them", async () => {
       const registry = await start();
       const image = makeImage(3000);
