@@ -21,6 +21,8 @@ export interface SnapshotRecord {
   nixClosure: string | null;
   /** The snapshot's own labels mark it as a nix layer (it never gets store mounts itself). */
   nixLayer: boolean;
+  /** Key of the parent ("" when none), read with the row. */
+  parentKey: string;
   /**
    * Committed only: every store path of this snapshot and all its ancestors, deduplicated,
    * in first-seen order from the bottom layer up.
@@ -44,7 +46,12 @@ interface Row {
   nix_closure: string | null;
   nix_layer: number;
   flattened: string | null;
+  parent_key: string | null;
 }
+
+/** Every read joins the parent's key, so Stat and Walk need one query. */
+const selectRecord =
+  "SELECT s.*, p.key AS parent_key FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id";
 
 const schemaVersion = 1;
 
@@ -98,6 +105,7 @@ function toRecord(row: Row): SnapshotRecord {
     nixPaths: JSON.parse(row.nix_paths) as string[],
     nixClosure: row.nix_closure,
     nixLayer: row.nix_layer !== 0,
+    parentKey: row.parent_key ?? "",
     flattened: row.flattened === null ? null : (JSON.parse(row.flattened) as string[]),
   };
 }
@@ -196,21 +204,11 @@ export class MetadataStore {
   }
 
   getByKey(key: string): SnapshotRecord | undefined {
-    return this.one("SELECT * FROM snapshots WHERE key = ?", key);
+    return this.one(`${selectRecord} WHERE s.key = ?`, key);
   }
 
   getById(id: number): SnapshotRecord | undefined {
-    return this.one("SELECT * FROM snapshots WHERE id = ?", id);
-  }
-
-  /** Key of the snapshot with this id, or "" for null. */
-  keyOf(id: number | null): string {
-    if (id === null) return "";
-    this.ensureOpen();
-    const row = this.database.prepare("SELECT key FROM snapshots WHERE id = ?").get(id) as
-      | { key: string }
-      | undefined;
-    return row?.key ?? "";
+    return this.one(`${selectRecord} WHERE s.id = ?`, id);
   }
 
   /** Ids of the parent chain of a snapshot: its parent first, the bottom layer last. */
@@ -302,9 +300,9 @@ export class MetadataStore {
 
   all(): SnapshotRecord[] {
     this.ensureOpen();
-    return (
-      this.database.prepare("SELECT * FROM snapshots ORDER BY key").all() as unknown as Row[]
-    ).map(toRecord);
+    return (this.database.prepare(`${selectRecord} ORDER BY s.key`).all() as unknown as Row[]).map(
+      toRecord,
+    );
   }
 
   ids(): Set<number> {
@@ -334,7 +332,7 @@ export class MetadataStore {
     return {
       kind: record.kind,
       name: record.key,
-      parent: this.keyOf(record.parentId),
+      parent: record.parentKey,
       labels: { ...record.labels },
       created: record.created,
       updated: record.updated,
