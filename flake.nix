@@ -56,7 +56,5 @@
           inherit (lib) nixosSystem;
         }
       );
-
-      formatter = forAllSystems (pkgs: pkgs.nixfmt-rfc-style);
     };
 }

@@ -405,6 +405,29 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
     expect(summary.extraInit).toContain(
       'export CONTAINERD_ADDRESS="$XDG_RUNTIME_DIR/containerd/containerd.sock"',
     );
+    // Rootless preload targets default to rootless containerd's socket.
+    const targets = await evalJson<{ address: string; namespace: string }[]>(
+      "modules.nix",
+      "config.services.preload-containerd.rootless.targets",
+      [
+        "--argstr",
+        "kind",
+        "home",
+        ...moduleArg(
+          `{
+            imports = [ ${nixString(join(repo, "nix/modules/home/preload-containerd-rootless.nix"))} ];
+            services.preload-containerd.rootless = { enable = true; targets = [ { } ]; };
+          }`,
+        ),
+      ],
+    );
+    expect(targets).toEqual([
+      {
+        archives: [],
+        address: "$XDG_RUNTIME_DIR/containerd/containerd.sock",
+        namespace: "default",
+      },
+    ]);
   });
 
   it("rejects hostile or mistaken configurations with an error naming the option", async () => {

@@ -303,7 +303,7 @@ let
     };
   };
 
-  preloadTargetType = types.submodule {
+  preloadTargetType = defaultAddress: types.submodule {
     options = {
       archives = mkOption {
         type = types.listOf types.package;
@@ -312,8 +312,11 @@ let
       };
       address = mkOption {
         type = types.str;
-        default = "/run/containerd/containerd.sock";
-        description = "containerd socket of this target.";
+        default = defaultAddress;
+        description = ''
+          containerd socket of this target (double-quoted in the script, so
+          `$XDG_RUNTIME_DIR` expands).
+        '';
       };
       namespace = mkOption {
         type = types.str;
@@ -323,7 +326,8 @@ let
     };
   };
 
-  preloadOptions = {
+  # The rootless variant defaults to rootless containerd's socket as seen from the host.
+  preloadOptions = rootless: {
     enable = lib.mkEnableOption "importing image archives into containerd at boot";
 
     package = lib.mkPackageOption pkgs "nix-snapshotter" { } // {
@@ -331,7 +335,11 @@ let
     };
 
     targets = mkOption {
-      type = types.listOf preloadTargetType;
+      type = types.listOf (
+        preloadTargetType (
+          if rootless then "$XDG_RUNTIME_DIR/containerd/containerd.sock" else "/run/containerd/containerd.sock"
+        )
+      );
       default = [ ];
       description = "containerd instances and the archives to import into each.";
     };

@@ -12,7 +12,7 @@ let
   rootless = import ../common/rootless.nix { inherit lib pkgs; };
 in
 {
-  options.services.preload-containerd.rootless = common.preloadOptions;
+  options.services.preload-containerd.rootless = common.preloadOptions true;
 
   config = lib.mkIf (cfg.enable && cfg.targets != [ ]) {
     systemd.user.services.preload-containerd = common.toNixosService (rootless.preloadService cfg);

@@ -10,7 +10,7 @@ let
   common = import ../common/lib.nix { inherit lib pkgs; };
 in
 {
-  options.services.preload-containerd = common.preloadOptions;
+  options.services.preload-containerd = common.preloadOptions false;
 
   config = lib.mkIf (cfg.enable && cfg.targets != [ ]) {
     systemd.services.preload-containerd = lib.mkMerge [
