@@ -3,7 +3,9 @@ import { defineConfig } from "tsup";
 export default defineConfig({
   entry: ["src/index.ts"],
   format: ["esm"],
-  dts: true,
+  // tsup gives the declaration build only the entries as root files; `composite` would reject
+  // every other file of src.
+  dts: { compilerOptions: { composite: false } },
   clean: true,
   sourcemap: true,
   target: "node22",

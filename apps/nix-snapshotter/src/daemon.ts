@@ -68,7 +68,11 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   let metricsServer: MetricsServer | undefined;
   let imageService: Awaited<ReturnType<typeof createImageService>>;
   try {
-    imageService = await createImageService(config, logger.child({ component: "image-service" }));
+    imageService = await createImageService(
+      config,
+      logger.child({ component: "image-service" }),
+      nixStore,
+    );
     const health = createHealthService([
       Snapshots.typeName,
       ...(imageService ? [imageService.serviceName] : []),

@@ -1,4 +1,7 @@
 import type { ConnectRouter } from "@connectrpc/connect";
+import { ImageService } from "@nix-snapshotter/api/cri/v1";
+import { createImageService as createCriImageService } from "@nix-snapshotter/cri-image-service";
+import type { NixStore } from "@nix-snapshotter/nix-store";
 import type { Logger } from "pino";
 import type { DaemonConfig } from "./config.js";
 
@@ -11,20 +14,34 @@ export interface ImageServiceHandle {
 }
 
 /**
- * The seam where `[image_service]` is wired (issue 6, `@nix-snapshotter/cri-image-service`):
- * return a handle when `config.imageService.enable` is true, built with
- * `config.imageService.containerdAddress` and `config.storeDir`. Until that package provides the
- * service, an enabled image service is reported once at warn level and not served; the
- * snapshotter works without it.
+ * `[image_service]`: when `enable` is true, the CRI ImageService (`@nix-snapshotter/cri-image-service`)
+ * is served on the daemon's socket, forwarding to containerd's CRI at `containerd_address` and
+ * resolving `nix:0` references through Nix, unpacking through this snapshotter (`nix`).
  */
 export async function createImageService(
   config: DaemonConfig,
   logger: Logger,
+  nixStore: NixStore,
 ): Promise<ImageServiceHandle | undefined> {
   if (!config.imageService.enable) return undefined;
-  logger.warn(
+  const service = createCriImageService({
+    containerdAddress: config.imageService.containerdAddress,
+    nixStore,
+    logger,
+    snapshotter: "nix",
+    snapshotterRoot: config.root,
+  });
+  logger.info(
     { containerdAddress: config.imageService.containerdAddress },
-    "image_service.enable is true but this build has no CRI image service yet; serving the snapshotter only",
+    "serving the CRI ImageService",
   );
-  return undefined;
+  return {
+    serviceName: ImageService.typeName,
+    register(router) {
+      router.service(ImageService, service.impl);
+    },
+    async close() {
+      service.close();
+    },
+  };
 }

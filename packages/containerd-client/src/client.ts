@@ -1,3 +1,4 @@
+import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { Client, connectivityState, credentials } from "@grpc/grpc-js";
 import { Content } from "@nix-snapshotter/api/content/v1";
 import { Diff } from "@nix-snapshotter/api/diff/v1";
@@ -49,6 +50,11 @@ export interface ContainerdClient extends ContainerdServices {
   waitForReady(timeoutMs: number): Promise<void>;
   /** `Version.Version`: containerd's version and revision. */
   serverVersion(): Promise<{ version: string; revision: string }>;
+  /**
+   * A typed client for any other service served on containerd's socket (containerd's CRI plugin:
+   * `runtime.v1.ImageService`, `runtime.v1.RuntimeService`), sharing the channel and defaults.
+   */
+  service<S extends GenServiceMethods>(service: GenService<S>): ServiceClient<S>;
   /** Closes the channel (every view). */
   close(): void;
 }
@@ -123,6 +129,7 @@ export function createContainerdClient(options: ContainerdClientOptions): Contai
       address,
       namespace: viewNamespace,
       withNamespace: (next) => view(validateNamespace(next)),
+      service: (descriptor) => createServiceClient(descriptor, context),
       serverVersion,
       async waitForReady(timeoutMs) {
         const deadline = Date.now() + timeoutMs;

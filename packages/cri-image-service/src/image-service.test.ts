@@ -1,0 +1,136 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createContextValues, type HandlerContext } from "@connectrpc/connect";
+import {
+  ImageService,
+  ImageStatusRequestSchema,
+  ListImagesRequestSchema,
+  PullImageRequestSchema,
+  RemoveImageRequestSchema,
+} from "@nix-snapshotter/api/cri/v1";
+import type { NixStore } from "@nix-snapshotter/nix-store";
+import { pino } from "pino";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { hostileReferences } from "./hostile-references.js";
+import { createImageService } from "./image-service.js";
+
+/** A NixStore that records every use: hostile input must never reach it. */
+function recordingNixStore(calls: string[]): NixStore {
+  return new Proxy({ storeDir: "/nix/store", gcRootsDir: "/nonexistent/gcroots" } as NixStore, {
+    get(target, property) {
+      if (property === "storeDir" || property === "gcRootsDir") return target[property];
+      if (property === "then") return undefined;
+      return (...args: unknown[]) => {
+        calls.push(`${String(property)}(${JSON.stringify(args)})`);
+        throw new Error(`nix store used: ${String(property)}`);
+      };
+    },
+  });
+}
+
+function context(): HandlerContext {
+  const controller = new AbortController();
+  return {
+    method: ImageService.method.pullImage,
+    service: ImageService,
+    requestMethod: "POST",
+    url: "http://localhost/",
+    peer: { addr: "" },
+    signal: controller.signal,
+    timeoutMs: () => undefined,
+    requestHeader: new Headers(),
+    responseHeader: new Headers(),
+    responseTrailer: new Headers(),
+    values: createContextValues(),
+  } as unknown as HandlerContext;
+}
+
+async function failure(promise: Promise<unknown>): Promise<ConnectError> {
+  const caught = await promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+  expect(caught).toBeInstanceOf(ConnectError);
+  return caught as ConnectError;
+}
+
+describe("CRI image service without containerd", () => {
+  let dir: string;
+  let calls: string[];
+  let service: ReturnType<typeof createImageService>;
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "cri-image-service-"));
+    calls = [];
+    service = createImageService({
+      containerdAddress: join(dir, "containerd.sock"),
+      nixStore: recordingNixStore(calls),
+      logger: pino({ level: "silent" }),
+      snapshotterRoot: dir,
+    });
+  });
+  afterEach(() => {
+    service.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it.each(hostileReferences)(
+    "refuses %j in PullImage, ImageStatus and RemoveImage without touching Nix or containerd",
+    async (reference) => {
+      const spec = { image: reference };
+      const pull = await failure(
+        Promise.resolve(
+          service.impl.pullImage(create(PullImageRequestSchema, { image: spec }), context()),
+        ),
+      );
+      expect(pull.code).toBe(Code.InvalidArgument);
+      const status = await failure(
+        Promise.resolve(
+          service.impl.imageStatus(create(ImageStatusRequestSchema, { image: spec }), context()),
+        ),
+      );
+      expect(status.code).toBe(Code.InvalidArgument);
+      const remove = await failure(
+        Promise.resolve(
+          service.impl.removeImage(create(RemoveImageRequestSchema, { image: spec }), context()),
+        ),
+      );
+      expect(remove.code).toBe(Code.InvalidArgument);
+      // containerd is absent: had the service called it, the code would be Unavailable.
+      expect(calls).toEqual([]);
+    },
+  );
+
+  it("answers Unavailable, naming containerd's socket, for forwarded calls", async () => {
+    const error = await failure(
+      Promise.resolve(service.impl.listImages(create(ListImagesRequestSchema), context())),
+    );
+    expect(error.code).toBe(Code.Unavailable);
+    expect(error.rawMessage).toContain(`containerd at ${join(dir, "containerd.sock")}`);
+    const pull = await failure(
+      Promise.resolve(
+        service.impl.pullImage(
+          create(PullImageRequestSchema, {
+            image: { image: "nix:0/nix/store/0c8x3v4aw9lpqyhjxnbss3mrdr1hw1mm-nix-image-a.tar" },
+          }),
+          context(),
+        ),
+      ),
+    );
+    expect(pull.code).toBe(Code.Unavailable);
+    // A valid nix:0 pull asks containerd first: nothing is realised while it is away.
+    expect(calls).toEqual([]);
+  });
+
+  it("answers ImageFsInfo while containerd is away, for the snapshotter root and the store", async () => {
+    const response = await service.impl.imageFsInfo({} as never, context());
+    const filesystems = (response as { imageFilesystems: { fsId?: { mountpoint: string } }[] })
+      .imageFilesystems;
+    expect(filesystems.map((usage) => usage.fsId?.mountpoint)).toEqual([dir, "/nix/store"]);
+    for (const usage of filesystems as { usedBytes?: { value: bigint } }[]) {
+      expect(usage.usedBytes?.value).toBeGreaterThan(0n);
+    }
+  });
+});
