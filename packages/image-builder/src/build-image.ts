@@ -105,8 +105,9 @@ function loadBase(
 /**
  * Builds a nix image: a config, and one mountpoint layer on top of the base image's layers.
  * Pure and deterministic: it only reads the store through `fileSystem`, creates no files or
- * directories, and the same inputs give the same digests on any machine and run (with the same
- * Node release, whose zlib makes the gzip bytes).
+ * directories, and the same inputs give the same digests in every run. The gzip bytes come from
+ * the zlib bundled with Node: use `compression: "none"` where digests must match across Node
+ * releases (the tar, the JSON and so the diff_id never vary).
  */
 export async function buildImage(options: BuildImageOptions): Promise<BuiltImage> {
   const storeDir = options.storeDir ?? defaultStoreDir;

@@ -17,7 +17,8 @@ export interface CompressOptions {
 /**
  * Compresses deterministically. gzip: no name, mtime 0, OS byte set to 255 ("unknown", as Go's
  * compress/gzip writes it) so the output does not depend on the platform zlib was built for.
- * The deflate stream itself comes from Node's bundled zlib: same Node release, same bytes.
+ * The deflate stream itself comes from the zlib bundled with Node and may differ between Node
+ * releases.
  */
 // zstd arrived in node:zlib with Node 22.15 / 23.8; look it up at call time so that loading this
 // module works on older Node and only zstd itself fails, with a clear message.
