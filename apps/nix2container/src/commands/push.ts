@@ -8,6 +8,7 @@ import {
   type PushResult,
   pushImage,
   RegistryError,
+  type RegistryLogger,
 } from "@nix-snapshotter/image-builder";
 import {
   familiarReference,
@@ -18,7 +19,7 @@ import {
 } from "@nix-snapshotter/oci";
 import type { Command } from "commander";
 import { CliError } from "../cli-error.js";
-import { globalOptions } from "../global-options.js";
+import { createLogger, globalOptions } from "../global-options.js";
 
 interface PushFlags {
   ref?: string;
@@ -38,6 +39,8 @@ export interface RunPushOptions {
   logLevel?: string;
   /** docker config directory (default `$DOCKER_CONFIG` or `~/.docker`). */
   dockerConfig?: string;
+  /** Receives request logs (debug) and retries (warn); default: the CLI's logger at `logLevel`. */
+  logger?: RegistryLogger;
   output?: PushOutput;
 }
 
@@ -208,6 +211,7 @@ export async function runPush(
     credentials: createDockerCredentialsProvider(
       options.dockerConfig === undefined ? {} : { configDirectory: options.dockerConfig },
     ),
+    logger: options.logger ?? createLogger(level).child({ command: "push", ref: label }),
   });
   try {
     const result = await pushImage({
