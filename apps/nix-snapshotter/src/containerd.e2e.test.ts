@@ -1,0 +1,242 @@
+import { existsSync } from "node:fs";
+import { mkdtemp, readdir, readlink, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  type Containerd,
+  type ContainerdVersion,
+  canRunContainerd,
+  findContainerd,
+  startContainerd,
+} from "@nix-snapshotter/containerd-client/testing";
+import { type BuiltImage, buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
+import {
+  createNixFixtures,
+  type NixFixtures,
+  nixE2eSkipReason,
+  type ScriptFixture,
+} from "@nix-snapshotter/nix-store/testing";
+import { sha256Digest } from "@nix-snapshotter/oci";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type DaemonProcess, startDaemonProcess } from "./testing/daemon-process.js";
+
+/**
+ * A nix image in a real containerd, through the daemon: containerd imports an OCI archive whose
+ * only layer is the mountpoint layer with nix annotations, unpacks it through the `nix` proxy
+ * snapshotter (the labels reach Prepare), and `ctr run --snapshotter nix` runs a program that
+ * exists only in /nix/store.
+ *
+ * Where labels reach the snapshotter on import (FIELD-NOTES): 2.1 `ctr images import` (Transfer
+ * API, unpack_config naming `nix`); 1.7 `ctr images import --local=false`. containerd 1.6's `ctr`
+ * passes no labels at all; it needs the containerd-client loader (content, leases, diff and
+ * snapshots APIs driven by us), which is a later issue.
+ */
+
+const nixSkip = nixE2eSkipReason(["nix-store", "nix", "patchelf"]);
+const baseSkip = !canRunContainerd() ? "needs root and runc" : nixSkip;
+
+function importArguments(version: ContainerdVersion, archive: string): string[] {
+  return version === "1.7"
+    ? ["images", "import", "--local=false", "--snapshotter", "nix", archive]
+    : ["images", "import", "--snapshotter", "nix", archive];
+}
+
+/** The same image with the mountpoint layer's annotations replaced (a hostile image). */
+function withLayerAnnotations(image: BuiltImage, annotations: Record<string, string>): BuiltImage {
+  const layers = image.manifest.layers.map((layer) =>
+    layer.digest === image.layer.digest ? { ...layer, annotations } : layer,
+  );
+  const manifest = { ...image.manifest, layers };
+  const bytes = new TextEncoder().encode(JSON.stringify(manifest));
+  const digest = sha256Digest(bytes);
+  const blobs = new Map(image.blobs);
+  blobs.set(digest, bytes);
+  return {
+    ...image,
+    manifest,
+    manifestDescriptor: { ...image.manifestDescriptor, digest, size: bytes.length },
+    layer: { ...image.layer, annotations },
+    blobs,
+  };
+}
+
+/** Targets of every GC root the daemon holds (`<gcRootsDir>/<owner>/<link>`). */
+async function rootedPaths(daemon: DaemonProcess): Promise<Set<string>> {
+  const paths = new Set<string>();
+  if (!existsSync(daemon.gcRootsDir)) return paths;
+  for (const owner of await readdir(daemon.gcRootsDir)) {
+    if (owner.startsWith(".")) continue;
+    for (const name of await readdir(join(daemon.gcRootsDir, owner))) {
+      paths.add(await readlink(join(daemon.gcRootsDir, owner, name)));
+    }
+  }
+  return paths;
+}
+
+/** The daemon-side key of a container's active snapshot (containerd writes `<ns>/<n>/<key>`). */
+async function activeKey(daemon: DaemonProcess, key: string): Promise<string> {
+  for await (const info of daemon.snapshotter.list(["kind==active"])) {
+    if (info.name.endsWith(`/${key}`)) return info.name;
+  }
+  throw new Error(`no active snapshot for ${key}`);
+}
+
+interface Setup {
+  fixtures: NixFixtures;
+  script: ScriptFixture;
+  image: BuiltImage;
+  directory: string;
+  archive(name: string, image?: BuiltImage): Promise<string>;
+}
+
+async function createSetup(): Promise<Setup> {
+  const fixtures = await createNixFixtures({ label: "daemon-containerd" });
+  const script = await fixtures.script();
+  const image = await buildImage({
+    config: { Entrypoint: [script.executable] },
+    closure: script.closure,
+  });
+  const directory = await mkdtemp(join(tmpdir(), "nix-snapshotter-e2e-"));
+  let count = 0;
+  return {
+    fixtures,
+    script,
+    image,
+    directory,
+    async archive(name, source = image) {
+      const path = join(directory, `image-${count++}.tar`);
+      await writeFile(path, writeImageArchive(source, { names: [name] }));
+      return path;
+    },
+  };
+}
+
+for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
+  const found = baseSkip ? undefined : findContainerd(version);
+  const skip = baseSkip ?? (found?.bins ? undefined : (found as { reason: string }).reason);
+
+  for (const mountMode of ["bind", "hardlink"] as const) {
+    describe.skipIf(skip !== undefined)(
+      `containerd ${version} with the daemon in ${mountMode} mode${skip ? ` (skipped: ${skip})` : ""}`,
+      () => {
+        let setup: Setup;
+        let daemon: DaemonProcess;
+        let containerd: Containerd;
+        const reference = `docker.io/library/nix-hello-${mountMode}:latest`;
+
+        beforeAll(async () => {
+          setup = await createSetup();
+          daemon = await startDaemonProcess({ mountMode });
+          containerd = await startContainerd({
+            version,
+            proxyPlugins: { nix: daemon.address },
+          });
+        });
+        afterAll(async () => {
+          await containerd?.stop();
+          await daemon?.cleanup();
+          await setup?.fixtures.cleanup();
+          if (setup) await rm(setup.directory, { recursive: true, force: true });
+        });
+
+        it("unpacks a nix image through the daemon, which roots its closure", async () => {
+          await containerd.ctr(importArguments(version, await setup.archive(reference)));
+          const { stdout } = await containerd.ctr(["images", "list", "--quiet"]);
+          expect(stdout.split("\n")).toContain(reference);
+          // The nix labels reached Prepare: the daemon rooted every path of the closure.
+          expect(await rootedPaths(daemon)).toEqual(new Set(setup.script.closure));
+          const snapshots = await containerd.ctr(["snapshots", "--snapshotter", "nix", "ls"]);
+          expect(snapshots.stdout).toMatch(/sha256:[0-9a-f]{64}\s+Committed/);
+        });
+
+        it("runs a program that lives only in the Nix store", async () => {
+          const id = `hello-${mountMode}`;
+          const { stdout } = await containerd.ctr([
+            "run",
+            "--rm",
+            "--snapshotter",
+            "nix",
+            reference,
+            id,
+          ]);
+          expect(stdout.trim()).toBe("hello from nix store");
+        });
+
+        it(`gives the container ${mountMode === "bind" ? "one bind mount per store path" : "one plain overlay"}`, async () => {
+          const id = `mounts-${mountMode}`;
+          await containerd.ctr(["container", "create", "--snapshotter", "nix", reference, id]);
+          try {
+            const mounts = await daemon.snapshotter.mounts(await activeKey(daemon, id));
+            const binds = mounts.filter((mount) => mount.type === "bind");
+            if (mountMode === "bind") {
+              expect(binds.map((mount) => mount.source).sort()).toEqual(
+                [...setup.script.closure].sort(),
+              );
+              for (const mount of binds) {
+                expect(mount.target).toBe(mount.source);
+                expect(mount.options).toContain("ro");
+              }
+            } else {
+              expect(binds).toEqual([]);
+              expect(mounts).toHaveLength(1);
+            }
+          } finally {
+            await containerd.ctr(["containers", "delete", id]);
+          }
+        });
+      },
+    );
+  }
+
+  describe.skipIf(skip !== undefined)(
+    `containerd ${version}: hostile nix images${skip ? ` (skipped: ${skip})` : ""}`,
+    () => {
+      let setup: Setup;
+      let daemon: DaemonProcess;
+      let containerd: Containerd;
+
+      beforeAll(async () => {
+        setup = await createSetup();
+        daemon = await startDaemonProcess({ mountMode: "bind" });
+        containerd = await startContainerd({ version, proxyPlugins: { nix: daemon.address } });
+      });
+      afterAll(async () => {
+        await containerd?.stop();
+        await daemon?.cleanup();
+        await setup?.fixtures.cleanup();
+        if (setup) await rm(setup.directory, { recursive: true, force: true });
+      });
+
+      const hostile: Array<[string, string]> = [
+        ["a host directory", "/etc"],
+        ["a path escaping the store", "/nix/store/../etc"],
+        ["a store path without hash", "/nix/store/x"],
+      ];
+      for (const [what, path] of hostile) {
+        it(`refuses a store-path label naming ${what}, mounting and rooting nothing`, async () => {
+          const image = withLayerAnnotations(setup.image, {
+            "containerd.io/snapshot/nix-layer": "true",
+            "containerd.io/snapshot/nix-store-path.0": path,
+          });
+          const name = `docker.io/library/hostile-${hostile.findIndex(([, p]) => p === path)}:latest`;
+          const result = await containerd.ctr(
+            importArguments(version, await setup.archive(name, image)),
+            {
+              allowFailure: true,
+            },
+          );
+          expect(result.code).not.toBe(0);
+          expect(`${result.stdout}${result.stderr}`).toContain("nix-store-path.0");
+          expect(await rootedPaths(daemon)).toEqual(new Set());
+          const committed: string[] = [];
+          for await (const info of daemon.snapshotter.list()) committed.push(info.name);
+          expect(committed).toEqual([]);
+        });
+      }
+    },
+  );
+}
+
+describe.skip("containerd 1.6 with the daemon in hardlink mode (skipped: containerd 1.6's ctr import and pull pass no snapshot labels; needs the containerd-client loader, a later issue)", () => {
+  it("runs a program that lives only in the Nix store", () => {});
+});
