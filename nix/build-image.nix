@@ -77,7 +77,12 @@ let
       architecture ? platformLib.ociArchitecture stdenv.hostPlatform,
     }:
     let
-      baseName = baseNameOf name;
+      # With resolvedByNix the store path is the image reference, whose path
+      # components the distribution grammar limits to lower-case letters,
+      # digits and single separators: the name is lower-cased, anything else
+      # is refused here rather than by the kubelet later.
+      baseName = if resolvedByNix then lib.toLower (baseNameOf name) else baseNameOf name;
+      validReferenceName = builtins.match "[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*" baseName != null;
 
       configFile = writeText "config-${baseName}.json" (builtins.toJSON config);
 
@@ -118,6 +123,8 @@ let
     in
     assert lib.assertMsg (builtins.isString name && name != "") "buildImage: name must be a non-empty string";
     assert lib.assertMsg (builtins.isAttrs config) "buildImage: config must be an attribute set";
+    assert lib.assertMsg (!resolvedByNix || validReferenceName)
+      "buildImage: with resolvedByNix, the last part of name (\"${baseNameOf name}\") must be letters and digits joined by '.', '_', '__' or '-', since nix:0/nix/store/...-nix-image-<name>.tar must be a valid image reference";
     image;
 in
 {

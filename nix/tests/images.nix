@@ -39,7 +39,7 @@ rec {
   };
 
   nix-image = pkgs.buildImage {
-    name = "hello-nix";
+    name = "example.org/Hello-Nix";
     resolvedByNix = true;
     architecture = "arm64";
     config.Entrypoint = [ "${busybox}/bin/sh" ];

@@ -512,6 +512,8 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
     });
     expect(passthru.hello?.path).toMatch(/^\/nix\/store\/[a-z0-9]{32}-nix-image-Hello\.tar$/);
     expect(passthru.nix?.image).toBe(`nix:0${passthru.nix?.path}`);
+    // Lower-cased: the store path is the image reference.
+    expect(passthru.nix?.path).toMatch(/^\/nix\/store\/[a-z0-9]{32}-nix-image-hello-nix\.tar$/);
     expect(passthru.nix?.architecture).toBe("arm64");
     expect(passthru.layered).toMatchObject({ image: "hello-shell:v1", tag: "v1" });
   });
@@ -638,7 +640,7 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
     },
   );
 
-  it.skipIf(!cliBuilds)("fails the build of an image whose config is not JSON-able", async () => {
+  it("refuses a config that is not an attribute set and names that cannot be nix:0 references", async () => {
     const stderr = await execFailure("nix-instantiate", [
       "--eval",
       "--strict",
@@ -646,6 +648,15 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
       `(import ${nixString(join(testsDir, "stand-in/pkgs.nix"))} { node = "x"; repo = "y"; }).buildImage { name = "bad"; config = "not a set"; }`,
     ]);
     expect(stderr).toMatch(/config must be an attribute set/);
+    for (const name of ["a+b", "trailing-", "..", "white space"]) {
+      const refused = await execFailure("nix-instantiate", [
+        "--eval",
+        "--strict",
+        "-E",
+        `(import ${nixString(join(testsDir, "stand-in/pkgs.nix"))} { node = "x"; repo = "y"; }).buildImage { name = ${nixString(name)}; resolvedByNix = true; }`,
+      ]);
+      expect(refused, name).toMatch(/with resolvedByNix, the last part of name/);
+    }
   });
 });
 
