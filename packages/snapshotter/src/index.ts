@@ -14,6 +14,7 @@ export type { OverlaySettings, SnapshotLayout } from "./mount-options.js";
 export { overlayMounts, storePathMounts } from "./mount-options.js";
 export type { NixLayerRequest } from "./nix-labels.js";
 export {
+  legacyNixStoreLabelPrefix,
   nixClosureLabel,
   nixLayerLabel,
   nixStorePathLabelPrefix,

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import {
+  legacyNixStoreLabelPrefix,
   nixClosureLabel,
   nixLayerLabel,
   nixStorePathLabelPrefix,
@@ -82,6 +83,29 @@ describe("parseNixLabels", () => {
     expect(request?.closure).toBeUndefined();
     expect(request?.labelOf.get(a)).toBe(`${nixStorePathLabelPrefix}3`);
   });
+
+  it("reads the legacy base-name form of the first Go releases", () => {
+    const request = parseNixLabels(
+      {
+        [nixLayerLabel]: "true",
+        [`${legacyNixStoreLabelPrefix}0`]: a.slice("/nix/store/".length),
+        [`${nixStorePathLabelPrefix}0`]: b,
+      },
+      "/nix/store",
+    );
+    expect(request?.storePaths).toEqual([b, a]);
+    expect(request?.labelOf.get(a)).toBe(`${legacyNixStoreLabelPrefix}0`);
+  });
+
+  it.each(["../etc", "..", "x", "/etc", `${"0".repeat(32)}-a/../../etc`])(
+    "rejects legacy label value %j",
+    (value) => {
+      expectInvalid(
+        () => parseNixLabels({ [`${legacyNixStoreLabelPrefix}0`]: value }, "/nix/store"),
+        `${legacyNixStoreLabelPrefix}0`,
+      );
+    },
+  );
 
   it("reads the closure form", () => {
     const request = parseNixLabels({ [nixClosureLabel]: closure }, "/nix/store");

@@ -8,6 +8,11 @@ export const nixLayerLabel: string = Annotation.NixLayer;
 export const nixStorePathLabelPrefix: string = Annotation.NixStorePathPrefix;
 /** Closure form: the store path of a `closureInfo` whose `store-paths` file lists the closure. */
 export const nixClosureLabel: string = Annotation.NixClosure;
+/**
+ * The earliest Go releases' per-path form: `containerd.io/snapshot/nix/store.<i>: <hash>-<name>`
+ * (a base name, relative to the store directory). Read for compatibility with old images.
+ */
+export const legacyNixStoreLabelPrefix = "containerd.io/snapshot/nix/store.";
 
 /** What the labels of a snapshot ask for. */
 export interface NixLayerRequest {
@@ -35,7 +40,7 @@ export function parseNixLabels(
   labels: Readonly<Record<string, string>>,
   storeDir: string,
 ): NixLayerRequest | undefined {
-  const indexed: Array<{ index: number; path: string }> = [];
+  const indexed: Array<{ index: number; path: string; label: string }> = [];
   let closure: string | undefined;
   let any = false;
   for (const [label, value] of Object.entries(labels)) {
@@ -47,17 +52,24 @@ export function parseNixLabels(
           `label "${label}": expected "true", got ${JSON.stringify(value)}`,
         );
       }
-    } else if (label.startsWith(nixStorePathLabelPrefix)) {
+    } else if (
+      label.startsWith(nixStorePathLabelPrefix) ||
+      label.startsWith(legacyNixStoreLabelPrefix)
+    ) {
       any = true;
-      const suffix = label.slice(nixStorePathLabelPrefix.length);
+      const legacy = label.startsWith(legacyNixStoreLabelPrefix);
+      const suffix = label.slice(
+        (legacy ? legacyNixStoreLabelPrefix : nixStorePathLabelPrefix).length,
+      );
       if (!/^(0|[1-9][0-9]{0,8})$/.test(suffix)) {
         throw new SnapshotterError(
           ErrorCode.InvalidArgument,
           `label "${label}": index ${JSON.stringify(suffix)} is not a decimal number`,
         );
       }
-      if (!isCanonicalStorePath(value, storeDir)) throw invalid(label, value, storeDir);
-      indexed.push({ index: Number(suffix), path: value });
+      const path = legacy && !value.includes("/") ? `${storeDir}/${value}` : value;
+      if (!isCanonicalStorePath(path, storeDir)) throw invalid(label, value, storeDir);
+      indexed.push({ index: Number(suffix), path, label });
     } else if (label === nixClosureLabel) {
       any = true;
       if (!isCanonicalStorePath(value, storeDir)) throw invalid(label, value, storeDir);
@@ -65,10 +77,15 @@ export function parseNixLabels(
     }
   }
   if (!any) return undefined;
-  indexed.sort((a, b) => a.index - b.index);
+  // Current-form labels first, then legacy ones, each in index order.
+  indexed.sort(
+    (a, b) =>
+      Number(a.label.startsWith(legacyNixStoreLabelPrefix)) -
+        Number(b.label.startsWith(legacyNixStoreLabelPrefix)) || a.index - b.index,
+  );
   const labelOf = new Map<string, string>();
   for (const entry of indexed) {
-    if (!labelOf.has(entry.path)) labelOf.set(entry.path, nixStorePathLabelPrefix + entry.index);
+    if (!labelOf.has(entry.path)) labelOf.set(entry.path, entry.label);
   }
   const storePaths = [...labelOf.keys()];
   return closure === undefined ? { storePaths, labelOf } : { storePaths, closure, labelOf };
