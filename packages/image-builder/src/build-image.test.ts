@@ -368,3 +368,24 @@ describe("base images", () => {
     ).rejects.toThrow(/base image: index\.json: malformed JSON/);
   });
 });
+
+describe("format stability", () => {
+  // These digests pin the bytes of the tar and JSON this package writes: a change here changes
+  // every image's digests, so it must be deliberate (and noted in a changeset).
+  it("writes the same uncompressed image as before", async () => {
+    const image = await buildImage({
+      closure: { closureInfo, storePaths: [hello, glibc, script] },
+      copyToRoot: [hello],
+      config: { Entrypoint: ["/bin/hello"], ExposedPorts: { "80/tcp": {}, "443/tcp": {} } },
+      compression: "none",
+      fileSystem,
+      ...platform,
+    });
+    expect(image.diffId).toBe(
+      "sha256:4ef2a411903152f7ad37a9c36cb9c6fbeaec8566a06ef7332f72b5be1848ed9d",
+    );
+    expect(image.manifestDescriptor.digest).toBe(
+      "sha256:2e3d3da49570a4f7d2eadce8a38921ff5204660c4c2658e49b8590c955226069",
+    );
+  });
+});
