@@ -26,6 +26,8 @@ export interface DaemonProcessOptions {
   env?: NodeJS.ProcessEnv;
   /** Milliseconds to wait for the health service (default 30 000). */
   readyTimeoutMs?: number;
+  /** Serve the CRI ImageService, forwarding to containerd at this socket (default: disabled). */
+  imageService?: { containerdAddress: string };
 }
 
 export interface DaemonProcess {
@@ -88,7 +90,9 @@ export async function startDaemonProcess(
       `gc_roots_dir = ${JSON.stringify(gcRootsDir)}`,
       options.extraConfig ?? "",
       "[image_service]",
-      "enable = false",
+      options.imageService
+        ? `enable = true\ncontainerd_address = ${JSON.stringify(options.imageService.containerdAddress)}`
+        : "enable = false",
       "",
     ].join("\n"),
   );

@@ -48,8 +48,9 @@ export interface StartContainerdOptions {
   snapshotterForCri?: string;
   /**
    * Transfer service unpack platforms (`[[plugins."io.containerd.transfer.v1.local".unpack_config]]`).
-   * On 2.x the default names the first proxy plugin (else `overlayfs`) so that `ctr images pull`
-   * and `ctr images import` unpack at all; on 1.x the default is none. `[]` writes none.
+   * On 1.7 and 2.x the default names the first proxy plugin (else `overlayfs`): without it the
+   * Transfer service (2.x `ctr images pull/import`, 1.7 `--local=false`) refuses to unpack ("no
+   * unpack platforms defined"). 1.6 has no Transfer service: no default. `[]` writes none.
    */
   unpackConfig?: UnpackConfig[];
   /** containerd's log level (default `info`). The log is kept in `<dir>/containerd.log`. */
@@ -230,7 +231,7 @@ function renderConfig(
   }
   const unpack =
     options.unpackConfig ??
-    (v2
+    (version !== "1.6"
       ? [{ snapshotter: Object.keys(options.proxyPlugins ?? {})[0] ?? "overlayfs" }]
       : ([] as UnpackConfig[]));
   for (const entry of unpack) {

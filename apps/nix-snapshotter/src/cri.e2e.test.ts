@@ -1,0 +1,296 @@
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
+import { promisify } from "node:util";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { ImageService, NamespaceMode, RuntimeService } from "@nix-snapshotter/api/cri/v1";
+import {
+  type ContainerdClient,
+  createContainerdClient,
+  importArchive,
+} from "@nix-snapshotter/containerd-client";
+import {
+  type Containerd,
+  type ContainerdVersion,
+  canRunContainerd,
+  findContainerd,
+  startContainerd,
+} from "@nix-snapshotter/containerd-client/testing";
+import { buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
+import {
+  type BinaryCache,
+  createNixFixtures,
+  type NixFixtures,
+  nixE2eSkipReason,
+  type ScriptFixture,
+  startBinaryCache,
+} from "@nix-snapshotter/nix-store/testing";
+import {
+  compress,
+  type Descriptor,
+  MediaType,
+  sha256Digest,
+  writeOciArchive,
+  writeTar,
+} from "@nix-snapshotter/oci";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type DaemonProcess, daemonEntry, startDaemonProcess } from "./testing/daemon-process.js";
+
+/**
+ * The kubelet's part, played by this test: the daemon serves the CRI ImageService; containerd's
+ * CRI plugin (snapshotter `nix`) runs the pod. A `nix:0` image whose archive is only in a local
+ * binary cache is pulled through the daemon, then a host-network pod runs it.
+ */
+
+const execFileAsync = promisify(execFile);
+const nixSkip = nixE2eSkipReason(["nix-store", "nix", "patchelf"]);
+const delay = (milliseconds: number) => new Promise((resolve) => setTimeout(resolve, milliseconds));
+
+function blob(mediaType: string, data: Uint8Array): Descriptor {
+  return { mediaType, digest: sha256Digest(data), size: data.byteLength };
+}
+
+/** A sandbox ("pause") image: static busybox sleeping. */
+async function pauseArchive(name: string): Promise<Buffer> {
+  const tar = writeTar([
+    { name: "bin", type: "directory", mode: 0o755 },
+    { name: "bin/busybox", type: "file", mode: 0o755, data: await readFile("/bin/busybox") },
+    { name: "bin/sleep", type: "symlink", linkname: "busybox" },
+  ]);
+  const layer = compress(tar, "gzip");
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: "amd64",
+      os: "linux",
+      config: { Entrypoint: ["/bin/sleep", "100000"] },
+      rootfs: { type: "layers", diff_ids: [sha256Digest(tar)] },
+    }),
+  );
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.ImageManifest,
+      config: blob(MediaType.ImageConfig, config),
+      layers: [blob(MediaType.ImageLayerGzip, layer)],
+    }),
+  );
+  return writeOciArchive({
+    manifests: [{ descriptor: blob(MediaType.ImageManifest, manifest), names: [name] }],
+    blobs: new Map([layer, config, manifest].map((data) => [sha256Digest(data), data])),
+  });
+}
+
+async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 60_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await probe().catch(() => undefined);
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await delay(100);
+  }
+}
+
+const cases: [ContainerdVersion, "bind" | "hardlink"][] = [
+  ["1.7", "bind"],
+  ["2.1", "bind"],
+  ["1.6", "hardlink"],
+];
+
+for (const [version, mountMode] of cases) {
+  const found = canRunContainerd() && nixSkip === undefined ? findContainerd(version) : undefined;
+  const skip =
+    nixSkip ??
+    (!canRunContainerd()
+      ? "needs root and runc"
+      : found?.bins === undefined
+        ? (found as { reason: string }).reason
+        : !existsSync(daemonEntry)
+          ? "the daemon is not built"
+          : "");
+  describe.skipIf(skip !== "")(
+    `kubelet through the daemon's ImageService, containerd ${version} CRI (${mountMode}) ${skip}`,
+    () => {
+      const nonce = randomBytes(4).toString("hex");
+      const sandboxImage = `localhost/pause-${nonce}:test`;
+      let work: string;
+      let fixtures: NixFixtures;
+      let script: ScriptFixture;
+      let archivePath: string;
+      let cache: BinaryCache;
+      let daemon: DaemonProcess;
+      let containerd: Containerd | undefined;
+      let client: ContainerdClient;
+      let containerdLink: string;
+      let images: ReturnType<typeof createClient<typeof ImageService>>;
+      let reference: string;
+      let imageId: string;
+
+      beforeAll(async () => {
+        work = await mkdtemp(join(tmpdir(), "cri-e2e-"));
+        fixtures = await createNixFixtures({ label: "cri-e2e" });
+        script = await fixtures.script();
+        const image = await buildImage({
+          config: { entrypoint: [script.executable] },
+          closure: script.closure,
+        });
+        const file = join(work, `nix-image-hello-${nonce}.tar`);
+        await writeFile(file, writeImageArchive(image));
+        archivePath = (await execFileAsync("nix-store", ["--add", file])).stdout.trim();
+        await fixtures.root("archive", [archivePath]);
+        cache = await startBinaryCache({ paths: [archivePath] });
+        await fixtures.unroot("archive");
+        await fixtures.deletePaths([archivePath]);
+        reference = `nix:0${archivePath}`;
+
+        // The daemon starts before containerd: its containerd_address is a link made later.
+        containerdLink = join(work, "containerd.sock");
+        daemon = await startDaemonProcess({
+          mountMode,
+          imageService: { containerdAddress: containerdLink },
+          env: {
+            NIX_CONFIG: Object.entries(cache.nixOptions)
+              .map(([key, value]) => `${key} = ${value}`)
+              .join("\n"),
+          },
+        });
+        images = createClient(ImageService, daemon.transport);
+      });
+
+      afterAll(async () => {
+        client?.close();
+        await containerd?.stop();
+        await daemon?.cleanup();
+        await cache?.close();
+        await fixtures?.cleanup();
+        if (work) await rm(work, { recursive: true, force: true });
+      });
+
+      it("answers ImageFsInfo and refuses hostile references while containerd is away", async () => {
+        const info = await images.imageFsInfo({});
+        expect(info.imageFilesystems.map((usage) => usage.fsId?.mountpoint)).toEqual([
+          daemon.root,
+          "/nix/store",
+        ]);
+        for (const hostile of [
+          "nix:0/etc/passwd",
+          "nix:0/nix/store/../../etc",
+          `${reference}:v1`,
+          `${reference}@sha256:${"a".repeat(64)}`,
+          `nix:0/nix/store/${basename(archivePath).slice(0, 32)}-Upper-Case.tar`,
+        ]) {
+          const error = await images
+            .pullImage({ image: { image: hostile } })
+            .catch((caught: unknown) => caught);
+          expect(ConnectError.from(error).code, hostile).toBe(Code.InvalidArgument);
+        }
+        const unavailable = await images.listImages({}).catch((caught: unknown) => caught);
+        expect(ConnectError.from(unavailable).code).toBe(Code.Unavailable);
+        expect(ConnectError.from(unavailable).rawMessage).toContain(containerdLink);
+        // Nothing was asked of Nix for the hostile references.
+        expect(cache.requests()).toBe(0);
+      });
+
+      it("recovers by itself when containerd comes up", async () => {
+        containerd = await startContainerd({
+          version,
+          proxyPlugins: { nix: daemon.address },
+          cri: { snapshotter: "nix", sandboxImage },
+        });
+        await symlink(containerd.address, containerdLink);
+        client = createContainerdClient({ address: containerd.address, namespace: "k8s.io" });
+        await importArchive(client, await pauseArchive(sandboxImage), {
+          snapshotter: "nix",
+          labels: { "io.cri-containerd.image": "managed" },
+        });
+        const listed = await until("ListImages through the daemon", async () => {
+          const response = await images.listImages({});
+          const tags = response.images.flatMap((image) => image.repoTags);
+          return tags.includes(sandboxImage) ? tags : undefined;
+        });
+        expect(listed).toContain(sandboxImage);
+      });
+
+      it("pulls the nix:0 reference from the binary cache, and a second pull is cheap", async () => {
+        const response = await images.pullImage({ image: { image: reference } });
+        expect(response.imageRef).toMatch(/^sha256:[0-9a-f]{64}$/);
+        expect(cache.requests()).toBeGreaterThan(0);
+        const status = await images.imageStatus({ image: { image: `${reference}:latest` } });
+        expect(status.image?.id).toBe(response.imageRef);
+        expect(status.image?.repoTags).toContain(`${reference}:latest`);
+        expect(Number(status.image?.size)).toBeGreaterThan(0);
+        imageId = response.imageRef;
+        expect(await readdir(daemon.gcRootsDir)).toContain(
+          `cri-image-${basename(archivePath).slice(0, 32)}`,
+        );
+
+        const requests = cache.requests();
+        const again = await images.pullImage({ image: { image: `${reference}:latest` } });
+        expect(again.imageRef).toBe(imageId);
+        expect(cache.requests()).toBe(requests);
+      });
+
+      it("runs a host-network pod with the nix:0 image and reads its output", async () => {
+        const runtime = client.service(RuntimeService);
+        const logDirectory = join(work, "pod-logs");
+        const sandboxConfig = {
+          metadata: { name: `pod-${nonce}`, uid: nonce, namespace: "default", attempt: 0 },
+          hostname: `pod-${nonce}`,
+          logDirectory,
+          linux: {
+            securityContext: {
+              namespaceOptions: {
+                network: NamespaceMode.NODE,
+                pid: NamespaceMode.POD,
+                ipc: NamespaceMode.POD,
+              },
+            },
+          },
+        };
+        const sandbox = await runtime.runPodSandbox(
+          { config: sandboxConfig },
+          { timeoutMs: 120_000 },
+        );
+        try {
+          const container = await runtime.createContainer(
+            {
+              podSandboxId: sandbox.podSandboxId,
+              config: {
+                metadata: { name: "hello", attempt: 0 },
+                image: { image: imageId, userSpecifiedImage: reference },
+                logPath: "hello.log",
+              },
+              sandboxConfig,
+            },
+            { timeoutMs: 120_000 },
+          );
+          await runtime.startContainer({ containerId: container.containerId });
+          const log = await until("the container's output", async () => {
+            const text = await readFile(join(logDirectory, "hello.log"), "utf8");
+            return text.includes("hello from nix store") ? text : undefined;
+          });
+          expect(log).toMatch(/ stdout F hello from nix store\n/);
+        } finally {
+          await runtime.stopPodSandbox({ podSandboxId: sandbox.podSandboxId });
+          await runtime.removePodSandbox({ podSandboxId: sandbox.podSandboxId });
+        }
+      });
+
+      it("RemoveImage releases the archive's root, and containerd's GC the snapshot's", async () => {
+        await images.removeImage({ image: { image: imageId } });
+        const status = await images.imageStatus({ image: { image: reference } });
+        expect(status.image).toBeUndefined();
+        const owners = await until("every nix GC root of the daemon to go", async () => {
+          const left = await readdir(daemon.gcRootsDir).catch(() => []);
+          return left.length === 0 ? left : undefined;
+        });
+        expect(owners).toEqual([]);
+        // Nothing roots the archive any more: Nix may delete it.
+        await execFileAsync("nix-store", ["--delete", archivePath]);
+        expect(existsSync(archivePath)).toBe(false);
+      });
+    },
+  );
+}
