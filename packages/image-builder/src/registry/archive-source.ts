@@ -28,15 +28,8 @@ export function createArchiveImageSource(
     image = loadArchiveImage(archive);
   } catch (error) {
     if (error instanceof OciError) {
-      throw new RegistryError(
-        error.code === "DataLoss"
-          ? "DataLoss"
-          : error.code === "NotFound"
-            ? "NotFound"
-            : "InvalidArgument",
-        error.message,
-        { cause: error },
-      );
+      // OciError's codes are a subset of RegistryError's.
+      throw new RegistryError(error.code, error.message, { cause: error });
     }
     throw error;
   }

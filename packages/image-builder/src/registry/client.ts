@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
 import { Authenticator, repositoryScope, TransientError } from "./auth.js";
+import { parseChallenges } from "./challenge.js";
 import { type CredentialsProvider, createDockerCredentialsProvider } from "./credentials.js";
 import { codeForStatus, parseDistributionErrors, RegistryError } from "./errors.js";
 import {
@@ -541,12 +542,23 @@ export class RegistryClient {
       ...(spec.repository === undefined ? {} : { repository: spec.repository }),
     };
     switch (status) {
-      case 401:
+      case 401: {
+        const challenge = parseChallenges(header(response.headers, "www-authenticate") ?? "").find(
+          (entry) => entry.scheme === "bearer",
+        );
+        if (challenge?.parameters.error === "insufficient_scope") {
+          throw new RegistryError(
+            "PermissionDenied",
+            `${where}: ${spec.method} ${spec.subject}: access denied: the token obtained with ${await this.#auth.describeCredentials()} does not grant ${challenge.parameters.scope ?? spec.scopes.join(" ")} (insufficient_scope)${suffix}`,
+            options,
+          );
+        }
         throw new RegistryError(
           "Unauthenticated",
           `${where}: ${spec.method} ${spec.subject}: authentication failed (HTTP 401) with ${await this.#auth.describeCredentials()}${suffix}`,
           options,
         );
+      }
       case 403:
         throw new RegistryError(
           "PermissionDenied",

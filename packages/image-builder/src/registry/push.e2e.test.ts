@@ -327,6 +327,26 @@ describe.skipIf(missing.length > 0)(
       );
     });
 
+    it("reports a token without push access as PermissionDenied (insufficient_scope)", async () => {
+      const registry = await start({ auth: "token", anonymousPull: true });
+      const anonymous = client(registry, { credentials: staticCredentials(undefined) });
+      const error = await pushImage({
+        client: anonymous,
+        repository: "e2e/readonly",
+        tag: "1",
+        source: makeImage(10).source,
+      }).catch((caught: unknown) => caught);
+      expect(error).toBeInstanceOf(RegistryError);
+      expect((error as RegistryError).code).toBe("PermissionDenied");
+      expect((error as RegistryError).message).toContain(
+        `registry "${registry.host}" repository "e2e/readonly"`,
+      );
+      expect((error as RegistryError).message, (error as Error).message).toContain(
+        "the token obtained with no credentials does not grant",
+      );
+      expect((error as RegistryError).message).toContain("insufficient_scope");
+    });
+
     it("refuses an image whose blob does not match its digest before uploading anything", async () => {
       const registry = await start();
       const image = makeImage(5000);
