@@ -1,7 +1,7 @@
 import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loadArchiveImage, writeTar } from "@nix-snapshotter/oci";
+import { loadArchiveImage, sha256Digest, writeTar } from "@nix-snapshotter/oci";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import type { InspectResult } from "./commands/inspect.js";
 import { createProgram } from "./program.js";
@@ -128,6 +128,62 @@ describe("nix2container build and inspect", () => {
     const image = loadArchiveImage(await readFile(out));
     expect(image.layers[0]?.descriptor).toEqual(baseImage.layers[0]?.descriptor);
     expect(image.layers).toHaveLength(2);
+  });
+});
+
+describe("nix2container inspect", () => {
+  it("describes a docker archive without nix layers", async () => {
+    const layer = writeTar([{ name: "etc/hostname", type: "file", data: Buffer.from("x") }]);
+    const config = {
+      architecture: "arm64",
+      os: "linux",
+      variant: "v8",
+      config: { Cmd: ["/bin/sh"] },
+      rootfs: { type: "layers", diff_ids: [sha256Digest(layer)] },
+    };
+    const archive = join(work, "docker.tar");
+    await writeFile(
+      archive,
+      writeTar([
+        { name: "layer.tar", type: "file", data: layer },
+        { name: "config.json", type: "file", data: Buffer.from(JSON.stringify(config)) },
+        {
+          name: "manifest.json",
+          type: "file",
+          data: Buffer.from(
+            JSON.stringify([
+              { Config: "config.json", RepoTags: ["busybox:1"], Layers: ["layer.tar"] },
+            ]),
+          ),
+        },
+      ]),
+    );
+    const result = JSON.parse(await run("inspect", "--json", archive)) as InspectResult;
+    expect(result).toMatchObject({
+      references: ["busybox:1"],
+      format: "docker",
+      platform: "linux/arm64/v8",
+      storePaths: [],
+      closures: [],
+    });
+    expect(result.layers).toEqual([
+      {
+        digest: sha256Digest(layer),
+        mediaType: "application/vnd.oci.image.layer.v1.tar",
+        size: layer.byteLength,
+      },
+    ]);
+    await rm(archive);
+  });
+
+  it("fails clearly on a file that is not an archive", async () => {
+    const path = join(work, "not-an-archive");
+    await writeFile(path, "hello".repeat(300));
+    await expect(run("inspect", path)).rejects.toThrow(
+      /archive ".*not-an-archive": tar archive: not a tar archive/,
+    );
+    await expect(run("inspect", join(work, "missing.tar"))).rejects.toThrow(/cannot read archive/);
+    await rm(path);
   });
 });
 
