@@ -21,6 +21,8 @@ export interface SnapshotRecord {
   nixClosure: string | null;
   /** The snapshot's own labels mark it as a nix layer (it never gets store mounts itself). */
   nixLayer: boolean;
+  /** The layer's store paths were hard-linked into its directory (hardlink mode). */
+  linked: boolean;
   /** Key of the parent ("" when none), read with the row. */
   parentKey: string;
   /**
@@ -45,6 +47,7 @@ interface Row {
   nix_paths: string;
   nix_closure: string | null;
   nix_layer: number;
+  linked: number;
   flattened: string | null;
   parent_key: string | null;
 }
@@ -75,6 +78,7 @@ CREATE TABLE IF NOT EXISTS snapshots (
   nix_paths TEXT NOT NULL DEFAULT '[]',
   nix_closure TEXT,
   nix_layer INTEGER NOT NULL DEFAULT 0,
+  linked INTEGER NOT NULL DEFAULT 0,
   flattened TEXT
 ) STRICT;
 CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent_id);
@@ -105,6 +109,7 @@ function toRecord(row: Row): SnapshotRecord {
     nixPaths: JSON.parse(row.nix_paths) as string[],
     nixClosure: row.nix_closure,
     nixLayer: row.nix_layer !== 0,
+    linked: row.linked !== 0,
     parentKey: row.parent_key ?? "",
     flattened: row.flattened === null ? null : (JSON.parse(row.flattened) as string[]),
   };
@@ -284,6 +289,11 @@ export class MetadataStore {
         JSON.stringify(flattened),
         id,
       );
+  }
+
+  markLinked(id: number): void {
+    this.ensureOpen();
+    this.database.prepare("UPDATE snapshots SET linked = 1 WHERE id = ?").run(id);
   }
 
   updateLabels(id: number, labels: Record<string, string>, now: Date): void {

@@ -413,6 +413,28 @@ describe("nix layers", () => {
     expect((await s.prepare("c", "layer")).map((m) => m.type)).toEqual(["overlay"]);
   });
 
+  it("links layers committed in bind mode when reopened in hardlink mode", async () => {
+    const pkg = await nix.add(nix.path("pkg"));
+    const bind = await make("bind");
+    await bind.prepare("k", "", { labels: nixLabels([pkg]) });
+    await bind.commit("layer", "k");
+    const [view] = await bind.view("v", "layer");
+    expect(view?.source).toMatch(/snapshots\/1\/fs$/);
+    const file = join(view!.source, pkg, "bin", pkg.split("/").pop()!);
+    await expect(stat(file)).rejects.toMatchObject({ code: "ENOENT" });
+    await bind.close();
+
+    const hardlink = await make("hardlink");
+    const mounts = await hardlink.prepare("c", "layer");
+    expect(mounts.map((mount) => mount.type)).toEqual(["overlay"]);
+    expect((await stat(file)).ino).toBe((await stat(join(pkg, "bin", pkg.split("/").pop()!))).ino);
+    // Linked once: a second container does not redo it (redoing would drop this marker).
+    const marker = join(view!.source, pkg, "marker");
+    await writeFile(marker, "x");
+    await hardlink.prepare("c2", "layer");
+    expect(await readFile(marker, "utf8")).toBe("x");
+  });
+
   it("deduplicates and orders 10,000 store paths across a chain", async () => {
     const s = await make("bind");
     const paths: string[] = [];

@@ -92,6 +92,8 @@ class OverlaySnapshotter implements Snapshotter {
   private readonly busyNames = new Set<string>();
   private readonly busyIds = new Set<number>();
   private readonly pending = new Set<Promise<unknown>>();
+  /** Linking in progress, by snapshot id. */
+  private readonly linking = new Map<number, Promise<void>>();
   private closed = false;
 
   private readonly root: string;
@@ -296,6 +298,8 @@ class OverlaySnapshotter implements Snapshotter {
       );
     }
 
+    if (parent !== "") await this.linkAncestors(this.store.getByKey(parent));
+
     const id = this.store.allocateId();
     const temporaryName = `new-${id}-${randomBytes(4).toString("hex")}`;
     const temporary = join(this.snapshotsDir, temporaryName);
@@ -436,6 +440,47 @@ class OverlaySnapshotter implements Snapshotter {
     return paths;
   }
 
+  /** Hard-links a layer's own store paths into its directory (one at a time per layer). */
+  private linkLayer(record: SnapshotRecord, key: string): Promise<void> {
+    const running = this.linking.get(record.id);
+    if (running !== undefined) return running;
+    const promise = (async () => {
+      try {
+        const stats = await linkStorePaths(this.upperDir(record.id), record.nixPaths);
+        this.logger.debug({ key, id: record.id, ...stats }, "store paths linked into layer");
+      } catch (error) {
+        throw SnapshotterError.from(error, `snapshot "${key}": linking store paths`);
+      } finally {
+        this.linking.delete(record.id);
+      }
+    })();
+    this.linking.set(record.id, promise);
+    return promise;
+  }
+
+  /**
+   * In hardlink mode, links the store paths of ancestors committed without links (while the
+   * snapshotter ran in another mount mode), so a container on top sees them.
+   */
+  private async linkAncestors(parent: SnapshotRecord | undefined): Promise<void> {
+    if (this.mountMode !== "hardlink" || parent === undefined) return;
+    for (const id of [parent.id, ...this.store.parentIds(parent)]) {
+      const ancestor = this.store.getById(id);
+      if (ancestor === undefined || ancestor.linked || ancestor.nixPaths.length === 0) continue;
+      this.busyIds.add(id);
+      try {
+        await this.linkLayer(ancestor, ancestor.key);
+        this.store.transaction(() => this.store.markLinked(id));
+      } finally {
+        this.busyIds.delete(id);
+      }
+      this.logger.info(
+        { key: ancestor.key, id },
+        "linked store paths of a layer committed in another mount mode",
+      );
+    }
+  }
+
   commit(name: string, key: string, options: SnapshotOptions = {}): Promise<void> {
     return this.run(async () => {
       const labels = Object.fromEntries(
@@ -464,14 +509,8 @@ class OverlaySnapshotter implements Snapshotter {
         const usage = await diskUsage(this.upperDir(record.id)).catch((error: unknown) => {
           throw SnapshotterError.from(error, `usage of snapshot "${key}"`);
         });
-        if (this.mountMode === "hardlink" && record.nixPaths.length > 0) {
-          const stats = await linkStorePaths(this.upperDir(record.id), record.nixPaths).catch(
-            (error: unknown) => {
-              throw SnapshotterError.from(error, `snapshot "${key}": linking store paths`);
-            },
-          );
-          this.logger.debug({ key, id: record.id, ...stats }, "store paths linked into layer");
-        }
+        const link = this.mountMode === "hardlink" && record.nixPaths.length > 0;
+        if (link) await this.linkLayer(record, key);
         const parentPaths = record.parentId === null ? [] : this.flattened(record.parentId);
         const flattened = mergePaths(parentPaths, record.nixPaths);
         this.store.transaction(() => {
@@ -485,6 +524,7 @@ class OverlaySnapshotter implements Snapshotter {
             flattened,
             new PreciseDate(nowNanoseconds()),
           );
+          if (link) this.store.markLinked(record.id);
         });
         this.flattenedCache.set(record.id, flattened);
       } finally {
