@@ -11,6 +11,7 @@ packages=(
   busybox-static patchelf fuse-overlayfs jq iproute2 util-linux redis-server
   golang-github-containerd-containerd-dev
   ca-certificates git
+  shellcheck
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -48,6 +48,20 @@ in
     else
       config.services.nix-snapshotter.rootless.configFile;
 
+  # The rootless programs (bash, checked with shellcheck by the stand-in).
+  rootlessScripts =
+    let
+      rootless = import ../modules/common/rootless.nix { inherit lib pkgs; };
+      cfg = config.virtualisation.containerd.rootless;
+      service = rootless.containerdService cfg;
+      launcher = builtins.head (builtins.split " " service.Service.ExecStart);
+    in
+    pkgs.runCommand "rootless-scripts" { inherit launcher; inherit (rootless) nsenter; } ''
+      mkdir -p "$out"
+      ln -s "$launcher" "$out/containerd-rootless"
+      ln -s "$nsenter/bin/containerd-nsenter" "$out/containerd-nsenter"
+    '';
+
   summary = assert evaluated.check; {
     inherit units userUnits;
     options = builtins.filter (o: !o.internal) (lib.optionList options);

@@ -380,6 +380,51 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
     );
   });
 
+  it("renders the NixOS rootless user units and the gVisor runtime", async () => {
+    const summary = await evalJson<Summary>(
+      "modules.nix",
+      "summary",
+      moduleArg(`{ pkgs, ... }: {
+        virtualisation.containerd = { enable = true; gVisorIntegration = true; };
+        virtualisation.containerd.rootless = { enable = true; nixSnapshotterIntegration = true; };
+        services.nix-snapshotter.rootless = { enable = true; logLevel = "warn"; };
+        services.preload-containerd.rootless = { enable = true; targets = [ { archives = [ (pkgs.writeText "archive.tar" "x") ]; } ]; };
+      }`),
+    );
+    const user = summary.userUnits as unknown as Record<string, Unit>;
+    expect(user["nix-snapshotter"]?.serviceConfig).toMatchObject({
+      Type: "notify",
+      Restart: "always",
+    });
+    expect(String(user["nix-snapshotter"]?.serviceConfig.ExecStart)).toMatch(
+      /-containerd-nsenter\/bin\/containerd-nsenter \S+\/bin\/nix-snapshotter --config \S+ --log-level warn$/,
+    );
+    expect(user["nix-snapshotter"]?.wantedBy).toEqual(["default.target"]);
+    expect(user["nix-snapshotter"]?.unitConfig).toMatchObject({ After: ["containerd.service"] });
+    expect(String(user.containerd?.serviceConfig.ExecStart)).toMatch(
+      /-containerd-rootless\/bin\/containerd-rootless$/,
+    );
+    expect(user["preload-containerd"]?.wantedBy).toEqual(["default.target"]);
+    const containerd = await evalJson<Record<string, unknown>>(
+      "modules.nix",
+      "config.virtualisation.containerd.settings",
+      moduleArg(`{ virtualisation.containerd = { enable = true; gVisorIntegration = true; }; }`),
+    );
+    expect(containerd).toMatchObject({
+      version: 2,
+      plugins: {
+        "io.containerd.grpc.v1.cri": {
+          containerd: {
+            default_runtime_name: "runc",
+            runtimes: { runsc: { runtime_type: "io.containerd.runsc.v1" } },
+          },
+        },
+      },
+    });
+    // No nix settings unless asked for.
+    expect(JSON.stringify(containerd)).not.toContain("proxy_plugins");
+  });
+
   it("renders the home-manager units for rootless use", async () => {
     const summary = await evalJson<Summary>("modules.nix", "summary", [
       "--argstr",
@@ -497,6 +542,40 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
     ]);
     return stdout.trim().split("\n").at(-1) ?? "";
   }
+
+  it("builds the rootless programs (bash, checked with shellcheck like nixpkgs' writeShellApplication)", async () => {
+    const scripts = await build("modules.nix", "rootlessScripts", [
+      "--argstr",
+      "kind",
+      "home",
+      ...moduleArg(`{
+        virtualisation.containerd.rootless = { enable = true; nixSnapshotterIntegration = true; };
+        services.nix-snapshotter.rootless.enable = true;
+      }`),
+    ]);
+    const launcher = await readFile(join(scripts, "containerd-rootless"), "utf8");
+    expect(launcher).toContain('--state-dir="$XDG_RUNTIME_DIR/containerd-rootless"');
+    const child =
+      /\/nix\/store\/\S+-containerd-rootless-child\/bin\/containerd-rootless-child/.exec(
+        launcher,
+      )?.[0];
+    expect(child).toBeDefined();
+    const childText = await readFile(child ?? "", "utf8");
+    const mountPoints = [...childText.matchAll(/^mount --bind "[^"]+" "([^"]+)"$/gm)].map(
+      (match) => match[1],
+    );
+    expect(mountPoints).toEqual([
+      "/etc/cni",
+      "/run/containerd",
+      "/run/nix-snapshotter",
+      "/var/lib/cni",
+      "/var/lib/containerd",
+      "/var/lib/containerd/io.containerd.snapshotter.v1.nix",
+    ]);
+    expect(childText).toMatch(/^exec containerd --config '\/nix\/store\/\S+-containerd\.toml'$/m);
+    const nsenter = await readFile(join(scripts, "containerd-nsenter"), "utf8");
+    expect(nsenter).toContain('--target "$pid" -- "$@"');
+  });
 
   it("computes the Go project's passthru: name, tag, image reference, architecture", async () => {
     const passthru = await evalJson<Record<string, Record<string, string>>>(

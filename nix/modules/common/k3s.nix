@@ -10,7 +10,14 @@
         "nix"
       ];
       default = "overlayfs";
-      description = "Snapshotter of k3s' embedded containerd (`--snapshotter`).";
+      description = ''
+        Snapshotter of k3s' embedded containerd (`--snapshotter`). `nix`
+        needs a k3s whose embedded containerd has a built-in `nix` snapshotter
+        (the Go project ships a patched k3s for that); stock k3s does not. With
+        this project's daemon use `virtualisation.containerd.k3sIntegration`
+        instead: k3s then runs on the system containerd, which reaches
+        nix-snapshotter as a proxy plugin.
+      '';
     };
     setEmbeddedContainerd = lib.mkOption {
       type = lib.types.bool;

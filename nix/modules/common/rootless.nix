@@ -36,10 +36,20 @@ let
       ++ cfg.path;
       text = ''
         ${lib.concatStringsSep "\n" (
-          lib.mapAttrsToList (source: mount: ''
-            mkdir -p "${mount.mountPoint}"
-            mount --bind "${source}" "${mount.mountPoint}"
-          '') cfg.bindMounts
+          map
+            (mount: ''
+              mkdir -p "${mount.mountPoint}"
+              mount --bind "${mount.source}" "${mount.mountPoint}"
+            '')
+            # Parents before children (/var/lib/containerd before its nix directory).
+            (
+              builtins.sort (a: b: a.mountPoint < b.mountPoint) (
+                lib.mapAttrsToList (source: mount: {
+                  inherit source;
+                  inherit (mount) mountPoint;
+                }) cfg.bindMounts
+              )
+            )
         )}
         exec containerd ${toArgs cfg.args}
       '';

@@ -70,17 +70,37 @@ let
       '';
     };
 
+  # Like nixpkgs' writeShellApplication: bash with errexit, nounset and
+  # pipefail, runtimeInputs first on PATH, and the script checked with
+  # shellcheck at build time (when the host has it).
   writeShellApplication =
     {
       name,
       text,
       runtimeInputs ? [ ],
     }:
-    writeShellScriptBin name ''
-      set -eu
-      export PATH=${lib.makeBinPath runtimeInputs}:$PATH
-      ${text}
-    '';
+    mkDerivation {
+      inherit name;
+      env = {
+        fileName = name;
+        text = ''
+          #!/bin/bash
+          set -o errexit
+          set -o nounset
+          set -o pipefail
+          export PATH="${lib.makeBinPath runtimeInputs}:$PATH"
+
+          ${text}
+        '';
+      };
+      script = ''
+        mkdir -p "$out/bin"
+        printf '%s' "$text" > "$out/bin/$fileName"
+        chmod 0555 "$out/bin/$fileName"
+        if [ -x /usr/bin/shellcheck ]; then /usr/bin/shellcheck "$out/bin/$fileName"; fi
+        /bin/bash -n "$out/bin/$fileName"
+      '';
+    };
 
   # Like nixpkgs' closureInfo: $out/store-paths lists the closure of rootPaths, sorted.
   closureInfo =
