@@ -505,16 +505,21 @@ describe.skipIf(missing.length > 0)(
       expect((error as RegistryError).message).toContain("after 3 attempts");
     });
 
-    it("retries 503, 429 and connection resets, but not 4xx, through a faulty proxy", async () => {
+    it("retries 503, 429 and connection resets (restarting an upload), not 4xx, through a faulty proxy", async () => {
       const registry = await start();
       const upstream = new URL(registry.url);
       // Faults per request number: the proxy answers these itself instead of forwarding.
       const faults = new Map<number, "503" | "429" | "reset" | "400">();
       const seen: string[] = [];
       let count = 0;
+      // And a connection reset on the PATCH with this number (1-based), if set.
+      let resetPatch: number | undefined;
+      let patches = 0;
       const proxy: Server = createServer((request, response) => {
         const number = count++;
-        const fault = faults.get(number);
+        if (request.method === "PATCH") patches++;
+        const fault =
+          request.method === "PATCH" && patches === resetPatch ? "reset" : faults.get(number);
         seen.push(`${request.method} ${fault ?? "forward"}`);
         if (fault === "reset") {
           request.socket.destroy();
@@ -588,6 +593,31 @@ describe.skipIf(missing.length > 0)(
         expect((error as RegistryError).code).toBe("InvalidArgument");
         expect((error as RegistryError).message).toContain("INJECTED: injected 400");
         expect(seen).toEqual(["HEAD forward", "HEAD forward", "HEAD forward", "PUT 400"]);
+
+        // A reset in the middle of a chunked upload restarts that blob from its POST.
+        seen.length = 0;
+        faults.clear();
+        resetPatch = 2;
+        const chunked = makeImage();
+        const again = await pushImage({
+          client: viaProxy,
+          repository: "e2e/retry-chunks",
+          tag: "c",
+          source: chunked.source,
+          concurrency: 1,
+          chunkSize: 1024 * 1024,
+        });
+        expect(again.digest).toBe(chunked.manifestDigest);
+        const reset = seen.indexOf("PATCH reset");
+        expect(reset).toBeGreaterThan(0);
+        expect(seen.slice(reset - 2, reset + 3)).toEqual([
+          "POST forward",
+          "PATCH forward",
+          "PATCH reset",
+          "POST forward",
+          "PATCH forward",
+        ]);
+        expect(sha256(await skopeoRawManifest(registry, "e2e/retry-chunks:c"))).toBe(again.digest);
         viaProxy.close();
       } finally {
         proxy.closeAllConnections();
