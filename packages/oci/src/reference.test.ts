@@ -18,6 +18,9 @@ describe("parseReference", () => {
     ["localhost:5000/a/b/c:v1", "localhost:5000/a/b/c:v1"],
     ["127.0.0.1:5000/hello", "127.0.0.1:5000/hello:latest"],
     ["Example.COM/app", "Example.COM/app:latest"],
+    ["[::1]:5000/app:1", "[::1]:5000/app:1"],
+    ["Registry/app", "Registry/app:latest"],
+    ["a/b/c", "docker.io/a/b/c:latest"],
     ["ghcr.io/a-b__c/d.e:1.0-rc_1", "ghcr.io/a-b__c/d.e:1.0-rc_1"],
     [`busybox@sha256:${"a".repeat(64)}`, `docker.io/library/busybox@sha256:${"a".repeat(64)}`],
   ])("normalises %s", (input, expected) => {
