@@ -48,6 +48,12 @@ in
     else
       config.services.nix-snapshotter.rootless.configFile;
 
+  # The preload-containerd service's program, as a buildable derivation.
+  preloadScript =
+    pkgs.runCommand "preload-containerd-program"
+      { program = config.systemd.services.preload-containerd.serviceConfig.ExecStart; }
+      ''ln -s "$program" "$out"'';
+
   # The rootless programs (bash, checked with shellcheck by the stand-in).
   rootlessScripts =
     let

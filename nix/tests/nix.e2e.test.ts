@@ -896,7 +896,7 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
     });
 
     it.skipIf(!cliHasCommand("load"))(
-      "copyToContainerd imports a built image into containerd 1.6 through the nix snapshotter (skips until `nix2container load` exists)",
+      "copyToContainerd and preload-containerd import a built image into containerd 1.6 through the nix snapshotter, and it runs (skips until `nix2container load` exists)",
       async () => {
         // Reuses containerd and the daemon started by the previous test.
         const containerdSocket = join(dir, "containerd.sock");
@@ -957,6 +957,40 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
           `nix-interface-${salt}`,
         ]);
         expect(output).toMatch(/^hello from \/nix\/store\/[a-z0-9]{32}-busybox-fixture$/m);
+
+        // services.preload-containerd imports the same archive with its generated program.
+        const imagesExpression = `import ${nixString(join(testsDir, "images.nix"))} { node = ${nixString(process.execPath)}; repo = ${nixString(repo)}; salt = ${nixString(salt)}; }`;
+        const preload = join(gcRoots, "preload-containerd");
+        await exec("nix-build", [
+          join(testsDir, "modules.nix"),
+          "-A",
+          "preloadScript",
+          "-o",
+          preload,
+          ...offline,
+          ...baseArgs(),
+          ...moduleArg(`{
+            services.preload-containerd = {
+              enable = true;
+              targets = [ {
+                archives = [ (${imagesExpression}).hello-image ];
+                address = ${nixString(containerdSocket)};
+                namespace = "nix-interface-preload";
+              } ];
+            };
+          }`),
+        ]);
+        await exec(preload, []);
+        const preloaded = await exec("ctr", [
+          "--address",
+          containerdSocket,
+          "--namespace",
+          "nix-interface-preload",
+          "images",
+          "ls",
+          "--quiet",
+        ]);
+        expect(preloaded.split("\n")).toContain("example.org/hello:latest");
       },
     );
 

@@ -65,8 +65,10 @@ let
       };
       script = ''
         mkdir -p "$out/bin"
-        { printf '#!/bin/sh\n'; printf '%s\n' "$text"; } > "$out/bin/$fileName"
+        { printf '#!/bin/bash\n'; printf '%s\n' "$text"; } > "$out/bin/$fileName"
         chmod 0555 "$out/bin/$fileName"
+        # nixpkgs checks the syntax the same way (stdenv.shellDryRun).
+        /bin/bash -n "$out/bin/$fileName"
       '';
     };
 
