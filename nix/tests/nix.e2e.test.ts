@@ -1040,6 +1040,29 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
           expect(dump).toMatch(
             /\[plugins\.'io\.containerd\.cri\.v1\.images'\]\s+snapshotter = 'nix'/,
           );
+          // The same when the file is version 3 (a nixpkgs that defaults to it wins over our
+          // mkDefault 2): the integration's keys for the version 3 layout still apply.
+          const v3 = join(gcRoots, "containerd-2.1-v3.toml");
+          await exec("nix-build", [
+            join(testsDir, "modules.nix"),
+            "-A",
+            "containerdConfig",
+            "-o",
+            v3,
+            ...offline,
+            ...baseArgs(),
+            ...moduleArg(`{
+              virtualisation.containerd = { enable = true; nixSnapshotterIntegration = true; settings.version = 3; };
+            }`),
+          ]);
+          const v3Dump = await exec(join(bin, "containerd"), ["--config", v3, "config", "dump"]);
+          expect(v3Dump).toMatch(/^version = 3$/m);
+          expect(v3Dump).toMatch(
+            /\[plugins\.'io\.containerd\.cri\.v1\.images'\]\s+snapshotter = 'nix'/,
+          );
+          expect(v3Dump).toMatch(
+            /\[proxy_plugins\.nix\]\s+type = 'snapshot'\s+address = '\/run\/nix-snapshotter\/nix-snapshotter\.sock'/,
+          );
         } else {
           expect(dump).toMatch(/snapshotter = "nix"/);
         }
