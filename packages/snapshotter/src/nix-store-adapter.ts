@@ -5,8 +5,8 @@ import type { NixStorePort } from "./nix-store-port.js";
 export function nixStorePortFrom(nixStore: NixStore): NixStorePort {
   return {
     storeDir: nixStore.storeDir,
-    async realise(paths, { owner }) {
-      await nixStore.realise(paths, { roots: { owner } });
+    async realise(paths, { owner, signal }) {
+      await nixStore.realise(paths, signal ? { roots: { owner }, signal } : { roots: { owner } });
     },
     async addRoots(owner, paths) {
       await nixStore.addRoots(owner, paths);

@@ -13,7 +13,10 @@ export interface NixStorePort {
    * (substituting or building what is missing). Rejects if any path cannot be realised;
    * the roots may then exist and the caller removes them with `removeRoots(owner)`.
    */
-  realise(paths: readonly string[], options: { owner: string }): Promise<void>;
+  realise(
+    paths: readonly string[],
+    options: { owner: string; signal?: AbortSignal },
+  ): Promise<void>;
   /** Adds GC roots for `paths` to `owner` without realising. */
   addRoots(owner: string, paths: readonly string[]): Promise<void>;
   /** The subset of `paths` that are valid in the store. */

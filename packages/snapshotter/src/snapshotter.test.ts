@@ -317,6 +317,37 @@ describe("nix layers", () => {
     expect(await code(s.stat("k"))).toBe(ErrorCode.NotFound);
   });
 
+  it("cancels a slow realisation when the caller aborts, leaving nothing", async () => {
+    const s = await make("bind");
+    const slow = nix.path("slow");
+    nix.substitutable.add(slow);
+    nix.realiseGate = new Promise(() => {});
+    const controller = new AbortController();
+    const pending = failure(
+      s.prepare("k", "", { labels: nixLabels([slow]), signal: controller.signal }),
+    );
+    while (!nix.calls.some((call) => call.method === "realise"))
+      await new Promise((r) => setImmediate(r));
+    controller.abort();
+    const error = await pending;
+    expect(error.code).toBe(ErrorCode.Canceled);
+    expect(error.message).toContain('snapshot "k"');
+    expect(nix.roots.size).toBe(0);
+    expect(await readdir(join(root, "snapshots"))).toEqual([]);
+    expect(await code(s.stat("k"))).toBe(ErrorCode.NotFound);
+  });
+
+  it("fails with DeadlineExceeded when realising exceeds realiseTimeoutMs", async () => {
+    const s = await createSnapshotter({ root, nixStore: nix, realiseTimeoutMs: 50 });
+    open.push(s);
+    const slow = nix.path("slow");
+    nix.substitutable.add(slow);
+    nix.realiseGate = new Promise(() => {});
+    const error = await failure(s.prepare("k", "", { labels: nixLabels([slow]) }));
+    expect(error.code).toBe(ErrorCode.DeadlineExceeded);
+    expect(nix.roots.size).toBe(0);
+  });
+
   it.each(["/etc", "/nix/store/../etc", "/nix/store/x"])(
     "refuses the hostile store-path label %j before calling Nix",
     async (value) => {

@@ -53,6 +53,15 @@ function validateLabels(labels: Readonly<Record<string, string>>): void {
 
 /** Nix store errors carry gRPC code names; keep them, anything else is Unavailable. */
 function nixError(error: unknown, message: string): SnapshotterError {
+  const name = (error as { name?: unknown } | null)?.name;
+  if (name === "TimeoutError" || name === "AbortError") {
+    const detail = error instanceof Error ? error.message : String(error);
+    return new SnapshotterError(
+      name === "TimeoutError" ? ErrorCode.DeadlineExceeded : ErrorCode.Canceled,
+      `${message}: ${detail}`,
+      { cause: error },
+    );
+  }
   const code = (error as { code?: unknown } | null)?.code;
   const known =
     typeof code === "string" && Object.hasOwn(ErrorCode, code)
@@ -104,6 +113,7 @@ class OverlaySnapshotter implements Snapshotter {
   private readonly storeDir: string;
   private readonly ownerPrefix: string;
   private readonly logger: Logger;
+  private readonly realiseTimeoutMs: number | undefined;
 
   constructor(parts: {
     root: string;
@@ -114,6 +124,7 @@ class OverlaySnapshotter implements Snapshotter {
     storeDir: string;
     ownerPrefix: string;
     logger: Logger;
+    realiseTimeoutMs: number | undefined;
   }) {
     this.root = parts.root;
     this.store = parts.store;
@@ -123,6 +134,7 @@ class OverlaySnapshotter implements Snapshotter {
     this.storeDir = parts.storeDir;
     this.ownerPrefix = parts.ownerPrefix;
     this.logger = parts.logger;
+    this.realiseTimeoutMs = parts.realiseTimeoutMs;
     this.snapshotsDir = join(parts.root, "snapshots");
   }
 
@@ -325,7 +337,7 @@ class OverlaySnapshotter implements Snapshotter {
       let nixPaths: string[] = [];
       let nixClosure: string | null = null;
       if (request !== undefined) {
-        nixPaths = await this.realiseLayer(key, request, this.owner(id), log);
+        nixPaths = await this.realiseLayer(key, request, this.owner(id), log, options.signal);
         nixClosure = request.closure ?? null;
       }
 
@@ -386,14 +398,21 @@ class OverlaySnapshotter implements Snapshotter {
     request: NixLayerRequest,
     owner: string,
     log: Logger,
+    callerSignal: AbortSignal | undefined,
   ): Promise<string[]> {
     const nixStore = this.nixStore!;
+    const signals: AbortSignal[] = [];
+    if (callerSignal !== undefined) signals.push(callerSignal);
+    if (this.realiseTimeoutMs !== undefined)
+      signals.push(AbortSignal.timeout(this.realiseTimeoutMs));
+    const signal = signals.length === 0 ? undefined : AbortSignal.any(signals);
     const toRealise =
       request.closure === undefined ? request.storePaths : [...request.storePaths, request.closure];
     if (toRealise.length === 0) return [];
     log.debug({ storePaths: toRealise.length }, "realising nix layer");
     try {
-      await nixStore.realise(toRealise, { owner });
+      signal?.throwIfAborted();
+      await nixStore.realise(toRealise, signal === undefined ? { owner } : { owner, signal });
     } catch (error) {
       throw nixError(
         error,
@@ -706,5 +725,6 @@ export async function createSnapshotter(options: SnapshotterOptions): Promise<Sn
     storeDir,
     ownerPrefix,
     logger,
+    realiseTimeoutMs: options.realiseTimeoutMs,
   });
 }

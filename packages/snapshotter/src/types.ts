@@ -40,6 +40,11 @@ export interface Mount {
 
 export interface SnapshotOptions {
   labels?: Record<string, string>;
+  /**
+   * Aborts the call's slow part (realising a nix layer's store paths), e.g. when the gRPC
+   * client gives up; the call then fails and leaves nothing behind.
+   */
+  signal?: AbortSignal;
 }
 
 export type WalkFunction = (info: Info) => void | Promise<void>;
@@ -98,6 +103,8 @@ export interface SnapshotterOptions {
   fuseOverlayfs?: boolean;
   /** Add `userxattr` to overlay options (rootless kernels >= 5.11). Default: not root. */
   userxattr?: boolean;
+  /** Fail a nix layer's Prepare when realising its store paths takes longer. Default: no limit. */
+  realiseTimeoutMs?: number;
   /**
    * Prefix of the GC root owner names (`<prefix><id>`); distinct per snapshotter root. Default
    * `snapshot-<first 12 hex of sha256(root)>-`.

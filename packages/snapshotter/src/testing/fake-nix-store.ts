@@ -58,9 +58,25 @@ export class FakeNixStore implements NixStorePort {
     return path;
   }
 
-  async realise(paths: readonly string[], options: { owner: string }): Promise<void> {
-    this.calls.push({ method: "realise", args: [[...paths], options] });
+  /** When set, realise waits for this promise before finishing (to test cancellation). */
+  realiseGate: Promise<void> | undefined;
+
+  async realise(
+    paths: readonly string[],
+    options: { owner: string; signal?: AbortSignal },
+  ): Promise<void> {
+    this.calls.push({ method: "realise", args: [[...paths], { owner: options.owner }] });
     await this.addRoots(options.owner, paths);
+    if (this.realiseGate !== undefined) {
+      const signal = options.signal;
+      await Promise.race([
+        this.realiseGate,
+        new Promise<never>((_, reject) => {
+          signal?.throwIfAborted();
+          signal?.addEventListener("abort", () => reject(signal.reason), { once: true });
+        }),
+      ]);
+    }
     const missing = paths.filter((path) => !this.valid.has(path) && !this.substitutable.has(path));
     if (missing.length > 0) {
       throw new FakeNixStoreError("NotFound", `cannot substitute ${missing.join(", ")}`);
