@@ -197,7 +197,7 @@ for (const [version, mountMode] of cases) {
         containerd = await startContainerd({
           version,
           proxyPlugins: { nix: daemon.address },
-          cri: { snapshotter: "nix", sandboxImage },
+          cri: { snapshotter: "nix", sandboxImage, restrictOomScoreAdj: true },
         });
         await symlink(containerd.address, containerdLink);
         client = createContainerdClient({ address: containerd.address, namespace: "k8s.io" });
@@ -237,14 +237,13 @@ for (const [version, mountMode] of cases) {
         const logDirectory = join(work, "pod-logs");
         const sandboxConfig = {
           metadata: { name: `pod-${nonce}`, uid: nonce, namespace: "default", attempt: 0 },
-          hostname: `pod-${nonce}`,
           logDirectory,
           linux: {
             securityContext: {
               namespaceOptions: {
                 network: NamespaceMode.NODE,
-                pid: NamespaceMode.POD,
-                ipc: NamespaceMode.POD,
+                pid: NamespaceMode.NODE,
+                ipc: NamespaceMode.NODE,
               },
             },
           },

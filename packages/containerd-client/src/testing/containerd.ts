@@ -33,6 +33,11 @@ export interface CriOptions {
   cniBinDir?: string;
   /** Directory of CNI network configs (default: an empty private directory). */
   cniConfDir?: string;
+  /**
+   * `restrict_oom_score_adj = true`: needed where the process may not lower oom_score_adj (no
+   * CAP_SYS_RESOURCE, as on this project's VMs), or runc fails to start pod sandboxes (-998).
+   */
+  restrictOomScoreAdj?: boolean;
 }
 
 export interface StartContainerdOptions {
@@ -249,11 +254,19 @@ function renderConfig(
       lines.push(`  snapshotter = ${quote(snapshotter)}`);
       lines.push("", `[plugins."io.containerd.cri.v1.images".pinned_images]`);
       lines.push(`  sandbox = ${quote(sandbox)}`);
+      if (criOptions.restrictOomScoreAdj) {
+        lines.push(
+          "",
+          `[plugins."io.containerd.cri.v1.runtime"]`,
+          "  restrict_oom_score_adj = true",
+        );
+      }
       lines.push("", `[plugins."io.containerd.cri.v1.runtime".cni]`);
       lines.push(`  bin_dirs = [${quote(cniBin)}]`, `  conf_dir = ${quote(cniConf)}`);
     } else {
       lines.push("", `[plugins."io.containerd.grpc.v1.cri"]`);
       lines.push(`  sandbox_image = ${quote(sandbox)}`);
+      if (criOptions.restrictOomScoreAdj) lines.push("  restrict_oom_score_adj = true");
       lines.push("", `[plugins."io.containerd.grpc.v1.cri".containerd]`);
       lines.push(`  snapshotter = ${quote(snapshotter)}`);
       lines.push("", `[plugins."io.containerd.grpc.v1.cri".cni]`);
