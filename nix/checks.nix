@@ -52,7 +52,9 @@ in
       }
       ''
         containerd --config ${cfg.virtualisation.containerd.args.config} config dump > containerd.toml
-        grep -q 'snapshotter = "nix"' containerd.toml
+        # 1.x dumps "nix", 2.x 'nix'.
+        grep -Eq "snapshotter = [\"']nix[\"']" containerd.toml
+        grep -q 'proxy_plugins.nix' containerd.toml
         cp ${cfg.services.nix-snapshotter.configFile} nix-snapshotter.toml
         mkdir $out
         cp containerd.toml nix-snapshotter.toml $out/
