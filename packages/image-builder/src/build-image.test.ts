@@ -205,6 +205,20 @@ describe("buildImage", () => {
     expect(image.config.config).toEqual({ Cmd: ["a"] });
   });
 
+  it("keeps odd label and port keys such as __proto__ as ordinary keys", async () => {
+    const config = JSON.parse(
+      '{"Labels": {"__proto__": "x", "a": "b"}, "ExposedPorts": {"__proto__": {}}}',
+    );
+    const image = await buildImage({ closure: [], config, fileSystem, ...platform });
+    const written = JSON.parse(
+      Buffer.from(image.blobs.get(image.configDescriptor.digest)!).toString(),
+    ) as {
+      config: { Labels: Record<string, string>; ExposedPorts: Record<string, unknown> };
+    };
+    expect(Object.keys(written.config.Labels)).toEqual(["__proto__", "a"]);
+    expect(Object.keys(written.config.ExposedPorts)).toEqual(["__proto__"]);
+  });
+
   it("defaults architecture and OS to the build host", async () => {
     const image = await buildImage({ closure: [], fileSystem });
     expect(image.config.os).toBe(process.platform);

@@ -28,7 +28,15 @@ function envName(entry: string): string {
 
 function sortedKeys<T>(record: Record<string, T>): Record<string, T> {
   const result: Record<string, T> = {};
-  for (const key of Object.keys(record).sort()) result[key] = record[key]!;
+  for (const key of Object.keys(record).sort()) {
+    // defineProperty: a `__proto__` key must stay an ordinary key.
+    Object.defineProperty(result, key, {
+      value: record[key],
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
   return result;
 }
 

@@ -39,10 +39,21 @@ function stringArray(value: unknown, where: string): string[] {
   return value.map((item, index) => string(item, `${where}[${index}]`));
 }
 
+/** Sets an own property, also for keys like `__proto__` that plain assignment would not create. */
+function setOwn<T>(record: Record<string, T>, key: string, value: T): void {
+  Object.defineProperty(record, key, {
+    value,
+    enumerable: true,
+    writable: true,
+    configurable: true,
+  });
+}
+
 function stringMap(value: unknown, where: string): Record<string, string> {
   const input = object(value, where);
   const result: Record<string, string> = {};
-  for (const [key, item] of Object.entries(input)) result[key] = string(item, `${where}.${key}`);
+  for (const [key, item] of Object.entries(input))
+    setOwn(result, key, string(item, `${where}.${key}`));
   return result;
 }
 
@@ -52,7 +63,7 @@ function emptyObjectMap(value: unknown, where: string): Record<string, Record<st
   for (const [key, item] of Object.entries(input)) {
     // Docker and Go accept any object (or null) as the value; only the key carries meaning.
     if (item !== null) object(item, `${where}.${key}`);
-    result[key] = {};
+    setOwn(result, key, {});
   }
   return result;
 }
