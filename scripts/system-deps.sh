@@ -10,7 +10,7 @@ packages=(
   docker-registry skopeo apache2-utils
   busybox-static patchelf fuse-overlayfs jq iproute2 util-linux redis-server
   golang-github-containerd-containerd-dev
-  ca-certificates git
+  ca-certificates git openssl
   shellcheck
 )
 
