@@ -23,6 +23,10 @@ export interface DaemonProcessOptions {
   extraConfig?: string;
   /** Extra flags after `-c <config>`. */
   args?: string[];
+  /** Passed as `--address` (overriding the file); the helper then waits on this socket. */
+  addressFlag?: string;
+  /** Passed as `--root` (overriding the file). */
+  rootFlag?: string;
   env?: NodeJS.ProcessEnv;
   /** Milliseconds to wait for the health service (default 30 000). */
   readyTimeoutMs?: number;
@@ -73,8 +77,10 @@ export async function startDaemonProcess(
 ): Promise<DaemonProcess> {
   if (!existsSync(daemonEntry)) throw new Error(`${daemonEntry} missing: run pnpm build`);
   const dir = await mkdtemp(join(tmpdir(), "nix-snapshotter-daemon-"));
-  const address = join(dir, "run", "nix-snapshotter.sock");
-  const root = join(dir, "root");
+  const fileAddress = join(dir, "run", "nix-snapshotter.sock");
+  const fileRoot = join(dir, "root");
+  const address = options.addressFlag ?? fileAddress;
+  const root = options.rootFlag ?? fileRoot;
   const configPath = join(dir, "config.toml");
   const logPath = join(dir, "daemon.log");
   const gcRootsDir = join(
@@ -84,8 +90,8 @@ export async function startDaemonProcess(
   await writeFile(
     configPath,
     [
-      `address = ${JSON.stringify(address)}`,
-      `root = ${JSON.stringify(root)}`,
+      `address = ${JSON.stringify(fileAddress)}`,
+      `root = ${JSON.stringify(fileRoot)}`,
       `mount_mode = ${JSON.stringify(options.mountMode ?? "bind")}`,
       `gc_roots_dir = ${JSON.stringify(gcRootsDir)}`,
       options.extraConfig ?? "",
@@ -99,7 +105,16 @@ export async function startDaemonProcess(
   const logFd = openSync(logPath, "a");
   const child = spawn(
     process.execPath,
-    [daemonEntry, "-c", configPath, "-l", "debug", ...(options.args ?? [])],
+    [
+      daemonEntry,
+      "-c",
+      configPath,
+      "-l",
+      "debug",
+      ...(options.addressFlag ? ["--address", options.addressFlag] : []),
+      ...(options.rootFlag ? ["--root", options.rootFlag] : []),
+      ...(options.args ?? []),
+    ],
     {
       env: { ...process.env, NIX_SNAPSHOTTER_LOG_FORMAT: "json", ...options.env },
       stdio: ["ignore", logFd, logFd],
