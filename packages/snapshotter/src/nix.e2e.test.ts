@@ -9,6 +9,7 @@ import {
   createNixFixtures,
   type NixFixtures,
   nixE2eSkipReason,
+  startBinaryCache,
   TEST_GC_ROOTS_PARENT,
 } from "@nix-snapshotter/nix-store/testing";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -260,6 +261,31 @@ describe.skipIf(skipReason !== undefined)(
       expect(await readdir(join(directory, "root", "snapshots"))).toEqual([]);
       expect(await nixStore.listRootOwners()).toEqual([]);
       await expect(snapshotter.stat("extract")).rejects.toMatchObject({ code: ErrorCode.NotFound });
+    });
+
+    it("realises missing store paths from a binary cache during Prepare", async () => {
+      const closure = await fixtures.syntheticClosure({
+        count: 12,
+        name: "snapshotter-cache",
+        closureInfo: false,
+      });
+      const cache = await startBinaryCache({ paths: closure.paths });
+      try {
+        await closure.release();
+        await fixtures.deletePaths([...closure.paths].reverse());
+        expect(await nixStore.queryValidPaths(closure.paths)).toEqual([]);
+        nixStore = createNixStore({ gcRootsDir, nixOptions: cache.nixOptions });
+        await open("hardlink");
+        await unpack("nix", "", perPathLabels(closure.tops), mountpoints(closure.tops));
+        // The whole closure came back from the cache, and the layer's roots hold it.
+        expect(await nixStore.queryValidPaths(closure.paths)).toEqual(closure.paths);
+        expect(cache.requests()).toBeGreaterThan(0);
+        expect(await nixStore.listRoots("snapshot-1")).toEqual([...closure.tops].sort());
+        await snapshotter.remove("nix");
+        expect(await nixStore.listRootOwners()).toEqual([]);
+      } finally {
+        await cache.close();
+      }
     });
 
     it("cleanup removes roots whose snapshot is gone", async () => {
