@@ -162,6 +162,44 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
           expect(stdout.trim()).toBe("hello from nix store");
         });
 
+        it("keeps the roots while a container runs, and releases them once containerd collects the image", async () => {
+          const id = `sleeper-${mountMode}`;
+          const busybox = setup.script.interpreter.replace(/\/sh$/, "/busybox");
+          await containerd.ctr([
+            "run",
+            "--detach",
+            "--snapshotter",
+            "nix",
+            reference,
+            id,
+            busybox,
+            "sleep",
+            "600",
+          ]);
+          await containerd.ctr(["images", "remove", "--sync", reference]);
+          // The container's snapshot keeps its parent (the nix layer) and so the roots.
+          expect(await rootedPaths(daemon)).toEqual(new Set(setup.script.closure));
+          await containerd.ctr(["tasks", "kill", "--signal", "SIGKILL", id]);
+          for (let attempt = 0; attempt < 100; attempt++) {
+            const task = await containerd.ctr(["tasks", "delete", id], { allowFailure: true });
+            if (task.code === 0) break;
+            await new Promise((resolve) => setTimeout(resolve, 100));
+          }
+          await containerd.ctr(["containers", "delete", id]);
+          // containerd's GC removes the snapshots in the background after the deletions.
+          let left = await rootedPaths(daemon);
+          for (let attempt = 0; attempt < 300 && left.size > 0; attempt++) {
+            await new Promise((resolve) => setTimeout(resolve, 100));
+            left = await rootedPaths(daemon);
+          }
+          expect(left).toEqual(new Set());
+          const snapshots: string[] = [];
+          for await (const info of daemon.snapshotter.list()) snapshots.push(info.name);
+          expect(snapshots).toEqual([]);
+          // Import again for the next tests.
+          await containerd.ctr(importArguments(version, await setup.archive(reference)));
+        });
+
         it(`gives the container ${mountMode === "bind" ? "one bind mount per store path" : "one plain overlay"}`, async () => {
           const id = `mounts-${mountMode}`;
           await containerd.ctr(["container", "create", "--snapshotter", "nix", reference, id]);
