@@ -318,6 +318,7 @@ class OverlaySnapshotter implements Snapshotter {
     this.busyNames.add(temporaryName);
     this.busyIds.add(id);
     const log = this.logger.child({ key, id });
+    let created: SnapshotRecord;
     try {
       await mkdir(temporary, { mode: 0o700 });
       const upper = join(temporary, "fs");
@@ -370,7 +371,7 @@ class OverlaySnapshotter implements Snapshotter {
         throw error;
       }
       if (nixPaths.length > 0) log.debug({ storePaths: nixPaths.length }, "nix layer prepared");
-      return this.mountsOf(record);
+      created = record;
     } catch (error) {
       await rm(temporary, { recursive: true, force: true }).catch((cleanupError: unknown) =>
         log.warn({ err: cleanupError }, "removing temporary snapshot directory failed"),
@@ -387,6 +388,8 @@ class OverlaySnapshotter implements Snapshotter {
       this.busyNames.delete(temporaryName);
       this.busyIds.delete(id);
     }
+    // Outside the cleanup above: from here on the snapshot exists and keeps its roots.
+    return this.mountsOf(created);
   }
 
   /**
