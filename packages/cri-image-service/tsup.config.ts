@@ -1,7 +1,7 @@
 import { defineConfig } from "tsup";
 
 export default defineConfig({
-  entry: ["src/index.ts"],
+  entry: ["src/index.ts", "src/bench/pull.ts"],
   format: ["esm"],
   // tsup gives the declaration build only the entries as root files; `composite` would reject
   // every other file of src.
@@ -9,4 +9,6 @@ export default defineConfig({
   clean: true,
   sourcemap: true,
   target: "node22",
+  // The benchmark imports dev dependencies (the snapshotter, connect-node): keep them imports.
+  external: [/^@nix-snapshotter\//, /^@connectrpc\//],
 });

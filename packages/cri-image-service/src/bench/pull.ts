@@ -1,0 +1,206 @@
+// Benchmark: PullImage of a `nix:0` image whose closure is in the store, against `ctr images
+// import` of the same closure packed as an ordinary layered image, in the same run, on the same
+// containerd. Run as root after `pnpm build`: `pnpm --filter @nix-snapshotter/cri-image-service bench`.
+//
+// Environment: BENCH_CONTAINERD (1.6 | 1.7 | 2.1, default 1.6), BENCH_MOUNT_MODE (hardlink |
+// bind, default hardlink on 1.6 else bind), BENCH_ITERATIONS (default 7).
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:http2";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { promisify } from "node:util";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Snapshots } from "@nix-snapshotter/api/snapshots/v1";
+import { createContainerdClient } from "@nix-snapshotter/containerd-client";
+import {
+  type ContainerdVersion,
+  startContainerd,
+} from "@nix-snapshotter/containerd-client/testing";
+import { buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
+import { createNixStore } from "@nix-snapshotter/nix-store";
+import { createNixFixtures, TEST_GC_ROOTS_PARENT } from "@nix-snapshotter/nix-store/testing";
+import {
+  compress,
+  type Descriptor,
+  MediaType,
+  sha256Digest,
+  type TarWriteEntry,
+  writeOciArchive,
+  writeTar,
+} from "@nix-snapshotter/oci";
+import {
+  createSnapshotsService,
+  createSnapshotter,
+  nixStorePortFrom,
+} from "@nix-snapshotter/snapshotter";
+import { pino } from "pino";
+import { createImageService } from "../image-service.js";
+
+const execFileAsync = promisify(execFile);
+const version = (process.env.BENCH_CONTAINERD ?? "1.6") as ContainerdVersion;
+const mountMode = (process.env.BENCH_MOUNT_MODE ?? (version === "1.6" ? "hardlink" : "bind")) as
+  | "bind"
+  | "hardlink";
+const iterations = Number(process.env.BENCH_ITERATIONS ?? 7);
+
+function blob(mediaType: string, data: Uint8Array): Descriptor {
+  return { mediaType, digest: sha256Digest(data), size: data.byteLength };
+}
+
+/** The files of store paths as tar entries under nix/store/..., symlinks kept. */
+async function closureEntries(paths: readonly string[]): Promise<TarWriteEntry[]> {
+  const entries: TarWriteEntry[] = [
+    { name: "nix", type: "directory", mode: 0o755 },
+    { name: "nix/store", type: "directory", mode: 0o755 },
+  ];
+  const { lstat, readdir, readlink } = await import("node:fs/promises");
+  const walk = async (path: string): Promise<void> => {
+    const stats = await lstat(path);
+    const name = path.slice(1);
+    if (stats.isSymbolicLink()) {
+      entries.push({ name, type: "symlink", linkname: await readlink(path) });
+    } else if (stats.isDirectory()) {
+      entries.push({ name, type: "directory", mode: 0o755 });
+      for (const child of (await readdir(path)).sort()) await walk(join(path, child));
+    } else {
+      entries.push({ name, type: "file", mode: stats.mode & 0o777, data: await readFile(path) });
+    }
+  };
+  for (const path of [...paths].sort()) await walk(path);
+  return entries;
+}
+
+/** The closure as an ordinary image: one gzip layer holding every store path's files. */
+async function layeredArchive(name: string, paths: readonly string[], entrypoint: string[]) {
+  const tar = writeTar(await closureEntries(paths));
+  const layer = compress(tar, "gzip");
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: "amd64",
+      os: "linux",
+      config: { Entrypoint: entrypoint },
+      rootfs: { type: "layers", diff_ids: [sha256Digest(tar)] },
+    }),
+  );
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.ImageManifest,
+      config: blob(MediaType.ImageConfig, config),
+      layers: [blob(MediaType.ImageLayerGzip, layer)],
+    }),
+  );
+  return {
+    archive: writeOciArchive({
+      manifests: [{ descriptor: blob(MediaType.ImageManifest, manifest), names: [name] }],
+      blobs: new Map([layer, config, manifest].map((data) => [sha256Digest(data), data])),
+    }),
+    layerBytes: layer.byteLength,
+  };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+async function main(): Promise<void> {
+  const work = await mkdtemp(join(tmpdir(), "cri-pull-bench-"));
+  const fixtures = await createNixFixtures({ label: "cri-pull-bench" });
+  const logger = pino({ level: "silent" });
+  const gcRootsDir = join(TEST_GC_ROOTS_PARENT, `cri-pull-bench-${process.pid}`);
+  const nixStore = createNixStore({ gcRootsDir });
+  const snapshotter = await createSnapshotter({
+    root: join(work, "snapshotter"),
+    mountMode,
+    nixStore: nixStorePortFrom(nixStore),
+  });
+  const socket = join(work, "nix.sock");
+  const server = createServer(
+    {},
+    connectNodeAdapter({
+      routes: (router) => {
+        router.service(Snapshots, createSnapshotsService(snapshotter));
+      },
+      grpc: true,
+      grpcWeb: false,
+      connect: false,
+    }),
+  );
+  await new Promise<void>((resolve) => server.listen(socket, resolve));
+  const containerd = await startContainerd({
+    version,
+    proxyPlugins: { nix: socket },
+    cri: { snapshotter: "nix", restrictOomScoreAdj: true },
+  });
+  const client = createContainerdClient({ address: containerd.address, namespace: "k8s.io" });
+  const service = createImageService({
+    containerdAddress: containerd.address,
+    containerd: client,
+    nixStore,
+    logger,
+    snapshotterRoot: join(work, "snapshotter"),
+  });
+  try {
+    const redis = await fixtures.redis();
+    const image = await buildImage({
+      config: { entrypoint: [redis.executable] },
+      closure: redis.closure,
+    });
+    const file = join(work, "nix-image-redis.tar");
+    await writeFile(file, writeImageArchive(image));
+    const archivePath = (await execFileAsync("nix-store", ["--add", file])).stdout.trim();
+    await fixtures.root("archive", [archivePath]);
+    const reference = `nix:0${archivePath}`;
+    const layered = await layeredArchive("example.test/redis-layered:1", redis.closure, [
+      redis.executable,
+    ]);
+    const layeredPath = join(work, "layered.tar");
+    await writeFile(layeredPath, layered.archive);
+
+    const nixTimes: number[] = [];
+    const ctrTimes: number[] = [];
+    for (let round = 0; round < iterations; round++) {
+      let start = performance.now();
+      await service.pullNixImage(reference);
+      nixTimes.push(performance.now() - start);
+      await client.images.delete({ name: `${reference}:latest`, sync: true });
+      await nixStore.removeRoots(`cri-image-${archivePath.slice(11, 43)}`);
+
+      start = performance.now();
+      await containerd.ctr(["images", "import", "--snapshotter", "overlayfs", layeredPath], {
+        namespace: "bench",
+      });
+      ctrTimes.push(performance.now() - start);
+      await containerd.ctr(["images", "rm", "--sync", "example.test/redis-layered:1"], {
+        namespace: "bench",
+      });
+    }
+    const nix = median(nixTimes);
+    const ctr = median(ctrTimes);
+    const closureBytes = redis.closure.length;
+    process.stdout.write(
+      [
+        `containerd ${version}, nix snapshotter mount mode ${mountMode}, ${iterations} rounds, medians`,
+        `closure: ${closureBytes} store paths; layered image layer ${(layered.layerBytes / 1e6).toFixed(1)} MB gzip`,
+        `PullImage nix:0 (closure present):          ${nix.toFixed(0)} ms  (all: ${nixTimes.map((t) => t.toFixed(0)).join(", ")})`,
+        `ctr images import (same closure, layered):  ${ctr.toFixed(0)} ms  (all: ${ctrTimes.map((t) => t.toFixed(0)).join(", ")})`,
+        `ratio ctr import / PullImage nix:0:          ${(ctr / nix).toFixed(2)}x`,
+        "",
+      ].join("\n"),
+    );
+  } finally {
+    service.close();
+    client.close();
+    await containerd.stop();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await snapshotter.close();
+    await fixtures.cleanup();
+    await rm(gcRootsDir, { recursive: true, force: true });
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+await main();
