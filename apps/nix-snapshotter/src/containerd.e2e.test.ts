@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -12,10 +13,12 @@ import {
 } from "@nix-snapshotter/containerd-client/testing";
 import { type BuiltImage, buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
 import {
+  type BinaryCache,
   createNixFixtures,
   type NixFixtures,
   nixE2eSkipReason,
   type ScriptFixture,
+  startBinaryCache,
 } from "@nix-snapshotter/nix-store/testing";
 import { sha256Digest } from "@nix-snapshotter/oci";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -271,6 +274,111 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
           expect(committed).toEqual([]);
         });
       }
+    },
+  );
+}
+
+// The closure is missing from the store when containerd unpacks the image: the daemon realises
+// it from a binary cache (served on 127.0.0.1, named in NIX_CONFIG) inside Prepare. Roots keep
+// the paths alive while a container uses them; after containerd collects the image, Nix may
+// delete them.
+for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
+  const found = baseSkip ? undefined : findContainerd(version);
+  const skip = baseSkip ?? (found?.bins ? undefined : (found as { reason: string }).reason);
+  describe.skipIf(skip !== undefined)(
+    `containerd ${version}: closure substituted during unpack${skip ? ` (skipped: ${skip})` : ""}`,
+    () => {
+      let setup: Setup;
+      let daemon: DaemonProcess;
+      let containerd: Containerd;
+      let cache: BinaryCache;
+      let missing: string[];
+      let image: BuiltImage;
+      const reference = "docker.io/library/nix-substituted:latest";
+
+      beforeAll(async () => {
+        setup = await createSetup();
+        const synthetic = await setup.fixtures.syntheticClosure({ count: 4, closureInfo: false });
+        missing = synthetic.paths;
+        image = await buildImage({
+          config: { Entrypoint: [setup.script.executable] },
+          closure: [...setup.script.closure, ...missing],
+        });
+        cache = await startBinaryCache({ paths: missing });
+        await synthetic.release();
+        await setup.fixtures.deletePaths(missing);
+        const nixConfig = Object.entries(cache.nixOptions)
+          .map(([name, value]) => `${name} = ${value}`)
+          .join("\n");
+        daemon = await startDaemonProcess({ mountMode: "bind", env: { NIX_CONFIG: nixConfig } });
+        containerd = await startContainerd({ version, proxyPlugins: { nix: daemon.address } });
+      });
+      afterAll(async () => {
+        await containerd?.stop();
+        await daemon?.cleanup();
+        await cache?.close();
+        await setup?.fixtures.cleanup();
+        if (setup) await rm(setup.directory, { recursive: true, force: true });
+      });
+
+      it("realises the missing paths from the cache while unpacking, and runs", async () => {
+        for (const path of missing) expect(existsSync(path)).toBe(false);
+        await containerd.ctr(importArguments(version, await setup.archive(reference, image)));
+        for (const path of missing) expect(existsSync(path)).toBe(true);
+        expect(cache.requests()).toBeGreaterThan(0);
+        const busybox = setup.script.interpreter.replace(/\/sh$/, "/busybox");
+        const { stdout } = await containerd.ctr([
+          "run",
+          "--rm",
+          "--snapshotter",
+          "nix",
+          reference,
+          "list-substituted",
+          busybox,
+          "ls",
+          "-d",
+          ...missing,
+        ]);
+        expect(stdout.trim().split("\n").sort()).toEqual([...missing].sort());
+      });
+
+      it("keeps the paths from Nix's deletion while in use, and lets it delete them after", async () => {
+        const busybox = setup.script.interpreter.replace(/\/sh$/, "/busybox");
+        await containerd.ctr([
+          "run",
+          "--detach",
+          "--snapshotter",
+          "nix",
+          reference,
+          "holder",
+          busybox,
+          "sleep",
+          "600",
+        ]);
+        await containerd.ctr(["images", "remove", "--sync", reference]);
+        const refused = spawnSync("nix-store", ["--delete", ...missing], { encoding: "utf8" });
+        expect(refused.status).not.toBe(0);
+        expect(refused.stderr).toMatch(/still alive/);
+        for (const path of missing) expect(existsSync(path)).toBe(true);
+
+        await containerd.ctr(["tasks", "kill", "--signal", "SIGKILL", "holder"]);
+        for (let attempt = 0; attempt < 100; attempt++) {
+          const task = await containerd.ctr(["tasks", "delete", "holder"], { allowFailure: true });
+          if (task.code === 0) break;
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        await containerd.ctr(["containers", "delete", "holder"]);
+        let rooted = await rootedPaths(daemon);
+        for (let attempt = 0; attempt < 300 && rooted.size > 0; attempt++) {
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          rooted = await rootedPaths(daemon);
+        }
+        expect(rooted).toEqual(new Set());
+        const deleted = spawnSync("nix-store", ["--delete", ...missing], { encoding: "utf8" });
+        expect(deleted.stderr).not.toMatch(/still alive/);
+        expect(deleted.status).toBe(0);
+        for (const path of missing) expect(existsSync(path)).toBe(false);
+      });
     },
   );
 }
