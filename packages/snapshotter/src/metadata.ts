@@ -19,7 +19,10 @@ export interface SnapshotRecord {
   nixPaths: string[];
   /** Closure-info store path of the closure form, if any (its root keeps the closure alive). */
   nixClosure: string | null;
-  /** The snapshot's own labels mark it as a nix layer (it never gets store mounts itself). */
+  /**
+   * The snapshot never gets store mounts itself: it is a nix layer, or a layer being unpacked
+   * (its labels carry `containerd.io/snapshot.ref`), which the differ writes into.
+   */
   nixLayer: boolean;
   /** The layer's store paths were hard-linked into its directory (hardlink mode). */
   linked: boolean;

@@ -286,6 +286,14 @@ describe("nix layers", () => {
     expect(second.map((mount) => mount.type)).toEqual(["overlay"]);
     expect(await s.mounts("nix2-key")).toEqual(second);
     await s.commit("nix2", "nix2-key");
+    // An ordinary layer unpacked on top (labelled with its chain id by containerd's unpacker)
+    // gets no store mounts either; a container does.
+    const ordinary = await s.prepare("ordinary-key", "nix2", {
+      labels: { "containerd.io/snapshot.ref": "sha256:abc" },
+    });
+    expect(ordinary.map((mount) => mount.type)).toEqual(["overlay"]);
+    expect(await s.mounts("ordinary-key")).toEqual(ordinary);
+    await s.remove("ordinary-key");
     const container = await s.prepare("container", "nix2");
     expect(container[0]?.type).toBe("overlay");
     expect(container.slice(1)).toEqual(

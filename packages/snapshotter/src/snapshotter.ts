@@ -30,6 +30,13 @@ import {
   type WalkFunction,
 } from "./types.js";
 
+/**
+ * containerd's unpacker labels every layer snapshot it prepares with the layer's chain id. Such a
+ * snapshot is written by the differ, not run: it gets no store mounts (they would be read-only
+ * targets for the layer's files, and thousands of mounts per extracted layer).
+ */
+const unpackLabel = "containerd.io/snapshot.ref";
+
 /** containerd's limit on a label: key plus value. */
 export const maxLabelSize = 4096;
 
@@ -193,8 +200,8 @@ class OverlaySnapshotter implements Snapshotter {
       this.settings,
     );
     const parentId = parentIds[0];
-    // A nix layer itself gets the plain snapshot: the differ writes its mountpoints into it,
-    // and read-only store mounts there would make the unpack fail.
+    // A nix layer itself, or any layer being unpacked, gets the plain snapshot: the differ
+    // writes into it, and read-only store mounts there would make the unpack fail.
     if (this.mountMode === "bind" && parentId !== undefined && !record.nixLayer) {
       mounts.push(...storePathMounts(this.flattened(parentId)));
     }
@@ -357,7 +364,7 @@ class OverlaySnapshotter implements Snapshotter {
               labels: Object.fromEntries(Object.entries(labels).filter(([, v]) => v !== "")),
               nixPaths,
               nixClosure,
-              nixLayer: request !== undefined,
+              nixLayer: request !== undefined || Object.hasOwn(labels, unpackLabel),
             },
             new PreciseDate(nowNanoseconds()),
           );
