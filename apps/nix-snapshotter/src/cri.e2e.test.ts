@@ -1,7 +1,7 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { promisify } from "node:util";
@@ -20,6 +20,7 @@ import {
   startContainerd,
 } from "@nix-snapshotter/containerd-client/testing";
 import { buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
+import { startRegistry, type TestRegistry } from "@nix-snapshotter/image-builder/testing";
 import {
   type BinaryCache,
   createNixFixtures,
@@ -46,7 +47,7 @@ import { type DaemonProcess, daemonEntry, startDaemonProcess } from "./testing/d
  */
 
 const execFileAsync = promisify(execFile);
-const nixSkip = nixE2eSkipReason(["nix-store", "nix", "patchelf"]);
+const nixSkip = nixE2eSkipReason(["nix-store", "nix", "patchelf", "skopeo", "docker-registry"]);
 const delay = (milliseconds: number) => new Promise((resolve) => setTimeout(resolve, milliseconds));
 
 function blob(mediaType: string, data: Uint8Array): Descriptor {
@@ -127,6 +128,9 @@ for (const [version, mountMode] of cases) {
       let images: ReturnType<typeof createClient<typeof ImageService>>;
       let reference: string;
       let imageId: string;
+      let registry: TestRegistry;
+      let registryImage: string;
+      let registryConfig: string;
 
       beforeAll(async () => {
         work = await mkdtemp(join(tmpdir(), "cri-e2e-"));
@@ -138,6 +142,38 @@ for (const [version, mountMode] of cases) {
         });
         const file = join(work, `nix-image-hello-${nonce}.tar`);
         await writeFile(file, writeImageArchive(image));
+
+        // A second nix image (its mountpoint layer differs: busybox linked from /) in a registry
+        // (plain HTTP on 127.0.0.1), for containerd's CRI's own pull path.
+        const busybox = await fixtures.busybox();
+        const registryArchive = join(work, "registry-image.tar");
+        await writeFile(
+          registryArchive,
+          writeImageArchive(
+            await buildImage({
+              config: { entrypoint: [script.executable] },
+              closure: script.closure,
+              copyToRoot: [busybox.storePath],
+            }),
+          ),
+        );
+        registry = await startRegistry();
+        registryImage = `${registry.host}/nix-hello-${nonce}:1`;
+        await execFileAsync("skopeo", [
+          "copy",
+          "--dest-tls-verify=false",
+          `oci-archive:${registryArchive}`,
+          `docker://${registryImage}`,
+        ]);
+        const hostsDir = join(work, "certs.d", registry.host);
+        await mkdir(hostsDir, { recursive: true });
+        await writeFile(
+          join(hostsDir, "hosts.toml"),
+          `server = "http://${registry.host}"\n[host."http://${registry.host}"]\n  capabilities = ["pull", "resolve"]\n`,
+        );
+        const criImages =
+          version === "2.1" ? "io.containerd.cri.v1.images" : "io.containerd.grpc.v1.cri";
+        registryConfig = `[plugins."${criImages}".registry]\n  config_path = ${JSON.stringify(join(work, "certs.d"))}\n`;
         archivePath = (await execFileAsync("nix-store", ["--add", file])).stdout.trim();
         await fixtures.root("archive", [archivePath]);
         cache = await startBinaryCache({ paths: [archivePath] });
@@ -164,6 +200,7 @@ for (const [version, mountMode] of cases) {
         await containerd?.stop();
         await daemon?.cleanup();
         await cache?.close();
+        await registry?.stop();
         await fixtures?.cleanup();
         if (work) await rm(work, { recursive: true, force: true });
       });
@@ -198,6 +235,7 @@ for (const [version, mountMode] of cases) {
           version,
           proxyPlugins: { nix: daemon.address },
           cri: { snapshotter: "nix", sandboxImage, restrictOomScoreAdj: true },
+          extraConfig: registryConfig,
         });
         await symlink(containerd.address, containerdLink);
         client = createContainerdClient({ address: containerd.address, namespace: "k8s.io" });
@@ -232,18 +270,20 @@ for (const [version, mountMode] of cases) {
         expect(cache.requests()).toBe(requests);
       });
 
-      it("runs a host-network pod with the nix:0 image and reads its output", async () => {
+      /** Runs a host-network pod with one container of `image` and returns the container's log. */
+      async function runPod(image: string, userSpecifiedImage: string): Promise<string> {
         const runtime = client.service(RuntimeService);
-        const logDirectory = join(work, "pod-logs");
+        const name = `pod-${randomBytes(3).toString("hex")}`;
+        const logDirectory = join(work, name);
         const sandboxConfig = {
-          metadata: { name: `pod-${nonce}`, uid: nonce, namespace: "default", attempt: 0 },
+          metadata: { name, uid: name, namespace: "default", attempt: 0 },
           logDirectory,
           linux: {
             securityContext: {
               namespaceOptions: {
                 network: NamespaceMode.NODE,
-                pid: NamespaceMode.NODE,
-                ipc: NamespaceMode.NODE,
+                pid: NamespaceMode.POD,
+                ipc: NamespaceMode.POD,
               },
             },
           },
@@ -258,7 +298,7 @@ for (const [version, mountMode] of cases) {
               podSandboxId: sandbox.podSandboxId,
               config: {
                 metadata: { name: "hello", attempt: 0 },
-                image: { image: imageId, userSpecifiedImage: reference },
+                image: { image, userSpecifiedImage },
                 logPath: "hello.log",
               },
               sandboxConfig,
@@ -266,15 +306,36 @@ for (const [version, mountMode] of cases) {
             { timeoutMs: 120_000 },
           );
           await runtime.startContainer({ containerId: container.containerId });
-          const log = await until("the container's output", async () => {
+          return await until("the container's output", async () => {
             const text = await readFile(join(logDirectory, "hello.log"), "utf8");
             return text.includes("hello from nix store") ? text : undefined;
           });
-          expect(log).toMatch(/ stdout F hello from nix store\n/);
         } finally {
           await runtime.stopPodSandbox({ podSandboxId: sandbox.podSandboxId });
           await runtime.removePodSandbox({ podSandboxId: sandbox.podSandboxId });
         }
+      }
+
+      it("runs a pod (host network) with the nix:0 image and reads its output", async () => {
+        expect(await runPod(imageId, reference)).toMatch(/ stdout F hello from nix store\n/);
+      });
+
+      it("pulls an image with nix layers from a registry through containerd's CRI, and runs it", async () => {
+        const before = (await readdir(daemon.gcRootsDir)).filter((owner) =>
+          owner.startsWith("snapshot-"),
+        );
+        const response = await images.pullImage({ image: { image: registryImage } });
+        expect(response.imageRef).toMatch(/^sha256:[0-9a-f]{64}$/);
+        // CRI's unpacker passed the layer's nix labels: the snapshotter rooted the closure for
+        // the new layer's snapshot.
+        const after = (await readdir(daemon.gcRootsDir)).filter((owner) =>
+          owner.startsWith("snapshot-"),
+        );
+        expect(after.length).toBeGreaterThan(before.length);
+        expect(await runPod(response.imageRef, registryImage)).toMatch(
+          / stdout F hello from nix store\n/,
+        );
+        await images.removeImage({ image: { image: response.imageRef } });
       });
 
       it("RemoveImage releases the archive's root, and containerd's GC the snapshot's", async () => {
