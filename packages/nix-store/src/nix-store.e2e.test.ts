@@ -1,4 +1,4 @@
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmod, lstat, mkdtemp, readFile, readlink, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -34,18 +34,23 @@ async function invalidOf(paths: readonly string[]): Promise<string[]> {
     .filter(Boolean);
 }
 
-/** A spawn hook that remembers the pids of the processes it started. */
-function pidRecorder(): { spawn: SpawnHook; pids: number[] } {
+/** A spawn hook that remembers the processes it started. */
+function pidRecorder(): { spawn: SpawnHook; pids: number[]; calls: string[][] } {
   const pids: number[] = [];
+  const calls: string[][] = [];
   return {
     pids,
+    calls,
     spawn: (command, args, options) => {
       const child = defaultSpawn(command, args, options);
+      calls.push([command, ...args]);
       if (child.pid !== undefined) pids.push(child.pid);
       return child;
     },
   };
 }
+
+const realiseCalls = (calls: string[][]) => calls.filter((call) => call.includes("--realise"));
 
 function alive(pid: number): boolean {
   try {
@@ -112,10 +117,10 @@ describe.skipIf(skipReason !== undefined)(
         const missing = randomStorePath("missing");
         const busybox = await fixtures.busybox();
         for (const attempt of [
-          store.closure([busybox.storePath, missing]),
-          store.pathInfo([missing]),
+          () => store.closure([busybox.storePath, missing]),
+          () => store.pathInfo([missing]),
         ]) {
-          const error = await attempt.catch((e: unknown) => e);
+          const error = await attempt().catch((e: unknown) => e);
           expect(isNixStoreError(error, "NotFound")).toBe(true);
           expect((error as { failedPaths: string[] }).failedPaths).toEqual([missing]);
         }
@@ -210,15 +215,14 @@ describe.skipIf(skipReason !== undefined)(
       it("brings deleted paths back in one Nix process, roots first, with progress", async () => {
         await evict();
         const events: RealiseProgress[] = [];
-        const { spawn, pids } = pidRecorder();
+        const { spawn, calls } = pidRecorder();
         const withPids = createNixStore({ gcRootsDir, nixOptions: cache.nixOptions, spawn });
         await withPids.version();
-        const before = pids.length;
         const result = await withPids.realise([closureInfo], {
           roots: { owner: "substitute-1" },
           onProgress: (event) => events.push(event),
         });
-        expect(pids.length - before).toBe(1);
+        expect(realiseCalls(calls)).toHaveLength(1);
         expect(result.paths).toEqual([closureInfo]);
         expect(new Set(result.substituted)).toEqual(new Set([closureInfo, ...paths]));
         expect(await invalidOf([closureInfo, ...paths])).toEqual([]);
@@ -349,6 +353,61 @@ describe.skipIf(skipReason !== undefined)(
         expect(isNixStoreError(failing)).toBe(true);
         expect((failing as Error).message).toContain("exit 7");
         expect((failing as { stderrTail: string }).stderrTail).toContain("builder: cannot fetch");
+      });
+    });
+
+    describe("valid paths under the GC lock", () => {
+      it("roots valid paths and does not ask Nix to realise them", async () => {
+        const synthetic = await fixtures.syntheticClosure({ count: 200, name: "already-valid" });
+        const { spawn, calls } = pidRecorder();
+        const recorded = createNixStore({ gcRootsDir, nixOptions: { substituters: "" }, spawn });
+        const result = await recorded.realise(synthetic.paths, { roots: { owner: "valid-skip" } });
+        expect(result.alreadyValid).toEqual(synthetic.paths);
+        expect(realiseCalls(calls)).toEqual([]);
+        expect(calls.some((call) => call[0]!.endsWith("/flock") && call[1] === "--shared")).toBe(
+          true,
+        );
+        expect(await recorded.listRoots("valid-skip")).toEqual([...synthetic.paths].sort());
+        await recorded.removeRoots("valid-skip");
+        await synthetic.release();
+      });
+
+      it("waits while a garbage collector holds the lock", async () => {
+        // A private state directory, so that holding its lock blocks nobody else.
+        const stateDir = await mkdtemp(join(workDir, "state-"));
+        const lock = join(stateDir, "gc.lock");
+        await writeFile(lock, "");
+        const busybox = await fixtures.busybox();
+        const holder = spawn("flock", ["--exclusive", lock, "sh", "-c", "echo locked; read line"], {
+          stdio: ["pipe", "pipe", "inherit"],
+        });
+        const order: string[] = [];
+        const holderExited = new Promise<void>((resolve) =>
+          holder.on("exit", () => {
+            order.push("collector released the lock");
+            resolve();
+          }),
+        );
+        await new Promise<void>((resolve) => holder.stdout!.once("data", () => resolve()));
+        const { spawn: record, calls } = pidRecorder();
+        const locked = createNixStore({ gcRootsDir, nixStateDir: stateDir, spawn: record });
+        const realised = locked
+          .realise([busybox.storePath], { roots: { owner: "lock-wait" } })
+          .then((result) => {
+            order.push("realise returned");
+            return result;
+          });
+        while (!calls.some((call) => call[0]!.endsWith("/flock"))) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        await new Promise((resolve) => setTimeout(resolve, 300));
+        expect(order).toEqual([]);
+        holder.stdin!.end("done\n");
+        await holderExited;
+        const result = await realised;
+        expect(order).toEqual(["collector released the lock", "realise returned"]);
+        expect(result.alreadyValid).toEqual([busybox.storePath]);
+        await locked.removeRoots("lock-wait");
       });
     });
 

@@ -1,6 +1,6 @@
 import type { ChildProcess } from "node:child_process";
 import { EventEmitter } from "node:events";
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
@@ -73,19 +73,21 @@ describe("createNixStore: hostile input never reaches a process", () => {
 
   it.each(hostileLists)("%s", async (_label, paths) => {
     const { spawn, calls } = scriptedSpawn(() => ({}));
-    const store = createNixStore({ spawn, gcRootsDir: join(dir, "roots") });
-    const attempts: Promise<unknown>[] = [
-      store.realise(paths, { roots: { owner: "snapshot-1" } }),
-      store.realise(paths),
-      store.isValid(paths),
-      store.queryValidPaths(paths),
-      store.closure(paths),
-      store.pathInfo(paths),
-      store.addRoots("snapshot-1", paths),
+    const store = createNixStore({ spawn, gcRootsDir: join(dir, "roots"), gcLockShortcut: false });
+    const attempts: (() => Promise<unknown>)[] = [
+      () => store.realise(paths, { roots: { owner: "snapshot-1" } }),
+      () => store.realise(paths),
+      () => store.isValid(paths),
+      () => store.queryValidPaths(paths),
+      () => store.closure(paths),
+      () => store.pathInfo(paths),
+      () => store.addRoots("snapshot-1", paths),
     ];
-    if (paths.length === 1) attempts.push(store.readClosureInfo(paths[0]!));
+    if (paths.length === 1) attempts.push(() => store.readClosureInfo(paths[0]!));
     for (const attempt of attempts) {
-      await expect(attempt).rejects.toSatisfy((error) => isNixStoreError(error, "InvalidArgument"));
+      await expect(attempt()).rejects.toSatisfy((error) =>
+        isNixStoreError(error, "InvalidArgument"),
+      );
     }
     expect(calls).toEqual([]);
     expect(await readdir(dir)).toEqual([]);
@@ -93,7 +95,7 @@ describe("createNixStore: hostile input never reaches a process", () => {
 
   it("rejects bad owners, options and timeouts before anything runs", async () => {
     const { spawn, calls } = scriptedSpawn(() => ({}));
-    const store = createNixStore({ spawn, gcRootsDir: join(dir, "roots") });
+    const store = createNixStore({ spawn, gcRootsDir: join(dir, "roots"), gcLockShortcut: false });
     await expect(store.realise([good], { roots: { owner: "../x" } })).rejects.toThrow(/owner/);
     await expect(store.realise([good], { nixOptions: { "--substituters": "x" } })).rejects.toThrow(
       /Nix option/,
@@ -134,6 +136,7 @@ describe("createNixStore: how Nix is called", () => {
       spawn,
       nixBin: "/opt/nix/bin",
       gcRootsDir: join(dir, "roots"),
+      gcLockShortcut: false,
       nixOptions: { substituters: "http://127.0.0.1:1" },
     });
     const result = await store.realise([good, other, good], { roots: { owner: "7" } });
@@ -159,7 +162,12 @@ describe("createNixStore: how Nix is called", () => {
 
   it("uses max-substitution-jobs on Nix >= 2.17", async () => {
     const { spawn, calls } = scriptedSpawn((call) => versionAnswer("2.24.3")(call) ?? {});
-    const store = createNixStore({ spawn, gcRootsDir: join(dir, "roots"), substitutionJobs: 4 });
+    const store = createNixStore({
+      spawn,
+      gcRootsDir: join(dir, "roots"),
+      gcLockShortcut: false,
+      substitutionJobs: 4,
+    });
     await store.realise([good]);
     const args = calls.find((call) => call.args[0] === "--realise")!.args;
     expect(args).toContain("max-substitution-jobs");
@@ -179,7 +187,7 @@ describe("createNixStore: how Nix is called", () => {
       // --check-validity --print-invalid: `other` is invalid
       return { stdout: `${other}\n` };
     });
-    const store = createNixStore({ spawn, gcRootsDir: join(dir, "roots") });
+    const store = createNixStore({ spawn, gcRootsDir: join(dir, "roots"), gcLockShortcut: false });
     const error = await store.realise([good, other], { roots: { owner: "9" } }).catch((e) => e);
     expect(isNixStoreError(error, "NotFound")).toBe(true);
     expect(error.failedPaths).toEqual([other]);
@@ -188,8 +196,62 @@ describe("createNixStore: how Nix is called", () => {
     expect(await store.listRootOwners()).toEqual([]);
   });
 
+  it("checks validity under a shared GC lock and gives Nix only the invalid paths", async () => {
+    const stateDir = join(dir, "state");
+    await mkdir(stateDir);
+    await writeFile(join(stateDir, "gc.lock"), "");
+    const { spawn, calls } = scriptedSpawn((call) => {
+      const version = versionAnswer("2.8.0")(call);
+      if (version !== undefined) return version;
+      // flock --shared <lock> nix-store --check-validity --print-invalid ...: `other` is invalid
+      if (call.args[0] === "--shared") return { stdout: `${other}\n` };
+      return {};
+    });
+    const store = createNixStore({ spawn, nixStateDir: stateDir, gcRootsDir: join(dir, "roots") });
+    const result = await store.realise([good, other], { roots: { owner: "5" } });
+    expect(result.alreadyValid).toEqual([good]);
+    const flock = calls.find((call) => call.args[0] === "--shared")!;
+    expect(flock.command).toMatch(/\/flock$/);
+    expect(flock.args.slice(0, 5)).toEqual([
+      "--shared",
+      join(stateDir, "gc.lock"),
+      "nix-store",
+      "--check-validity",
+      "--print-invalid",
+    ]);
+    const realise = calls.filter((call) => call.args[0] === "--realise");
+    expect(realise).toHaveLength(1);
+    expect(realise[0]!.args.at(-1)).toBe(other);
+    expect(realise[0]!.args).not.toContain(good);
+    // The roots cover every requested path, valid or not.
+    expect(await store.listRoots("5")).toEqual([good, other].sort());
+
+    calls.length = 0;
+    const allValid = createNixStore({
+      spawn: scriptedSpawn((call) => versionAnswer("2.8.0")(call) ?? {}).spawn,
+      nixStateDir: stateDir,
+      gcRootsDir: join(dir, "roots"),
+    });
+    expect((await allValid.realise([good, other])).alreadyValid).toEqual([good, other]);
+  });
+
+  it("realises everything when the GC lock file is missing", async () => {
+    const { spawn, calls } = scriptedSpawn((call) => versionAnswer("2.8.0")(call) ?? {});
+    const store = createNixStore({
+      spawn,
+      nixStateDir: join(dir, "none"),
+      gcRootsDir: join(dir, "roots"),
+    });
+    expect((await store.realise([good])).alreadyValid).toEqual([]);
+    expect(calls.map((call) => call.args[0])).toEqual(["--version", "--realise"]);
+  });
+
   it("maps a missing nix-store to FailedPrecondition", async () => {
-    const store = createNixStore({ nixBin: join(dir, "nowhere"), gcRootsDir: join(dir, "roots") });
+    const store = createNixStore({
+      nixBin: join(dir, "nowhere"),
+      gcRootsDir: join(dir, "roots"),
+      gcLockShortcut: false,
+    });
     await expect(store.version()).rejects.toSatisfy((error) =>
       isNixStoreError(error, "FailedPrecondition"),
     );

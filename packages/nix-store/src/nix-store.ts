@@ -1,9 +1,10 @@
-import { constants } from "node:fs";
-import { lstat, open } from "node:fs/promises";
-import { join } from "node:path";
+import { accessSync, constants } from "node:fs";
+import { access, lstat, open } from "node:fs/promises";
+import { delimiter, join } from "node:path";
 import { isNixStoreError, NixStoreError } from "./errors.js";
 import {
   createGcRoots,
+  DEFAULT_NIX_STATE_DIR,
   defaultGcRootsDir,
   forEachLimited,
   type GcRootSet,
@@ -45,6 +46,14 @@ export interface NixStoreOptions {
    * `--max-jobs` there; newer Nix gets `max-substitution-jobs`. Default 16.
    */
   substitutionJobs?: number;
+  /** Nix's state directory (holds `gc.lock` and `gcroots`). Default `/nix/var/nix`. */
+  nixStateDir?: string;
+  /**
+   * Before `nix-store --realise`, check validity while holding a shared lock on Nix's
+   * `gc.lock` (with util-linux `flock`) and hand only the invalid paths to Nix. Default true;
+   * falls back to realising every path when `flock` or the lock file is not usable.
+   */
+  gcLockShortcut?: boolean;
   /** Environment of Nix processes. Default `process.env`. */
   env?: NodeJS.ProcessEnv;
   logger?: Logger;
@@ -82,6 +91,11 @@ export interface RealiseResult {
   substituted: string[];
   /** Derivations Nix reported building during this call. */
   built: string[];
+  /**
+   * Requested paths found valid (under the GC lock) after the roots existed, so Nix was not
+   * asked to realise them. Empty when the shortcut is off or unavailable.
+   */
+  alreadyValid: string[];
   /** The roots created for `roots.owner`, if requested. */
   roots: GcRootSet | undefined;
 }
@@ -123,7 +137,11 @@ const closureInfoMaxBytes = 64 * 1024 * 1024;
 
 export function createNixStore(options: NixStoreOptions = {}): NixStore {
   const storeDir = validateStoreDir(options.storeDir ?? DEFAULT_STORE_DIR);
-  const gcRootsDir = options.gcRootsDir ?? defaultGcRootsDir();
+  const nixStateDir = options.nixStateDir ?? DEFAULT_NIX_STATE_DIR;
+  const gcRootsDir = options.gcRootsDir ?? defaultGcRootsDir(nixStateDir);
+  const gcLockPath = join(nixStateDir, "gc.lock");
+  const flockCommand =
+    options.gcLockShortcut === false ? undefined : findOnPath("flock", options.env ?? process.env);
   if (!gcRootsDir.startsWith("/")) {
     throw new NixStoreError(
       "InvalidArgument",
@@ -317,8 +335,59 @@ export function createNixStore(options: NixStoreOptions = {}): NixStore {
     return result;
   }
 
-  async function realiseWithNix(paths: string[], realiseOptions: RealiseOptions) {
+  /**
+   * The invalid subset of `paths`, checked while holding a shared lock on Nix's GC lock, or
+   * undefined when that is not possible. Nix's garbage collector holds that lock exclusively for
+   * its whole run, so once we hold it shared, no collection that started before our roots
+   * existed is still running, and later ones see the roots: paths valid now stay valid.
+   */
+  async function invalidUnderGcLock(
+    paths: string[],
+    realiseOptions: RealiseOptions,
+  ): Promise<Set<string> | undefined> {
+    if (flockCommand === undefined) return undefined;
+    try {
+      await access(gcLockPath, constants.R_OK);
+    } catch {
+      return undefined;
+    }
+    const invalid = new Set<string>();
+    for (const chunk of chunkByBytes(paths)) {
+      const result = await runProcess({
+        spawn,
+        command: flockCommand,
+        args: [
+          "--shared",
+          gcLockPath,
+          nixStoreCommand,
+          "--check-validity",
+          "--print-invalid",
+          ...optionArgs(realiseOptions.nixOptions),
+          ...chunk,
+        ],
+        description: `validity check of ${chunk.length} store path(s) under the GC lock`,
+        env,
+        signal: realiseOptions.signal,
+        timeoutMs: realiseOptions.timeoutMs,
+      });
+      if (result.exitCode !== 0) {
+        logger.debug(
+          { stderr: result.stderrTail },
+          "validity check under the GC lock failed; realising every path",
+        );
+        return undefined;
+      }
+      for (const line of lines(result.stdout)) invalid.add(line);
+    }
+    return invalid;
+  }
+
+  async function realiseWithNix(allPaths: string[], realiseOptions: RealiseOptions) {
     const [nixVersion, features] = await Promise.all([version(), version().then(nixFeatures)]);
+    const invalid = await invalidUnderGcLock(allPaths, realiseOptions);
+    const paths = invalid === undefined ? allPaths : allPaths.filter((path) => invalid.has(path));
+    const alreadyValid = invalid === undefined ? [] : allPaths.filter((path) => !invalid.has(path));
+    if (paths.length === 0) return { substituted: [], built: [], alreadyValid };
     const substituted = new Set<string>();
     const built = new Set<string>();
     const onEvent = (event: RealiseProgress) => {
@@ -390,7 +459,7 @@ export function createNixStore(options: NixStoreOptions = {}): NixStore {
         stderrTail: first.stderrTail,
       });
     }
-    return { substituted: [...substituted], built: [...built] };
+    return { substituted: [...substituted], built: [...built], alreadyValid };
   }
 
   async function realiseWithExternalBuilder(
@@ -469,7 +538,13 @@ export function createNixStore(options: NixStoreOptions = {}): NixStore {
         { failedPaths: stillMissing },
       );
     }
-    return { substituted: [], built: missing.map((storePath) => storePath.path) };
+    return {
+      substituted: [],
+      built: missing.map((storePath) => storePath.path),
+      alreadyValid: paths
+        .filter((storePath) => valid.has(storePath.path))
+        .map((storePath) => storePath.path),
+    };
   }
 
   async function realise(
@@ -497,7 +572,9 @@ export function createNixStore(options: NixStoreOptions = {}): NixStore {
       );
     }
     const list = parsed.map((storePath) => storePath.path);
-    if (list.length === 0) return { paths: [], substituted: [], built: [], roots: undefined };
+    if (list.length === 0) {
+      return { paths: [], substituted: [], built: [], alreadyValid: [], roots: undefined };
+    }
     const roots = owner === undefined ? undefined : await gcRoots.add(owner, parsed);
     try {
       const outcome =
@@ -642,4 +719,18 @@ export function parseRegistration(text: string): PathInfo[] {
     });
   }
   return infos;
+}
+
+function findOnPath(program: string, env: NodeJS.ProcessEnv): string | undefined {
+  for (const directory of (env.PATH ?? "").split(delimiter)) {
+    if (directory === "") continue;
+    const candidate = join(directory, program);
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // next
+    }
+  }
+  return undefined;
 }
