@@ -11,7 +11,20 @@ import {
   findContainerd,
   startContainerd,
 } from "@nix-snapshotter/containerd-client/testing";
-import { type BuiltImage, buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
+import {
+  type BuiltImage,
+  buildImage,
+  createMemoryImageSource,
+  createRegistryClient,
+  pushImage,
+  staticCredentials,
+  writeImageArchive,
+} from "@nix-snapshotter/image-builder";
+import {
+  DOCKER_REGISTRY_BINARY,
+  startRegistry,
+  type TestRegistry,
+} from "@nix-snapshotter/image-builder/testing";
 import {
   type BinaryCache,
   createNixFixtures,
@@ -274,6 +287,67 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
           expect(committed).toEqual([]);
         });
       }
+    },
+  );
+}
+
+// A registry pull: containerd 2.1's `ctr images pull` goes through the Transfer service, whose
+// unpacker passes the layer annotations as labels. (1.7's Transfer pull ignores --plain-http and
+// its local pull passes no labels: there, CRI pulls are the registry path.)
+{
+  const found = baseSkip ? undefined : findContainerd("2.1");
+  const registrySkip = existsSync(DOCKER_REGISTRY_BINARY) ? undefined : "docker-registry missing";
+  const skip =
+    baseSkip ?? registrySkip ?? (found?.bins ? undefined : (found as { reason: string }).reason);
+  describe.skipIf(skip !== undefined)(
+    `containerd 2.1 pulls a nix image from a registry${skip ? ` (skipped: ${skip})` : ""}`,
+    () => {
+      let setup: Setup;
+      let daemon: DaemonProcess;
+      let containerd: Containerd;
+      let registry: TestRegistry;
+
+      beforeAll(async () => {
+        setup = await createSetup();
+        registry = await startRegistry();
+        daemon = await startDaemonProcess({ mountMode: "bind" });
+        containerd = await startContainerd({
+          version: "2.1",
+          proxyPlugins: { nix: daemon.address },
+        });
+      });
+      afterAll(async () => {
+        await containerd?.stop();
+        await daemon?.cleanup();
+        await registry?.stop();
+        await setup?.fixtures.cleanup();
+        if (setup) await rm(setup.directory, { recursive: true, force: true });
+      });
+
+      it("pulls with --snapshotter nix and runs a program from the Nix store", async () => {
+        await pushImage({
+          client: createRegistryClient({
+            registry: registry.host,
+            plainHttp: true,
+            credentials: staticCredentials(undefined),
+          }),
+          repository: "library/nix-pulled",
+          tag: "latest",
+          source: createMemoryImageSource(setup.image.manifestDescriptor, setup.image.blobs),
+        });
+        const reference = `${registry.host}/library/nix-pulled:latest`;
+        await containerd.ctr(["images", "pull", "--plain-http", "--snapshotter", "nix", reference]);
+        expect(await rootedPaths(daemon)).toEqual(new Set(setup.script.closure));
+        const { stdout } = await containerd.ctr([
+          "run",
+          "--rm",
+          "--snapshotter",
+          "nix",
+          reference,
+          "pulled",
+        ]);
+        expect(stdout.trim()).toBe("hello from nix store");
+      });
     },
   );
 }
