@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ContainerdClient, createContainerdClient } from "./client.js";
 import { isContainerdError } from "./errors.js";
 import { importArchive } from "./import-archive.js";
-import { busyboxArchive } from "./test-images.js";
+import { busyboxArchive, busyboxDockerArchive } from "./test-images.js";
 import {
   type Containerd,
   type ContainerdVersion,
@@ -93,6 +93,24 @@ for (const version of versions) {
         `again-${nonce}`,
       ]);
       expect(run.stdout).toBe(`hello ${nonce}\n`);
+    });
+
+    it("imports a docker archive under its normalised RepoTag", async () => {
+      const archive = busyboxDockerArchive({
+        repoTag: `docker-${nonce}:2`,
+        message: `docker ${nonce}\n`,
+      });
+      const result = await importArchive(client, archive, { snapshotter: "overlayfs" });
+      expect(result.names).toEqual([`docker.io/library/docker-${nonce}:2`]);
+      const run = await containerd.ctr([
+        "run",
+        "--rm",
+        "--snapshotter",
+        "overlayfs",
+        `docker.io/library/docker-${nonce}:2`,
+        `docker-${nonce}`,
+      ]);
+      expect(run.stdout).toBe(`docker ${nonce}\n`);
     });
 
     it("refuses a layer whose diff id does not match, leaving no snapshot behind", async () => {

@@ -82,3 +82,35 @@ export function busyboxArchive(options: TestImageOptions): Buffer {
     blobs,
   });
 }
+
+/** A docker archive (`docker save` layout: manifest.json, config, uncompressed layer tars). */
+export function busyboxDockerArchive(options: { repoTag: string; message: string }): Buffer {
+  const layer = writeTar([
+    { name: "bin", type: "directory", mode: 0o755 },
+    { name: "bin/busybox", type: "file", mode: 0o755, data: readFileSync("/bin/busybox") },
+    { name: "bin/cat", type: "symlink", linkname: "busybox" },
+    { name: "message", type: "file", mode: 0o644, data: Buffer.from(options.message) },
+  ]);
+  const config: ImageConfig = {
+    architecture: "amd64",
+    os: "linux",
+    config: { Entrypoint: ["/bin/cat", "/message"] },
+    rootfs: { type: "layers", diff_ids: [sha256Digest(layer)] },
+  };
+  const configBlob = Buffer.from(JSON.stringify(config));
+  const configName = `${sha256Digest(configBlob).slice("sha256:".length)}.json`;
+  const manifest = [
+    { Config: configName, RepoTags: [options.repoTag], Layers: ["layer/layer.tar"] },
+  ];
+  return writeTar([
+    { name: configName, type: "file", mode: 0o644, data: configBlob },
+    { name: "layer", type: "directory", mode: 0o755 },
+    { name: "layer/layer.tar", type: "file", mode: 0o644, data: layer },
+    {
+      name: "manifest.json",
+      type: "file",
+      mode: 0o644,
+      data: Buffer.from(JSON.stringify(manifest)),
+    },
+  ]);
+}
