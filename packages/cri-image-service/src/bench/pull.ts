@@ -191,6 +191,11 @@ async function main(): Promise<void> {
         "",
       ].join("\n"),
     );
+    // `--json`: the same figures as one JSON line (read by bench/ at the root).
+    if (process.argv.includes("--json")) {
+      const figure = `PullImage nix:0 (redis, containerd ${version}, ${mountMode})`;
+      console.log(JSON.stringify({ figures: [{ figure, ours: nix, baseline: ctr, unit: "ms" }] }));
+    }
   } finally {
     service.close();
     client.close();

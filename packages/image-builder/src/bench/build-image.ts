@@ -119,3 +119,16 @@ console.log("");
 console.log(
   "ratio < 1: ours is faster / smaller. Baseline time excludes creating the tree on disk.",
 );
+// `--json`: the same figures as one JSON line (read by bench/ at the root).
+if (process.argv.includes("--json")) {
+  const figures = rows.flatMap((row) => [
+    { figure: `image, ${row.count} paths`, ours: row.ourMs, baseline: row.baselineMs, unit: "ms" },
+    {
+      figure: `layer size, ${row.count} paths`,
+      ours: row.layerBytes,
+      baseline: row.baselineBytes,
+      unit: "bytes",
+    },
+  ]);
+  console.log(JSON.stringify({ figures }));
+}

@@ -59,6 +59,8 @@ async function main(): Promise<void> {
   console.log(`node ${process.version}, ${version.text}`);
   console.log("");
   const rows: string[][] = [["case", "this package", "per-path loop", "ratio"]];
+  // `--json`: the same figures as one JSON line at the end (read by bench/ at the root).
+  const figures: { figure: string; ours: number; baseline: number; unit: "ms" }[] = [];
   try {
     for (const count of sizes) {
       const synthetic = await fixtures.syntheticClosure({
@@ -75,6 +77,7 @@ async function main(): Promise<void> {
         join(fixtures.rootsDir, `baseline-${count}`),
         ["--option", "substituters", ""],
       );
+      figures.push({ figure: `roots + realise, ${count} valid paths`, ours, baseline, unit: "ms" });
       rows.push([
         `roots + realise, ${count} valid paths`,
         seconds(ours),
@@ -131,6 +134,12 @@ async function main(): Promise<void> {
         if ((await cached.queryValidPaths(synthetic.paths)).length !== count) {
           throw new Error("the per-path loop did not substitute every path");
         }
+        figures.push({
+          figure: `substitute ${count} paths, ${latencyMs} ms per request`,
+          ours,
+          baseline,
+          unit: "ms",
+        });
         rows.push([
           `substitute ${count} paths, ${latencyMs} ms per request`,
           seconds(ours),
@@ -155,6 +164,7 @@ async function main(): Promise<void> {
     console.log(`| ${row.map((cell, column) => cell.padEnd(widths[column]!)).join(" | ")} |`);
     if (index === 0) console.log(`| ${widths.map((width) => "-".repeat(width)).join(" | ")} |`);
   }
+  if (process.argv.includes("--json")) console.log(JSON.stringify({ figures }));
 }
 
 await main();

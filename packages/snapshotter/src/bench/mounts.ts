@@ -62,6 +62,8 @@ async function main(): Promise<void> {
     await mkdir(nix.storeDir);
     console.log(`Mounts of a container on a nix layer, ${iterations} calls each (ms)`);
     console.log("paths  mode      mounts  p50      mean     baseline p50 (plain overlay)  ratio");
+    // `--json`: the same figures as one JSON line at the end (read by bench/ at the root).
+    const figures: { figure: string; ours: number; baseline: number; unit: "ms" }[] = [];
     for (const count of [100, 10_000]) {
       const paths: string[] = [];
       for (let index = 0; index < count; index++) {
@@ -77,11 +79,18 @@ async function main(): Promise<void> {
         const snapshotter = await setup(directory, mode, paths, nix);
         const result = await measure(snapshotter);
         await snapshotter.close();
+        figures.push({
+          figure: `Mounts p50, ${count} paths, ${mode}`,
+          ours: result.p50,
+          baseline: base.p50,
+          unit: "ms",
+        });
         console.log(
           `${String(count).padEnd(6)} ${mode.padEnd(9)} ${String(result.mounts).padEnd(7)} ${result.p50.toFixed(3).padEnd(8)} ${result.mean.toFixed(3).padEnd(8)} ${base.p50.toFixed(3).padEnd(29)} ${(result.p50 / base.p50).toFixed(2)}x`,
         );
       }
     }
+    if (process.argv.includes("--json")) console.log(JSON.stringify({ figures }));
   } finally {
     await rm(directory, { recursive: true, force: true });
   }
