@@ -95,6 +95,33 @@ for (const version of versions) {
       expect(run.stdout).toBe(`hello ${nonce}\n`);
     });
 
+    it("two concurrent imports of one new image both succeed, with one copy of each blob", async () => {
+      const concurrentName = `example.test/concurrent-${nonce}:1`;
+      const concurrent = busyboxArchive({
+        name: concurrentName,
+        entrypoint: ["/bin/cat", "/data"],
+        files: { data: `concurrent ${nonce}\n` },
+      });
+      const [first, second] = await Promise.all([
+        importArchive(client, concurrent, { snapshotter: "overlayfs" }),
+        importArchive(client, concurrent, { snapshotter: "overlayfs" }),
+      ]);
+      expect(first.target.digest).toBe(second.target.digest);
+      // The busybox layer is shared with the first image; the rest was written once in all.
+      expect(first.contentWritten + second.contentWritten).toBe(3);
+      const snapshots = await containerd.ctr(["snapshots", "--snapshotter", "overlayfs", "ls"]);
+      expect(snapshots.stdout).not.toContain("extract-");
+      const run = await containerd.ctr([
+        "run",
+        "--rm",
+        "--snapshotter",
+        "overlayfs",
+        concurrentName,
+        `concurrent-${nonce}`,
+      ]);
+      expect(run.stdout).toBe(`concurrent ${nonce}\n`);
+    });
+
     it("imports a docker archive under its normalised RepoTag", async () => {
       const archive = busyboxDockerArchive({
         repoTag: `docker-${nonce}:2`,
