@@ -33,7 +33,7 @@ import {
   type ScriptFixture,
   startBinaryCache,
 } from "@nix-snapshotter/nix-store/testing";
-import { sha256Digest } from "@nix-snapshotter/oci";
+import { MediaType, sha256Digest, writeOciArchive, writeTar } from "@nix-snapshotter/oci";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DaemonProcess, startDaemonProcess } from "./testing/daemon-process.js";
 
@@ -289,6 +289,124 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
       }
     },
   );
+}
+
+/** An OCI archive of an ordinary one-layer image: `/etc/ordinary.txt` = "ordinary layer". */
+function ordinaryBaseArchive(): Buffer {
+  const encoder = new TextEncoder();
+  const layer = writeTar([
+    { name: "etc", type: "directory" },
+    { name: "etc/ordinary.txt", type: "file", data: encoder.encode("ordinary layer\n") },
+  ]);
+  const layerDigest = sha256Digest(layer);
+  const config = encoder.encode(
+    JSON.stringify({
+      architecture: "amd64",
+      os: "linux",
+      config: {},
+      rootfs: { type: "layers", diff_ids: [layerDigest] },
+    }),
+  );
+  const configDigest = sha256Digest(config);
+  const manifest = encoder.encode(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.ImageManifest,
+      config: { mediaType: MediaType.ImageConfig, digest: configDigest, size: config.length },
+      layers: [{ mediaType: MediaType.ImageLayer, digest: layerDigest, size: layer.length }],
+    }),
+  );
+  const manifestDigest = sha256Digest(manifest);
+  return writeOciArchive({
+    manifests: [
+      {
+        descriptor: {
+          mediaType: MediaType.ImageManifest,
+          digest: manifestDigest,
+          size: manifest.length,
+        },
+        names: [],
+      },
+    ],
+    blobs: new Map([
+      [layerDigest, layer],
+      [configDigest, config],
+      [manifestDigest, manifest],
+    ]),
+  });
+}
+
+// Nix layers interleave with ordinary ones: ordinary layer, nix layer (synthetic paths), then a
+// second nix layer (busybox script) built `fromImage` the first. The container sees the files of
+// the ordinary layer and the store paths of both nix layers.
+{
+  const found = baseSkip ? undefined : findContainerd("2.1");
+  const skip = baseSkip ?? (found?.bins ? undefined : (found as { reason: string }).reason);
+  for (const mountMode of ["bind", "hardlink"] as const) {
+    describe.skipIf(skip !== undefined)(
+      `containerd 2.1: ordinary and nix layers interleaved, ${mountMode} mode${skip ? ` (skipped: ${skip})` : ""}`,
+      () => {
+        let setup: Setup;
+        let daemon: DaemonProcess;
+        let containerd: Containerd;
+
+        beforeAll(async () => {
+          setup = await createSetup();
+          daemon = await startDaemonProcess({ mountMode });
+          containerd = await startContainerd({
+            version: "2.1",
+            proxyPlugins: { nix: daemon.address },
+          });
+        });
+        afterAll(async () => {
+          await containerd?.stop();
+          await daemon?.cleanup();
+          await setup?.fixtures.cleanup();
+          if (setup) await rm(setup.directory, { recursive: true, force: true });
+        });
+
+        it("runs and sees the ordinary files and the store paths of both nix layers", async () => {
+          const synthetic = await setup.fixtures.syntheticClosure({
+            count: 2,
+            closureInfo: false,
+          });
+          const first = await buildImage({
+            fromImage: ordinaryBaseArchive(),
+            closure: synthetic.paths,
+          });
+          const second = await buildImage({
+            fromImage: writeImageArchive(first),
+            closure: setup.script.closure,
+            config: { Entrypoint: [setup.script.executable] },
+          });
+          expect(second.manifest.layers).toHaveLength(3);
+          const reference = `docker.io/library/interleaved-${mountMode}:latest`;
+          await containerd.ctr(importArguments("2.1", await setup.archive(reference, second)));
+          expect(await rootedPaths(daemon)).toEqual(
+            new Set([...synthetic.paths, ...setup.script.closure]),
+          );
+          const busybox = setup.script.interpreter.replace(/\/sh$/, "/busybox");
+          const { stdout } = await containerd.ctr([
+            "run",
+            "--rm",
+            "--snapshotter",
+            "nix",
+            reference,
+            `interleaved-${mountMode}`,
+            busybox,
+            "sh",
+            "-c",
+            `cat /etc/ordinary.txt && ls -d ${synthetic.paths.join(" ")} && ${setup.script.executable}`,
+          ]);
+          expect(stdout.trim().split("\n")).toEqual([
+            "ordinary layer",
+            ...[...synthetic.paths].sort(),
+            "hello from nix store",
+          ]);
+        });
+      },
+    );
+  }
 }
 
 // A registry pull: containerd 2.1's `ctr images pull` goes through the Transfer service, whose
