@@ -85,11 +85,21 @@ export async function linkStorePaths(
   concurrency = 8,
 ): Promise<LinkStats> {
   const stats: LinkStats = { linked: 0, copied: 0, directories: 0, symlinks: 0 };
+  // Every store path has the same parent (the store directory): check it once.
+  const parents = new Map<string, Promise<string>>();
+  const parentOf = (directory: string) => {
+    let parent = parents.get(directory);
+    if (parent === undefined) {
+      parent = realDirectories(root, directory);
+      parents.set(directory, parent);
+    }
+    return parent;
+  };
   let next = 0;
   const worker = async () => {
     while (next < storePaths.length) {
       const storePath = storePaths[next++]!;
-      const parent = await realDirectories(root, dirname(storePath));
+      const parent = await parentOf(dirname(storePath));
       const destination = join(parent, storePath.slice(dirname(storePath).length + 1));
       await rm(destination, { recursive: true, force: true });
       await copyTree(storePath, destination, stats);

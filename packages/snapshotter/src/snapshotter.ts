@@ -456,15 +456,20 @@ class OverlaySnapshotter implements Snapshotter {
       );
     }
     if (this.mountMode === "bind") {
-      for (const path of paths) {
-        const stats = await lstat(path);
-        if (stats.isSymbolicLink()) {
-          throw new SnapshotterError(
-            ErrorCode.InvalidArgument,
-            `snapshot "${key}": label "${labelOf.get(path)}": store path "${path}" is a symbolic link, which a bind mount would follow`,
-          );
+      let next = 0;
+      const worker = async () => {
+        while (next < paths.length) {
+          const path = paths[next++]!;
+          const stats = await lstat(path);
+          if (stats.isSymbolicLink()) {
+            throw new SnapshotterError(
+              ErrorCode.InvalidArgument,
+              `snapshot "${key}": label "${labelOf.get(path)}": store path "${path}" is a symbolic link, which a bind mount would follow`,
+            );
+          }
         }
-      }
+      };
+      await Promise.all(Array.from({ length: Math.min(16, paths.length) }, worker));
     }
     return paths;
   }
