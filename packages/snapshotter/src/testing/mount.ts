@@ -46,7 +46,7 @@ async function ensureMountpoint(path: string, source: string): Promise<void> {
 /**
  * Mounts what a snapshotter returned onto `target` with mount(8), as containerd would: the
  * first mount is the root filesystem, later ones with a `target` go below it.
- * `fuse3.fuse-overlayfs` mounts run the `fuse-overlayfs` program. Needs root.
+ * `fuse3.<type>` mounts go through the `mount.fuse3` helper, as containerd's do. Needs root.
  */
 export async function mountAll(mounts: readonly Mount[], target: string): Promise<void> {
   for (const mount of mounts) {
@@ -54,9 +54,14 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
     if (mount.target !== undefined) await ensureMountpoint(destination, mount.source);
     if (mount.type === "bind") {
       await run("mount", ["-o", mount.options.join(","), mount.source, destination]);
-    } else if (mount.type === "fuse3.fuse-overlayfs") {
-      const { options, cwd } = compactOverlayOptions(mount.options);
-      await run("fuse-overlayfs", ["-o", options.join(","), destination], cwd ? { cwd } : {});
+    } else if (mount.type.startsWith("fuse3.") || mount.type.startsWith("fuse.")) {
+      // As containerd does: the mount.fuse3 helper, one -o per option, the type after the prefix.
+      const [prefix, ...rest] = mount.type.split(".");
+      const helper = prefix === "fuse3" ? "mount.fuse3" : "mount.fuse";
+      const args = [mount.source, destination];
+      for (const option of mount.options) args.push("-o", option);
+      args.push("-t", rest.join("."));
+      await run(helper, args);
     } else {
       const { options, cwd } = compactOverlayOptions(mount.options);
       await run(
