@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { createNixStore, type NixStore } from "@nix-snapshotter/nix-store";
 import {
@@ -17,10 +18,23 @@ import { ErrorCode, SnapshotterError } from "./errors.js";
 import { nixClosureLabel, nixLayerLabel, nixStorePathLabelPrefix } from "./nix-labels.js";
 import { nixStorePortFrom } from "./nix-store-adapter.js";
 import { createSnapshotter } from "./snapshotter.js";
+import { kill9, spawnTypeScriptChild, waitForLine } from "./testing/child-process.js";
 import { mountAll, unmountAll } from "./testing/mount.js";
 import type { Mount, MountMode, Snapshotter } from "./types.js";
 
 const run = promisify(execFile);
+// For child processes started from a temporary directory: the workspace package's entry.
+const nixStoreModule = pathToFileURL(
+  join(
+    import.meta.dirname,
+    "..",
+    "node_modules",
+    "@nix-snapshotter",
+    "nix-store",
+    "dist",
+    "index.js",
+  ),
+).href;
 const skipReason = nixE2eSkipReason();
 
 function perPathLabels(paths: readonly string[]): Record<string, string> {
@@ -283,6 +297,56 @@ describe.skipIf(skipReason !== undefined)(
         expect(await nixStore.listRoots("snapshot-1")).toEqual([...closure.tops].sort());
         await snapshotter.remove("nix");
         expect(await nixStore.listRootOwners()).toEqual([]);
+      } finally {
+        await cache.close();
+      }
+    });
+
+    it("kill -9 during realisation leaves roots that Cleanup removes", async () => {
+      const closure = await fixtures.syntheticClosure({
+        count: 5,
+        name: "snapshotter-crash",
+        closureInfo: false,
+      });
+      const cache = await startBinaryCache({ paths: closure.paths, latencyMs: 60_000 });
+      const root = join(directory, "root");
+      try {
+        await closure.release();
+        await fixtures.deletePaths([...closure.paths].reverse());
+        const source = `
+          import { createNixStore } from ${JSON.stringify(nixStoreModule)};
+          import { createSnapshotter } from ${JSON.stringify(pathToFileURL(join(import.meta.dirname, "snapshotter.ts")).href)};
+          import { nixStorePortFrom } from ${JSON.stringify(pathToFileURL(join(import.meta.dirname, "nix-store-adapter.ts")).href)};
+          const [root, gcRootsDir, options, labels] = process.argv.slice(2);
+          const nixStore = createNixStore({ gcRootsDir, nixOptions: JSON.parse(options) });
+          const s = await createSnapshotter({ root, nixStore: nixStorePortFrom(nixStore), gcRootOwnerPrefix: "snapshot-" });
+          console.log("preparing");
+          await s.prepare("extract", "", { labels: JSON.parse(labels) });
+          console.log("prepared");
+        `;
+        const child = await spawnTypeScriptChild(directory, source, [
+          root,
+          gcRootsDir,
+          JSON.stringify(cache.nixOptions),
+          JSON.stringify(perPathLabels(closure.tops)),
+        ]);
+        await waitForLine(child, /^preparing$/);
+        // Roots come first, then Nix waits on the slow cache: kill the daemon there.
+        while ((await nixStore.listRootOwners()).length === 0) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        await kill9(child);
+        expect(
+          (await readdir(join(root, "snapshots"))).some((name) => name.startsWith("new-")),
+        ).toBe(true);
+
+        await open("bind");
+        await expect(snapshotter.stat("extract")).rejects.toMatchObject({
+          code: ErrorCode.NotFound,
+        });
+        await snapshotter.cleanup();
+        expect(await nixStore.listRootOwners()).toEqual([]);
+        expect(await readdir(join(root, "snapshots"))).toEqual([]);
       } finally {
         await cache.close();
       }
