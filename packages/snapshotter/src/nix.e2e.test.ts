@@ -335,7 +335,23 @@ describe.skipIf(skipReason !== undefined)(
         while ((await nixStore.listRootOwners()).length === 0) {
           await new Promise((resolve) => setTimeout(resolve, 20));
         }
+        // The daemon dies; so do the Nix processes it started (as systemd would stop them).
+        const grandchildren = await run("pgrep", ["-P", String(child.pid)]).then(
+          ({ stdout }) =>
+            stdout
+              .split("\n")
+              .filter((line) => line !== "")
+              .map(Number),
+          () => [] as number[],
+        );
         await kill9(child);
+        for (const pid of grandchildren) {
+          try {
+            process.kill(pid, "SIGKILL");
+          } catch {
+            // already gone
+          }
+        }
         expect(
           (await readdir(join(root, "snapshots"))).some((name) => name.startsWith("new-")),
         ).toBe(true);
