@@ -94,20 +94,24 @@ export async function listenGrpc(options: GrpcServerOptions): Promise<GrpcServer
     session.on("error", (error) => logger.debug({ err: error }, "http2 session error"));
   });
 
-  // The socket is created by bind(2) inside listen(): with umask 0177 it is born 0600, so there
-  // is no moment where other users could connect.
+  // The socket is created by bind(2), which Node runs synchronously inside listen() for a unix
+  // socket: with umask 0177 around that call it is born 0600, so there is no moment where other
+  // users could connect. The umask is restored before anything else can run (child processes and
+  // files created later get the normal one).
+  const listening = new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.once("listening", () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
   const previousUmask = process.umask(0o177);
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(address, () => {
-        server.off("error", reject);
-        resolve();
-      });
-    });
+    server.listen(address);
   } finally {
     process.umask(previousUmask);
   }
+  await listening;
   await chmod(address, 0o600);
   server.on("error", (error) => logger.error({ err: error }, "gRPC server error"));
 
