@@ -2,6 +2,7 @@ import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { lstat, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { request } from "node:http";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
@@ -243,6 +244,39 @@ while True:
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     expect(received).toContain("STOPPING=1");
+  });
+
+  it("survives garbage, HTTP/1.1 and half-open connections on its socket", async () => {
+    const daemon = await startDaemonProcess();
+    cleanups.push(daemon.cleanup);
+    const send = (payload: string | Uint8Array, endAfter: boolean) =>
+      new Promise<string>((resolve) => {
+        const socket = connect(daemon.address);
+        let answer = "";
+        socket.on("data", (chunk: Buffer) => {
+          answer += chunk.toString("latin1");
+        });
+        socket.on("error", () => resolve(answer));
+        socket.on("close", () => resolve(answer));
+        socket.write(payload, () => {
+          if (endAfter) socket.end();
+          else setTimeout(() => socket.destroy(), 200);
+        });
+      });
+    await send(new Uint8Array(4096).fill(0xff), true);
+    await send("GET / HTTP/1.1\r\nHost: x\r\n\r\n", true);
+    // HTTP/2 preface followed by a frame header claiming 16 MiB.
+    await send(
+      Buffer.concat([
+        Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        Buffer.from([0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01]),
+      ]),
+      false,
+    );
+    await send("PRI * HTTP/2.0\r\n", false);
+    await daemon.snapshotter.prepare("after-garbage", "");
+    expect((await daemon.snapshotter.stat("after-garbage")).kind).toBe(Kind.Active);
+    expect(daemon.child.exitCode).toBeNull();
   });
 
   it("answers a prepare of a hostile nix layer with InvalidArgument naming the label", async () => {
