@@ -138,6 +138,7 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
         let setup: Setup;
         let daemon: DaemonProcess;
         let containerd: Containerd;
+        const retired: DaemonProcess[] = [];
         const reference = `docker.io/library/nix-hello-${mountMode}:latest`;
 
         beforeAll(async () => {
@@ -151,6 +152,7 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
         afterAll(async () => {
           await containerd?.stop();
           await daemon?.cleanup();
+          for (const stopped of retired) await stopped.cleanup();
           await setup?.fixtures.cleanup();
           if (setup) await rm(setup.directory, { recursive: true, force: true });
         });
@@ -214,6 +216,32 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
           expect(snapshots).toEqual([]);
           // Import again for the next tests.
           await containerd.ctr(importArguments(version, await setup.archive(reference)));
+        });
+
+        it("serves containerd again after a daemon restart on the same socket and root", async () => {
+          const before = await daemon.stop("SIGTERM");
+          expect(before).toEqual({ code: 0, signal: null });
+          const restarted = await startDaemonProcess({
+            mountMode,
+            addressFlag: daemon.address,
+            rootFlag: daemon.root,
+            // Same roots directory: the snapshots' roots must still be found.
+            gcRootsDir: daemon.gcRootsDir,
+          });
+          // The stopped daemon's directory holds the shared root: clean it up last.
+          retired.push(daemon);
+          daemon = restarted;
+          expect(await rootedPaths(daemon)).toEqual(new Set(setup.script.closure));
+          const { stdout } = await containerd.ctr([
+            "run",
+            "--rm",
+            "--snapshotter",
+            "nix",
+            reference,
+            `restarted-${mountMode}`,
+          ]);
+          expect(stdout.trim()).toBe("hello from nix store");
+          expect(await rootedPaths(daemon)).toEqual(new Set(setup.script.closure));
         });
 
         it(`gives the container ${mountMode === "bind" ? "one bind mount per store path" : "one plain overlay"}`, async () => {

@@ -27,6 +27,8 @@ export interface DaemonProcessOptions {
   addressFlag?: string;
   /** Passed as `--root` (overriding the file). */
   rootFlag?: string;
+  /** GC roots directory (default: a fresh one under {@link testGcRootsParent}). */
+  gcRootsDir?: string;
   env?: NodeJS.ProcessEnv;
   /** Milliseconds to wait for the health service (default 30 000). */
   readyTimeoutMs?: number;
@@ -48,7 +50,8 @@ export interface DaemonProcess {
   log(): Promise<string>;
   /** Sends `signal` (default SIGTERM) and waits for the exit. */
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** stop() plus removal of the directory and GC roots. Idempotent. */
+  /** stop() plus removal of the directory, the GC roots directory and a `--root` flag's
+   * directory. Idempotent. */
   cleanup(): Promise<void>;
 }
 
@@ -83,10 +86,9 @@ export async function startDaemonProcess(
   const root = options.rootFlag ?? fileRoot;
   const configPath = join(dir, "config.toml");
   const logPath = join(dir, "daemon.log");
-  const gcRootsDir = join(
-    testGcRootsParent,
-    `daemon-${process.pid}-${randomBytes(4).toString("hex")}`,
-  );
+  const gcRootsDir =
+    options.gcRootsDir ??
+    join(testGcRootsParent, `daemon-${process.pid}-${randomBytes(4).toString("hex")}`);
   await writeFile(
     configPath,
     [
@@ -149,6 +151,7 @@ export async function startDaemonProcess(
       }
     }
     await rm(gcRootsDir, { recursive: true, force: true });
+    if (options.rootFlag) await rm(options.rootFlag, { recursive: true, force: true });
     await rm(dir, { recursive: true, force: true });
   };
 
