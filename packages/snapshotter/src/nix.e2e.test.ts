@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -193,6 +193,37 @@ describe.skipIf(skipReason !== undefined)(
         expect(await nixStore.listRootOwners()).toEqual([]);
       });
     }
+
+    it("hardlink: a container writing or chmod-ing a linked store file never changes the store", async () => {
+      await open("hardlink");
+      await unpack("nix", "", perPathLabels(script.closure), mountpoints(script.closure));
+      const target = script.executable;
+      const before = await stat(target);
+      const original = await readFile(target);
+      const root = await mountAt(await snapshotter.prepare("container", "nix"));
+      try {
+        const inContainer = join(root, target);
+        expect(await readFile(inContainer)).toEqual(original);
+        await chmod(inContainer, 0o777);
+        await writeFile(inContainer, "overwritten by a container\n");
+        expect(await readFile(inContainer, "utf8")).toBe("overwritten by a container\n");
+      } finally {
+        await unmount(root);
+      }
+      const after = await stat(target);
+      expect(await readFile(target)).toEqual(original);
+      expect(after.mode).toBe(before.mode);
+      expect(after.ino).toBe(before.ino);
+      // The copy went to the container's own upper directory.
+      const layers = join(directory, "root", "snapshots");
+      const copies = [];
+      for (const id of await readdir(layers)) {
+        const candidate = join(layers, id, "fs", target);
+        const info = await stat(candidate).catch(() => undefined);
+        if (info !== undefined && info.ino !== before.ino) copies.push(id);
+      }
+      expect(copies).toHaveLength(1);
+    });
 
     it("closure form: the closure-info root keeps the paths alive until Remove", async () => {
       await open("bind");
