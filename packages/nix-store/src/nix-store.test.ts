@@ -212,8 +212,11 @@ describe("createNixStore: how Nix is called", () => {
     expect(result.alreadyValid).toEqual([good]);
     const flock = calls.find((call) => call.args[0] === "--shared")!;
     expect(flock.command).toMatch(/\/flock$/);
-    expect(flock.args.slice(0, 5)).toEqual([
+    expect(flock.args.slice(0, 8)).toEqual([
       "--shared",
+      "--nonblock",
+      "--conflict-exit-code",
+      "75",
       join(stateDir, "gc.lock"),
       "nix-store",
       "--check-validity",

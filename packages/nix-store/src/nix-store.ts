@@ -50,8 +50,9 @@ export interface NixStoreOptions {
   nixStateDir?: string;
   /**
    * Before `nix-store --realise`, check validity while holding a shared lock on Nix's
-   * `gc.lock` (with util-linux `flock`) and hand only the invalid paths to Nix. Default true;
-   * falls back to realising every path when `flock` or the lock file is not usable.
+   * `gc.lock` (with util-linux `flock`, without waiting) and hand only the invalid paths to Nix.
+   * Default true; falls back to realising every path when `flock` or the lock file is not
+   * usable, or while a garbage collection holds the lock.
    */
   gcLockShortcut?: boolean;
   /** Environment of Nix processes. Default `process.env`. */
@@ -134,6 +135,8 @@ export interface NixStore {
 const maxArgumentBytes = 1_000_000;
 const optionNamePattern = /^[a-z][a-z0-9-]*$/;
 const closureInfoMaxBytes = 64 * 1024 * 1024;
+/** Exit code `flock` reports when the lock is held by someone else (a garbage collector). */
+const gcLockBusyExitCode = 75;
 
 export function createNixStore(options: NixStoreOptions = {}): NixStore {
   const storeDir = validateStoreDir(options.storeDir ?? DEFAULT_STORE_DIR);
@@ -337,7 +340,7 @@ export function createNixStore(options: NixStoreOptions = {}): NixStore {
 
   /**
    * The invalid subset of `paths`, checked while holding a shared lock on Nix's GC lock, or
-   * undefined when that is not possible. Nix's garbage collector holds that lock exclusively for
+   * undefined when that is not possible or a collection holds the lock right now. Nix's garbage collector holds that lock exclusively for
    * its whole run, so once we hold it shared, no collection that started before our roots
    * existed is still running, and later ones see the roots: paths valid now stay valid.
    */
@@ -358,6 +361,9 @@ export function createNixStore(options: NixStoreOptions = {}): NixStore {
         command: flockCommand,
         args: [
           "--shared",
+          "--nonblock",
+          "--conflict-exit-code",
+          String(gcLockBusyExitCode),
           gcLockPath,
           nixStoreCommand,
           "--check-validity",
@@ -370,6 +376,12 @@ export function createNixStore(options: NixStoreOptions = {}): NixStore {
         signal: realiseOptions.signal,
         timeoutMs: realiseOptions.timeoutMs,
       });
+      if (result.exitCode === gcLockBusyExitCode) {
+        // A garbage collection is running: do not wait for it (it may take minutes); Nix's own
+        // temporary roots protect what `nix-store --realise` checks while it runs.
+        logger.debug({}, "garbage collector running; realising every path through Nix");
+        return undefined;
+      }
       if (result.exitCode !== 0) {
         logger.debug(
           { stderr: result.stderrTail },
