@@ -251,6 +251,63 @@ for (const [version, mountMode] of cases) {
         expect(listed).toContain(sandboxImage);
       });
 
+      it("refuses store paths that are not images, or hostile images, and keeps no root", async () => {
+        const notArchive = join(work, `nix-image-text-${nonce}.tar`);
+        await writeFile(notArchive, "not an archive\n");
+        // A layer of its own (no snapshot shares its chain id) whose nix label names /etc.
+        const tar = writeTar([
+          { name: "evil", type: "file", mode: 0o644, data: Buffer.from(nonce) },
+        ]);
+        const layerBlob = compress(tar, "gzip");
+        const layer = {
+          ...blob(MediaType.ImageLayerGzip, layerBlob),
+          annotations: {
+            "containerd.io/snapshot/nix-layer": "true",
+            "containerd.io/snapshot/nix-store-path.0": "/etc",
+          },
+        };
+        const config = Buffer.from(
+          JSON.stringify({
+            architecture: "amd64",
+            os: "linux",
+            config: { Entrypoint: ["/etc/passwd"] },
+            rootfs: { type: "layers", diff_ids: [sha256Digest(tar)] },
+          }),
+        );
+        const manifest = Buffer.from(
+          JSON.stringify({
+            schemaVersion: 2,
+            mediaType: MediaType.ImageManifest,
+            config: blob(MediaType.ImageConfig, config),
+            layers: [layer],
+          }),
+        );
+        const evil = join(work, `nix-image-evil-${nonce}.tar`);
+        await writeFile(
+          evil,
+          writeOciArchive({
+            manifests: [{ descriptor: blob(MediaType.ImageManifest, manifest) }],
+            blobs: new Map([layerBlob, config, manifest].map((data) => [sha256Digest(data), data])),
+          }),
+        );
+        for (const file of [notArchive, evil]) {
+          const storePath = (await execFileAsync("nix-store", ["--add", file])).stdout.trim();
+          await fixtures.root(basename(file).replace(/\.tar$/, ""), [storePath]);
+          const error = await images
+            .pullImage({ image: { image: `nix:0${storePath}` } })
+            .catch((caught: unknown) => caught);
+          expect(ConnectError.from(error).code, ConnectError.from(error).rawMessage).toBe(
+            Code.InvalidArgument,
+          );
+          expect(ConnectError.from(error).rawMessage).toMatch(/not an image archive|\/etc/);
+          expect(await readdir(daemon.gcRootsDir)).not.toContain(
+            `cri-image-${basename(storePath).slice(0, 32)}`,
+          );
+          const status = await images.imageStatus({ image: { image: `nix:0${storePath}` } });
+          expect(status.image).toBeUndefined();
+        }
+      });
+
       it("pulls the nix:0 reference from the binary cache, and a second pull is cheap", async () => {
         const response = await images.pullImage({ image: { image: reference } });
         expect(response.imageRef).toMatch(/^sha256:[0-9a-f]{64}$/);

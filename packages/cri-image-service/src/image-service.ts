@@ -17,6 +17,7 @@ import {
   Label,
 } from "@nix-snapshotter/containerd-client";
 import type { NixStore } from "@nix-snapshotter/nix-store";
+import { type ArchiveImage, loadArchiveImage } from "@nix-snapshotter/oci";
 import type { Logger } from "pino";
 import { ImageServiceError, toConnectError } from "./errors.js";
 import { filesystemUsage } from "./image-fs-info.js";
@@ -120,17 +121,17 @@ export function createImageService(options: ImageServiceOptions): CriImageServic
       { substituted: realised.substituted.length, built: realised.built.length },
       "archive realised",
     );
-    let archive: Buffer;
     try {
-      archive = await readFile(reference.storePath);
-    } catch (error) {
-      throw new ImageServiceError(
-        "InvalidArgument",
-        `store path "${reference.storePath}" is not an image archive: ${(error as Error).message}`,
-        { cause: error },
-      );
-    }
-    try {
+      let archive: ArchiveImage;
+      try {
+        archive = loadArchiveImage(await readFile(reference.storePath));
+      } catch (error) {
+        throw new ImageServiceError(
+          "InvalidArgument",
+          `store path "${reference.storePath}" is not an image archive: ${(error as Error).message}`,
+          { cause: error },
+        );
+      }
       const result = await importArchive(containerd, archive, {
         snapshotter,
         names: [reference.name],
@@ -142,6 +143,7 @@ export function createImageService(options: ImageServiceOptions): CriImageServic
         "imported",
       );
     } catch (error) {
+      // Nothing uses the archive: release its root (a present image keeps it).
       if (present === undefined) await nixStore.removeRoots(reference.rootOwner).catch(() => {});
       throw error;
     }
