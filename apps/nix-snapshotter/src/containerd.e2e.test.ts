@@ -33,7 +33,13 @@ import {
   type ScriptFixture,
   startBinaryCache,
 } from "@nix-snapshotter/nix-store/testing";
-import { MediaType, sha256Digest, writeOciArchive, writeTar } from "@nix-snapshotter/oci";
+import {
+  type Digest,
+  MediaType,
+  sha256Digest,
+  writeOciArchive,
+  writeTar,
+} from "@nix-snapshotter/oci";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DaemonProcess, startDaemonProcess } from "./testing/daemon-process.js";
 
@@ -356,7 +362,7 @@ function ordinaryBaseArchive(): Buffer {
         names: [],
       },
     ],
-    blobs: new Map([
+    blobs: new Map<Digest, Uint8Array>([
       [layerDigest, layer],
       [configDigest, config],
       [manifestDigest, manifest],
