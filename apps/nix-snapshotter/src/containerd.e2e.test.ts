@@ -325,6 +325,68 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
   );
 }
 
+// The snapshots API as containerd's own client drives it through the proxy plugin: every RPC,
+// containerd's error mapping of our codes, Info JSON and int64 usage, on every release line.
+for (const version of ["1.6", "1.7", "2.1"] as ContainerdVersion[]) {
+  const found = canRunContainerd() ? findContainerd(version) : undefined;
+  const skip = !canRunContainerd()
+    ? "needs root and runc"
+    : found?.bins
+      ? undefined
+      : (found as { reason: string }).reason;
+  describe.skipIf(skip !== undefined)(
+    `ctr snapshots through containerd ${version}${skip ? ` (skipped: ${skip})` : ""}`,
+    () => {
+      let daemon: DaemonProcess;
+      let containerd: Containerd;
+      const snapshots = (...args: string[]) =>
+        containerd.ctr(["snapshots", "--snapshotter", "nix", ...args], { allowFailure: true });
+
+      beforeAll(async () => {
+        daemon = await startDaemonProcess({ mountMode: "bind" });
+        containerd = await startContainerd({ version, proxyPlugins: { nix: daemon.address } });
+      });
+      afterAll(async () => {
+        await containerd?.stop();
+        await daemon?.cleanup();
+      });
+
+      it("prepares, commits, stats, labels, lists, measures and removes", async () => {
+        expect((await snapshots("ls")).stdout.trim()).toBe("KEY PARENT KIND");
+        expect((await snapshots("prepare", "layer", "")).code).toBe(0);
+        expect((await snapshots("commit", "base", "layer")).code).toBe(0);
+        expect((await snapshots("prepare", "work", "base")).code).toBe(0);
+        expect((await snapshots("label", "base", "containerd.io/snapshot/x=y")).code).toBe(0);
+        const info = JSON.parse((await snapshots("info", "base")).stdout) as {
+          Kind: string;
+          Name: string;
+          Labels: Record<string, string>;
+          Created: string;
+        };
+        expect(info).toMatchObject({ Kind: "Committed", Name: "base" });
+        expect(info.Labels["containerd.io/snapshot/x"]).toBe("y");
+        expect(Number.isNaN(Date.parse(info.Created))).toBe(false);
+        const mounts = (await snapshots("mounts", "/mnt/x", "work")).stdout;
+        expect(mounts).toMatch(/^mount -t overlay overlay \/mnt\/x -o .*lowerdir=/);
+        const list = (await snapshots("ls")).stdout;
+        expect(list).toMatch(/^work\s+base\s+Active\s*$/m);
+        expect(list).toMatch(/^base\s+Committed\s*$/m);
+        expect((await snapshots("usage", "work")).stdout).toMatch(/^work\s+\S+ \S+\s+\d+/m);
+
+        const busy = await snapshots("rm", "base");
+        expect(busy.code).not.toBe(0);
+        expect(busy.stderr).toMatch(/failed precondition/);
+        const missing = await snapshots("info", "nope");
+        expect(missing.stderr).toMatch(/not found/);
+        const duplicate = await snapshots("prepare", "work", "base");
+        expect(duplicate.stderr).toMatch(/already exists/);
+        expect((await snapshots("rm", "work", "base")).code).toBe(0);
+        expect((await snapshots("ls")).stdout.trim()).toBe("KEY PARENT KIND");
+      });
+    },
+  );
+}
+
 /** An OCI archive of an ordinary one-layer image: `/etc/ordinary.txt` = "ordinary layer". */
 function ordinaryBaseArchive(): Buffer {
   const encoder = new TextEncoder();
