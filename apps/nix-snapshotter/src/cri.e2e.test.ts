@@ -325,6 +325,15 @@ for (const [version, mountMode] of cases) {
         const again = await images.pullImage({ image: { image: `${reference}:latest` } });
         expect(again.imageRef).toBe(imageId);
         expect(cache.requests()).toBe(requests);
+
+        // An image containerd has but whose archive root is gone (loaded by other means) gets
+        // its root back on pull, without an import or a substitution.
+        const owner = `cri-image-${basename(archivePath).slice(0, 32)}`;
+        await rm(join(daemon.gcRootsDir, owner), { recursive: true, force: true });
+        const third = await images.pullImage({ image: { image: reference } });
+        expect(third.imageRef).toBe(imageId);
+        expect(await readdir(join(daemon.gcRootsDir, owner))).toEqual([basename(archivePath)]);
+        expect(cache.requests()).toBe(requests);
       });
 
       /** Runs a host-network pod with one container of `image` and returns the container's log. */

@@ -109,7 +109,12 @@ export function createImageService(options: ImageServiceOptions): CriImageServic
     const log = logger.child({ rpc: "PullImage", image: reference.name });
     const call: CallOptions = { timeoutMs: defaultTimeoutMs, ...(signal ? { signal } : {}) };
     const present = await criImage(reference.name, call);
-    if (present !== undefined && (await rootExists(reference))) {
+    if (present !== undefined) {
+      // Already imported (by an earlier pull, or `nix2container load -n k8s.io`): keep the archive
+      // rooted while the image exists, when it is in the store; no import, no realise.
+      if (!(await rootExists(reference)) && (await nixStore.isValid(reference.storePath))) {
+        await nixStore.addRoots(reference.rootOwner, [reference.storePath]);
+      }
       log.debug({ id: present.id }, "already present");
       return present.id;
     }
@@ -143,8 +148,8 @@ export function createImageService(options: ImageServiceOptions): CriImageServic
         "imported",
       );
     } catch (error) {
-      // Nothing uses the archive: release its root (a present image keeps it).
-      if (present === undefined) await nixStore.removeRoots(reference.rootOwner).catch(() => {});
+      // Nothing uses the archive: release its root.
+      await nixStore.removeRoots(reference.rootOwner).catch(() => {});
       throw error;
     }
     // containerd's CRI learns of the image from the create event: wait until it lists it, so that
