@@ -1,0 +1,43 @@
+import { createClient, createRouterTransport } from "@connectrpc/connect";
+import { Health } from "@nix-snapshotter/api/health/v1";
+import { createHealthService } from "@nix-snapshotter/snapshotter";
+import { describe, expect, it } from "vitest";
+import { Registry } from "./metrics.js";
+import { createDaemonMetrics } from "./rpc-metrics.js";
+
+describe("createDaemonMetrics interceptor", () => {
+  it("counts and times unary calls by code, and streams when they end", async () => {
+    const registry = new Registry();
+    const metrics = createDaemonMetrics(registry);
+    const health = createHealthService(["a.Service"]);
+    const transport = createRouterTransport(
+      (router) => {
+        router.service(Health, health.impl);
+      },
+      { router: { interceptors: [metrics.interceptor] } },
+    );
+    const client = createClient(Health, transport);
+    await client.check({ service: "" });
+    await client.check({ service: "a.Service" });
+    await client.check({ service: "missing" }).catch(() => {});
+    const stream = client.watch({ service: "" });
+    const iterator = stream[Symbol.asyncIterator]();
+    await iterator.next();
+    const service = "grpc.health.v1.Health";
+    // The stream is still open: not counted yet.
+    expect(metrics.requests.get({ service, method: "Watch", code: "OK" })).toBe(0);
+    health.shutdown();
+    while (!(await iterator.next()).done) {
+      // drain
+    }
+
+    expect(metrics.requests.get({ service, method: "Check", code: "OK" })).toBe(2);
+    expect(metrics.requests.get({ service, method: "Check", code: "NotFound" })).toBe(1);
+    expect(metrics.requests.get({ service, method: "Watch", code: "OK" })).toBe(1);
+    const text = await registry.render();
+    expect(text).toContain(
+      `nix_snapshotter_grpc_request_duration_seconds_count{service="${service}",method="Check",code="OK"} 2`,
+    );
+    expect(text).toContain("# TYPE nix_snapshotter_realise_duration_seconds histogram");
+  });
+});
