@@ -25,6 +25,7 @@ async function startVersionServer(path: string, namespaces: string[]): Promise<S
     (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>) => {
       const namespace = call.metadata.get("containerd-namespace")[0];
       namespaces.push(String(namespace));
+      if (namespace === "hang") return; // never answers
       if (namespace === "refuse") {
         callback({ code: status.NOT_FOUND, details: "namespace refuse: not found" });
         return;
@@ -78,6 +79,28 @@ describe("containerd client", () => {
     } finally {
       client.close();
       await stop(server);
+    }
+  });
+
+  it("applies deadlines and cancellation", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "containerd-client-"));
+    dirs.push(dir);
+    const server = await startVersionServer(join(dir, "c.sock"), []);
+    const client = createContainerdClient({ address: join(dir, "c.sock"), timeoutMs: 200 });
+    try {
+      const late = await client.version
+        .version({}, { namespace: "hang" })
+        .catch((caught: unknown) => caught);
+      expect(isContainerdError(late, "DeadlineExceeded")).toBe(true);
+      const controller = new AbortController();
+      const pending = client.version
+        .version({}, { namespace: "hang", timeoutMs: 0, signal: controller.signal })
+        .catch((caught: unknown) => caught);
+      controller.abort();
+      expect(isContainerdError(await pending, "Cancelled")).toBe(true);
+    } finally {
+      client.close();
+      server.forceShutdown();
     }
   });
 
