@@ -1,4 +1,7 @@
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { request } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Registry, serveMetrics } from "./metrics.js";
 
@@ -76,6 +79,20 @@ describe("serveMetrics", () => {
       expect((await get(`http://${server.address}/../etc/passwd`)).status).toBe(404);
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe("serveMetrics on a socket path", () => {
+  it("refuses to replace a file that is not a socket", async () => {
+    const directory = await mkdtemp(join(tmpdir(), "metrics-"));
+    try {
+      const path = join(directory, "not-a-socket");
+      await writeFile(path, "keep me");
+      await expect(serveMetrics(new Registry(), { path })).rejects.toThrow("is not a socket");
+      expect(await readFile(path, "utf8")).toBe("keep me");
+    } finally {
+      await rm(directory, { recursive: true, force: true });
     }
   });
 });

@@ -1,5 +1,5 @@
-import { rm } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
+import { claimSocketPath } from "./grpc-server.js";
 
 /**
  * A small Prometheus registry writing the text exposition format (version 0.0.4): counters,
@@ -232,7 +232,8 @@ export async function serveMetrics(
       },
     );
   });
-  if ("path" in address) await rm(address.path, { force: true });
+  // A stale socket is replaced; a live one or a file that is not a socket is an error.
+  if ("path" in address) await claimSocketPath(address.path);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     if ("path" in address) server.listen(address.path, resolve);
