@@ -80,6 +80,7 @@ apt_options=(
   -o "Dir::Cache=$work/cache"
   -o "APT::Get::List-Cleanup=false"
   -o "Debug::NoLocking=true"
+  -o "APT::Sandbox::User=root"
 )
 
 echo "fetch-containerd: apt-get update ($suite from $mirror)" >&2
