@@ -19,6 +19,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { daemonEntry, startDaemonProcess, unixGrpcTransport } from "./testing/daemon-process.js";
 
 const isRoot = process.getuid?.() === 0;
+const notifyTools =
+  spawnSync("sh", ["-c", "command -v systemd-notify && command -v python3"]).status === 0;
 const nixSkip = nixE2eSkipReason(["nix-store", "nix"]);
 
 function runDaemon(args: string[]): { code: number | null; stderr: string } {
@@ -198,53 +200,51 @@ describe.skipIf(!isRoot)(`daemon process${isRoot ? "" : " (skipped: needs root)"
     expect(await again.stop("SIGINT")).toEqual({ code: 0, signal: null });
   });
 
-  it("tells systemd it is ready through NOTIFY_SOCKET", async () => {
-    const systemdNotify = spawnSync("sh", [
-      "-c",
-      "command -v systemd-notify && command -v python3",
-    ]);
-    if (systemdNotify.status !== 0) return;
-    const directory = await mkdtemp(join(tmpdir(), "nix-snapshotter-notify-"));
-    cleanups.push(() => rm(directory, { recursive: true, force: true }));
-    const notifySocket = join(directory, "notify.sock");
-    // A unix datagram receiver (Node has none): prints each datagram on one line.
-    const receiver = spawn(
-      "python3",
-      [
-        "-u",
-        "-c",
-        `import socket,sys
+  it.skipIf(!notifyTools)(
+    `tells systemd it is ready through NOTIFY_SOCKET${notifyTools ? "" : " (skipped: needs systemd-notify and python3)"}`,
+    async () => {
+      const directory = await mkdtemp(join(tmpdir(), "nix-snapshotter-notify-"));
+      cleanups.push(() => rm(directory, { recursive: true, force: true }));
+      const notifySocket = join(directory, "notify.sock");
+      // A unix datagram receiver (Node has none): prints each datagram on one line.
+      const receiver = spawn(
+        "python3",
+        [
+          "-u",
+          "-c",
+          `import socket,sys
 s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)
 s.bind(sys.argv[1])
 print("bound",flush=True)
 while True:
     print(s.recv(4096).decode().replace("\\n"," "),flush=True)`,
-        notifySocket,
-      ],
-      { stdio: ["ignore", "pipe", "inherit"] },
-    );
-    cleanups.push(async () => {
-      receiver.kill();
-    });
-    let received = "";
-    receiver.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-      received += chunk;
-    });
-    while (!received.includes("bound")) await new Promise((resolve) => setTimeout(resolve, 20));
+          notifySocket,
+        ],
+        { stdio: ["ignore", "pipe", "inherit"] },
+      );
+      cleanups.push(async () => {
+        receiver.kill();
+      });
+      let received = "";
+      receiver.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+        received += chunk;
+      });
+      while (!received.includes("bound")) await new Promise((resolve) => setTimeout(resolve, 20));
 
-    const daemon = await startDaemonProcess({ env: { NOTIFY_SOCKET: notifySocket } });
-    cleanups.push(daemon.cleanup);
-    for (let attempt = 0; attempt < 100 && !received.includes("READY=1"); attempt++) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    expect(received).toContain("READY=1");
-    expect(received).toContain(`MAINPID=${daemon.child.pid}`);
-    await daemon.stop();
-    for (let attempt = 0; attempt < 100 && !received.includes("STOPPING=1"); attempt++) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-    expect(received).toContain("STOPPING=1");
-  });
+      const daemon = await startDaemonProcess({ env: { NOTIFY_SOCKET: notifySocket } });
+      cleanups.push(daemon.cleanup);
+      for (let attempt = 0; attempt < 100 && !received.includes("READY=1"); attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect(received).toContain("READY=1");
+      expect(received).toContain(`MAINPID=${daemon.child.pid}`);
+      await daemon.stop();
+      for (let attempt = 0; attempt < 100 && !received.includes("STOPPING=1"); attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect(received).toContain("STOPPING=1");
+    },
+  );
 
   it("survives garbage, HTTP/1.1 and half-open connections on its socket", async () => {
     const daemon = await startDaemonProcess();
