@@ -12,6 +12,7 @@ packages=(
   golang-github-containerd-containerd-dev
   ca-certificates git openssl
   shellcheck
+  systemd python3-minimal
 )
 
 if [ "$(id -u)" -ne 0 ]; then
