@@ -134,6 +134,7 @@ describe.skipIf(skipReason !== undefined)(
           [...synthetic.paths, synthetic.closureInfo!].sort(),
         );
         await synthetic.release();
+        await fixtures.deletePaths([synthetic.closureInfo!, ...synthetic.paths]);
       });
 
       it("rejects hostile closure-info paths", async () => {

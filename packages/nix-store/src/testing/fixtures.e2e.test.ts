@@ -84,6 +84,23 @@ describe.skipIf(skipReason !== undefined)(
       await synthetic.release();
     });
 
+    it("imports a closure of 10,000 paths in one process", async () => {
+      const synthetic = await fixtures.syntheticClosure({ count: 10_000, name: "ten-thousand" });
+      const { stdout } = await exec(
+        "nix-store",
+        ["--query", "--requisites", synthetic.closureInfo!],
+        {
+          maxBuffer: 64 * 1024 * 1024,
+        },
+      );
+      const closure = stdout.split("\n").filter(Boolean);
+      expect(closure).toHaveLength(10_001);
+      expect(new Set(closure)).toEqual(new Set([...synthetic.paths, synthetic.closureInfo!]));
+      await synthetic.release();
+      // Keep the store small for everyone's garbage collections.
+      await fixtures.deletePaths([synthetic.closureInfo!, ...synthetic.paths]);
+    });
+
     it("serves a binary cache over HTTP with the configured latency", async () => {
       const busybox = await fixtures.busybox();
       const cache = await startBinaryCache({ paths: [busybox.storePath], latencyMs: 50 });
