@@ -52,7 +52,7 @@ const sections: Section[] = [
   {
     title: startSection,
     description:
-      "`ctr run --rm` of a container running busybox's `true` from an image whose closure is busybox plus synthetic store paths: nix image through the daemon (one containerd 1.7, two daemons as proxy snapshotters, bind and hardlink mode) against the same closure as a one-layer image on containerd's built-in overlayfs snapshotter. The time covers creating the container, mounting, starting runc, the exit and the removal.",
+      "`ctr run --rm` of a container running busybox's `true` from an image whose closure is busybox plus synthetic store paths: nix image through the daemon (one containerd 1.7, two daemons as proxy snapshotters, bind and hardlink mode) against the same closure as a one-layer image on containerd's built-in overlayfs snapshotter. The time covers creating the container, mounting, starting runc, the exit and the removal. In bind mode the container's rootfs is an overlay plus one read-only bind mount per store path of the closure; in hardlink mode it is one overlay whose lower layer holds hard links to the store paths' files.",
     source: "`bench/src/container-start.ts`",
   },
   {
