@@ -165,7 +165,14 @@ export function createGcRoots(gcRootsDir: string): GcRoots {
         const targets = await Promise.all(
           names
             .filter((name) => !name.endsWith(".tmp"))
-            .map((name) => readlink(join(directory, name)).catch(() => undefined)),
+            .map((name) =>
+              // A link removed between readdir and readlink (a concurrent removeRoots) is gone,
+              // not an error; anything else is.
+              readlink(join(directory, name)).catch((error: NodeJS.ErrnoException) => {
+                if (error.code === "ENOENT") return undefined;
+                throw error;
+              }),
+            ),
         );
         return targets.filter((target): target is string => target !== undefined).sort();
       } catch (error) {
