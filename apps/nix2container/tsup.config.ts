@@ -1,11 +1,4 @@
 import { defineConfig } from "tsup";
+import { appOptions } from "../../tsup.base.js";
 
-export default defineConfig({
-  entry: ["src/main.ts"],
-  format: ["esm"],
-  dts: false,
-  clean: true,
-  sourcemap: true,
-  target: "node22",
-  banner: { js: "#!/usr/bin/env node" },
-});
+export default defineConfig({ ...appOptions, entry: ["src/main.ts"] });

@@ -1,8 +1,10 @@
 import { defineConfig } from "tsup";
+import { libraryOptions } from "../../tsup.base.js";
 
 // One entry per proto package: message names collide across packages (`Info` exists in
 // snapshots and content), so each is its own subpath export.
 export default defineConfig({
+  ...libraryOptions,
   entry: {
     index: "src/index.ts",
     types: "src/types.ts",
@@ -18,11 +20,4 @@ export default defineConfig({
     "health-v1": "src/health-v1.ts",
     "cri-v1": "src/cri-v1.ts",
   },
-  format: ["esm"],
-  // tsup gives the declaration build only the entries as root files; `composite` (from the
-  // base tsconfig, for project references) would reject every file they import.
-  dts: { compilerOptions: { composite: false } },
-  clean: true,
-  sourcemap: true,
-  target: "node22",
 });

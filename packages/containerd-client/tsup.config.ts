@@ -1,10 +1,7 @@
 import { defineConfig } from "tsup";
+import { libraryOptions } from "../../tsup.base.js";
 
 export default defineConfig({
+  ...libraryOptions,
   entry: ["src/index.ts", "src/testing/index.ts"],
-  format: ["esm"],
-  dts: { compilerOptions: { composite: false } },
-  clean: true,
-  sourcemap: true,
-  target: "node22",
 });

@@ -1,12 +1,7 @@
 import { defineConfig } from "tsup";
+import { libraryOptions } from "../../tsup.base.js";
 
 export default defineConfig({
+  ...libraryOptions,
   entry: ["src/index.ts", "src/testing/index.ts", "src/bench/realise-bench.ts"],
-  format: ["esm"],
-  // tsup gives the declaration build only the entries as root files; `composite` would
-  // then reject every other file of src.
-  dts: { compilerOptions: { composite: false } },
-  clean: true,
-  sourcemap: true,
-  target: "node22",
 });

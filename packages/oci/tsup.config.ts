@@ -1,12 +1,4 @@
 import { defineConfig } from "tsup";
+import { libraryOptions } from "../../tsup.base.js";
 
-export default defineConfig({
-  entry: ["src/index.ts"],
-  format: ["esm"],
-  // tsup gives the declaration build only the entries as root files; `composite` (from the
-  // base tsconfig) would then reject every other file of src.
-  dts: { compilerOptions: { composite: false } },
-  clean: true,
-  sourcemap: true,
-  target: "node22",
-});
+export default defineConfig({ ...libraryOptions, entry: ["src/index.ts"] });
