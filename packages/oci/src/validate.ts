@@ -139,14 +139,14 @@ function descriptorArray(value: unknown, where: string): Descriptor[] {
   return value.map((item, index) => validateDescriptor(item, `${where}[${index}]`));
 }
 
-export function validateManifest(value: unknown, where = "manifest"): Manifest {
-  const input = object(value, where);
-  const result: Manifest = {
-    ...input,
-    schemaVersion: schemaVersion(input.schemaVersion, where),
-    config: validateDescriptor(input.config, `${where}.config`),
-    layers: descriptorArray(input.layers ?? [], `${where}.layers`),
-  };
+/** The optional fields that a manifest and an index both have. */
+type EnvelopeFields = Pick<
+  Manifest & Index,
+  "mediaType" | "artifactType" | "subject" | "annotations"
+>;
+
+function envelopeFields(input: JsonObject, where: string): EnvelopeFields {
+  const result: EnvelopeFields = {};
   if (input.mediaType !== undefined)
     result.mediaType = string(input.mediaType, `${where}.mediaType`);
   if (input.artifactType !== undefined)
@@ -158,22 +158,25 @@ export function validateManifest(value: unknown, where = "manifest"): Manifest {
   return result;
 }
 
+export function validateManifest(value: unknown, where = "manifest"): Manifest {
+  const input = object(value, where);
+  return {
+    ...input,
+    schemaVersion: schemaVersion(input.schemaVersion, where),
+    config: validateDescriptor(input.config, `${where}.config`),
+    layers: descriptorArray(input.layers ?? [], `${where}.layers`),
+    ...envelopeFields(input, where),
+  };
+}
+
 export function validateIndex(value: unknown, where = "index"): Index {
   const input = object(value, where);
-  const result: Index = {
+  return {
     ...input,
     schemaVersion: schemaVersion(input.schemaVersion, where),
     manifests: descriptorArray(input.manifests ?? [], `${where}.manifests`),
+    ...envelopeFields(input, where),
   };
-  if (input.mediaType !== undefined)
-    result.mediaType = string(input.mediaType, `${where}.mediaType`);
-  if (input.artifactType !== undefined)
-    result.artifactType = string(input.artifactType, `${where}.artifactType`);
-  if (input.subject !== undefined)
-    result.subject = validateDescriptor(input.subject, `${where}.subject`);
-  if (input.annotations !== undefined)
-    result.annotations = stringMap(input.annotations, `${where}.annotations`);
-  return result;
 }
 
 /** The container-config field names in OCI spelling (Go's `ocispec.ImageConfig` JSON tags). */
