@@ -107,6 +107,8 @@ interface Setup {
   fixtures: NixFixtures;
   script: ScriptFixture;
   image: BuiltImage;
+  /** busybox of the script's closure, for commands inside the container. */
+  busybox: string;
   directory: string;
   archive(name: string, image?: BuiltImage): Promise<string>;
 }
@@ -124,6 +126,7 @@ async function createSetup(): Promise<Setup> {
     fixtures,
     script,
     image,
+    busybox: script.interpreter.replace(/\/sh$/, "/busybox"),
     directory,
     async archive(name, source = image) {
       const path = join(directory, `image-${count++}.tar`);
@@ -133,132 +136,198 @@ async function createSetup(): Promise<Setup> {
   };
 }
 
+/** Why a describe that needs containerd `version` (and what `base` names) cannot run. */
+function containerdSkip(
+  version: ContainerdVersion,
+  base: string | undefined = baseSkip,
+): string | undefined {
+  if (base !== undefined) return base;
+  const found = findContainerd(version);
+  return found.bins ? undefined : (found as { reason: string }).reason;
+}
+
+/** The pieces one describe runs: fixtures, the daemon and a containerd that uses it. */
+interface Stack {
+  setup: Setup;
+  daemon: DaemonProcess;
+  containerd: Containerd;
+  /** Daemons stopped by a test, cleaned up after the current one. */
+  retired: DaemonProcess[];
+}
+
+interface StackOptions {
+  version: ContainerdVersion;
+  mountMode: "bind" | "hardlink";
+  /** Runs after the fixtures exist and before the daemon starts; returns the daemon's env. */
+  beforeDaemon?: (setup: Setup) => Promise<Record<string, string> | undefined>;
+  /** Runs after containerd and the daemon stopped, before the fixtures are removed. */
+  afterDaemon?: () => Promise<void>;
+}
+
+/** Starts a stack before the describe's tests and removes all of it after them. */
+function useStack(options: StackOptions): Stack {
+  const stack = { retired: [] as DaemonProcess[] } as Stack;
+  beforeAll(async () => {
+    stack.setup = await createSetup();
+    const env = await options.beforeDaemon?.(stack.setup);
+    stack.daemon = await startDaemonProcess({
+      mountMode: options.mountMode,
+      ...(env === undefined ? {} : { env }),
+    });
+    stack.containerd = await startContainerd({
+      version: options.version,
+      proxyPlugins: { nix: stack.daemon.address },
+    });
+  });
+  afterAll(async () => {
+    await stack.containerd?.stop();
+    await stack.daemon?.cleanup();
+    for (const stopped of stack.retired) await stopped.cleanup();
+    await options.afterDaemon?.();
+    await stack.setup?.fixtures.cleanup();
+    if (stack.setup) await rm(stack.setup.directory, { recursive: true, force: true });
+  });
+  return stack;
+}
+
+/** `ctr run --rm --snapshotter nix <reference> <id> [command...]`; returns its standard output. */
+async function runOnce(
+  containerd: Containerd,
+  reference: string,
+  id: string,
+  ...command: string[]
+): Promise<string> {
+  const { stdout } = await containerd.ctr([
+    "run",
+    "--rm",
+    "--snapshotter",
+    "nix",
+    reference,
+    id,
+    ...command,
+  ]);
+  return stdout;
+}
+
+/** Starts container `id` detached, running `busybox sleep 600`. */
+async function runSleeper(stack: Stack, reference: string, id: string): Promise<void> {
+  await stack.containerd.ctr([
+    "run",
+    "--detach",
+    "--snapshotter",
+    "nix",
+    reference,
+    id,
+    stack.setup.busybox,
+    "sleep",
+    "600",
+  ]);
+}
+
+/** Kills a detached container, deletes its task once it has exited, then the container. */
+async function removeContainer(containerd: Containerd, id: string): Promise<void> {
+  await containerd.ctr(["tasks", "kill", "--signal", "SIGKILL", id]);
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const task = await containerd.ctr(["tasks", "delete", id], { allowFailure: true });
+    if (task.code === 0) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  await containerd.ctr(["containers", "delete", id]);
+}
+
+/**
+ * containerd's GC removes snapshots in the background after deletions: waits (up to 30 s) until
+ * the daemon holds no roots, and returns the paths still rooted then.
+ */
+async function rootsAfterCollection(daemon: DaemonProcess): Promise<Set<string>> {
+  let left = await rootedPaths(daemon);
+  for (let attempt = 0; attempt < 300 && left.size > 0; attempt++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    left = await rootedPaths(daemon);
+  }
+  return left;
+}
+
 for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
-  const found = baseSkip ? undefined : findContainerd(version);
-  const skip = baseSkip ?? (found?.bins ? undefined : (found as { reason: string }).reason);
+  const skip = containerdSkip(version);
 
   for (const mountMode of ["bind", "hardlink"] as const) {
     describe.skipIf(skip !== undefined)(
       `containerd ${version} with the daemon in ${mountMode} mode${skip ? ` (skipped: ${skip})` : ""}`,
       () => {
-        let setup: Setup;
-        let daemon: DaemonProcess;
-        let containerd: Containerd;
-        const retired: DaemonProcess[] = [];
+        const stack = useStack({ version, mountMode });
         const reference = `docker.io/library/nix-hello-${mountMode}:latest`;
 
-        beforeAll(async () => {
-          setup = await createSetup();
-          daemon = await startDaemonProcess({ mountMode });
-          containerd = await startContainerd({
-            version,
-            proxyPlugins: { nix: daemon.address },
-          });
-        });
-        afterAll(async () => {
-          await containerd?.stop();
-          await daemon?.cleanup();
-          for (const stopped of retired) await stopped.cleanup();
-          await setup?.fixtures.cleanup();
-          if (setup) await rm(setup.directory, { recursive: true, force: true });
-        });
-
         it("unpacks a nix image through the daemon, which roots its closure", async () => {
-          await containerd.ctr(importArguments(version, await setup.archive(reference)));
-          const { stdout } = await containerd.ctr(["images", "list", "--quiet"]);
+          await stack.containerd.ctr(
+            importArguments(version, await stack.setup.archive(reference)),
+          );
+          const { stdout } = await stack.containerd.ctr(["images", "list", "--quiet"]);
           expect(stdout.split("\n")).toContain(reference);
           // The nix labels reached Prepare: the daemon rooted every path of the closure.
-          expect(await rootedPaths(daemon)).toEqual(new Set(setup.script.closure));
-          const snapshots = await containerd.ctr(["snapshots", "--snapshotter", "nix", "ls"]);
+          expect(await rootedPaths(stack.daemon)).toEqual(new Set(stack.setup.script.closure));
+          const snapshots = await stack.containerd.ctr(["snapshots", "--snapshotter", "nix", "ls"]);
           expect(snapshots.stdout).toMatch(/sha256:[0-9a-f]{64}\s+Committed/);
         });
 
         it("runs a program that lives only in the Nix store", async () => {
           const id = `hello-${mountMode}`;
-          const { stdout } = await containerd.ctr([
-            "run",
-            "--rm",
-            "--snapshotter",
-            "nix",
-            reference,
-            id,
-          ]);
+          const stdout = await runOnce(stack.containerd, reference, id);
           expect(stdout.trim()).toBe("hello from nix store");
         });
 
         it("keeps the roots while a container runs, and releases them once containerd collects the image", async () => {
           const id = `sleeper-${mountMode}`;
-          const busybox = setup.script.interpreter.replace(/\/sh$/, "/busybox");
-          await containerd.ctr([
-            "run",
-            "--detach",
-            "--snapshotter",
-            "nix",
-            reference,
-            id,
-            busybox,
-            "sleep",
-            "600",
-          ]);
-          await containerd.ctr(["images", "remove", "--sync", reference]);
+          await runSleeper(stack, reference, id);
+          await stack.containerd.ctr(["images", "remove", "--sync", reference]);
           // The container's snapshot keeps its parent (the nix layer) and so the roots.
-          expect(await rootedPaths(daemon)).toEqual(new Set(setup.script.closure));
-          await containerd.ctr(["tasks", "kill", "--signal", "SIGKILL", id]);
-          for (let attempt = 0; attempt < 100; attempt++) {
-            const task = await containerd.ctr(["tasks", "delete", id], { allowFailure: true });
-            if (task.code === 0) break;
-            await new Promise((resolve) => setTimeout(resolve, 100));
-          }
-          await containerd.ctr(["containers", "delete", id]);
-          // containerd's GC removes the snapshots in the background after the deletions.
-          let left = await rootedPaths(daemon);
-          for (let attempt = 0; attempt < 300 && left.size > 0; attempt++) {
-            await new Promise((resolve) => setTimeout(resolve, 100));
-            left = await rootedPaths(daemon);
-          }
-          expect(left).toEqual(new Set());
+          expect(await rootedPaths(stack.daemon)).toEqual(new Set(stack.setup.script.closure));
+          await removeContainer(stack.containerd, id);
+          expect(await rootsAfterCollection(stack.daemon)).toEqual(new Set());
           const snapshots: string[] = [];
-          for await (const info of daemon.snapshotter.list()) snapshots.push(info.name);
+          for await (const info of stack.daemon.snapshotter.list()) snapshots.push(info.name);
           expect(snapshots).toEqual([]);
           // Import again for the next tests.
-          await containerd.ctr(importArguments(version, await setup.archive(reference)));
+          await stack.containerd.ctr(
+            importArguments(version, await stack.setup.archive(reference)),
+          );
         });
 
         it("serves containerd again after a daemon restart on the same socket and root", async () => {
-          const before = await daemon.stop("SIGTERM");
+          const before = await stack.daemon.stop("SIGTERM");
           expect(before).toEqual({ code: 0, signal: null });
           const restarted = await startDaemonProcess({
             mountMode,
-            addressFlag: daemon.address,
-            rootFlag: daemon.root,
+            addressFlag: stack.daemon.address,
+            rootFlag: stack.daemon.root,
             // Same roots directory: the snapshots' roots must still be found.
-            gcRootsDir: daemon.gcRootsDir,
+            gcRootsDir: stack.daemon.gcRootsDir,
           });
           // The stopped daemon's directory holds the shared root: clean it up last.
-          retired.push(daemon);
-          daemon = restarted;
-          expect(await rootedPaths(daemon)).toEqual(new Set(setup.script.closure));
-          const { stdout } = await containerd.ctr([
-            "run",
-            "--rm",
-            "--snapshotter",
-            "nix",
-            reference,
-            `restarted-${mountMode}`,
-          ]);
+          stack.retired.push(stack.daemon);
+          stack.daemon = restarted;
+          expect(await rootedPaths(stack.daemon)).toEqual(new Set(stack.setup.script.closure));
+          const stdout = await runOnce(stack.containerd, reference, `restarted-${mountMode}`);
           expect(stdout.trim()).toBe("hello from nix store");
-          expect(await rootedPaths(daemon)).toEqual(new Set(setup.script.closure));
+          expect(await rootedPaths(stack.daemon)).toEqual(new Set(stack.setup.script.closure));
         });
 
         it(`gives the container ${mountMode === "bind" ? "one bind mount per store path" : "one plain overlay"}`, async () => {
           const id = `mounts-${mountMode}`;
-          await containerd.ctr(["container", "create", "--snapshotter", "nix", reference, id]);
+          await stack.containerd.ctr([
+            "container",
+            "create",
+            "--snapshotter",
+            "nix",
+            reference,
+            id,
+          ]);
           try {
-            const mounts = await daemon.snapshotter.mounts(await activeKey(daemon, id));
+            const mounts = await stack.daemon.snapshotter.mounts(await activeKey(stack.daemon, id));
             const binds = mounts.filter((mount) => mount.type === "bind");
             if (mountMode === "bind") {
               expect(binds.map((mount) => mount.source).sort()).toEqual(
-                [...setup.script.closure].sort(),
+                [...stack.setup.script.closure].sort(),
               );
               for (const mount of binds) {
                 expect(mount.target).toBe(mount.source);
@@ -269,7 +338,7 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
               expect(mounts).toHaveLength(1);
             }
           } finally {
-            await containerd.ctr(["containers", "delete", id]);
+            await stack.containerd.ctr(["containers", "delete", id]);
           }
         });
       },
@@ -279,21 +348,7 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
   describe.skipIf(skip !== undefined)(
     `containerd ${version}: hostile nix images${skip ? ` (skipped: ${skip})` : ""}`,
     () => {
-      let setup: Setup;
-      let daemon: DaemonProcess;
-      let containerd: Containerd;
-
-      beforeAll(async () => {
-        setup = await createSetup();
-        daemon = await startDaemonProcess({ mountMode: "bind" });
-        containerd = await startContainerd({ version, proxyPlugins: { nix: daemon.address } });
-      });
-      afterAll(async () => {
-        await containerd?.stop();
-        await daemon?.cleanup();
-        await setup?.fixtures.cleanup();
-        if (setup) await rm(setup.directory, { recursive: true, force: true });
-      });
+      const stack = useStack({ version, mountMode: "bind" });
 
       const hostile: Array<[string, string]> = [
         ["a host directory", "/etc"],
@@ -302,22 +357,22 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
       ];
       for (const [what, path] of hostile) {
         it(`refuses a store-path label naming ${what}, mounting and rooting nothing`, async () => {
-          const image = withLayerAnnotations(setup.image, {
+          const image = withLayerAnnotations(stack.setup.image, {
             "containerd.io/snapshot/nix-layer": "true",
             "containerd.io/snapshot/nix-store-path.0": path,
           });
           const name = `docker.io/library/hostile-${hostile.findIndex(([, p]) => p === path)}:latest`;
-          const result = await containerd.ctr(
-            importArguments(version, await setup.archive(name, image)),
+          const result = await stack.containerd.ctr(
+            importArguments(version, await stack.setup.archive(name, image)),
             {
               allowFailure: true,
             },
           );
           expect(result.code).not.toBe(0);
           expect(`${result.stdout}${result.stderr}`).toContain("nix-store-path.0");
-          expect(await rootedPaths(daemon)).toEqual(new Set());
+          expect(await rootedPaths(stack.daemon)).toEqual(new Set());
           const committed: string[] = [];
-          for await (const info of daemon.snapshotter.list()) committed.push(info.name);
+          for await (const info of stack.daemon.snapshotter.list()) committed.push(info.name);
           expect(committed).toEqual([]);
         });
       }
@@ -328,12 +383,7 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
 // The snapshots API as containerd's own client drives it through the proxy plugin: every RPC,
 // containerd's error mapping of our codes, Info JSON and int64 usage, on every release line.
 for (const version of ["1.6", "1.7", "2.1"] as ContainerdVersion[]) {
-  const found = canRunContainerd() ? findContainerd(version) : undefined;
-  const skip = !canRunContainerd()
-    ? "needs root and runc"
-    : found?.bins
-      ? undefined
-      : (found as { reason: string }).reason;
+  const skip = containerdSkip(version, canRunContainerd() ? undefined : "needs root and runc");
   describe.skipIf(skip !== undefined)(
     `ctr snapshots through containerd ${version}${skip ? ` (skipped: ${skip})` : ""}`,
     () => {
@@ -436,33 +486,15 @@ function ordinaryBaseArchive(): Buffer {
 // second nix layer (busybox script) built `fromImage` the first. The container sees the files of
 // the ordinary layer and the store paths of both nix layers.
 {
-  const found = baseSkip ? undefined : findContainerd("2.1");
-  const skip = baseSkip ?? (found?.bins ? undefined : (found as { reason: string }).reason);
+  const skip = containerdSkip("2.1");
   for (const mountMode of ["bind", "hardlink"] as const) {
     describe.skipIf(skip !== undefined)(
       `containerd 2.1: ordinary and nix layers interleaved, ${mountMode} mode${skip ? ` (skipped: ${skip})` : ""}`,
       () => {
-        let setup: Setup;
-        let daemon: DaemonProcess;
-        let containerd: Containerd;
-
-        beforeAll(async () => {
-          setup = await createSetup();
-          daemon = await startDaemonProcess({ mountMode });
-          containerd = await startContainerd({
-            version: "2.1",
-            proxyPlugins: { nix: daemon.address },
-          });
-        });
-        afterAll(async () => {
-          await containerd?.stop();
-          await daemon?.cleanup();
-          await setup?.fixtures.cleanup();
-          if (setup) await rm(setup.directory, { recursive: true, force: true });
-        });
+        const stack = useStack({ version: "2.1", mountMode });
 
         it("runs and sees the ordinary files and the store paths of both nix layers", async () => {
-          const synthetic = await setup.fixtures.syntheticClosure({
+          const synthetic = await stack.setup.fixtures.syntheticClosure({
             count: 2,
             closureInfo: false,
           });
@@ -472,28 +504,26 @@ function ordinaryBaseArchive(): Buffer {
           });
           const second = await buildImage({
             fromImage: writeImageArchive(first),
-            closure: setup.script.closure,
-            config: { Entrypoint: [setup.script.executable] },
+            closure: stack.setup.script.closure,
+            config: { Entrypoint: [stack.setup.script.executable] },
           });
           expect(second.manifest.layers).toHaveLength(3);
           const reference = `docker.io/library/interleaved-${mountMode}:latest`;
-          await containerd.ctr(importArguments("2.1", await setup.archive(reference, second)));
-          expect(await rootedPaths(daemon)).toEqual(
-            new Set([...synthetic.paths, ...setup.script.closure]),
+          await stack.containerd.ctr(
+            importArguments("2.1", await stack.setup.archive(reference, second)),
           );
-          const busybox = setup.script.interpreter.replace(/\/sh$/, "/busybox");
-          const { stdout } = await containerd.ctr([
-            "run",
-            "--rm",
-            "--snapshotter",
-            "nix",
+          expect(await rootedPaths(stack.daemon)).toEqual(
+            new Set([...synthetic.paths, ...stack.setup.script.closure]),
+          );
+          const stdout = await runOnce(
+            stack.containerd,
             reference,
             `interleaved-${mountMode}`,
-            busybox,
+            stack.setup.busybox,
             "sh",
             "-c",
-            `cat /etc/ordinary.txt && ls -d ${synthetic.paths.join(" ")} && ${setup.script.executable}`,
-          ]);
+            `cat /etc/ordinary.txt && ls -d ${synthetic.paths.join(" ")} && ${stack.setup.script.executable}`,
+          );
           expect(stdout.trim().split("\n")).toEqual([
             "ordinary layer",
             ...[...synthetic.paths].sort(),
@@ -509,33 +539,20 @@ function ordinaryBaseArchive(): Buffer {
 // unpacker passes the layer annotations as labels. (1.7's Transfer pull ignores --plain-http and
 // its local pull passes no labels: there, CRI pulls are the registry path.)
 {
-  const found = baseSkip ? undefined : findContainerd("2.1");
   const registrySkip = existsSync(DOCKER_REGISTRY_BINARY) ? undefined : "docker-registry missing";
-  const skip =
-    baseSkip ?? registrySkip ?? (found?.bins ? undefined : (found as { reason: string }).reason);
+  const skip = containerdSkip("2.1", baseSkip ?? registrySkip);
   describe.skipIf(skip !== undefined)(
     `containerd 2.1 pulls a nix image from a registry${skip ? ` (skipped: ${skip})` : ""}`,
     () => {
-      let setup: Setup;
-      let daemon: DaemonProcess;
-      let containerd: Containerd;
       let registry: TestRegistry;
-
-      beforeAll(async () => {
-        setup = await createSetup();
-        registry = await startRegistry();
-        daemon = await startDaemonProcess({ mountMode: "bind" });
-        containerd = await startContainerd({
-          version: "2.1",
-          proxyPlugins: { nix: daemon.address },
-        });
-      });
-      afterAll(async () => {
-        await containerd?.stop();
-        await daemon?.cleanup();
-        await registry?.stop();
-        await setup?.fixtures.cleanup();
-        if (setup) await rm(setup.directory, { recursive: true, force: true });
+      const stack = useStack({
+        version: "2.1",
+        mountMode: "bind",
+        async beforeDaemon() {
+          registry = await startRegistry();
+          return undefined;
+        },
+        afterDaemon: async () => registry?.stop(),
       });
 
       it("pulls with --snapshotter nix and runs a program from the Nix store", async () => {
@@ -547,19 +564,22 @@ function ordinaryBaseArchive(): Buffer {
           }),
           repository: "library/nix-pulled",
           tag: "latest",
-          source: createMemoryImageSource(setup.image.manifestDescriptor, setup.image.blobs),
+          source: createMemoryImageSource(
+            stack.setup.image.manifestDescriptor,
+            stack.setup.image.blobs,
+          ),
         });
         const reference = `${registry.host}/library/nix-pulled:latest`;
-        await containerd.ctr(["images", "pull", "--plain-http", "--snapshotter", "nix", reference]);
-        expect(await rootedPaths(daemon)).toEqual(new Set(setup.script.closure));
-        const { stdout } = await containerd.ctr([
-          "run",
-          "--rm",
+        await stack.containerd.ctr([
+          "images",
+          "pull",
+          "--plain-http",
           "--snapshotter",
           "nix",
           reference,
-          "pulled",
         ]);
+        expect(await rootedPaths(stack.daemon)).toEqual(new Set(stack.setup.script.closure));
+        const stdout = await runOnce(stack.containerd, reference, "pulled");
         expect(stdout.trim()).toBe("hello from nix store");
       });
     },
@@ -571,97 +591,64 @@ function ordinaryBaseArchive(): Buffer {
 // the paths alive while a container uses them; after containerd collects the image, Nix may
 // delete them.
 for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
-  const found = baseSkip ? undefined : findContainerd(version);
-  const skip = baseSkip ?? (found?.bins ? undefined : (found as { reason: string }).reason);
+  const skip = containerdSkip(version);
   describe.skipIf(skip !== undefined)(
     `containerd ${version}: closure substituted during unpack${skip ? ` (skipped: ${skip})` : ""}`,
     () => {
-      let setup: Setup;
-      let daemon: DaemonProcess;
-      let containerd: Containerd;
       let cache: BinaryCache;
       let missing: string[];
       let image: BuiltImage;
       const reference = "docker.io/library/nix-substituted:latest";
-
-      beforeAll(async () => {
-        setup = await createSetup();
-        const synthetic = await setup.fixtures.syntheticClosure({ count: 4, closureInfo: false });
-        missing = synthetic.paths;
-        image = await buildImage({
-          config: { Entrypoint: [setup.script.executable] },
-          closure: [...setup.script.closure, ...missing],
-        });
-        cache = await startBinaryCache({ paths: missing });
-        await synthetic.release();
-        await setup.fixtures.deletePaths(missing);
-        const nixConfig = Object.entries(cache.nixOptions)
-          .map(([name, value]) => `${name} = ${value}`)
-          .join("\n");
-        daemon = await startDaemonProcess({ mountMode: "bind", env: { NIX_CONFIG: nixConfig } });
-        containerd = await startContainerd({ version, proxyPlugins: { nix: daemon.address } });
-      });
-      afterAll(async () => {
-        await containerd?.stop();
-        await daemon?.cleanup();
-        await cache?.close();
-        await setup?.fixtures.cleanup();
-        if (setup) await rm(setup.directory, { recursive: true, force: true });
+      const stack = useStack({
+        version,
+        mountMode: "bind",
+        async beforeDaemon(setup) {
+          const synthetic = await setup.fixtures.syntheticClosure({ count: 4, closureInfo: false });
+          missing = synthetic.paths;
+          image = await buildImage({
+            config: { Entrypoint: [setup.script.executable] },
+            closure: [...stack.setup.script.closure, ...missing],
+          });
+          cache = await startBinaryCache({ paths: missing });
+          await synthetic.release();
+          await setup.fixtures.deletePaths(missing);
+          const nixConfig = Object.entries(cache.nixOptions)
+            .map(([name, value]) => `${name} = ${value}`)
+            .join("\n");
+          return { NIX_CONFIG: nixConfig };
+        },
+        afterDaemon: async () => cache?.close(),
       });
 
       it("realises the missing paths from the cache while unpacking, and runs", async () => {
         for (const path of missing) expect(existsSync(path)).toBe(false);
-        await containerd.ctr(importArguments(version, await setup.archive(reference, image)));
+        await stack.containerd.ctr(
+          importArguments(version, await stack.setup.archive(reference, image)),
+        );
         for (const path of missing) expect(existsSync(path)).toBe(true);
         expect(cache.requests()).toBeGreaterThan(0);
-        const busybox = setup.script.interpreter.replace(/\/sh$/, "/busybox");
-        const { stdout } = await containerd.ctr([
-          "run",
-          "--rm",
-          "--snapshotter",
-          "nix",
+        const stdout = await runOnce(
+          stack.containerd,
           reference,
           "list-substituted",
-          busybox,
+          stack.setup.busybox,
           "ls",
           "-d",
           ...missing,
-        ]);
+        );
         expect(stdout.trim().split("\n").sort()).toEqual([...missing].sort());
       });
 
       it("keeps the paths from Nix's deletion while in use, and lets it delete them after", async () => {
-        const busybox = setup.script.interpreter.replace(/\/sh$/, "/busybox");
-        await containerd.ctr([
-          "run",
-          "--detach",
-          "--snapshotter",
-          "nix",
-          reference,
-          "holder",
-          busybox,
-          "sleep",
-          "600",
-        ]);
-        await containerd.ctr(["images", "remove", "--sync", reference]);
+        await runSleeper(stack, reference, "holder");
+        await stack.containerd.ctr(["images", "remove", "--sync", reference]);
         const refused = spawnSync("nix-store", ["--delete", ...missing], { encoding: "utf8" });
         expect(refused.status).not.toBe(0);
         expect(refused.stderr).toMatch(/still alive/);
         for (const path of missing) expect(existsSync(path)).toBe(true);
 
-        await containerd.ctr(["tasks", "kill", "--signal", "SIGKILL", "holder"]);
-        for (let attempt = 0; attempt < 100; attempt++) {
-          const task = await containerd.ctr(["tasks", "delete", "holder"], { allowFailure: true });
-          if (task.code === 0) break;
-          await new Promise((resolve) => setTimeout(resolve, 100));
-        }
-        await containerd.ctr(["containers", "delete", "holder"]);
-        let rooted = await rootedPaths(daemon);
-        for (let attempt = 0; attempt < 300 && rooted.size > 0; attempt++) {
-          await new Promise((resolve) => setTimeout(resolve, 100));
-          rooted = await rootedPaths(daemon);
-        }
-        expect(rooted).toEqual(new Set());
+        await removeContainer(stack.containerd, "holder");
+        expect(await rootsAfterCollection(stack.daemon)).toEqual(new Set());
         const deleted = spawnSync("nix-store", ["--delete", ...missing], { encoding: "utf8" });
         expect(deleted.stderr).not.toMatch(/still alive/);
         expect(deleted.status).toBe(0);
@@ -676,55 +663,30 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
 // (`importArchive`: content, leases, snapshots and diff APIs, labels passed to Prepare), and the
 // daemon runs in hardlink mode: the container gets one plain overlay.
 {
-  const found = baseSkip ? undefined : findContainerd("1.6");
-  const skip = baseSkip ?? (found?.bins ? undefined : (found as { reason: string }).reason);
+  const skip = containerdSkip("1.6");
   describe.skipIf(skip !== undefined)(
     `containerd 1.6 with the daemon in hardlink mode${skip ? ` (skipped: ${skip})` : ""}`,
     () => {
-      let setup: Setup;
-      let daemon: DaemonProcess;
-      let containerd: Containerd;
+      const stack = useStack({ version: "1.6", mountMode: "hardlink" });
       const reference = "docker.io/library/nix-hello-1-6:latest";
-
-      beforeAll(async () => {
-        setup = await createSetup();
-        daemon = await startDaemonProcess({ mountMode: "hardlink" });
-        containerd = await startContainerd({
-          version: "1.6",
-          proxyPlugins: { nix: daemon.address },
-        });
-      });
-      afterAll(async () => {
-        await containerd?.stop();
-        await daemon?.cleanup();
-        await setup?.fixtures.cleanup();
-        if (setup) await rm(setup.directory, { recursive: true, force: true });
-      });
 
       it("imports through the loader and runs a program that lives only in the Nix store", async () => {
         const client = createContainerdClient({
-          address: containerd.address,
-          namespace: containerd.namespace,
+          address: stack.containerd.address,
+          namespace: stack.containerd.namespace,
         });
         try {
           const result = await importArchive(
             client,
-            writeImageArchive(setup.image, { names: [reference] }),
+            writeImageArchive(stack.setup.image, { names: [reference] }),
             { snapshotter: "nix", names: [reference] },
           );
           expect(result.layersApplied).toBe(1);
         } finally {
           client.close();
         }
-        expect(await rootedPaths(daemon)).toEqual(new Set(setup.script.closure));
-        const { stdout } = await containerd.ctr([
-          "run",
-          "--rm",
-          "--snapshotter",
-          "nix",
-          reference,
-          "hello-1-6",
-        ]);
+        expect(await rootedPaths(stack.daemon)).toEqual(new Set(stack.setup.script.closure));
+        const stdout = await runOnce(stack.containerd, reference, "hello-1-6");
         expect(stdout.trim()).toBe("hello from nix store");
       });
     },
