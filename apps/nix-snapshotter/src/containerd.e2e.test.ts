@@ -33,13 +33,8 @@ import {
   type ScriptFixture,
   startBinaryCache,
 } from "@nix-snapshotter/nix-store/testing";
-import {
-  type Digest,
-  MediaType,
-  sha256Digest,
-  writeOciArchive,
-  writeTar,
-} from "@nix-snapshotter/oci";
+import { sha256Digest } from "@nix-snapshotter/oci";
+import { testImageArchive } from "@nix-snapshotter/oci/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DaemonProcess, startDaemonProcess } from "./testing/daemon-process.js";
 
@@ -439,47 +434,15 @@ for (const version of ["1.6", "1.7", "2.1"] as ContainerdVersion[]) {
 
 /** An OCI archive of an ordinary one-layer image: `/etc/ordinary.txt` = "ordinary layer". */
 function ordinaryBaseArchive(): Buffer {
-  const encoder = new TextEncoder();
-  const layer = writeTar([
-    { name: "etc", type: "directory" },
-    { name: "etc/ordinary.txt", type: "file", data: encoder.encode("ordinary layer\n") },
-  ]);
-  const layerDigest = sha256Digest(layer);
-  const config = encoder.encode(
-    JSON.stringify({
-      architecture: "amd64",
-      os: "linux",
-      config: {},
-      rootfs: { type: "layers", diff_ids: [layerDigest] },
-    }),
-  );
-  const configDigest = sha256Digest(config);
-  const manifest = encoder.encode(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MediaType.ImageManifest,
-      config: { mediaType: MediaType.ImageConfig, digest: configDigest, size: config.length },
-      layers: [{ mediaType: MediaType.ImageLayer, digest: layerDigest, size: layer.length }],
-    }),
-  );
-  const manifestDigest = sha256Digest(manifest);
-  return writeOciArchive({
-    manifests: [
-      {
-        descriptor: {
-          mediaType: MediaType.ImageManifest,
-          digest: manifestDigest,
-          size: manifest.length,
-        },
-        names: [],
-      },
+  return testImageArchive({
+    layers: [
+      [
+        { name: "etc", type: "directory" },
+        { name: "etc/ordinary.txt", type: "file", data: Buffer.from("ordinary layer\n") },
+      ],
     ],
-    blobs: new Map<Digest, Uint8Array>([
-      [layerDigest, layer],
-      [configDigest, config],
-      [manifestDigest, manifest],
-    ]),
-  });
+    compression: "none",
+  }).archive;
 }
 
 // Nix layers interleave with ordinary ones: ordinary layer, nix layer (synthetic paths), then a

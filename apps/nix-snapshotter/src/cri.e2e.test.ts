@@ -29,14 +29,7 @@ import {
   type ScriptFixture,
   startBinaryCache,
 } from "@nix-snapshotter/nix-store/testing";
-import {
-  compress,
-  type Descriptor,
-  MediaType,
-  sha256Digest,
-  writeOciArchive,
-  writeTar,
-} from "@nix-snapshotter/oci";
+import { testImageArchive } from "@nix-snapshotter/oci/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DaemonProcess, daemonEntry, startDaemonProcess } from "./testing/daemon-process.js";
 
@@ -50,38 +43,19 @@ const execFileAsync = promisify(execFile);
 const nixSkip = nixE2eSkipReason(["nix-store", "nix", "patchelf", "skopeo", "docker-registry"]);
 const delay = (milliseconds: number) => new Promise((resolve) => setTimeout(resolve, milliseconds));
 
-function blob(mediaType: string, data: Uint8Array): Descriptor {
-  return { mediaType, digest: sha256Digest(data), size: data.byteLength };
-}
-
 /** A sandbox ("pause") image: static busybox sleeping. */
 async function pauseArchive(name: string): Promise<Buffer> {
-  const tar = writeTar([
-    { name: "bin", type: "directory", mode: 0o755 },
-    { name: "bin/busybox", type: "file", mode: 0o755, data: await readFile("/bin/busybox") },
-    { name: "bin/sleep", type: "symlink", linkname: "busybox" },
-  ]);
-  const layer = compress(tar, "gzip");
-  const config = Buffer.from(
-    JSON.stringify({
-      architecture: "amd64",
-      os: "linux",
-      config: { Entrypoint: ["/bin/sleep", "100000"] },
-      rootfs: { type: "layers", diff_ids: [sha256Digest(tar)] },
-    }),
-  );
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MediaType.ImageManifest,
-      config: blob(MediaType.ImageConfig, config),
-      layers: [blob(MediaType.ImageLayerGzip, layer)],
-    }),
-  );
-  return writeOciArchive({
-    manifests: [{ descriptor: blob(MediaType.ImageManifest, manifest), names: [name] }],
-    blobs: new Map([layer, config, manifest].map((data) => [sha256Digest(data), data])),
-  });
+  return testImageArchive({
+    names: [name],
+    layers: [
+      [
+        { name: "bin", type: "directory", mode: 0o755 },
+        { name: "bin/busybox", type: "file", mode: 0o755, data: await readFile("/bin/busybox") },
+        { name: "bin/sleep", type: "symlink", linkname: "busybox" },
+      ],
+    ],
+    config: { Entrypoint: ["/bin/sleep", "100000"] },
+  }).archive;
 }
 
 async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 60_000) {
@@ -255,40 +229,19 @@ for (const [version, mountMode] of cases) {
         const notArchive = join(work, `nix-image-text-${nonce}.tar`);
         await writeFile(notArchive, "not an archive\n");
         // A layer of its own (no snapshot shares its chain id) whose nix label names /etc.
-        const tar = writeTar([
-          { name: "evil", type: "file", mode: 0o644, data: Buffer.from(nonce) },
-        ]);
-        const layerBlob = compress(tar, "gzip");
-        const layer = {
-          ...blob(MediaType.ImageLayerGzip, layerBlob),
-          annotations: {
-            "containerd.io/snapshot/nix-layer": "true",
-            "containerd.io/snapshot/nix-store-path.0": "/etc",
-          },
-        };
-        const config = Buffer.from(
-          JSON.stringify({
-            architecture: "amd64",
-            os: "linux",
-            config: { Entrypoint: ["/etc/passwd"] },
-            rootfs: { type: "layers", diff_ids: [sha256Digest(tar)] },
-          }),
-        );
-        const manifest = Buffer.from(
-          JSON.stringify({
-            schemaVersion: 2,
-            mediaType: MediaType.ImageManifest,
-            config: blob(MediaType.ImageConfig, config),
-            layers: [layer],
-          }),
-        );
         const evil = join(work, `nix-image-evil-${nonce}.tar`);
         await writeFile(
           evil,
-          writeOciArchive({
-            manifests: [{ descriptor: blob(MediaType.ImageManifest, manifest) }],
-            blobs: new Map([layerBlob, config, manifest].map((data) => [sha256Digest(data), data])),
-          }),
+          testImageArchive({
+            layers: [[{ name: "evil", type: "file", mode: 0o644, data: Buffer.from(nonce) }]],
+            annotations: {
+              0: {
+                "containerd.io/snapshot/nix-layer": "true",
+                "containerd.io/snapshot/nix-store-path.0": "/etc",
+              },
+            },
+            config: { Entrypoint: ["/etc/passwd"] },
+          }).archive,
         );
         for (const file of [notArchive, evil]) {
           const storePath = (await execFileAsync("nix-store", ["--add", file])).stdout.trim();

@@ -1,15 +1,7 @@
 // Images built in memory for this package's tests (not part of the published API).
 import { readFileSync } from "node:fs";
-import {
-  compress,
-  type Descriptor,
-  type ImageConfig,
-  type Manifest,
-  MediaType,
-  sha256Digest,
-  writeOciArchive,
-  writeTar,
-} from "@nix-snapshotter/oci";
+import { type ImageConfig, sha256Digest, type TarWriteEntry, writeTar } from "@nix-snapshotter/oci";
+import { testImageArchive } from "@nix-snapshotter/oci/testing";
 
 export interface TestImageOptions {
   /** Image name recorded in the archive. */
@@ -24,63 +16,35 @@ export interface TestImageOptions {
   annotations?: Record<number, Record<string, string>>;
 }
 
-function blob(mediaType: string, data: Uint8Array): Descriptor {
-  return { mediaType, digest: sha256Digest(data), size: data.byteLength };
-}
-
 /** An OCI archive: a static busybox layer (`/bin/busybox`, `/bin/sh`) plus optional files. */
 export function busyboxArchive(options: TestImageOptions): Buffer {
-  const busybox = readFileSync("/bin/busybox");
-  const tars = [
-    writeTar([
+  const layers: TarWriteEntry[][] = [
+    [
       { name: "bin", type: "directory", mode: 0o755 },
-      { name: "bin/busybox", type: "file", mode: 0o755, data: busybox },
+      { name: "bin/busybox", type: "file", mode: 0o755, data: readFileSync("/bin/busybox") },
       { name: "bin/sh", type: "symlink", linkname: "busybox" },
       { name: "bin/echo", type: "symlink", linkname: "busybox" },
       { name: "bin/cat", type: "symlink", linkname: "busybox" },
       { name: "bin/sleep", type: "symlink", linkname: "busybox" },
-    ]),
+    ],
   ];
   if (options.files) {
-    tars.push(
-      writeTar(
-        Object.entries(options.files).map(([name, contents]) => ({
-          name,
-          type: "file" as const,
-          mode: 0o644,
-          data: Buffer.from(contents),
-        })),
-      ),
+    layers.push(
+      Object.entries(options.files).map(([name, contents]) => ({
+        name,
+        type: "file" as const,
+        mode: 0o644,
+        data: Buffer.from(contents),
+      })),
     );
   }
-  const blobs = new Map<string, Uint8Array>();
-  const layers = tars.map((tar, index) => {
-    const gz = compress(tar, "gzip");
-    blobs.set(sha256Digest(gz), gz);
-    const descriptor = blob(MediaType.ImageLayerGzip, gz);
-    const annotations = options.annotations?.[index];
-    return annotations ? { ...descriptor, annotations } : descriptor;
-  });
-  const config: ImageConfig = {
-    architecture: "amd64",
-    os: "linux",
-    config: { Entrypoint: options.entrypoint },
-    rootfs: { type: "layers", diff_ids: options.diffIds ?? tars.map((tar) => sha256Digest(tar)) },
-  };
-  const configBlob = Buffer.from(JSON.stringify(config));
-  blobs.set(sha256Digest(configBlob), configBlob);
-  const manifest: Manifest = {
-    schemaVersion: 2,
-    mediaType: MediaType.ImageManifest,
-    config: blob(MediaType.ImageConfig, configBlob),
+  return testImageArchive({
+    names: [options.name],
     layers,
-  };
-  const manifestBlob = Buffer.from(JSON.stringify(manifest));
-  blobs.set(sha256Digest(manifestBlob), manifestBlob);
-  return writeOciArchive({
-    manifests: [{ descriptor: blob(MediaType.ImageManifest, manifestBlob), names: [options.name] }],
-    blobs,
-  });
+    config: { Entrypoint: options.entrypoint },
+    ...(options.diffIds === undefined ? {} : { diffIds: options.diffIds }),
+    ...(options.annotations === undefined ? {} : { annotations: options.annotations }),
+  }).archive;
 }
 
 /** A docker archive (`docker save` layout: manifest.json, config, uncompressed layer tars). */

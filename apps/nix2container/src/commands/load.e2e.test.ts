@@ -22,14 +22,7 @@ import {
   type ScriptFixture,
   TEST_GC_ROOTS_PARENT,
 } from "@nix-snapshotter/nix-store/testing";
-import {
-  compress,
-  type Descriptor,
-  MediaType,
-  sha256Digest,
-  writeOciArchive,
-  writeTar,
-} from "@nix-snapshotter/oci";
+import { testImageArchive } from "@nix-snapshotter/oci/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const execFileAsync = promisify(execFile);
@@ -37,42 +30,25 @@ const here = dirname(fileURLToPath(import.meta.url));
 const cli = join(here, "..", "..", "dist", "main.js");
 const daemonMain = join(here, "..", "..", "..", "nix-snapshotter", "dist", "main.js");
 
-function blob(mediaType: string, data: Uint8Array): Descriptor {
-  return { mediaType, digest: sha256Digest(data), size: data.byteLength };
-}
-
 /** An ordinary one-layer image: static busybox as /bin/sh and a file. */
-async function ordinaryArchive(name: string, text: string): Promise<Buffer> {
-  const tar = writeTar([
-    { name: "bin", type: "directory", mode: 0o755 },
-    { name: "bin/busybox", type: "file", mode: 0o755, data: await readFile("/bin/busybox") },
-    { name: "bin/cat", type: "symlink", linkname: "busybox" },
-    { name: "message", type: "file", mode: 0o644, data: Buffer.from(text) },
-  ]);
-  const layer = compress(tar, "gzip");
-  const config = Buffer.from(
-    JSON.stringify({
-      architecture: "amd64",
-      os: "linux",
-      config: { Entrypoint: ["/bin/cat", "/message"] },
-      rootfs: { type: "layers", diff_ids: [sha256Digest(tar)] },
-    }),
-  );
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MediaType.ImageManifest,
-      config: blob(MediaType.ImageConfig, config),
-      layers: [blob(MediaType.ImageLayerGzip, layer)],
-    }),
-  );
-  const blobs = new Map<string, Uint8Array>(
-    [layer, config, manifest].map((data) => [sha256Digest(data), data]),
-  );
-  return writeOciArchive({
-    manifests: [{ descriptor: blob(MediaType.ImageManifest, manifest), names: [name] }],
-    blobs,
-  });
+async function ordinaryArchive(
+  name: string,
+  text: string,
+  annotations: Record<number, Record<string, string>> = {},
+): Promise<Buffer> {
+  return testImageArchive({
+    annotations,
+    names: [name],
+    layers: [
+      [
+        { name: "bin", type: "directory", mode: 0o755 },
+        { name: "bin/busybox", type: "file", mode: 0o755, data: await readFile("/bin/busybox") },
+        { name: "bin/cat", type: "symlink", linkname: "busybox" },
+        { name: "message", type: "file", mode: 0o644, data: Buffer.from(text) },
+      ],
+    ],
+    config: { Entrypoint: ["/bin/cat", "/message"] },
+  }).archive;
 }
 
 interface Snapshotter {
@@ -239,34 +215,15 @@ for (const version of versions) {
       });
 
       it("refuses a nix image naming a path outside the store, creating nothing", async () => {
-        const plain = await ordinaryArchive(`example.test/evil-${nonce}:1`, "x");
-        // Same image, its layer annotated with a hostile "store path".
-        const { loadArchiveImage } = await import("@nix-snapshotter/oci");
-        const image = loadArchiveImage(plain);
-        const layer = {
-          ...image.manifest.layers[0]!,
-          annotations: {
-            "containerd.io/snapshot/nix-layer": "true",
-            "containerd.io/snapshot/nix-store-path.0": "/etc",
-          },
-        };
-        const manifest = Buffer.from(JSON.stringify({ ...image.manifest, layers: [layer] }));
-        const blobs = new Map<string, Uint8Array>([
-          [image.manifest.config.digest, image.configBlob],
-          [layer.digest, image.layers[0]!.data],
-          [sha256Digest(manifest), manifest],
-        ]);
+        // An ordinary image, its layer annotated with a hostile "store path".
         const archive = join(work, "evil.tar");
         await writeFile(
           archive,
-          writeOciArchive({
-            manifests: [
-              {
-                descriptor: blob(MediaType.ImageManifest, manifest),
-                names: [`example.test/evil-${nonce}:1`],
-              },
-            ],
-            blobs,
+          await ordinaryArchive(`example.test/evil-${nonce}:1`, "x", {
+            0: {
+              "containerd.io/snapshot/nix-layer": "true",
+              "containerd.io/snapshot/nix-store-path.0": "/etc",
+            },
           }),
         );
         const failure = await nix2container(

@@ -5,7 +5,7 @@
 // Environment: BENCH_CONTAINERD (1.6 | 1.7 | 2.1, default 1.6), BENCH_MOUNT_MODE (hardlink |
 // bind, default hardlink on 1.6 else bind), BENCH_ITERATIONS (default 7).
 import { execFile } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -21,15 +21,7 @@ import {
 import { buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
 import { createNixStore } from "@nix-snapshotter/nix-store";
 import { createNixFixtures, TEST_GC_ROOTS_PARENT } from "@nix-snapshotter/nix-store/testing";
-import {
-  compress,
-  type Descriptor,
-  MediaType,
-  sha256Digest,
-  type TarWriteEntry,
-  writeOciArchive,
-  writeTar,
-} from "@nix-snapshotter/oci";
+import { hostPathEntries, testImageArchive } from "@nix-snapshotter/oci/testing";
 import {
   createSnapshotsService,
   createSnapshotter,
@@ -45,60 +37,14 @@ const mountMode = (process.env.BENCH_MOUNT_MODE ?? (version === "1.6" ? "hardlin
   | "hardlink";
 const iterations = Number(process.env.BENCH_ITERATIONS ?? 7);
 
-function blob(mediaType: string, data: Uint8Array): Descriptor {
-  return { mediaType, digest: sha256Digest(data), size: data.byteLength };
-}
-
-/** The files of store paths as tar entries under nix/store/..., symlinks kept. */
-async function closureEntries(paths: readonly string[]): Promise<TarWriteEntry[]> {
-  const entries: TarWriteEntry[] = [
-    { name: "nix", type: "directory", mode: 0o755 },
-    { name: "nix/store", type: "directory", mode: 0o755 },
-  ];
-  const { lstat, readdir, readlink } = await import("node:fs/promises");
-  const walk = async (path: string): Promise<void> => {
-    const stats = await lstat(path);
-    const name = path.slice(1);
-    if (stats.isSymbolicLink()) {
-      entries.push({ name, type: "symlink", linkname: await readlink(path) });
-    } else if (stats.isDirectory()) {
-      entries.push({ name, type: "directory", mode: 0o755 });
-      for (const child of (await readdir(path)).sort()) await walk(join(path, child));
-    } else {
-      entries.push({ name, type: "file", mode: stats.mode & 0o777, data: await readFile(path) });
-    }
-  };
-  for (const path of [...paths].sort()) await walk(path);
-  return entries;
-}
-
 /** The closure as an ordinary image: one gzip layer holding every store path's files. */
 async function layeredArchive(name: string, paths: readonly string[], entrypoint: string[]) {
-  const tar = writeTar(await closureEntries(paths));
-  const layer = compress(tar, "gzip");
-  const config = Buffer.from(
-    JSON.stringify({
-      architecture: "amd64",
-      os: "linux",
-      config: { Entrypoint: entrypoint },
-      rootfs: { type: "layers", diff_ids: [sha256Digest(tar)] },
-    }),
-  );
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MediaType.ImageManifest,
-      config: blob(MediaType.ImageConfig, config),
-      layers: [blob(MediaType.ImageLayerGzip, layer)],
-    }),
-  );
-  return {
-    archive: writeOciArchive({
-      manifests: [{ descriptor: blob(MediaType.ImageManifest, manifest), names: [name] }],
-      blobs: new Map([layer, config, manifest].map((data) => [sha256Digest(data), data])),
-    }),
-    layerBytes: layer.byteLength,
-  };
+  const { archive, manifest } = testImageArchive({
+    names: [name],
+    layers: [await hostPathEntries(paths)],
+    config: { Entrypoint: entrypoint },
+  });
+  return { archive, layerBytes: manifest.layers[0]?.size ?? 0 };
 }
 
 function median(values: number[]): number {
