@@ -2,9 +2,9 @@ import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadArchiveImage, sha256Digest, writeTar } from "@nix-snapshotter/oci";
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { InspectResult } from "./commands/inspect.js";
-import { createProgram } from "./program.js";
+import { runCli } from "./testing/run-cli.js";
 
 // A fake store in a temporary directory (the CLI takes --store-dir), so these tests need no Nix.
 let root: string;
@@ -16,23 +16,6 @@ let closureInfo: string;
 let copyToRootFile: string;
 
 const hash = (letter: string) => letter.repeat(32);
-
-async function run(...args: string[]): Promise<string> {
-  const output: string[] = [];
-  const spy = vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
-    output.push(String(chunk));
-    return true;
-  });
-  try {
-    await createProgram()
-      .exitOverride()
-      .configureOutput({ writeErr: () => {}, writeOut: () => {} })
-      .parseAsync(["node", "nix2container", "-l", "error", ...args]);
-  } finally {
-    spy.mockRestore();
-  }
-  return output.join("");
-}
 
 function buildArgs(out: string, ...extra: string[]): string[] {
   return [
@@ -79,9 +62,9 @@ afterAll(async () => {
 describe("nix2container build and inspect", () => {
   it("builds an OCI archive that inspect describes, the same bytes every time", async () => {
     const out = join(work, "image.tar");
-    await run(...buildArgs(out, "--ref", "example.com/hello:1"));
+    await runCli(...buildArgs(out, "--ref", "example.com/hello:1"));
     const first = await readFile(out);
-    await run(...buildArgs(out, "--ref", "example.com/hello:1"));
+    await runCli(...buildArgs(out, "--ref", "example.com/hello:1"));
     expect((await readFile(out)).equals(first)).toBe(true);
 
     const image = loadArchiveImage(first);
@@ -94,13 +77,13 @@ describe("nix2container build and inspect", () => {
       "containerd.io/snapshot/nix-closure": closureInfo,
     });
 
-    const inspected = JSON.parse(await run("inspect", "--json", out)) as InspectResult;
+    const inspected = JSON.parse(await runCli("inspect", "--json", out)) as InspectResult;
     expect(inspected.references).toEqual(["example.com/hello:1"]);
     expect(inspected.platform).toBe("linux/amd64");
     expect(inspected.storePaths).toEqual([hello]);
     expect(inspected.closures).toEqual([closureInfo]);
     expect(inspected.manifest).toBe(image.manifestDescriptor.digest);
-    const text = await run("inspect", out);
+    const text = await runCli("inspect", out);
     expect(text).toContain(`Reference:   example.com/hello:1`);
     expect(text).toContain(`  ${hello}`);
     expect(text).toContain('"/bin/hello"');
@@ -108,7 +91,7 @@ describe("nix2container build and inspect", () => {
 
   it("names a store-path output nix:0<out>:latest by default", async () => {
     const out = join(storeDir, `${hash("d")}-nix-image-hello.tar`);
-    await run(...buildArgs(out, "--annotations", "per-path", "--compression", "zstd"));
+    await runCli(...buildArgs(out, "--annotations", "per-path", "--compression", "zstd"));
     const image = loadArchiveImage(await readFile(out));
     expect(image.names).toEqual([`nix:0${out}:latest`]);
     expect(image.layers[0]?.descriptor.mediaType).toBe(
@@ -121,9 +104,9 @@ describe("nix2container build and inspect", () => {
 
   it("keeps the annotations of a nix base image", async () => {
     const base = join(work, "base.tar");
-    await run(...buildArgs(base, "--ref", "base:1"));
+    await runCli(...buildArgs(base, "--ref", "base:1"));
     const out = join(work, "derived.tar");
-    await run(...buildArgs(out, "--ref", "derived:1", "--from-image", base));
+    await runCli(...buildArgs(out, "--ref", "derived:1", "--from-image", base));
     const baseImage = loadArchiveImage(await readFile(base));
     const image = loadArchiveImage(await readFile(out));
     expect(image.layers[0]?.descriptor).toEqual(baseImage.layers[0]?.descriptor);
@@ -158,7 +141,7 @@ describe("nix2container inspect", () => {
         },
       ]),
     );
-    const result = JSON.parse(await run("inspect", "--json", archive)) as InspectResult;
+    const result = JSON.parse(await runCli("inspect", "--json", archive)) as InspectResult;
     expect(result).toMatchObject({
       references: ["busybox:1"],
       format: "docker",
@@ -179,17 +162,19 @@ describe("nix2container inspect", () => {
   it("fails clearly on a file that is not an archive", async () => {
     const path = join(work, "not-an-archive");
     await writeFile(path, "hello".repeat(300));
-    await expect(run("inspect", path)).rejects.toThrow(
+    await expect(runCli("inspect", path)).rejects.toThrow(
       /archive ".*not-an-archive": tar archive: not a tar archive/,
     );
-    await expect(run("inspect", join(work, "missing.tar"))).rejects.toThrow(/cannot read archive/);
+    await expect(runCli("inspect", join(work, "missing.tar"))).rejects.toThrow(
+      /cannot read archive/,
+    );
     await rm(path);
   });
 });
 
 describe("hostile input writes nothing", () => {
   async function expectFailure(args: string[], message: RegExp, out: string): Promise<void> {
-    await expect(run(...args)).rejects.toThrow(message);
+    await expect(runCli(...args)).rejects.toThrow(message);
     const leftovers = (await readdir(work)).filter(
       (name) => name.includes(".tmp") || name === "fail.tar",
     );
@@ -267,7 +252,9 @@ describe("hostile input writes nothing", () => {
   it("does not replace an existing output on failure", async () => {
     const existing = join(work, "existing.tar");
     await writeFile(existing, "old");
-    await expect(run(...buildArgs(existing, "--ref", "app:-bad"))).rejects.toThrow(/invalid tag/);
+    await expect(runCli(...buildArgs(existing, "--ref", "app:-bad"))).rejects.toThrow(
+      /invalid tag/,
+    );
     expect(await readFile(existing, "utf8")).toBe("old");
     await rm(existing);
   });

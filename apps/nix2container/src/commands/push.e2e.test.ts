@@ -1,56 +1,27 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { promisify } from "node:util";
 import {
-  DOCKER_REGISTRY_BINARY,
-  startRegistry,
-  type TestRegistry,
+  createRegistryPool,
+  missingRegistryPrograms,
+  skopeoRawManifest,
 } from "@nix-snapshotter/image-builder/testing";
 import { loadArchiveImage } from "@nix-snapshotter/oci";
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { CliError } from "../cli-error.js";
-import { createProgram } from "../program.js";
+import { runCli } from "../testing/run-cli.js";
 import { type PushOutput, runPush } from "./push.js";
 
 const execFileAsync = promisify(execFile);
 
-function onPath(name: string): boolean {
-  return (process.env.PATH ?? "/usr/bin:/bin")
-    .split(":")
-    .some((directory) => existsSync(join(directory, name)));
-}
-
-const missing = [
-  existsSync(DOCKER_REGISTRY_BINARY) ? undefined : "docker-registry",
-  ...["skopeo", "htpasswd", "openssl"].filter((name) => !onPath(name)),
-];
-const missingList = missing.filter((name) => name !== undefined);
+const missingList = missingRegistryPrograms();
 
 function sha256(data: Uint8Array): string {
   return `sha256:${createHash("sha256").update(data).digest("hex")}`;
-}
-
-/** Runs the CLI program in-process, returning what it wrote to stdout. */
-async function run(...args: string[]): Promise<string> {
-  const output: string[] = [];
-  const spy = vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
-    output.push(String(chunk));
-    return true;
-  });
-  try {
-    await createProgram()
-      .exitOverride()
-      .configureOutput({ writeErr: () => {}, writeOut: () => {} })
-      .parseAsync(["node", "nix2container", "-l", "error", ...args]);
-  } finally {
-    spy.mockRestore();
-  }
-  return output.join("");
 }
 
 function capture(
@@ -70,34 +41,18 @@ function capture(
   return { stdout, stderr, text: () => ({ stdout: out, stderr: err }) };
 }
 
-async function skopeoRawManifest(registry: TestRegistry, reference: string): Promise<Buffer> {
-  const credentials =
-    registry.auth === "none" ? [] : ["--creds", `${registry.username}:${registry.password}`];
-  const { stdout } = await execFileAsync(
-    "skopeo",
-    [
-      "inspect",
-      "--raw",
-      "--tls-verify=false",
-      ...credentials,
-      `docker://${registry.host}/${reference}`,
-    ],
-    { encoding: "buffer" },
-  );
-  return stdout;
-}
-
 describe.skipIf(missingList.length > 0)(
   `nix2container push (missing: ${missingList.join(", ") || "none"})`,
   () => {
     let root = "";
     let archive = "";
     let manifestDigest = "";
-    const registries: TestRegistry[] = [];
+    const registries = createRegistryPool();
+    const start = registries.start;
 
     let storeDir = "";
     async function build(out: string, ...extra: string[]) {
-      await run(
+      await runCli(
         "build",
         "--store-dir",
         storeDir,
@@ -136,14 +91,7 @@ describe.skipIf(missingList.length > 0)(
     afterAll(async () => {
       await rm(root, { recursive: true, force: true });
     });
-    afterEach(async () => {
-      await Promise.all(registries.splice(0).map((registry) => registry.stop()));
-    });
-    async function start(options: Parameters<typeof startRegistry>[0] = {}) {
-      const registry = await startRegistry(options);
-      registries.push(registry);
-      return registry;
-    }
+    afterEach(() => registries.stopAll());
 
     it("pushes a built archive without auth; skopeo reads identical digests; plain lines off a TTY", async () => {
       const registry = await start();
@@ -226,7 +174,7 @@ describe.skipIf(missingList.length > 0)(
       const saved = process.env.DOCKER_CONFIG;
       process.env.DOCKER_CONFIG = dockerConfig;
       try {
-        const stdout = await run(
+        const stdout = await runCli(
           "push",
           "--plain-http",
           "--ref",

@@ -1,6 +1,5 @@
 import { execFile } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, request as httpRequest, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -10,7 +9,12 @@ import { Readable } from "node:stream";
 import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { DOCKER_REGISTRY_BINARY, startRegistry, type TestRegistry } from "../testing/registry.js";
+import type { TestRegistry } from "../testing/registry.js";
+import {
+  createRegistryPool,
+  missingRegistryPrograms,
+  skopeoRawManifest,
+} from "../testing/registry-tools.js";
 import { createRegistryClient, type RegistryClientOptions } from "./client.js";
 import { createDockerCredentialsProvider, staticCredentials } from "./credentials.js";
 import { RegistryError } from "./errors.js";
@@ -18,18 +22,7 @@ import { type ImageDescriptor, type ImageSource, pushImage } from "./push.js";
 
 const execFileAsync = promisify(execFile);
 
-function onPath(name: string): boolean {
-  return (process.env.PATH ?? "/usr/bin:/bin")
-    .split(":")
-    .some((directory) => existsSync(join(directory, name)));
-}
-
-const missing = [
-  existsSync(DOCKER_REGISTRY_BINARY) ? undefined : "docker-registry",
-  onPath("skopeo") ? undefined : "skopeo",
-  onPath("htpasswd") ? undefined : "htpasswd",
-  onPath("openssl") ? undefined : "openssl",
-].filter((name) => name !== undefined);
+const missing = missingRegistryPrograms();
 
 function sha256(data: Uint8Array): string {
   return `sha256:${createHash("sha256").update(data).digest("hex")}`;
@@ -119,27 +112,11 @@ function client(registry: TestRegistry, options: Partial<RegistryClientOptions> 
   });
 }
 
-async function skopeoRawManifest(registry: TestRegistry, reference: string): Promise<Buffer> {
-  const credentials =
-    registry.auth === "none" ? [] : ["--creds", `${registry.username}:${registry.password}`];
-  const { stdout } = await execFileAsync(
-    "skopeo",
-    [
-      "inspect",
-      "--raw",
-      "--tls-verify=false",
-      ...credentials,
-      `docker://${registry.host}/${reference}`,
-    ],
-    { encoding: "buffer", maxBuffer: 16 * 1024 * 1024 },
-  );
-  return stdout;
-}
-
 describe.skipIf(missing.length > 0)(
   `push to docker-registry (missing: ${missing.join(", ") || "none"})`,
   () => {
-    const registries: TestRegistry[] = [];
+    const registries = createRegistryPool();
+    const start = registries.start;
     let scratch = "";
     beforeAll(async () => {
       scratch = await mkdtemp(join(tmpdir(), "nix-snapshotter-push-"));
@@ -147,14 +124,7 @@ describe.skipIf(missing.length > 0)(
     afterAll(async () => {
       await rm(scratch, { recursive: true, force: true });
     });
-    afterEach(async () => {
-      await Promise.all(registries.splice(0).map((registry) => registry.stop()));
-    });
-    async function start(options: Parameters<typeof startRegistry>[0] = {}) {
-      const registry = await startRegistry(options);
-      registries.push(registry);
-      return registry;
-    }
+    afterEach(() => registries.stopAll());
 
     it("pushes without auth (chunked for a big layer); skopeo pulls identical digests; a second push skips every blob", async () => {
       const registry = await start();

@@ -6,3 +6,9 @@ export type {
   TokenRequest,
 } from "./registry.js";
 export { DOCKER_REGISTRY_BINARY, startRegistry } from "./registry.js";
+export type { RegistryPool } from "./registry-tools.js";
+export {
+  createRegistryPool,
+  missingRegistryPrograms,
+  skopeoRawManifest,
+} from "./registry-tools.js";
