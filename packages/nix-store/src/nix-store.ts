@@ -733,7 +733,8 @@ export function parseRegistration(text: string): PathInfo[] {
   return infos;
 }
 
-function findOnPath(program: string, env: NodeJS.ProcessEnv): string | undefined {
+/** The first executable named `program` in `env.PATH`, or undefined. */
+export function findOnPath(program: string, env: NodeJS.ProcessEnv): string | undefined {
   for (const directory of (env.PATH ?? "").split(delimiter)) {
     if (directory === "") continue;
     const candidate = join(directory, program);

@@ -2,7 +2,8 @@ import { createHash, randomBytes } from "node:crypto";
 import { accessSync, constants } from "node:fs";
 import { mkdir, mkdtemp, readlink, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { basename, delimiter, join } from "node:path";
+import { basename, join } from "node:path";
+import { findOnPath } from "../nix-store.js";
 import { NIX_BASE32_ALPHABET } from "../store-path.js";
 import { type ExportEntry, exportStream } from "./nar.js";
 import { run } from "./run.js";
@@ -25,17 +26,7 @@ export function nixE2eSkipReason(
 }
 
 export function findProgram(program: string): string | undefined {
-  for (const directory of (process.env.PATH ?? "").split(delimiter)) {
-    if (directory === "") continue;
-    const candidate = join(directory, program);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // next
-    }
-  }
-  return undefined;
+  return findOnPath(program, process.env);
 }
 
 export interface NixFixturesOptions {
