@@ -14,6 +14,19 @@ function alive(pid: number): boolean {
   }
 }
 
+/** The default spawn, remembering the child's pid. */
+function recordingSpawn(): { spawn: typeof defaultSpawn; pid(): number } {
+  let pid = 0;
+  return {
+    spawn: (command, args, options) => {
+      const child = defaultSpawn(command, args, options);
+      pid = child.pid ?? 0;
+      return child;
+    },
+    pid: () => pid,
+  };
+}
+
 describe("runProcess", () => {
   it("collects stdout, the stderr tail and the exit code", async () => {
     const lines: string[] = [];
@@ -39,14 +52,10 @@ describe("runProcess", () => {
   });
 
   it("kills the process group on abort and rejects with Canceled", async () => {
-    let pid = 0;
+    const spawned = recordingSpawn();
     const controller = new AbortController();
     const running = runProcess({
-      spawn: (command, args, options) => {
-        const child = defaultSpawn(command, args, options);
-        pid = child.pid ?? 0;
-        return child;
-      },
+      spawn: spawned.spawn,
       command: node,
       args: ["-e", "console.error('ready'); setInterval(() => {}, 1000)"],
       description: "sleeper",
@@ -54,18 +63,14 @@ describe("runProcess", () => {
       onStderrLine: () => controller.abort(new Error("stop")),
     });
     await expect(running).rejects.toSatisfy((error) => isNixStoreError(error, "Canceled"));
-    expect(pid).toBeGreaterThan(0);
-    expect(alive(pid)).toBe(false);
+    expect(spawned.pid()).toBeGreaterThan(0);
+    expect(alive(spawned.pid())).toBe(false);
   });
 
   it("kills a child that ignores SIGTERM once the grace period ends", async () => {
-    let pid = 0;
+    const spawned = recordingSpawn();
     const running = runProcess({
-      spawn: (command, args, options) => {
-        const child = defaultSpawn(command, args, options);
-        pid = child.pid ?? 0;
-        return child;
-      },
+      spawn: spawned.spawn,
       command: node,
       args: ["-e", "process.on('SIGTERM', () => {}); setInterval(() => {}, 1000)"],
       description: "stubborn",
@@ -75,7 +80,7 @@ describe("runProcess", () => {
     const error = await running.catch((e: unknown) => e);
     expect(isNixStoreError(error, "DeadlineExceeded")).toBe(true);
     expect((error as Error).message).toContain("stubborn did not finish within 200 ms");
-    expect(alive(pid)).toBe(false);
+    expect(alive(spawned.pid())).toBe(false);
   });
 
   it("reports a program that does not exist", async () => {
