@@ -8,7 +8,8 @@ import {
   type Containerd,
   type ContainerdVersion,
   canRunContainerd,
-  findContainerd,
+  containerdSkipReason,
+  runContainer,
   startContainerd,
 } from "@nix-snapshotter/containerd-client/testing";
 import {
@@ -131,16 +132,6 @@ async function createSetup(): Promise<Setup> {
   };
 }
 
-/** Why a describe that needs containerd `version` (and what `base` names) cannot run. */
-function containerdSkip(
-  version: ContainerdVersion,
-  base: string | undefined = baseSkip,
-): string | undefined {
-  if (base !== undefined) return base;
-  const found = findContainerd(version);
-  return found.bins ? undefined : (found as { reason: string }).reason;
-}
-
 /** The pieces one describe runs: fixtures, the daemon and a containerd that uses it. */
 interface Stack {
   setup: Setup;
@@ -185,25 +176,6 @@ function useStack(options: StackOptions): Stack {
   return stack;
 }
 
-/** `ctr run --rm --snapshotter nix <reference> <id> [command...]`; returns its standard output. */
-async function runOnce(
-  containerd: Containerd,
-  reference: string,
-  id: string,
-  ...command: string[]
-): Promise<string> {
-  const { stdout } = await containerd.ctr([
-    "run",
-    "--rm",
-    "--snapshotter",
-    "nix",
-    reference,
-    id,
-    ...command,
-  ]);
-  return stdout;
-}
-
 /** Starts container `id` detached, running `busybox sleep 600`. */
 async function runSleeper(stack: Stack, reference: string, id: string): Promise<void> {
   await stack.containerd.ctr([
@@ -244,7 +216,7 @@ async function rootsAfterCollection(daemon: DaemonProcess): Promise<Set<string>>
 }
 
 for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
-  const skip = containerdSkip(version);
+  const skip = baseSkip ?? containerdSkipReason(version);
 
   for (const mountMode of ["bind", "hardlink"] as const) {
     describe.skipIf(skip !== undefined)(
@@ -267,7 +239,7 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
 
         it("runs a program that lives only in the Nix store", async () => {
           const id = `hello-${mountMode}`;
-          const stdout = await runOnce(stack.containerd, reference, id);
+          const stdout = await runContainer(stack.containerd, "nix", reference, id);
           expect(stdout.trim()).toBe("hello from nix store");
         });
 
@@ -302,7 +274,12 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
           stack.retired.push(stack.daemon);
           stack.daemon = restarted;
           expect(await rootedPaths(stack.daemon)).toEqual(new Set(stack.setup.script.closure));
-          const stdout = await runOnce(stack.containerd, reference, `restarted-${mountMode}`);
+          const stdout = await runContainer(
+            stack.containerd,
+            "nix",
+            reference,
+            `restarted-${mountMode}`,
+          );
           expect(stdout.trim()).toBe("hello from nix store");
           expect(await rootedPaths(stack.daemon)).toEqual(new Set(stack.setup.script.closure));
         });
@@ -378,7 +355,7 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
 // The snapshots API as containerd's own client drives it through the proxy plugin: every RPC,
 // containerd's error mapping of our codes, Info JSON and int64 usage, on every release line.
 for (const version of ["1.6", "1.7", "2.1"] as ContainerdVersion[]) {
-  const skip = containerdSkip(version, canRunContainerd() ? undefined : "needs root and runc");
+  const skip = containerdSkipReason(version);
   describe.skipIf(skip !== undefined)(
     `ctr snapshots through containerd ${version}${skip ? ` (skipped: ${skip})` : ""}`,
     () => {
@@ -449,7 +426,7 @@ function ordinaryBaseArchive(): Buffer {
 // second nix layer (busybox script) built `fromImage` the first. The container sees the files of
 // the ordinary layer and the store paths of both nix layers.
 {
-  const skip = containerdSkip("2.1");
+  const skip = baseSkip ?? containerdSkipReason("2.1");
   for (const mountMode of ["bind", "hardlink"] as const) {
     describe.skipIf(skip !== undefined)(
       `containerd 2.1: ordinary and nix layers interleaved, ${mountMode} mode${skip ? ` (skipped: ${skip})` : ""}`,
@@ -478,8 +455,9 @@ function ordinaryBaseArchive(): Buffer {
           expect(await rootedPaths(stack.daemon)).toEqual(
             new Set([...synthetic.paths, ...stack.setup.script.closure]),
           );
-          const stdout = await runOnce(
+          const stdout = await runContainer(
             stack.containerd,
+            "nix",
             reference,
             `interleaved-${mountMode}`,
             stack.setup.busybox,
@@ -503,7 +481,7 @@ function ordinaryBaseArchive(): Buffer {
 // its local pull passes no labels: there, CRI pulls are the registry path.)
 {
   const registrySkip = existsSync(DOCKER_REGISTRY_BINARY) ? undefined : "docker-registry missing";
-  const skip = containerdSkip("2.1", baseSkip ?? registrySkip);
+  const skip = baseSkip ?? registrySkip ?? containerdSkipReason("2.1");
   describe.skipIf(skip !== undefined)(
     `containerd 2.1 pulls a nix image from a registry${skip ? ` (skipped: ${skip})` : ""}`,
     () => {
@@ -542,7 +520,7 @@ function ordinaryBaseArchive(): Buffer {
           reference,
         ]);
         expect(await rootedPaths(stack.daemon)).toEqual(new Set(stack.setup.script.closure));
-        const stdout = await runOnce(stack.containerd, reference, "pulled");
+        const stdout = await runContainer(stack.containerd, "nix", reference, "pulled");
         expect(stdout.trim()).toBe("hello from nix store");
       });
     },
@@ -554,7 +532,7 @@ function ordinaryBaseArchive(): Buffer {
 // the paths alive while a container uses them; after containerd collects the image, Nix may
 // delete them.
 for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
-  const skip = containerdSkip(version);
+  const skip = baseSkip ?? containerdSkipReason(version);
   describe.skipIf(skip !== undefined)(
     `containerd ${version}: closure substituted during unpack${skip ? ` (skipped: ${skip})` : ""}`,
     () => {
@@ -590,8 +568,9 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
         );
         for (const path of missing) expect(existsSync(path)).toBe(true);
         expect(cache.requests()).toBeGreaterThan(0);
-        const stdout = await runOnce(
+        const stdout = await runContainer(
           stack.containerd,
+          "nix",
           reference,
           "list-substituted",
           stack.setup.busybox,
@@ -626,7 +605,7 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
 // (`importArchive`: content, leases, snapshots and diff APIs, labels passed to Prepare), and the
 // daemon runs in hardlink mode: the container gets one plain overlay.
 {
-  const skip = containerdSkip("1.6");
+  const skip = baseSkip ?? containerdSkipReason("1.6");
   describe.skipIf(skip !== undefined)(
     `containerd 1.6 with the daemon in hardlink mode${skip ? ` (skipped: ${skip})` : ""}`,
     () => {
@@ -649,7 +628,7 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
           client.close();
         }
         expect(await rootedPaths(stack.daemon)).toEqual(new Set(stack.setup.script.closure));
-        const stdout = await runOnce(stack.containerd, reference, "hello-1-6");
+        const stdout = await runContainer(stack.containerd, "nix", reference, "hello-1-6");
         expect(stdout.trim()).toBe("hello from nix store");
       });
     },

@@ -15,8 +15,7 @@ import {
 import {
   type Containerd,
   type ContainerdVersion,
-  canRunContainerd,
-  findContainerd,
+  containerdSkipReason,
   startContainerd,
 } from "@nix-snapshotter/containerd-client/testing";
 import { buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
@@ -75,16 +74,10 @@ const cases: [ContainerdVersion, "bind" | "hardlink"][] = [
 ];
 
 for (const [version, mountMode] of cases) {
-  const found = canRunContainerd() && nixSkip === undefined ? findContainerd(version) : undefined;
   const skip =
     nixSkip ??
-    (!canRunContainerd()
-      ? "needs root and runc"
-      : found?.bins === undefined
-        ? (found as { reason: string }).reason
-        : !existsSync(daemonEntry)
-          ? "the daemon is not built"
-          : "");
+    containerdSkipReason(version) ??
+    (existsSync(daemonEntry) ? "" : "the daemon is not built");
   describe.skipIf(skip !== "")(
     `kubelet through the daemon's ImageService, containerd ${version} CRI (${mountMode}) ${skip}`,
     () => {

@@ -7,20 +7,15 @@ import { busyboxArchive, busyboxDockerArchive } from "./test-images.js";
 import {
   type Containerd,
   type ContainerdVersion,
-  canRunContainerd,
-  findContainerd,
+  containerdSkipReason,
+  runContainer,
   startContainerd,
 } from "./testing/containerd.js";
 
 const versions: ContainerdVersion[] = ["1.6", "1.7", "2.1"];
 
 for (const version of versions) {
-  const found = canRunContainerd() ? findContainerd(version) : undefined;
-  const skip = !canRunContainerd()
-    ? "not root or no runc"
-    : found?.bins === undefined
-      ? (found as { reason: string }).reason
-      : "";
+  const skip = containerdSkipReason(version) ?? "";
   describe.skipIf(skip !== "")(`importArchive on containerd ${version} ${skip}`, () => {
     let containerd: Containerd;
     let client: ContainerdClient;
@@ -54,15 +49,8 @@ for (const version of versions) {
       expect(images.stdout.split("\n")).toContain(name);
       const snapshots = await containerd.ctr(["snapshots", "--snapshotter", "overlayfs", "ls"]);
       for (const chainId of result.chainIds) expect(snapshots.stdout).toContain(chainId);
-      const run = await containerd.ctr([
-        "run",
-        "--rm",
-        "--snapshotter",
-        "overlayfs",
-        name,
-        `run-${nonce}`,
-      ]);
-      expect(run.stdout).toBe(`hello ${nonce}\n`);
+      const run = await runContainer(containerd, "overlayfs", name, `run-${nonce}`);
+      expect(run).toBe(`hello ${nonce}\n`);
     });
 
     it("a second import writes and applies nothing", async () => {
@@ -84,15 +72,8 @@ for (const version of versions) {
       const content = await containerd.ctr(["content", "ls", "--quiet"]);
       const image = await client.images.get({ name });
       expect(content.stdout).toContain(image.image?.target?.digest);
-      const run = await containerd.ctr([
-        "run",
-        "--rm",
-        "--snapshotter",
-        "overlayfs",
-        name,
-        `again-${nonce}`,
-      ]);
-      expect(run.stdout).toBe(`hello ${nonce}\n`);
+      const run = await runContainer(containerd, "overlayfs", name, `again-${nonce}`);
+      expect(run).toBe(`hello ${nonce}\n`);
     });
 
     it("two concurrent imports of one new image both succeed, with one copy of each blob", async () => {
@@ -111,15 +92,13 @@ for (const version of versions) {
       expect(first.contentWritten + second.contentWritten).toBe(3);
       const snapshots = await containerd.ctr(["snapshots", "--snapshotter", "overlayfs", "ls"]);
       expect(snapshots.stdout).not.toContain("extract-");
-      const run = await containerd.ctr([
-        "run",
-        "--rm",
-        "--snapshotter",
+      const run = await runContainer(
+        containerd,
         "overlayfs",
         concurrentName,
         `concurrent-${nonce}`,
-      ]);
-      expect(run.stdout).toBe(`concurrent ${nonce}\n`);
+      );
+      expect(run).toBe(`concurrent ${nonce}\n`);
     });
 
     it("imports a docker archive under its normalised RepoTag", async () => {
@@ -129,15 +108,13 @@ for (const version of versions) {
       });
       const result = await importArchive(client, archive, { snapshotter: "overlayfs" });
       expect(result.names).toEqual([`docker.io/library/docker-${nonce}:2`]);
-      const run = await containerd.ctr([
-        "run",
-        "--rm",
-        "--snapshotter",
+      const run = await runContainer(
+        containerd,
         "overlayfs",
         `docker.io/library/docker-${nonce}:2`,
         `docker-${nonce}`,
-      ]);
-      expect(run.stdout).toBe(`docker ${nonce}\n`);
+      );
+      expect(run).toBe(`docker ${nonce}\n`);
     });
 
     it("refuses a layer whose diff id does not match, leaving no snapshot behind", async () => {

@@ -10,8 +10,8 @@ import { promisify } from "node:util";
 import {
   type Containerd,
   type ContainerdVersion,
-  canRunContainerd,
-  findContainerd,
+  containerdSkipReason,
+  runContainer,
   startContainerd,
 } from "@nix-snapshotter/containerd-client/testing";
 import { buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
@@ -115,16 +115,10 @@ const nixSkip = nixE2eSkipReason(["nix-store", "nix-build"]);
 const versions: ContainerdVersion[] = ["1.6", "1.7", "2.1"];
 
 for (const version of versions) {
-  const found = canRunContainerd() && nixSkip === undefined ? findContainerd(version) : undefined;
   const skip =
     nixSkip ??
-    (!canRunContainerd()
-      ? "not root or no runc"
-      : found?.bins === undefined
-        ? (found as { reason: string }).reason
-        : !existsSync(daemonMain)
-          ? "apps/nix-snapshotter is not built"
-          : "");
+    containerdSkipReason(version) ??
+    (existsSync(daemonMain) ? "" : "apps/nix-snapshotter is not built");
   const mountMode = version === "1.6" ? "hardlink" : "bind";
   describe.skipIf(skip !== "")(
     `nix2container load on containerd ${version} (${mountMode}) ${skip}`,
@@ -177,15 +171,8 @@ for (const version of versions) {
         // The nix snapshotter got the layer's store paths as labels and rooted them.
         const snapshots = await containerd.ctr(["snapshots", "--snapshotter", "nix", "ls"]);
         expect(snapshots.stdout).toContain(image.diffId);
-        const run = await containerd.ctr([
-          "run",
-          "--rm",
-          "--snapshotter",
-          "nix",
-          name,
-          `nix-${nonce}`,
-        ]);
-        expect(run.stdout).toBe("hello from nix store\n");
+        const run = await runContainer(containerd, "nix", name, `nix-${nonce}`);
+        expect(run).toBe("hello from nix store\n");
       });
 
       it("loads an ordinary image with --snapshotter overlayfs", async () => {
@@ -203,15 +190,8 @@ for (const version of versions) {
           archive,
         );
         expect(output).toBe(`${name}\n`);
-        const run = await containerd.ctr([
-          "run",
-          "--rm",
-          "--snapshotter",
-          "overlayfs",
-          name,
-          `plain-${nonce}`,
-        ]);
-        expect(run.stdout).toBe(`plain ${nonce}\n`);
+        const run = await runContainer(containerd, "overlayfs", name, `plain-${nonce}`);
+        expect(run).toBe(`plain ${nonce}\n`);
       });
 
       it("refuses a nix image naming a path outside the store, creating nothing", async () => {

@@ -6,6 +6,7 @@ import {
   type Containerd,
   type ContainerdVersion,
   canRunContainerd,
+  containerdSkipReason,
   findContainerd,
   mountsUnder,
   processesMentioning,
@@ -16,12 +17,9 @@ const busybox = "/bin/busybox";
 const runnable = canRunContainerd() && existsSync(busybox);
 
 for (const version of ["1.6", "1.7", "2.1"] as ContainerdVersion[]) {
-  const found = runnable ? findContainerd(version) : undefined;
-  const skipReason = !runnable
-    ? "needs root, runc and busybox-static"
-    : found?.bins
-      ? ""
-      : (found as { reason: string }).reason;
+  const skipReason = runnable
+    ? (containerdSkipReason(version) ?? "")
+    : "needs root, runc and busybox-static";
 
   describe.skipIf(skipReason !== "")(
     `startContainerd ${version}${skipReason ? ` (skipped: ${skipReason})` : ""}`,

@@ -186,6 +186,40 @@ export function canRunContainerd(): boolean {
   return process.getuid?.() === 0 && findRunc() !== undefined;
 }
 
+/**
+ * Runs `image` to completion in a new container `id` unpacked with `snapshotter`
+ * (`ctr run --rm --snapshotter <snapshotter> <image> <id> [command...]`) and returns what it
+ * wrote to standard output. Rejects when ctr or the container fails.
+ */
+export async function runContainer(
+  containerd: Containerd,
+  snapshotter: string,
+  image: string,
+  id: string,
+  ...command: string[]
+): Promise<string> {
+  const { stdout } = await containerd.ctr([
+    "run",
+    "--rm",
+    "--snapshotter",
+    snapshotter,
+    image,
+    id,
+    ...command,
+  ]);
+  return stdout;
+}
+
+/**
+ * Why a test of containerd `version` cannot run here (not root, no runc, or that release not
+ * to be had), or undefined when it can. Use with `describe.skipIf(reason !== undefined)`.
+ */
+export function containerdSkipReason(version: ContainerdVersion): string | undefined {
+  if (!canRunContainerd()) return "needs root and runc";
+  const found = findContainerd(version);
+  return found.bins === undefined ? found.reason : undefined;
+}
+
 function findRunc(): string | undefined {
   for (const dir of defaultPath.split(":")) {
     const candidate = join(dir, "runc");

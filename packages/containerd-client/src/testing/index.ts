@@ -10,8 +10,10 @@ export type {
 } from "./containerd.js";
 export {
   canRunContainerd,
+  containerdSkipReason,
   findContainerd,
   mountsUnder,
   processesMentioning,
+  runContainer,
   startContainerd,
 } from "./containerd.js";
