@@ -143,26 +143,12 @@ export async function startRegistry(options: StartRegistryOptions = {}): Promise
         keyPath: join(directory, "tls-key.pem"),
         certificate: "",
       };
-      await execFileAsync("openssl", [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        tls.keyPath,
-        "-out",
-        tls.certificatePath,
-        "-days",
-        "2",
+      tls.certificate = await selfSignedCertificate(tls.keyPath, tls.certificatePath, [
         "-subj",
         "/CN=127.0.0.1",
         "-addext",
         "subjectAltName=IP:127.0.0.1",
       ]);
-      tls.certificate = await readFile(tls.certificatePath, "utf8");
     }
     const registry = await launchRegistry(binary, directory, authConfig, tls);
     const stop = once(async () => {
@@ -393,9 +379,15 @@ interface TokenServerOptions {
   anonymousPull: boolean;
 }
 
-async function startTokenServer(options: TokenServerOptions): Promise<TokenServer> {
-  const keyPath = join(options.directory, "token-key.pem");
-  const certificatePath = join(options.directory, "token-cert.pem");
+/**
+ * Writes a P-256 key and a self-signed certificate valid for two days (`openssl req -x509` with
+ * `subjectOptions` such as `-subj`), and returns the certificate's PEM.
+ */
+async function selfSignedCertificate(
+  keyPath: string,
+  certificatePath: string,
+  subjectOptions: string[],
+): Promise<string> {
   await execFileAsync("openssl", [
     "req",
     "-x509",
@@ -410,11 +402,19 @@ async function startTokenServer(options: TokenServerOptions): Promise<TokenServe
     certificatePath,
     "-days",
     "2",
+    ...subjectOptions,
+  ]);
+  return readFile(certificatePath, "utf8");
+}
+
+async function startTokenServer(options: TokenServerOptions): Promise<TokenServer> {
+  const keyPath = join(options.directory, "token-key.pem");
+  const certificatePath = join(options.directory, "token-cert.pem");
+  const certificatePem = await selfSignedCertificate(keyPath, certificatePath, [
     "-subj",
     "/CN=nix-snapshotter test token issuer",
   ]);
   const key = createPrivateKey(await readFile(keyPath));
-  const certificatePem = await readFile(certificatePath, "utf8");
   const certificateDer = certificatePem
     .replace(/-----(BEGIN|END) CERTIFICATE-----/g, "")
     .replace(/\s+/g, "");
