@@ -1,13 +1,12 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { loadArchiveImage, sha256Digest, writeTar } from "@nix-snapshotter/oci";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { InspectResult } from "./commands/inspect.js";
+import { createFakeStore, type FakeStore } from "./testing/fake-store.js";
 import { runCli } from "./testing/run-cli.js";
 
 // A fake store in a temporary directory (the CLI takes --store-dir), so these tests need no Nix.
-let root: string;
 let storeDir: string;
 let work: string;
 let hello: string;
@@ -17,46 +16,16 @@ let copyToRootFile: string;
 
 const hash = (letter: string) => letter.repeat(32);
 
-function buildArgs(out: string, ...extra: string[]): string[] {
-  return [
-    "build",
-    "--store-dir",
-    storeDir,
-    "--config",
-    configFile,
-    "--closure",
-    join(closureInfo, "store-paths"),
-    "--copy-to-root",
-    copyToRootFile,
-    "--arch",
-    "amd64",
-    "--os",
-    "linux",
-    ...extra,
-    out,
-  ];
-}
+let store: FakeStore;
+const buildArgs = (out: string, ...extra: string[]) => store.buildArgs(out, ...extra);
 
 beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), "nix2container-cli-"));
-  storeDir = join(root, "store");
-  work = join(root, "work");
-  hello = join(storeDir, `${hash("a")}-hello`);
-  configFile = join(storeDir, `${hash("b")}-config-hello.json`);
-  closureInfo = join(storeDir, `${hash("c")}-closure-info`);
-  await mkdir(join(hello, "bin"), { recursive: true });
-  await writeFile(join(hello, "bin", "hello"), "#!/bin/sh\necho hello\n");
-  await symlink("hello", join(hello, "bin", "hi"));
-  await writeFile(configFile, JSON.stringify({ entrypoint: ["/bin/hello"], ENV: ["A=1"] }));
-  await mkdir(closureInfo);
-  await writeFile(join(closureInfo, "store-paths"), `${configFile}\n${hello}\n`);
-  await mkdir(work);
-  copyToRootFile = join(work, "copy-to-root.json");
-  await writeFile(copyToRootFile, JSON.stringify([hello]));
+  store = await createFakeStore("nix2container-cli-");
+  ({ storeDir, work, hello, configFile, closureInfo, copyToRootFile } = store);
 });
 
 afterAll(async () => {
-  await rm(root, { recursive: true, force: true });
+  await store?.cleanup();
 });
 
 describe("nix2container build and inspect", () => {

@@ -1,7 +1,6 @@
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { promisify } from "node:util";
@@ -13,6 +12,7 @@ import {
 import { loadArchiveImage } from "@nix-snapshotter/oci";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { CliError } from "../cli-error.js";
+import { createFakeStore, type FakeStore } from "../testing/fake-store.js";
 import { runCli } from "../testing/run-cli.js";
 import { type PushOutput, runPush } from "./push.js";
 
@@ -51,45 +51,21 @@ describe.skipIf(missingList.length > 0)(
     const start = registries.start;
 
     let storeDir = "";
+    let store: FakeStore;
     async function build(out: string, ...extra: string[]) {
-      await runCli(
-        "build",
-        "--store-dir",
-        storeDir,
-        "--config",
-        join(root, "config.json"),
-        "--closure",
-        join(storeDir, `${"c".repeat(32)}-closure-info`, "store-paths"),
-        "--copy-to-root",
-        join(root, "copy-to-root.json"),
-        "--arch",
-        "amd64",
-        "--os",
-        "linux",
-        ...extra,
-        out,
-      );
+      await runCli(...store.buildArgs(out, ...extra));
     }
 
     beforeAll(async () => {
       // A fake store (build takes --store-dir), so no Nix is needed to make the archive.
-      root = await mkdtemp(join(tmpdir(), "nix2container-push-"));
-      storeDir = join(root, "store");
-      const hello = join(storeDir, `${"a".repeat(32)}-hello`);
-      const closureInfo = join(storeDir, `${"c".repeat(32)}-closure-info`);
-      await mkdir(join(hello, "bin"), { recursive: true });
-      await writeFile(join(hello, "bin", "hello"), "#!/bin/sh\necho hello\n");
-      await symlink("hello", join(hello, "bin", "hi"));
-      await mkdir(closureInfo);
-      await writeFile(join(closureInfo, "store-paths"), `${hello}\n`);
-      await writeFile(join(root, "config.json"), JSON.stringify({ entrypoint: ["/bin/hello"] }));
-      await writeFile(join(root, "copy-to-root.json"), JSON.stringify([hello]));
+      store = await createFakeStore("nix2container-push-");
+      ({ root, storeDir } = store);
       archive = join(root, "image.tar");
       await build(archive, "--ref", "example.com/hello:1");
       manifestDigest = loadArchiveImage(await readFile(archive)).manifestDescriptor.digest;
     });
     afterAll(async () => {
-      await rm(root, { recursive: true, force: true });
+      await store?.cleanup();
     });
     afterEach(() => registries.stopAll());
 
