@@ -151,6 +151,10 @@ for (const version of versions) {
         if (work) await rm(work, { recursive: true, force: true });
       });
 
+      /** `nix2container load` into the test's containerd; its standard output. */
+      const load = (...args: string[]) =>
+        nix2container("-a", containerd.address, "-n", containerd.namespace, "load", ...args);
+
       it("loads a nix image through the nix snapshotter and ctr runs it", async () => {
         const image = await buildImage({
           config: { entrypoint: [script.executable] },
@@ -159,14 +163,7 @@ for (const version of versions) {
         const name = `example.test/nix-hello-${nonce}:1`;
         const archive = join(work, "nix-image.tar");
         await writeFile(archive, writeImageArchive(image, { names: [name] }));
-        const output = await nix2container(
-          "-a",
-          containerd.address,
-          "-n",
-          containerd.namespace,
-          "load",
-          archive,
-        );
+        const output = await load(archive);
         expect(output).toBe(`${name}\n`);
         // The nix snapshotter got the layer's store paths as labels and rooted them.
         const snapshots = await containerd.ctr(["snapshots", "--snapshotter", "nix", "ls"]);
@@ -179,16 +176,7 @@ for (const version of versions) {
         const name = `example.test/plain-${nonce}:1`;
         const archive = join(work, "plain.tar");
         await writeFile(archive, await ordinaryArchive(name, `plain ${nonce}\n`));
-        const output = await nix2container(
-          "-a",
-          containerd.address,
-          "-n",
-          containerd.namespace,
-          "load",
-          "--snapshotter",
-          "overlayfs",
-          archive,
-        );
+        const output = await load("--snapshotter", "overlayfs", archive);
         expect(output).toBe(`${name}\n`);
         const run = await runContainer(containerd, "overlayfs", name, `plain-${nonce}`);
         expect(run).toBe(`plain ${nonce}\n`);
@@ -206,14 +194,9 @@ for (const version of versions) {
             },
           }),
         );
-        const failure = await nix2container(
-          "-a",
-          containerd.address,
-          "-n",
-          containerd.namespace,
-          "load",
-          archive,
-        ).catch((error: { code: number; stderr: string }) => error);
+        const failure = await load(archive).catch(
+          (error: { code: number; stderr: string }) => error,
+        );
         expect(typeof failure).toBe("object");
         expect((failure as { stderr: string }).stderr).toMatch(/InvalidArgument|\/etc/);
         const images = await containerd.ctr(["images", "ls", "--quiet"]);
