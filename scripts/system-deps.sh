@@ -13,6 +13,7 @@ packages=(
   ca-certificates git openssl
   shellcheck
   systemd python3-minimal
+  uidmap rootlesskit slirp4netns
 )
 
 if [ "$(id -u)" -ne 0 ]; then

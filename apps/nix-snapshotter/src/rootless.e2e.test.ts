@@ -1,0 +1,300 @@
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import {
+  appendFile,
+  chmod,
+  chown,
+  mkdir,
+  mkdtemp,
+  readdir,
+  readFile,
+  readlink,
+  rm,
+  writeFile,
+} from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { containerdSkipReason, findContainerd } from "@nix-snapshotter/containerd-client/testing";
+import { type BuiltImage, buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
+import {
+  type BinaryCache,
+  createNixFixtures,
+  type NixFixtures,
+  nixE2eSkipReason,
+  type ScriptFixture,
+  startBinaryCache,
+} from "@nix-snapshotter/nix-store/testing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+/**
+ * Rootless: an unprivileged user with subordinate ids runs scripts/rootless/start.sh, which starts
+ * containerd 2.1 and the daemon in one rootlesskit namespace. The Nix store is root's; a root
+ * `nix-daemon` on a private socket (NIX_DAEMON_SOCKET_PATH) is the user's way to it, and that
+ * daemon substitutes the image's missing paths from a binary cache on 127.0.0.1.
+ */
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repository = join(here, "..", "..", "..");
+const startScript = join(repository, "scripts", "rootless", "start.sh");
+const nsenterScript = join(repository, "scripts", "rootless", "nsenter.sh");
+const mainScript = join(repository, "apps", "nix-snapshotter", "dist", "main.js");
+const user = "nixsnap-rootless";
+const hostPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+function missingPrograms(): string[] {
+  return ["rootlesskit", "newuidmap", "newgidmap", "nsenter", "nix-daemon", "useradd"].filter(
+    (program) =>
+      spawnSync("sh", ["-c", `command -v ${program}`], { env: { PATH: hostPath } }).status !== 0,
+  );
+}
+
+function skipReason(): string | undefined {
+  if (process.getuid?.() !== 0) return "needs root (to create the user and run nix-daemon)";
+  const missing = missingPrograms();
+  if (missing.length > 0) return `missing ${missing.join(", ")} (uidmap, rootlesskit)`;
+  if (!existsSync(mainScript)) return "apps/nix-snapshotter is not built";
+  return nixE2eSkipReason(["nix-store", "nix", "patchelf"]) ?? containerdSkipReason("2.1");
+}
+
+const skip = skipReason();
+
+/** Creates the user once, with a subordinate id range; returns uid and gid. */
+async function ensureUser(): Promise<{ uid: number; gid: number; home: string }> {
+  if (spawnSync("id", ["-u", user]).status !== 0) {
+    const created = spawnSync("useradd", ["--create-home", "--shell", "/bin/sh", user], {
+      encoding: "utf8",
+    });
+    if (created.status !== 0) throw new Error(`useradd: ${created.stderr}`);
+  }
+  for (const file of ["/etc/subuid", "/etc/subgid"]) {
+    const text = existsSync(file) ? await readFile(file, "utf8") : "";
+    if (!text.split("\n").some((line) => line.startsWith(`${user}:`))) {
+      await appendFile(file, `${user}:300000:65536\n`);
+    }
+  }
+  const uid = Number(spawnSync("id", ["-u", user], { encoding: "utf8" }).stdout.trim());
+  const gid = Number(spawnSync("id", ["-g", user], { encoding: "utf8" }).stdout.trim());
+  return { uid, gid, home: `/home/${user}` };
+}
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+describe.skipIf(skip !== undefined)(
+  `rootless containerd 2.1 with the daemon${skip ? ` (skipped: ${skip})` : ""}`,
+  () => {
+    let fixtures: NixFixtures;
+    let script: ScriptFixture;
+    let cache: BinaryCache;
+    let missing: string[];
+    let image: BuiltImage;
+    let directory: string;
+    let account: { uid: number; gid: number; home: string };
+    let env: NodeJS.ProcessEnv;
+    let nixDaemon: ChildProcess;
+    let stack: ChildProcess;
+    let gcRootsDir: string;
+    let stackLog = "";
+    const reference = "docker.io/library/nix-rootless:latest";
+
+    /** Runs a command as the user, inside the stack's namespaces when `inside`. */
+    function asUser(command: string[], inside: boolean): Promise<Run> {
+      const full = inside ? [nsenterScript, ...command] : command;
+      return new Promise((resolve, reject) => {
+        const child = spawn(full[0] as string, full.slice(1), {
+          uid: account.uid,
+          gid: account.gid,
+          env,
+          cwd: directory,
+        });
+        let stdout = "";
+        let stderr = "";
+        child.stdout.on("data", (chunk) => {
+          stdout += chunk;
+        });
+        child.stderr.on("data", (chunk) => {
+          stderr += chunk;
+        });
+        child.on("error", reject);
+        child.on("close", (code) => resolve({ code, stdout, stderr }));
+      });
+    }
+
+    async function ctr(...args: string[]): Promise<string> {
+      const address = join(directory, "run", "containerd", "containerd.sock");
+      const ctrBinary = join(findContainerd("2.1").bins?.dir ?? "", "ctr");
+      const result = await asUser([ctrBinary, "--address", address, ...args], true);
+      if (result.code !== 0) {
+        throw new Error(`ctr ${args.join(" ")}: ${result.stderr}\n--- stack log ---\n${stackLog}`);
+      }
+      return result.stdout;
+    }
+
+    async function roots(): Promise<string[]> {
+      if (!existsSync(gcRootsDir)) return [];
+      const targets: string[] = [];
+      for (const owner of await readdir(gcRootsDir)) {
+        if (owner.startsWith(".")) continue;
+        for (const name of await readdir(join(gcRootsDir, owner))) {
+          targets.push(await readlink(join(gcRootsDir, owner, name)));
+        }
+      }
+      return targets.sort();
+    }
+
+    beforeAll(async () => {
+      account = await ensureUser();
+      fixtures = await createNixFixtures({ label: "rootless" });
+      script = await fixtures.script();
+      const synthetic = await fixtures.syntheticClosure({ count: 3, closureInfo: false });
+      missing = synthetic.paths;
+      image = await buildImage({
+        config: { Entrypoint: [script.executable] },
+        closure: [...script.closure, ...missing],
+      });
+      cache = await startBinaryCache({ paths: missing });
+      await synthetic.release();
+      await fixtures.deletePaths(missing);
+
+      directory = await mkdtemp(join(tmpdir(), "nix-snapshotter-rootless-"));
+      await chmod(directory, 0o755);
+      for (const sub of ["run", "data", "config"]) {
+        await mkdir(join(directory, sub));
+        await chown(join(directory, sub), account.uid, account.gid);
+      }
+      await chmod(join(directory, "run"), 0o700);
+      const archive = join(directory, "image.tar");
+      await writeFile(archive, writeImageArchive(image, { names: [reference] }));
+      await chmod(archive, 0o644);
+
+      // The user's roots: a directory of theirs under gcroots/per-user (made by root, as Nix's
+      // own profile setup does).
+      const perUser = `/nix/var/nix/gcroots/per-user/${user}`;
+      await mkdir(perUser, { recursive: true });
+      await chown(perUser, account.uid, account.gid);
+      gcRootsDir = join(perUser, "nix-snapshotter");
+      await rm(gcRootsDir, { recursive: true, force: true });
+
+      // Root's nix-daemon on a private socket; it substitutes from the cache.
+      const socketDir = join(directory, "nix-daemon");
+      await mkdir(socketDir);
+      await chmod(socketDir, 0o755);
+      const socket = join(socketDir, "socket");
+      const options = Object.entries(cache.nixOptions).flatMap(([name, value]) => [
+        "--option",
+        name,
+        value,
+      ]);
+      nixDaemon = spawn("nix-daemon", options, {
+        env: { ...process.env, NIX_DAEMON_SOCKET_PATH: socket },
+        stdio: "ignore",
+      });
+      for (let attempt = 0; attempt < 100 && !existsSync(socket); attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+
+      const bins = findContainerd("2.1").bins;
+      env = {
+        PATH: `${hostPath}:${bins?.dir ?? ""}`,
+        HOME: account.home,
+        USER: user,
+        XDG_RUNTIME_DIR: join(directory, "run"),
+        XDG_DATA_HOME: join(directory, "data"),
+        XDG_CONFIG_HOME: join(directory, "config"),
+        NIX_DAEMON_SOCKET_PATH: socket,
+        CONTAINERD: bins?.containerd ?? "containerd",
+        NIX_SNAPSHOTTER: `${process.execPath} ${mainScript}`,
+        NIX_SNAPSHOTTER_LOG_FORMAT: "json",
+      };
+      stack = spawn(startScript, [], {
+        uid: account.uid,
+        gid: account.gid,
+        env,
+        cwd: directory,
+        detached: true,
+      });
+      stack.stdout?.on("data", (chunk) => {
+        stackLog += chunk;
+      });
+      stack.stderr?.on("data", (chunk) => {
+        stackLog += chunk;
+      });
+      const sockets = [
+        join(directory, "run", "containerd", "containerd.sock"),
+        join(directory, "run", "nix-snapshotter", "nix-snapshotter.sock"),
+        join(directory, "run", "rootlesskit-containerd", "child_pid"),
+      ];
+      for (
+        let attempt = 0;
+        attempt < 300 && !sockets.every((path) => existsSync(path));
+        attempt++
+      ) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      if (!sockets.every((path) => existsSync(path))) {
+        throw new Error(`the rootless stack did not start:\n${stackLog}`);
+      }
+    });
+
+    afterAll(async () => {
+      if (stack?.pid !== undefined && stack.exitCode === null) {
+        const exited = new Promise((resolve) => stack.once("exit", resolve));
+        process.kill(-stack.pid, "SIGTERM");
+        await exited;
+      }
+      if (nixDaemon && nixDaemon.exitCode === null) {
+        const exited = new Promise((resolve) => nixDaemon.once("exit", resolve));
+        nixDaemon.kill("SIGTERM");
+        await exited;
+      }
+      await cache?.close();
+      if (gcRootsDir) await rm(gcRootsDir, { recursive: true, force: true });
+      await fixtures?.cleanup();
+      if (directory) await rm(directory, { recursive: true, force: true });
+    });
+
+    it("runs as the user inside a user namespace", async () => {
+      const inside = await asUser(["cat", "/proc/self/uid_map"], true);
+      expect(inside.stdout).toMatch(new RegExp(`^\\s*0\\s+${account.uid}\\s+1\\s*$`, "m"));
+    });
+
+    it("imports a nix image whose missing paths come from the binary cache, rooted per user", async () => {
+      for (const path of missing) expect(existsSync(path)).toBe(false);
+      await ctr("images", "import", "--snapshotter", "nix", join(directory, "image.tar"));
+      for (const path of missing) expect(existsSync(path)).toBe(true);
+      expect(cache.requests()).toBeGreaterThan(0);
+      expect(await roots()).toEqual([...script.closure, ...missing].sort());
+    });
+
+    it("ctr run prints the output of a program that lives only in the Nix store", async () => {
+      // No cgroup: an unprivileged user cannot create one on this cgroup v1 host.
+      const stdout = await ctr(
+        "run",
+        "--rm",
+        "--cgroup",
+        "",
+        "--cpu-shares",
+        "0",
+        "--snapshotter",
+        "nix",
+        reference,
+        "rootless-hello",
+      );
+      expect(stdout.trim()).toBe("hello from nix store");
+    });
+
+    it("releases the user's roots when the image is removed", async () => {
+      await ctr("images", "remove", "--sync", reference);
+      let left = await roots();
+      for (let attempt = 0; attempt < 300 && left.length > 0; attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        left = await roots();
+      }
+      expect(left).toEqual([]);
+    });
+  },
+);
