@@ -60,11 +60,9 @@ const missing = [
 ].filter((path) => !existsSync(path));
 
 /**
- * Debian's containerd 1.6 with hardlinks, and 1.7 with the default bind mounts. In bind mode
- * buildImage's images do not run yet: the closure-info annotation lists the image's config file
- * (buildImage roots the closure on it), the snapshotter bind-mounts every listed path, and
- * nix2container makes no mountpoint for that file, so containerd cannot mount the rootfs
- * ("failed to mount ...: no such file or directory"). That run is marked as failing until fixed.
+ * Debian's containerd 1.6 with hardlinks, and 1.7 with the default bind mounts. buildImage's
+ * closure-info lists the image's config file, which has no mountpoint in the layer; bind mode
+ * runs only because the snapshotter creates missing mountpoints at commit.
  */
 const cases: [ContainerdVersion, "bind" | "hardlink"][] = [
   ["1.6", "hardlink"],
@@ -77,7 +75,6 @@ for (const [version, mountMode] of cases) {
     : missing.length > 0
       ? `missing ${missing.join(", ")}`
       : (containerdSkipReason(version) ?? "");
-  const knownBindDefect = mountMode === "bind";
 
   describe.skipIf(skip !== "")(
     `nix:0 image from buildImage through the CRI, containerd ${version} (${mountMode}) ${skip}`,
@@ -256,12 +253,6 @@ for (const [version, mountMode] of cases) {
           userSpecifiedImage: reference,
           expectOutput: `hello from nix store ${nonce}`,
         });
-        if (knownBindDefect) {
-          // The defect described above `cases`. When it is fixed this assertion fails: delete it
-          // and `knownBindDefect`, so bind mode runs the same checks as hardlink mode.
-          await expect(pod).rejects.toThrow(/failed to mount \S+: no such file or directory/);
-          return;
-        }
         expect(await pod).toMatch(
           new RegExp(
             ` stdout F hello from nix store ${nonce} via ${busybox.replaceAll(".", "\\.")}\\n`,

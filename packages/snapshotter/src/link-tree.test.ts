@@ -3,6 +3,7 @@ import {
   lstat,
   mkdir,
   mkdtemp,
+  readdir,
   readFile,
   readlink,
   rm,
@@ -13,7 +14,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { linkStorePaths } from "./link-tree.js";
+import { ensureMountpoints, linkStorePaths } from "./link-tree.js";
 
 let directory: string;
 let store: string;
@@ -100,4 +101,47 @@ describe("linkStorePaths", () => {
       }
     },
   );
+});
+
+describe("ensureMountpoints", () => {
+  it("creates a missing mountpoint of the store path's type, replaces planted entries, keeps good ones", async () => {
+    const pkg = join(store, "aaaa-pkg");
+    await makePackage(pkg);
+    const config = join(store, "bbbb-config.json");
+    await writeFile(config, "{}");
+    const kept = join(store, "cccc-kept");
+    await mkdir(kept);
+    await mkdir(join(layer, kept), { recursive: true });
+    await writeFile(join(layer, kept, "marker"), "x");
+    // A hostile layer planted a symlink where the package's mountpoint belongs.
+    await mkdir(join(layer, store), { recursive: true });
+    await symlink("/etc", join(layer, pkg));
+
+    const created = await ensureMountpoints(layer, [pkg, config, kept]);
+
+    expect(created).toBe(2);
+    expect((await lstat(join(layer, pkg))).isDirectory()).toBe(true);
+    expect(await readdir(join(layer, pkg))).toEqual([]);
+    const file = await lstat(join(layer, config));
+    expect(file.isFile()).toBe(true);
+    expect(file.size).toBe(0);
+    expect(await readFile(join(layer, kept, "marker"), "utf8")).toBe("x");
+    // Running again creates nothing.
+    expect(await ensureMountpoints(layer, [pkg, config, kept])).toBe(0);
+  });
+
+  it("replaces a symlinked parent directory instead of writing through it", async () => {
+    const pkg = join(store, "dddd-pkg");
+    await mkdir(pkg);
+    const outside = join(directory, "outside");
+    await mkdir(outside);
+    const [first] = store.split("/").filter((part) => part !== "");
+    await symlink(outside, join(layer, first!));
+
+    await ensureMountpoints(layer, [pkg]);
+
+    expect((await lstat(join(layer, first!))).isDirectory()).toBe(true);
+    expect(await readdir(outside)).toEqual([]);
+    expect((await lstat(join(layer, pkg))).isDirectory()).toBe(true);
+  });
 });

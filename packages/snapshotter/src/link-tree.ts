@@ -9,6 +9,7 @@ import {
   rm,
   symlink,
   utimes,
+  writeFile,
 } from "node:fs/promises";
 import { dirname, join } from "node:path";
 
@@ -107,4 +108,37 @@ export async function linkStorePaths(
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, storePaths.length) }, worker));
   return stats;
+}
+
+/**
+ * Bind mode: makes sure the layer at `root` has a mountpoint for every store path it will be
+ * given a bind mount for (an empty directory for a directory store path, an empty file for a
+ * file one). An image may name a store path in its closure without shipping a mountpoint for it
+ * (the closure form lists every path of closure-info's `store-paths`), and a bind mount onto a
+ * missing target fails the container's start. The layer is untrusted: a symlink or an entry of
+ * the wrong type where a mountpoint belongs is replaced. Returns how many were created.
+ */
+export async function ensureMountpoints(
+  root: string,
+  storePaths: readonly string[],
+): Promise<number> {
+  let created = 0;
+  for (const storePath of storePaths) {
+    const source = await lstat(storePath);
+    const wantDirectory = source.isDirectory();
+    const parent = await realDirectories(root, dirname(storePath));
+    const target = join(parent, storePath.slice(storePath.lastIndexOf("/") + 1));
+    const existing = await lstat(target).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT") return undefined;
+      throw error;
+    });
+    if (existing !== undefined) {
+      if (wantDirectory ? existing.isDirectory() : existing.isFile()) continue;
+      await rm(target, { recursive: true, force: true });
+    }
+    if (wantDirectory) await mkdir(target, { mode: 0o555 });
+    else await writeFile(target, "", { mode: 0o555, flag: "wx" });
+    created++;
+  }
+  return created;
 }

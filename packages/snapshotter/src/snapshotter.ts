@@ -6,7 +6,7 @@ import { nowNanoseconds, PreciseDate } from "./clock.js";
 import { diskUsage } from "./disk-usage.js";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import { infoAdaptor, parseFilters } from "./filters.js";
-import { linkStorePaths } from "./link-tree.js";
+import { ensureMountpoints, linkStorePaths } from "./link-tree.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { MetadataStore, type SnapshotRecord } from "./metadata.js";
 import { type OverlaySettings, overlayMounts, storePathMounts } from "./mount-options.js";
@@ -29,6 +29,7 @@ import {
   type Usage,
   type WalkFunction,
 } from "./types.js";
+import { inChildUserNamespace } from "./user-namespace.js";
 
 /**
  * containerd's unpacker labels every layer snapshot it prepares with the layer's chain id. Such a
@@ -545,6 +546,13 @@ class OverlaySnapshotter implements Snapshotter {
         });
         const link = this.mountMode === "hardlink" && record.nixPaths.length > 0;
         if (link) await this.linkLayer(record, key);
+        else if (this.mountMode === "bind" && record.nixPaths.length > 0) {
+          await ensureMountpoints(this.upperDir(record.id), record.nixPaths).catch(
+            (error: unknown) => {
+              throw SnapshotterError.from(error, `mountpoints of snapshot "${key}"`);
+            },
+          );
+        }
         const parentPaths = record.parentId === null ? [] : this.flattened(record.parentId);
         const flattened = mergePaths(parentPaths, record.nixPaths);
         this.store.transaction(() => {
@@ -718,7 +726,9 @@ export async function createSnapshotter(options: SnapshotterOptions): Promise<Sn
   const settings: OverlaySettings = {
     fuseOverlayfs,
     indexOff: existsSync("/sys/module/overlay/parameters/index"),
-    userxattr: options.userxattr ?? process.getuid?.() !== 0,
+    // Not the host's root (an ordinary user, or uid 0 of a rootless namespace): overlay needs
+    // user.* xattrs.
+    userxattr: options.userxattr ?? (process.getuid?.() !== 0 || inChildUserNamespace()),
   };
   const ownerPrefix =
     options.gcRootOwnerPrefix ??
