@@ -287,6 +287,28 @@ describe.skipIf(skip !== undefined)(
       expect(stdout.trim()).toBe("hello from nix store");
     });
 
+    it("mounts overlay with userxattr (uid 0 of a user namespace is not the host's root)", async () => {
+      const listing = await ctr("snapshots", "--snapshotter", "nix", "ls");
+      const parent = /^(sha256:[0-9a-f]{64})\s+/m.exec(listing)?.[1];
+      expect(parent).toBeDefined();
+      const mounts = await ctr(
+        "snapshots",
+        "--snapshotter",
+        "nix",
+        "prepare",
+        "--mounts",
+        "rootless-mounts",
+        parent as string,
+      );
+      try {
+        const parsed = JSON.parse(mounts) as Array<{ Type: string; Options: string[] }>;
+        const overlay = parsed.find((mount) => mount.Type === "overlay");
+        expect(overlay?.Options).toContain("userxattr");
+      } finally {
+        await ctr("snapshots", "--snapshotter", "nix", "rm", "rootless-mounts");
+      }
+    });
+
     it("releases the user's roots when the image is removed", async () => {
       await ctr("images", "remove", "--sync", reference);
       let left = await roots();

@@ -101,7 +101,10 @@ export interface SnapshotterOptions {
   storeDir?: string;
   /** Mount type `fuse3.fuse-overlayfs` instead of the kernel's `overlay`. */
   fuseOverlayfs?: boolean;
-  /** Add `userxattr` to overlay options (rootless kernels >= 5.11). Default: not root. */
+  /**
+   * Add `userxattr` to overlay options (rootless kernels >= 5.11). Default: when not the host's
+   * root (not uid 0, or uid 0 of a child user namespace such as rootlesskit's).
+   */
   userxattr?: boolean;
   /** Fail a nix layer's Prepare when realising its store paths takes longer. Default: no limit. */
   realiseTimeoutMs?: number;
