@@ -25,6 +25,7 @@ import {
   type ScriptFixture,
   startBinaryCache,
 } from "@nix-snapshotter/nix-store/testing";
+import { sha256Digest } from "@nix-snapshotter/oci";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 /**
@@ -76,6 +77,25 @@ async function ensureUser(): Promise<{ uid: number; gid: number; home: string }>
   const uid = Number(spawnSync("id", ["-u", user], { encoding: "utf8" }).stdout.trim());
   const gid = Number(spawnSync("id", ["-g", user], { encoding: "utf8" }).stdout.trim());
   return { uid, gid, home: `/home/${user}` };
+}
+
+/** The same image with the mountpoint layer's annotations replaced (a hostile image). */
+function withLayerAnnotations(image: BuiltImage, annotations: Record<string, string>): BuiltImage {
+  const layers = image.manifest.layers.map((layer) =>
+    layer.digest === image.layer.digest ? { ...layer, annotations } : layer,
+  );
+  const manifest = { ...image.manifest, layers };
+  const bytes = new TextEncoder().encode(JSON.stringify(manifest));
+  const digest = sha256Digest(bytes);
+  const blobs = new Map(image.blobs);
+  blobs.set(digest, bytes);
+  return {
+    ...image,
+    manifest,
+    manifestDescriptor: { ...image.manifestDescriptor, digest, size: bytes.length },
+    layer: { ...image.layer, annotations },
+    blobs,
+  };
 }
 
 interface Run {
@@ -317,6 +337,24 @@ describe.skipIf(skip !== undefined)(
         left = await roots();
       }
       expect(left).toEqual([]);
+    });
+
+    it("then refuses an image whose store-path label names a host directory, rooting nothing", async () => {
+      // After the honest image is gone (its snapshot too), so the hostile one is unpacked afresh.
+      const hostile = withLayerAnnotations(image, {
+        "containerd.io/snapshot/nix-layer": "true",
+        "containerd.io/snapshot/nix-store-path.0": "/etc",
+      });
+      const archive = join(directory, "hostile.tar");
+      await writeFile(
+        archive,
+        writeImageArchive(hostile, { names: ["docker.io/library/hostile:latest"] }),
+      );
+      await chmod(archive, 0o644);
+      await expect(ctr("images", "import", "--snapshotter", "nix", archive)).rejects.toThrow(
+        /InvalidArgument|invalid|store path/i,
+      );
+      expect(await roots()).toEqual([]);
     });
   },
 );
