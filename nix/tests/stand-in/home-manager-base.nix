@@ -11,6 +11,11 @@
       type = lib.types.lines;
       default = "";
     };
+    # Real home-manager has no default: every user sets it. The stand-in gives one.
+    home.username = lib.mkOption {
+      type = lib.types.str;
+      default = "alice";
+    };
     home.packages = lib.mkOption {
       type = lib.types.listOf lib.types.package;
       default = [ ];
