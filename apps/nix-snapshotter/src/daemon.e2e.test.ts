@@ -16,7 +16,12 @@ import {
 } from "@nix-snapshotter/nix-store/testing";
 import { ErrorCode, Kind, SnapshotterError } from "@nix-snapshotter/snapshotter";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { daemonEntry, startDaemonProcess, unixGrpcTransport } from "./testing/daemon-process.js";
+import {
+  daemonEntry,
+  startDaemonProcess,
+  testGcRootsParent,
+  unixGrpcTransport,
+} from "./testing/daemon-process.js";
 
 const isRoot = process.getuid?.() === 0;
 const notifyTools =
@@ -238,7 +243,81 @@ while True:
       }
       expect(received).toContain("READY=1");
       expect(received).toContain(`MAINPID=${daemon.child.pid}`);
-      await daemon.stop();
+      expect(await daemon.stop()).toEqual({ code: 0, signal: null });
+      for (let attempt = 0; attempt < 100 && !received.includes("STOPPING=1"); attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect(received).toContain("STOPPING=1");
+    },
+  );
+
+  it.skipIf(!notifyTools)(
+    `shuts down cleanly on a SIGTERM sent the moment READY=1 arrives${notifyTools ? "" : " (skipped: needs systemd-notify and python3)"}`,
+    async () => {
+      // systemd may stop a unit as soon as it is ready; READY=1 reaches the manager while the
+      // daemon is still finishing its start. This receiver plays the manager and sends SIGTERM
+      // to MAINPID on the READY=1 datagram itself, so the signal lands in that window every time.
+      const directory = await mkdtemp(join(tmpdir(), "nix-snapshotter-notify-"));
+      cleanups.push(() => rm(directory, { recursive: true, force: true }));
+      const notifySocket = join(directory, "notify.sock");
+      const gcRootsDir = join(testGcRootsParent, `ready-stop-${process.pid}`);
+      cleanups.push(() => rm(gcRootsDir, { recursive: true, force: true }));
+      const address = join(directory, "run", "daemon.sock");
+      const configPath = join(directory, "config.toml");
+      await writeFile(
+        configPath,
+        [
+          `address = ${JSON.stringify(address)}`,
+          `root = ${JSON.stringify(join(directory, "root"))}`,
+          `gc_roots_dir = ${JSON.stringify(gcRootsDir)}`,
+          "[image_service]",
+          "enable = false",
+          "",
+        ].join("\n"),
+      );
+      const receiver = spawn(
+        "python3",
+        [
+          "-u",
+          "-c",
+          `import os,re,signal,socket,sys
+s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+print("bound",flush=True)
+while True:
+    message=s.recv(4096).decode()
+    print(message.replace("\\n"," "),flush=True)
+    found=re.search(r"MAINPID=(\\d+)",message)
+    if "READY=1" in message and found:
+        os.kill(int(found.group(1)),signal.SIGTERM)`,
+          notifySocket,
+        ],
+        { stdio: ["ignore", "pipe", "inherit"] },
+      );
+      cleanups.push(async () => {
+        receiver.kill();
+      });
+      let received = "";
+      receiver.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+        received += chunk;
+      });
+      while (!received.includes("bound")) await new Promise((resolve) => setTimeout(resolve, 20));
+
+      const child = spawn(process.execPath, [daemonEntry, "-c", configPath], {
+        env: { ...process.env, NIX_SNAPSHOTTER_LOG_FORMAT: "json", NOTIFY_SOCKET: notifySocket },
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      let stderr = "";
+      child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+        stderr += chunk;
+      });
+      const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
+        (resolve) => child.once("exit", (code, signal) => resolve({ code, signal })),
+      );
+      expect(received).toContain("READY=1");
+      expect(exit, stderr).toEqual({ code: 0, signal: null });
+      expect(stderr).toContain('"msg":"stopped"');
+      expect(existsSync(address)).toBe(false);
       for (let attempt = 0; attempt < 100 && !received.includes("STOPPING=1"); attempt++) {
         await new Promise((resolve) => setTimeout(resolve, 20));
       }

@@ -67,24 +67,14 @@ async function main(argv: readonly string[]): Promise<void> {
   const logger = createLogger(level);
   logger.debug({ config, configPath: flags.config }, "configuration");
 
-  let daemon: Awaited<ReturnType<typeof startDaemon>>;
-  try {
-    daemon = await startDaemon({ config, logger });
-  } catch (error) {
-    logger.fatal({ err: error }, "cannot start");
-    logger.flush?.();
-    fail(error instanceof Error ? error.message : String(error));
-  }
-
+  // Signal handlers go in before the daemon starts: systemd (or a test) may send SIGTERM as
+  // soon as READY=1 arrives, which is before startDaemon() has returned. Node's default action
+  // would kill the process there without removing the socket or closing the database.
+  let daemon: Awaited<ReturnType<typeof startDaemon>> | undefined;
+  let stopRequested = false;
   let signals = 0;
-  const onSignal = (signal: NodeJS.Signals) => {
-    signals++;
-    if (signals > 1) {
-      logger.warn({ signal }, "second signal; exiting without waiting for in-flight calls");
-      process.exit(130);
-    }
-    logger.info({ signal }, "got signal");
-    daemon.close().then(
+  const shutDown = (current: NonNullable<typeof daemon>) => {
+    current.close().then(
       () => process.exit(0),
       (error: unknown) => {
         logger.error({ err: error }, "error while shutting down");
@@ -92,8 +82,27 @@ async function main(argv: readonly string[]): Promise<void> {
       },
     );
   };
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      logger.warn({ signal }, "second signal; exiting without waiting for in-flight calls");
+      process.exit(130);
+    }
+    logger.info({ signal }, "got signal");
+    if (daemon) shutDown(daemon);
+    else stopRequested = true;
+  };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+
+  try {
+    daemon = await startDaemon({ config, logger });
+  } catch (error) {
+    logger.fatal({ err: error }, "cannot start");
+    logger.flush?.();
+    fail(error instanceof Error ? error.message : String(error));
+  }
+  if (stopRequested) shutDown(daemon);
 }
 
 main(process.argv).catch((error: unknown) => {
