@@ -31,6 +31,7 @@ import {
 import { testImageArchive } from "@nix-snapshotter/oci/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DaemonProcess, daemonEntry, startDaemonProcess } from "./testing/daemon-process.js";
+import { stopAndRemovePodSandbox } from "./testing/kubelet.js";
 
 /**
  * The kubelet's part, played by this test: the daemon serves the CRI ImageService; containerd's
@@ -323,8 +324,7 @@ for (const [version, mountMode] of cases) {
             return text.includes("hello from nix store") ? text : undefined;
           });
         } finally {
-          await runtime.stopPodSandbox({ podSandboxId: sandbox.podSandboxId });
-          await runtime.removePodSandbox({ podSandboxId: sandbox.podSandboxId });
+          await stopAndRemovePodSandbox(runtime, sandbox.podSandboxId);
         }
       }
 

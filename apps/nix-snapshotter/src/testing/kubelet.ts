@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type Client, createClient, type Transport } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import { ImageService, NamespaceMode, RuntimeService } from "@nix-snapshotter/api/cri/v1";
 import type { ContainerdClient } from "@nix-snapshotter/containerd-client";
 import { testImageArchive } from "@nix-snapshotter/oci/testing";
@@ -121,7 +121,31 @@ export async function runPod(options: RunPodOptions): Promise<string> {
       return text.includes(options.expectOutput) ? text : undefined;
     });
   } finally {
-    await runtime.stopPodSandbox({ podSandboxId: sandbox.podSandboxId });
-    await runtime.removePodSandbox({ podSandboxId: sandbox.podSandboxId });
+    await stopAndRemovePodSandbox(runtime, sandbox.podSandboxId);
   }
+}
+
+/**
+ * Stops and removes a pod sandbox the way the kubelet does: StopPodSandbox is idempotent and the
+ * kubelet calls it again on its next sync when it fails. containerd 2.1 can answer a stop with
+ * Unknown "ttrpc: closed" when the shim exits in the middle of the call (seen once here under
+ * load; a known containerd behaviour the kubelet absorbs), so up to 5 attempts, 200 ms apart;
+ * the last error is thrown.
+ */
+export async function stopAndRemovePodSandbox(
+  runtime: Client<typeof RuntimeService>,
+  podSandboxId: string,
+): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await runtime.stopPodSandbox({ podSandboxId });
+      break;
+    } catch (error) {
+      if (attempt >= 5 || !(error instanceof ConnectError) || error.code !== Code.Unknown) {
+        throw error;
+      }
+      await delay(200);
+    }
+  }
+  await runtime.removePodSandbox({ podSandboxId });
 }
