@@ -1,12 +1,12 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { promisify } from "node:util";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
-import { ImageService, NamespaceMode, RuntimeService } from "@nix-snapshotter/api/cri/v1";
+import { ImageService } from "@nix-snapshotter/api/cri/v1";
 import {
   type ContainerdClient,
   createContainerdClient,
@@ -31,7 +31,7 @@ import {
 import { testImageArchive } from "@nix-snapshotter/oci/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DaemonProcess, daemonEntry, startDaemonProcess } from "./testing/daemon-process.js";
-import { stopAndRemovePodSandbox } from "./testing/kubelet.js";
+import { pauseArchive, runPod as runPodAsKubelet, until } from "./testing/kubelet.js";
 
 /**
  * The kubelet's part, played by this test: the daemon serves the CRI ImageService; containerd's
@@ -41,32 +41,6 @@ import { stopAndRemovePodSandbox } from "./testing/kubelet.js";
 
 const execFileAsync = promisify(execFile);
 const nixSkip = nixE2eSkipReason(["nix-store", "nix", "patchelf", "skopeo", "docker-registry"]);
-const delay = (milliseconds: number) => new Promise((resolve) => setTimeout(resolve, milliseconds));
-
-/** A sandbox ("pause") image: static busybox sleeping. */
-async function pauseArchive(name: string): Promise<Buffer> {
-  return testImageArchive({
-    names: [name],
-    layers: [
-      [
-        { name: "bin", type: "directory", mode: 0o755 },
-        { name: "bin/busybox", type: "file", mode: 0o755, data: await readFile("/bin/busybox") },
-        { name: "bin/sleep", type: "symlink", linkname: "busybox" },
-      ],
-    ],
-    config: { Entrypoint: ["/bin/sleep", "100000"] },
-  }).archive;
-}
-
-async function until<T>(what: string, probe: () => Promise<T | undefined>, ms = 60_000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await delay(100);
-  }
-}
 
 const cases: [ContainerdVersion, "bind" | "hardlink"][] = [
   ["1.7", "bind"],
@@ -284,48 +258,14 @@ for (const [version, mountMode] of cases) {
       });
 
       /** Runs a host-network pod with one container of `image` and returns the container's log. */
-      async function runPod(image: string, userSpecifiedImage: string): Promise<string> {
-        const runtime = client.service(RuntimeService);
-        const name = `pod-${randomBytes(3).toString("hex")}`;
-        const logDirectory = join(work, name);
-        const sandboxConfig = {
-          metadata: { name, uid: name, namespace: "default", attempt: 0 },
-          logDirectory,
-          linux: {
-            securityContext: {
-              namespaceOptions: {
-                network: NamespaceMode.NODE,
-                pid: NamespaceMode.POD,
-                ipc: NamespaceMode.POD,
-              },
-            },
-          },
-        };
-        const sandbox = await runtime.runPodSandbox(
-          { config: sandboxConfig },
-          { timeoutMs: 120_000 },
-        );
-        try {
-          const container = await runtime.createContainer(
-            {
-              podSandboxId: sandbox.podSandboxId,
-              config: {
-                metadata: { name: "hello", attempt: 0 },
-                image: { image, userSpecifiedImage },
-                logPath: "hello.log",
-              },
-              sandboxConfig,
-            },
-            { timeoutMs: 120_000 },
-          );
-          await runtime.startContainer({ containerId: container.containerId });
-          return await until("the container's output", async () => {
-            const text = await readFile(join(logDirectory, "hello.log"), "utf8");
-            return text.includes("hello from nix store") ? text : undefined;
-          });
-        } finally {
-          await stopAndRemovePodSandbox(runtime, sandbox.podSandboxId);
-        }
+      function runPod(image: string, userSpecifiedImage: string): Promise<string> {
+        return runPodAsKubelet({
+          client,
+          work,
+          image,
+          userSpecifiedImage,
+          expectOutput: "hello from nix store",
+        });
       }
 
       it("runs a pod (host network) with the nix:0 image and reads its output", async () => {

@@ -1,9 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { type Client, Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { type Client, createClient, type Transport } from "@connectrpc/connect";
 import { ImageService, NamespaceMode, RuntimeService } from "@nix-snapshotter/api/cri/v1";
-import type { ContainerdClient } from "@nix-snapshotter/containerd-client";
+import {
+  type ContainerdClient,
+  ContainerdError,
+  type ServiceClient,
+} from "@nix-snapshotter/containerd-client";
 import { testImageArchive } from "@nix-snapshotter/oci/testing";
 
 export { Code, ConnectError } from "@connectrpc/connect";
@@ -133,7 +137,7 @@ export async function runPod(options: RunPodOptions): Promise<string> {
  * the last error is thrown.
  */
 export async function stopAndRemovePodSandbox(
-  runtime: Client<typeof RuntimeService>,
+  runtime: ServiceClient<(typeof RuntimeService)["method"]>,
   podSandboxId: string,
 ): Promise<void> {
   for (let attempt = 1; ; attempt++) {
@@ -141,7 +145,7 @@ export async function stopAndRemovePodSandbox(
       await runtime.stopPodSandbox({ podSandboxId });
       break;
     } catch (error) {
-      if (attempt >= 5 || !(error instanceof ConnectError) || error.code !== Code.Unknown) {
+      if (attempt >= 5 || !(error instanceof ContainerdError) || error.code !== "Unknown") {
         throw error;
       }
       await delay(200);
