@@ -2,30 +2,13 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { closeSync, existsSync, openSync } from "node:fs";
-import {
-  lstat,
-  mkdir,
-  mkdtemp,
-  readdir,
-  readFile,
-  readlink,
-  rm,
-  writeFile,
-} from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { TEST_GC_ROOTS_PARENT } from "@nix-snapshotter/nix-store/testing";
-import {
-  compress,
-  type Descriptor,
-  MediaType,
-  sha256Digest,
-  type TarWriteEntry,
-  writeOciArchive,
-  writeTar,
-} from "@nix-snapshotter/oci";
+import { hostPathEntries, testImageArchive } from "@nix-snapshotter/oci/testing";
 
 /** One figure of the report: our number and the baseline measured in the same run. */
 export interface Figure {
@@ -138,32 +121,6 @@ export async function startDaemon(mountMode: "bind" | "hardlink"): Promise<Daemo
   return { address, dir, child, log, stop };
 }
 
-/** The files of store paths as tar entries under nix/store/..., symlinks kept. */
-export async function closureEntries(paths: readonly string[]): Promise<TarWriteEntry[]> {
-  const entries: TarWriteEntry[] = [
-    { name: "nix", type: "directory", mode: 0o755 },
-    { name: "nix/store", type: "directory", mode: 0o755 },
-  ];
-  const walk = async (path: string): Promise<void> => {
-    const stats = await lstat(path);
-    const name = path.slice(1);
-    if (stats.isSymbolicLink()) {
-      entries.push({ name, type: "symlink", linkname: await readlink(path) });
-    } else if (stats.isDirectory()) {
-      entries.push({ name, type: "directory", mode: 0o755 });
-      for (const child of (await readdir(path)).sort()) await walk(join(path, child));
-    } else {
-      entries.push({ name, type: "file", mode: stats.mode & 0o777, data: await readFile(path) });
-    }
-  };
-  for (const path of [...paths].sort()) await walk(path);
-  return entries;
-}
-
-function blob(mediaType: string, data: Uint8Array): Descriptor {
-  return { mediaType, digest: sha256Digest(data), size: data.byteLength };
-}
-
 /**
  * The baseline image: the same closure as an ordinary layered image (one gzip layer holding
  * every store path's files), as an OCI archive named `name`.
@@ -173,31 +130,14 @@ export async function layeredArchive(
   paths: readonly string[],
   entrypoint: readonly string[],
 ): Promise<{ archive: Buffer; layerBytes: number }> {
-  const tar = writeTar(await closureEntries(paths));
-  const layer = compress(tar, "gzip");
-  const config = Buffer.from(
-    JSON.stringify({
-      architecture: "amd64",
-      os: "linux",
-      config: { Entrypoint: entrypoint },
-      rootfs: { type: "layers", diff_ids: [sha256Digest(tar)] },
-    }),
-  );
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MediaType.ImageManifest,
-      config: blob(MediaType.ImageConfig, config),
-      layers: [blob(MediaType.ImageLayerGzip, layer)],
-    }),
-  );
-  return {
-    archive: writeOciArchive({
-      manifests: [{ descriptor: blob(MediaType.ImageManifest, manifest), names: [name] }],
-      blobs: new Map([layer, config, manifest].map((data) => [sha256Digest(data), data])),
-    }),
-    layerBytes: layer.byteLength,
-  };
+  const { archive, manifest } = testImageArchive({
+    names: [name],
+    layers: [await hostPathEntries(paths)],
+    config: { Entrypoint: [...entrypoint] },
+  });
+  const layer = manifest.layers[0];
+  if (!layer) throw new Error("the layered image has no layer");
+  return { archive, layerBytes: layer.size };
 }
 
 /** A fresh temporary directory, removed by the returned function. */
