@@ -13,7 +13,7 @@ packages=(
   ca-certificates git openssl
   shellcheck
   systemd python3-minimal
-  uidmap rootlesskit slirp4netns
+  uidmap rootlesskit slirp4netns acl
 )
 
 if [ "$(id -u)" -ne 0 ]; then

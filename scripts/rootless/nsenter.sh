@@ -5,11 +5,11 @@
 # under the namespace's own /run.
 set -euo pipefail
 : "${XDG_RUNTIME_DIR:?XDG_RUNTIME_DIR must be set}"
-pid="$(cat "$XDG_RUNTIME_DIR/rootlesskit-containerd/child_pid")"
-namespaces=(-U -m)
+pid="$(cat "$XDG_RUNTIME_DIR/containerd-rootless/child_pid")"
+namespaces=(--user --mount)
 # With rootlesskit --net=host the child keeps the host's network namespace, which the user may
 # not enter again: join the network namespace only when rootlesskit made one.
 if [ "$(readlink "/proc/$pid/ns/net")" != "$(readlink /proc/self/ns/net)" ]; then
-  namespaces+=(-n)
+  namespaces+=(--net)
 fi
-exec nsenter "${namespaces[@]}" -t "$pid" -- "$@"
+exec nsenter "${namespaces[@]}" --target "$pid" -- "$@"
