@@ -54,6 +54,23 @@ in
       '';
     };
 
+    network = lib.mkOption {
+      type = lib.types.enum [
+        "slirp4netns"
+        "host"
+      ];
+      default = "slirp4netns";
+      description = ''
+        rootlesskit's network (scripts/rootless/start.sh's `ROOTLESSKIT_NET`).
+        `slirp4netns`: containers get a network namespace of their own with a
+        user-mode TCP/IP stack (needs `/dev/net/tun` usable by the user, as it
+        is on ordinary distributions); the host's loopback is not reachable
+        from it. `host`: containerd and containers share the host's network
+        namespace (no `/dev/net/tun` needed; containers see every service on
+        the host's loopback, so this is weaker isolation).
+      '';
+    };
+
     nsenter = lib.mkOption {
       type = lib.types.package;
       default = rootless.nsenter;
@@ -76,6 +93,11 @@ in
                 disable_cgroup = lib.mkDefault true;
                 restrict_oom_score_adj = lib.mkDefault true;
               };
+              # containerd 2.x's CRI starts NRI, whose socket /run/nri/nri.sock is the
+              # real root's directory when the host has one (copy-up leaves a link to
+              # it): "bind: permission denied" stops containerd (measured with 2.1.9).
+              # 1.7 has NRI disabled by default.
+              plugins."io.containerd.nri.v1.nri".disable = lib.mkDefault true;
             }
           ];
           bindMounts = {
@@ -88,6 +110,11 @@ in
       }
       (lib.mkIf cfg.nixSnapshotterIntegration {
         virtualisation.containerd.rootless = {
+          # fuse-overlayfs mounts are made by containerd's shim (through mount.fuse3).
+          path = lib.optionals (config.services.nix-snapshotter.rootless.settings.fuse_overlayfs or null == true) [
+            pkgs.fuse3
+            pkgs.fuse-overlayfs
+          ];
           setSnapshotter = lib.mkDefault "nix";
           settings = common.nixSnapshotterContainerdSettings snapshotterAddress;
           bindMounts = {

@@ -4,25 +4,25 @@
 let
   common = import ./lib.nix { inherit lib pkgs; };
 
-  # Runs a command inside rootless containerd's user, mount and network
-  # namespaces (rootlesskit writes the child's pid into its state dir).
+  # Runs a command inside rootless containerd's user and mount namespaces (and its network
+  # namespace when rootlesskit made one): scripts/rootless/nsenter.sh itself.
   nsenter = pkgs.writeShellApplication {
     name = "containerd-nsenter";
     runtimeInputs = [
       pkgs.coreutils
       pkgs.util-linux
     ];
-    text = ''
-      pid=$(cat "$XDG_RUNTIME_DIR/containerd-rootless/child_pid")
-      exec nsenter --no-fork --preserve-credentials --mount --net --user --target "$pid" -- "$@"
-    '';
+    text = lib.removePrefix "#!/usr/bin/env bash\n" (builtins.readFile ../../../scripts/rootless/nsenter.sh);
   };
 
   toArgs = args: lib.concatStringsSep " " (lib.mapAttrsToList (n: v: "--${n} ${lib.escapeShellArg v}") args);
 
   # The child runs in rootlesskit's namespaces as fake root: it bind-mounts
   # the per-user directories over the system paths containerd and
-  # nix-snapshotter use, then becomes containerd.
+  # nix-snapshotter use, then becomes containerd. The same commands as the
+  # inside half of scripts/rootless/start.sh (which the rootless e2e test
+  # runs): copy-up leaves the host's entries as links to directories of the
+  # real root, so a link at a mount point is replaced by a directory first.
   containerdChild =
     cfg:
     pkgs.writeShellApplication {
@@ -38,6 +38,7 @@ let
         ${lib.concatStringsSep "\n" (
           map
             (mount: ''
+              if [ -L "${mount.mountPoint}" ]; then rm -f "${mount.mountPoint}"; fi
               mkdir -p "${mount.mountPoint}"
               mount --bind "${mount.source}" "${mount.mountPoint}"
             '')
@@ -55,6 +56,12 @@ let
       '';
     };
 
+  # rootlesskit's network flags, as scripts/rootless/start.sh passes them for ROOTLESSKIT_NET.
+  networkFlags = {
+    slirp4netns = "--net=slirp4netns --mtu=65520 --slirp4netns-sandbox=auto --slirp4netns-seccomp=auto --disable-host-loopback --port-driver=builtin";
+    host = "--net=host";
+  };
+
   containerdLauncher =
     cfg:
     pkgs.writeShellApplication {
@@ -63,9 +70,9 @@ let
         pkgs.coreutils
         pkgs.iproute2
         pkgs.rootlesskit
-        pkgs.slirp4netns
         pkgs.util-linux
-      ];
+      ]
+      ++ lib.optional (cfg.network == "slirp4netns") pkgs.slirp4netns;
       text = ''
         : "''${XDG_RUNTIME_DIR:?XDG_RUNTIME_DIR must be set}"
         export XDG_DATA_HOME="''${XDG_DATA_HOME:-$HOME/.local/share}"
@@ -75,9 +82,7 @@ let
         ${lib.concatStringsSep "\n" (map (source: ''mkdir -p "${source}"'') (lib.attrNames cfg.bindMounts))}
         exec rootlesskit \
           --state-dir="$XDG_RUNTIME_DIR/containerd-rootless" \
-          --net=slirp4netns --mtu=65520 \
-          --slirp4netns-sandbox=auto --slirp4netns-seccomp=auto \
-          --disable-host-loopback --port-driver=builtin \
+          ${networkFlags.${cfg.network}} \
           --copy-up=/etc --copy-up=/run --copy-up=/var/lib \
           --propagation=rslave \
           ${containerdChild cfg}/bin/containerd-rootless-child

@@ -295,6 +295,7 @@ in
   runc = hostPackage "runc" [ "/usr/sbin/runc" ];
   systemd = hostPackage "systemd" [ "/usr/bin/systemd-notify" ];
   fuse-overlayfs = hostPackage "fuse-overlayfs" [ "/usr/bin/fuse-overlayfs" ];
+  fuse3 = hostPackage "fuse3" [ "/sbin/mount.fuse3" ];
   util-linux = hostPackage "util-linux" [ "/usr/bin/nsenter" ];
   cni-plugins = emptyPackage "cni-plugins";
   gvisor = emptyPackage "gvisor";
