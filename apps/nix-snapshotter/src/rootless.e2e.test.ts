@@ -70,6 +70,7 @@ function skipReason(): string | undefined {
 
 const skip = skipReason();
 const fuseMissing = missingPrograms(["fuse-overlayfs", "mount.fuse3"]);
+const containerd17Missing = skip === undefined ? containerdSkipReason("1.7") : undefined;
 
 /** Creates the user once, with a subordinate id range; returns uid and gid. */
 async function ensureUser(): Promise<{ uid: number; gid: number; home: string }> {
@@ -118,6 +119,7 @@ interface Run {
 /** One configuration of scripts/rootless/start.sh (its environment) run by the suite. */
 interface Configuration {
   name: string;
+  containerd: "2.1" | "1.7";
   env: Record<string, string>;
   /** Devices the user must open (root's 0600 here; 0666 on ordinary distributions). */
   devices: string[];
@@ -131,6 +133,7 @@ const configurations: Configuration[] = [
   {
     // The defaults: bind mode (the daemon's), kernel overlay, slirp4netns.
     name: "bind mode, kernel overlay, slirp4netns (the defaults)",
+    containerd: "2.1",
     env: {},
     devices: ["/dev/net/tun"],
     overlayType: "overlay",
@@ -138,6 +141,7 @@ const configurations: Configuration[] = [
   },
   {
     name: "hardlink mode, host network",
+    containerd: "2.1",
     env: { MOUNT_MODE: "hardlink", ROOTLESSKIT_NET: "host" },
     devices: [],
     overlayType: "overlay",
@@ -145,11 +149,22 @@ const configurations: Configuration[] = [
   },
   {
     name: "bind mode over fuse-overlayfs, host network",
+    containerd: "2.1",
     env: { FUSE_OVERLAYFS: "true", ROOTLESSKIT_NET: "host" },
     devices: ["/dev/fuse"],
     overlayType: "fuse3.fuse-overlayfs",
     hostile: false,
     ...(fuseMissing.length > 0 ? { skip: `missing ${fuseMissing.join(", ")}` } : {}),
+  },
+  {
+    // The same start.sh and config (version 2) with containerd 1.7.
+    name: "containerd 1.7, bind mode, host network",
+    containerd: "1.7",
+    env: { ROOTLESSKIT_NET: "host" },
+    devices: [],
+    overlayType: "overlay",
+    hostile: false,
+    ...(containerd17Missing ? { skip: containerd17Missing } : {}),
   },
 ];
 
@@ -178,7 +193,7 @@ async function processesOf(uid: number): Promise<number[]> {
 }
 
 describe.skipIf(skip !== undefined)(
-  `rootless containerd 2.1 with the daemon${skip ? ` (skipped: ${skip})` : ""}`,
+  `rootless containerd with the daemon${skip ? ` (skipped: ${skip})` : ""}`,
   () => {
     let fixtures: NixFixtures;
     let script: ScriptFixture;
@@ -299,7 +314,7 @@ describe.skipIf(skip !== undefined)(
 
           async function ctr(...args: string[]): Promise<string> {
             const address = join(home, "run", "containerd", "containerd.sock");
-            const ctrBinary = join(findContainerd("2.1").bins?.dir ?? "", "ctr");
+            const ctrBinary = join(findContainerd(configuration.containerd).bins?.dir ?? "", "ctr");
             const result = await asUser([ctrBinary, "--address", address, ...args], true);
             if (result.code !== 0) {
               throw new Error(
@@ -322,7 +337,7 @@ describe.skipIf(skip !== undefined)(
             await chmod(join(home, "run"), 0o700);
             for (const device of configuration.devices) revokes.push(grantDevice(device));
 
-            const bins = findContainerd("2.1").bins;
+            const bins = findContainerd(configuration.containerd).bins;
             env = {
               PATH: `${hostPath}:${bins?.dir ?? ""}`,
               HOME: account.home,
@@ -399,7 +414,17 @@ describe.skipIf(skip !== undefined)(
           it("imports a nix image whose missing paths come from the binary cache, rooted per user", async () => {
             for (const path of missing) expect(existsSync(path)).toBe(false);
             const before = cache.requests();
-            await ctr("images", "import", "--snapshotter", "nix", join(directory, "image.tar"));
+            // 1.7's ctr unpacks client-side, without the layers' labels, unless told to use the
+            // Transfer service (docs/containerd.md).
+            const transfer = configuration.containerd === "1.7" ? ["--local=false"] : [];
+            await ctr(
+              "images",
+              "import",
+              ...transfer,
+              "--snapshotter",
+              "nix",
+              join(directory, "image.tar"),
+            );
             for (const path of missing) expect(existsSync(path)).toBe(true);
             expect(cache.requests()).toBeGreaterThan(before);
             expect(await roots()).toEqual([...script.closure, ...missing].sort());
