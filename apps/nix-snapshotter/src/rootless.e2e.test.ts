@@ -120,6 +120,11 @@ interface Run {
 interface Configuration {
   name: string;
   containerd: "2.1" | "1.7";
+  /**
+   * `start.sh` (default), or the home-manager module's own programs (built with nix-build from
+   * nix/modules through the nix tests' stand-in nixpkgs) run the way its systemd units would.
+   */
+  programs?: "home-manager";
   env: Record<string, string>;
   /** Devices the user must open (root's 0600 here; 0666 on ordinary distributions). */
   devices: string[];
@@ -157,6 +162,17 @@ const configurations: Configuration[] = [
     ...(fuseMissing.length > 0 ? { skip: `missing ${fuseMissing.join(", ")}` } : {}),
   },
   {
+    // What the home-manager module's containerd.service and nix-snapshotter.service run, with
+    // the module's defaults (slirp4netns, bind mode, its rendered configs).
+    name: "the home-manager module's units (its defaults)",
+    containerd: "2.1",
+    programs: "home-manager",
+    env: {},
+    devices: ["/dev/net/tun"],
+    overlayType: "overlay",
+    hostile: false,
+  },
+  {
     // The same start.sh and config (version 2) with containerd 1.7.
     name: "containerd 1.7, bind mode, host network",
     containerd: "1.7",
@@ -167,6 +183,92 @@ const configurations: Configuration[] = [
     ...(containerd17Missing ? { skip: containerd17Missing } : {}),
   },
 ];
+
+/** The home-manager module's programs, as its units run them. */
+interface ModulePrograms {
+  /** containerd.service's ExecStart (rootlesskit and containerd). */
+  launcher: string;
+  /** nix-snapshotter.service's ExecStart, split into words. */
+  snapshotter: string[];
+  /** nix-snapshotter.service's Environment (`NAME=value`). */
+  snapshotterEnvironment: string[];
+}
+
+/**
+ * Builds the home-manager modules (nix/modules/home) for `user` with the nix tests' stand-in
+ * nixpkgs (nix/tests/modules.nix: host programs, the workspace's daemon), containerd `version`'s
+ * binaries as `virtualisation.containerd.rootless.package`. `outLink` roots the result.
+ */
+async function buildModulePrograms(
+  containerdDir: string,
+  directory: string,
+  outLink: string,
+): Promise<ModulePrograms> {
+  const expression = join(directory, "module-programs.nix");
+  await writeFile(
+    expression,
+    `{ node, repo, containerdDir }:
+let
+  pkgs = import (repo + "/nix/tests/stand-in/pkgs.nix") { inherit node repo; };
+  evaluated = import (repo + "/nix/tests/modules.nix") {
+    inherit node repo;
+    kind = "home";
+    module = {
+      home.username = "${user}";
+      virtualisation.containerd.rootless = {
+        enable = true;
+        nixSnapshotterIntegration = true;
+        package = pkgs.hostPackage "containerd" [
+          (containerdDir + "/containerd")
+          (containerdDir + "/containerd-shim-runc-v2")
+        ];
+      };
+      services.nix-snapshotter.rootless.enable = true;
+    };
+  };
+  units = evaluated.config.systemd.user.services;
+in
+pkgs.runCommand "rootless-module-programs" {
+  launcher = units.containerd.Service.ExecStart;
+  snapshotter = units.nix-snapshotter.Service.ExecStart;
+  environment = builtins.concatStringsSep "\n" units.nix-snapshotter.Service.Environment;
+} ''
+  mkdir -p "$out"
+  printf '%s\n' "$launcher" > "$out/launcher"
+  printf '%s\n' "$snapshotter" > "$out/snapshotter"
+  printf '%s\n' "$environment" > "$out/environment"
+''
+`,
+  );
+  const built = spawnSync(
+    "nix-build",
+    [
+      expression,
+      "--argstr",
+      "node",
+      process.execPath,
+      "--argstr",
+      "repo",
+      repository,
+      "--argstr",
+      "containerdDir",
+      containerdDir,
+      "--out-link",
+      outLink,
+      "--option",
+      "substituters",
+      "",
+    ],
+    { encoding: "utf8", env: { ...process.env, PATH: hostPath } },
+  );
+  if (built.status !== 0) throw new Error(`nix-build ${expression}: ${built.stderr}`);
+  const read = async (name: string) => (await readFile(join(outLink, name), "utf8")).trim();
+  return {
+    launcher: await read("launcher"),
+    snapshotter: (await read("snapshotter")).split(" "),
+    snapshotterEnvironment: (await read("environment")).split("\n"),
+  };
+}
 
 /** Lets `user` read and write a device through an ACL entry; returns how to take it back. */
 function grantDevice(device: string): () => void {
@@ -285,7 +387,7 @@ describe.skipIf(skip !== undefined)(
         () => {
           let home: string;
           let env: NodeJS.ProcessEnv;
-          let stack: ChildProcess;
+          const stacks: ChildProcess[] = [];
           let stackLog = "";
           const revokes: Array<() => void> = [];
 
@@ -351,42 +453,78 @@ describe.skipIf(skip !== undefined)(
               NIX_SNAPSHOTTER_LOG_FORMAT: "json",
               ...configuration.env,
             };
-            stack = spawn(startScript, [], {
-              uid: account.uid,
-              gid: account.gid,
-              env,
-              cwd: home,
-              detached: true,
-            });
-            stack.stdout?.on("data", (chunk) => {
-              stackLog += chunk;
-            });
-            stack.stderr?.on("data", (chunk) => {
-              stackLog += chunk;
-            });
-            const sockets = [
+            const spawnAsUser = (command: string[], extra: NodeJS.ProcessEnv = {}) => {
+              const child = spawn(command[0] as string, command.slice(1), {
+                uid: account.uid,
+                gid: account.gid,
+                env: { ...env, ...extra },
+                cwd: home,
+                detached: true,
+              });
+              child.stdout?.on("data", (chunk) => {
+                stackLog += chunk;
+              });
+              child.stderr?.on("data", (chunk) => {
+                stackLog += chunk;
+              });
+              stacks.push(child);
+              return child;
+            };
+            const waitFor = async (paths: string[]) => {
+              for (
+                let attempt = 0;
+                attempt < 300 &&
+                stacks.every((child) => child.exitCode === null) &&
+                !paths.every((path) => existsSync(path));
+                attempt++
+              ) {
+                await new Promise((resolve) => setTimeout(resolve, 100));
+              }
+              if (!paths.every((path) => existsSync(path))) {
+                throw new Error(`the rootless stack did not start:\n${stackLog}`);
+              }
+            };
+            const containerdReady = [
               join(home, "run", "containerd", "containerd.sock"),
-              join(home, "run", "nix-snapshotter", "nix-snapshotter.sock"),
               join(home, "run", "containerd-rootless", "child_pid"),
             ];
-            for (
-              let attempt = 0;
-              attempt < 300 &&
-              stack.exitCode === null &&
-              !sockets.every((path) => existsSync(path));
-              attempt++
-            ) {
-              await new Promise((resolve) => setTimeout(resolve, 100));
-            }
-            if (!sockets.every((path) => existsSync(path))) {
-              throw new Error(`the rootless stack did not start:\n${stackLog}`);
+            const snapshotterReady = [join(home, "run", "nix-snapshotter", "nix-snapshotter.sock")];
+            if (configuration.programs === "home-manager") {
+              // containerd.service, then nix-snapshotter.service (After=containerd.service).
+              const programs = await buildModulePrograms(
+                bins?.dir ?? "",
+                home,
+                join(fixtures.rootsDir, `module-programs-${index}`),
+              );
+              spawnAsUser([programs.launcher]);
+              await waitFor(containerdReady);
+              const unitEnvironment = Object.fromEntries(
+                programs.snapshotterEnvironment.map((line) => [
+                  line.slice(0, line.indexOf("=")),
+                  line.slice(line.indexOf("=") + 1),
+                ]),
+              );
+              // The stand-in's coreutils is the host's: keep the host's directories after the
+              // unit's PATH (with nixpkgs, coreutils is in the programs' own PATH).
+              unitEnvironment.PATH = `${unitEnvironment.PATH ?? ""}:${hostPath}`;
+              spawnAsUser(programs.snapshotter, unitEnvironment);
+              await waitFor(snapshotterReady);
+            } else {
+              spawnAsUser([startScript]);
+              await waitFor([...containerdReady, ...snapshotterReady]);
             }
           });
 
           afterAll(async () => {
-            if (stack?.pid !== undefined && stack.exitCode === null && stack.signalCode === null) {
-              const exited = new Promise((resolve) => stack.once("exit", resolve));
-              process.kill(-stack.pid, "SIGTERM");
+            // Like systemd stopping the units: the snapshotter, then containerd; each its group.
+            for (const child of stacks.splice(0).reverse()) {
+              if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) {
+                continue;
+              }
+              const exited = new Promise((resolve) => child.once("exit", resolve));
+              try {
+                process.kill(-child.pid, "SIGTERM");
+              } catch {}
               await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 15_000))]);
             }
             // Whatever the stack left (a shim after a failed run, fuse-overlayfs): the user's
