@@ -26,6 +26,7 @@ import {
   startBinaryCache,
 } from "@nix-snapshotter/nix-store/testing";
 import { sha256Digest } from "@nix-snapshotter/oci";
+import { parse as parseToml } from "smol-toml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 /**
@@ -192,6 +193,14 @@ interface ModulePrograms {
   snapshotter: string[];
   /** nix-snapshotter.service's Environment (`NAME=value`). */
   snapshotterEnvironment: string[];
+  /** The configs the module rendered, parsed. */
+  configs: GeneratedConfigs;
+}
+
+/** containerd's and the daemon's configs, parsed. */
+interface GeneratedConfigs {
+  containerd: Record<string, unknown>;
+  snapshotter: Record<string, unknown>;
 }
 
 /**
@@ -231,12 +240,16 @@ in
 pkgs.runCommand "rootless-module-programs" {
   launcher = units.containerd.Service.ExecStart;
   snapshotter = units.nix-snapshotter.Service.ExecStart;
+  containerdConfig = evaluated.containerdConfig;
+  snapshotterConfig = evaluated.snapshotterConfig;
   environment = builtins.concatStringsSep "\n" units.nix-snapshotter.Service.Environment;
 } ''
   mkdir -p "$out"
   printf '%s\n' "$launcher" > "$out/launcher"
   printf '%s\n' "$snapshotter" > "$out/snapshotter"
   printf '%s\n' "$environment" > "$out/environment"
+  cp "$containerdConfig" "$out/containerd.toml"
+  cp "$snapshotterConfig" "$out/nix-snapshotter.toml"
 ''
 `,
   );
@@ -267,6 +280,10 @@ pkgs.runCommand "rootless-module-programs" {
     launcher: await read("launcher"),
     snapshotter: (await read("snapshotter")).split(" "),
     snapshotterEnvironment: (await read("environment")).split("\n"),
+    configs: {
+      containerd: parseToml(await read("containerd.toml")),
+      snapshotter: parseToml(await read("nix-snapshotter.toml")),
+    },
   };
 }
 
@@ -308,6 +325,8 @@ describe.skipIf(skip !== undefined)(
     let nixDaemonSocket: string;
     let gcRootsDir: string;
     const reference = "docker.io/library/nix-rootless:latest";
+    /** The configs start.sh generated, by configuration index. */
+    const generated = new Map<number, GeneratedConfigs>();
 
     async function roots(): Promise<string[]> {
       if (!existsSync(gcRootsDir)) return [];
@@ -388,6 +407,7 @@ describe.skipIf(skip !== undefined)(
           let home: string;
           let env: NodeJS.ProcessEnv;
           const stacks: ChildProcess[] = [];
+          let programs: ModulePrograms | undefined;
           let stackLog = "";
           const revokes: Array<() => void> = [];
 
@@ -491,7 +511,7 @@ describe.skipIf(skip !== undefined)(
             const snapshotterReady = [join(home, "run", "nix-snapshotter", "nix-snapshotter.sock")];
             if (configuration.programs === "home-manager") {
               // containerd.service, then nix-snapshotter.service (After=containerd.service).
-              const programs = await buildModulePrograms(
+              programs = await buildModulePrograms(
                 bins?.dir ?? "",
                 home,
                 join(fixtures.rootsDir, `module-programs-${index}`),
@@ -512,8 +532,33 @@ describe.skipIf(skip !== undefined)(
             } else {
               spawnAsUser([startScript]);
               await waitFor([...containerdReady, ...snapshotterReady]);
+              const configDir = join(home, "config", "nix-snapshotter");
+              generated.set(index, {
+                containerd: parseToml(await readFile(join(configDir, "containerd.toml"), "utf8")),
+                snapshotter: parseToml(await readFile(join(configDir, "config.toml"), "utf8")),
+              });
             }
           });
+
+          if (configuration.programs === "home-manager") {
+            it("renders the configs start.sh writes with its defaults", () => {
+              const script = generated.get(0);
+              expect(script, "the start.sh defaults ran first").toBeDefined();
+              const module = structuredClone(programs?.configs);
+              // Known differences: nixpkgs' CNI plugins directory (start.sh keeps containerd's
+              // default), and the daemon's defaults that start.sh spells out.
+              const plugins = module?.containerd.plugins as Record<string, Record<string, unknown>>;
+              expect(plugins["io.containerd.grpc.v1.cri"]?.cni).toBeDefined();
+              delete plugins["io.containerd.grpc.v1.cri"]?.cni;
+              const spelled = structuredClone(script?.snapshotter) ?? {};
+              expect(spelled.mount_mode).toBe("bind");
+              expect(spelled.fuse_overlayfs).toBe(false);
+              delete spelled.mount_mode;
+              delete spelled.fuse_overlayfs;
+              expect(module?.containerd).toEqual(script?.containerd);
+              expect(module?.snapshotter).toEqual(spelled);
+            });
+          }
 
           afterAll(async () => {
             // Like systemd stopping the units: the snapshotter, then containerd; each its group.
