@@ -58,6 +58,61 @@ function rootLinks(directory: string): string[] {
   return found.stdout.split("\n").filter(Boolean);
 }
 
+interface NotifyReceiver {
+  /** The socket to put in NOTIFY_SOCKET. */
+  socket: string;
+  /** Every datagram received so far, one per line. */
+  received(): string;
+  /** Waits up to 2 s for `text` to have been received; returns everything received. */
+  waitFor(text: string): Promise<string>;
+}
+
+/**
+ * Plays systemd's side of NOTIFY_SOCKET (Node cannot receive unix datagrams): a python3 receiver
+ * printing each datagram on one line. With `stopOnReady` it also sends SIGTERM to MAINPID on the
+ * READY=1 datagram itself, as a manager stopping a unit the moment it is ready would.
+ */
+async function startNotifyReceiver(
+  cleanups: Array<() => Promise<void>>,
+  options: { stopOnReady?: boolean } = {},
+): Promise<NotifyReceiver> {
+  const directory = await mkdtemp(join(tmpdir(), "nix-snapshotter-notify-"));
+  cleanups.push(() => rm(directory, { recursive: true, force: true }));
+  const socket = join(directory, "notify.sock");
+  const script = [
+    "import os,re,signal,socket,sys",
+    "s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)",
+    "s.bind(sys.argv[1])",
+    'print("bound",flush=True)',
+    "while True:",
+    "    message=s.recv(4096).decode()",
+    '    print(message.replace("\\n"," "),flush=True)',
+    '    found=re.search(r"MAINPID=(\\d+)",message)',
+    '    if sys.argv[2]=="stop" and "READY=1" in message and found:',
+    "        os.kill(int(found.group(1)),signal.SIGTERM)",
+  ].join("\n");
+  const receiver = spawn(
+    "python3",
+    ["-u", "-c", script, socket, options.stopOnReady ? "stop" : "print"],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  cleanups.push(async () => {
+    receiver.kill();
+  });
+  let received = "";
+  receiver.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+    received += chunk;
+  });
+  const waitFor = async (text: string) => {
+    for (let attempt = 0; attempt < 100 && !received.includes(text); attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    return received;
+  };
+  if (!(await waitFor("bound")).includes("bound")) throw new Error("the receiver did not bind");
+  return { socket, received: () => received, waitFor };
+}
+
 function sample(metrics: string, line: RegExp): number {
   const match = metrics.split("\n").find((candidate) => line.test(candidate));
   return match ? Number(match.split(" ").at(-1)) : 0;
@@ -208,46 +263,13 @@ describe.skipIf(!isRoot)(`daemon process${isRoot ? "" : " (skipped: needs root)"
   it.skipIf(!notifyTools)(
     `tells systemd it is ready through NOTIFY_SOCKET${notifyTools ? "" : " (skipped: needs systemd-notify and python3)"}`,
     async () => {
-      const directory = await mkdtemp(join(tmpdir(), "nix-snapshotter-notify-"));
-      cleanups.push(() => rm(directory, { recursive: true, force: true }));
-      const notifySocket = join(directory, "notify.sock");
-      // A unix datagram receiver (Node has none): prints each datagram on one line.
-      const receiver = spawn(
-        "python3",
-        [
-          "-u",
-          "-c",
-          `import socket,sys
-s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-print("bound",flush=True)
-while True:
-    print(s.recv(4096).decode().replace("\\n"," "),flush=True)`,
-          notifySocket,
-        ],
-        { stdio: ["ignore", "pipe", "inherit"] },
-      );
-      cleanups.push(async () => {
-        receiver.kill();
-      });
-      let received = "";
-      receiver.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-        received += chunk;
-      });
-      while (!received.includes("bound")) await new Promise((resolve) => setTimeout(resolve, 20));
-
-      const daemon = await startDaemonProcess({ env: { NOTIFY_SOCKET: notifySocket } });
+      const receiver = await startNotifyReceiver(cleanups);
+      const daemon = await startDaemonProcess({ env: { NOTIFY_SOCKET: receiver.socket } });
       cleanups.push(daemon.cleanup);
-      for (let attempt = 0; attempt < 100 && !received.includes("READY=1"); attempt++) {
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-      expect(received).toContain("READY=1");
-      expect(received).toContain(`MAINPID=${daemon.child.pid}`);
+      expect(await receiver.waitFor("READY=1")).toContain("READY=1");
+      expect(receiver.received()).toContain(`MAINPID=${daemon.child.pid}`);
       expect(await daemon.stop()).toEqual({ code: 0, signal: null });
-      for (let attempt = 0; attempt < 100 && !received.includes("STOPPING=1"); attempt++) {
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-      expect(received).toContain("STOPPING=1");
+      expect(await receiver.waitFor("STOPPING=1")).toContain("STOPPING=1");
     },
   );
 
@@ -257,9 +279,9 @@ while True:
       // systemd may stop a unit as soon as it is ready; READY=1 reaches the manager while the
       // daemon is still finishing its start. This receiver plays the manager and sends SIGTERM
       // to MAINPID on the READY=1 datagram itself, so the signal lands in that window every time.
-      const directory = await mkdtemp(join(tmpdir(), "nix-snapshotter-notify-"));
+      const receiver = await startNotifyReceiver(cleanups, { stopOnReady: true });
+      const directory = await mkdtemp(join(tmpdir(), "nix-snapshotter-ready-stop-"));
       cleanups.push(() => rm(directory, { recursive: true, force: true }));
-      const notifySocket = join(directory, "notify.sock");
       const gcRootsDir = join(testGcRootsParent, `ready-stop-${process.pid}`);
       cleanups.push(() => rm(gcRootsDir, { recursive: true, force: true }));
       const address = join(directory, "run", "daemon.sock");
@@ -275,36 +297,8 @@ while True:
           "",
         ].join("\n"),
       );
-      const receiver = spawn(
-        "python3",
-        [
-          "-u",
-          "-c",
-          `import os,re,signal,socket,sys
-s=socket.socket(socket.AF_UNIX,socket.SOCK_DGRAM)
-s.bind(sys.argv[1])
-print("bound",flush=True)
-while True:
-    message=s.recv(4096).decode()
-    print(message.replace("\\n"," "),flush=True)
-    found=re.search(r"MAINPID=(\\d+)",message)
-    if "READY=1" in message and found:
-        os.kill(int(found.group(1)),signal.SIGTERM)`,
-          notifySocket,
-        ],
-        { stdio: ["ignore", "pipe", "inherit"] },
-      );
-      cleanups.push(async () => {
-        receiver.kill();
-      });
-      let received = "";
-      receiver.stdout.setEncoding("utf8").on("data", (chunk: string) => {
-        received += chunk;
-      });
-      while (!received.includes("bound")) await new Promise((resolve) => setTimeout(resolve, 20));
-
       const child = spawn(process.execPath, [daemonEntry, "-c", configPath], {
-        env: { ...process.env, NIX_SNAPSHOTTER_LOG_FORMAT: "json", NOTIFY_SOCKET: notifySocket },
+        env: { ...process.env, NIX_SNAPSHOTTER_LOG_FORMAT: "json", NOTIFY_SOCKET: receiver.socket },
         stdio: ["ignore", "ignore", "pipe"],
       });
       let stderr = "";
@@ -314,14 +308,11 @@ while True:
       const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
         (resolve) => child.once("exit", (code, signal) => resolve({ code, signal })),
       );
-      expect(received).toContain("READY=1");
+      expect(receiver.received()).toContain("READY=1");
       expect(exit, stderr).toEqual({ code: 0, signal: null });
       expect(stderr).toContain('"msg":"stopped"');
       expect(existsSync(address)).toBe(false);
-      for (let attempt = 0; attempt < 100 && !received.includes("STOPPING=1"); attempt++) {
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-      expect(received).toContain("STOPPING=1");
+      expect(await receiver.waitFor("STOPPING=1")).toContain("STOPPING=1");
     },
   );
 
