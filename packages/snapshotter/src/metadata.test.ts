@@ -99,6 +99,53 @@ describe("MetadataStore", () => {
     store.close();
   });
 
+  it("never reuses an id across reopening, however many of a reserved block were used", () => {
+    const path = join(directory, "metadata.db");
+    const seen = new Set<number>();
+    let highest = 0;
+    // Three openings that use a few ids, more than a block, and none.
+    for (const count of [3, 150, 0, 1]) {
+      const store = new MetadataStore(path);
+      for (let index = 0; index < count; index++) {
+        const id = store.allocateId();
+        expect(seen.has(id)).toBe(false);
+        expect(id).toBeGreaterThan(highest);
+        seen.add(id);
+        highest = id;
+      }
+      store.close();
+    }
+    expect(seen.size).toBe(154);
+  });
+
+  it("an id reserved inside a rolled-back transaction is handed out again only after re-reading the sequence", () => {
+    const store = new MetadataStore(join(directory, "metadata.db"));
+    let inside = 0;
+    expect(() =>
+      store.transaction(() => {
+        inside = store.allocateId();
+        throw new Error("boom");
+      }),
+    ).toThrow("boom");
+    // The reservation rolled back with the transaction: nothing outside the database saw it.
+    const after = store.allocateId();
+    expect(after).toBe(inside);
+    store.insert(
+      {
+        id: after,
+        key: "a",
+        kind: Kind.Active,
+        parentId: null,
+        labels: {},
+        nixPaths: [],
+        nixClosure: null,
+      },
+      new Date(),
+    );
+    expect(store.allocateId()).toBe(after + 1);
+    store.close();
+  });
+
   it("refuses a parent id that does not exist (foreign key)", () => {
     const store = new MetadataStore(join(directory, "metadata.db"));
     expect(() =>

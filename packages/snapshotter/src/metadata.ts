@@ -1,4 +1,4 @@
-import { DatabaseSync, type SQLInputValue } from "node:sqlite";
+import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { nanosecondsOf, PreciseDate } from "./clock.js";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import type { Info, Kind } from "./types.js";
@@ -60,6 +60,13 @@ const selectRecord =
   "SELECT s.*, p.key AS parent_key FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id";
 
 const schemaVersion = 1;
+
+/**
+ * Ids are reserved durably in blocks of this size: one committed write per block instead of one
+ * per snapshot. An id is handed out only after its block is committed, so a restart (clean or
+ * not) continues after the block and never reuses an id; it may skip the rest of a block.
+ */
+const idBlockSize = 64;
 
 const schema = `
 CREATE TABLE IF NOT EXISTS meta (
@@ -138,6 +145,13 @@ export class MetadataStore {
   private readonly database: DatabaseSync;
   private closed = false;
   private depth = 0;
+  /** Prepared statements by SQL text: compiling one costs more than running it. */
+  private readonly statements = new Map<string, StatementSync>();
+  /** The next id to hand out and the last id of the committed reservation. */
+  private nextId = 1;
+  private reservedUntil = 0;
+  /** The open transaction reserved a block (a rollback un-reserves it). */
+  private reservedInTransaction = false;
 
   constructor(path: string) {
     this.database = new DatabaseSync(path, { enableForeignKeyConstraints: true });
@@ -169,6 +183,7 @@ export class MetadataStore {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.statements.clear();
     this.database.close();
   }
 
@@ -190,24 +205,49 @@ export class MetadataStore {
       return result;
     } catch (error) {
       if (this.database.isTransaction) this.database.exec("ROLLBACK");
+      // The block's reservation is gone: read the sequence again on the next allocation.
+      if (this.reservedInTransaction) this.reservedUntil = 0;
       throw error;
     } finally {
       this.depth--;
+      this.reservedInTransaction = false;
     }
   }
 
-  /** A fresh snapshot id, never handed out before (committed at once on its own). */
+  /** A compiled statement for `sql`, prepared once per store. */
+  private statement(sql: string): StatementSync {
+    let statement = this.statements.get(sql);
+    if (statement === undefined) {
+      statement = this.database.prepare(sql);
+      this.statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  /**
+   * A fresh snapshot id, never handed out before. When the current block is used up, reserves
+   * the next one in a committed write (its own transaction, or the caller's: if that one rolls
+   * back, so does the reservation, and the ids it gave out, like a single id before).
+   */
   allocateId(): number {
     this.ensureOpen();
-    const row = this.database
-      .prepare("UPDATE meta SET value = value + 1 WHERE name = 'sequence' RETURNING value")
-      .get() as { value: number };
-    return row.value;
+    if (this.nextId > this.reservedUntil) {
+      const row = this.transaction(
+        () =>
+          this.statement(
+            "UPDATE meta SET value = value + ? WHERE name = 'sequence' RETURNING value",
+          ).get(idBlockSize) as { value: number },
+      );
+      if (this.depth > 0) this.reservedInTransaction = true;
+      this.reservedUntil = row.value;
+      this.nextId = row.value - idBlockSize + 1;
+    }
+    return this.nextId++;
   }
 
   private one(sql: string, ...parameters: SQLInputValue[]): SnapshotRecord | undefined {
     this.ensureOpen();
-    const row = this.database.prepare(sql).get(...parameters) as Row | undefined;
+    const row = this.statement(sql).get(...parameters) as Row | undefined;
     return row === undefined ? undefined : toRecord(row);
   }
 
@@ -223,47 +263,42 @@ export class MetadataStore {
   parentIds(record: SnapshotRecord): number[] {
     if (record.parentId === null) return [];
     this.ensureOpen();
-    const rows = this.database
-      .prepare(
-        `WITH RECURSIVE chain(id, parent_id, depth) AS (
+    const rows = this.statement(
+      `WITH RECURSIVE chain(id, parent_id, depth) AS (
            SELECT id, parent_id, 0 FROM snapshots WHERE id = ?
            UNION ALL
            SELECT s.id, s.parent_id, chain.depth + 1 FROM snapshots s JOIN chain ON s.id = chain.parent_id
          )
          SELECT id FROM chain ORDER BY depth`,
-      )
-      .all(record.parentId) as Array<{ id: number }>;
+    ).all(record.parentId) as Array<{ id: number }>;
     return rows.map((row) => row.id);
   }
 
   hasChildren(id: number): boolean {
     this.ensureOpen();
     return (
-      this.database.prepare("SELECT 1 FROM snapshots WHERE parent_id = ? LIMIT 1").get(id) !==
-      undefined
+      this.statement("SELECT 1 FROM snapshots WHERE parent_id = ? LIMIT 1").get(id) !== undefined
     );
   }
 
   insert(snapshot: NewSnapshot, now: Date): SnapshotRecord {
     this.ensureOpen();
-    this.database
-      .prepare(
-        `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, created_ns, updated, updated_ns,
+    this.statement(
+      `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, created_ns, updated, updated_ns,
            nix_paths, nix_closure, nix_layer)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        snapshot.id,
-        snapshot.key,
-        snapshot.kind,
-        snapshot.parentId,
-        JSON.stringify(snapshot.labels),
-        ...toColumns(now),
-        ...toColumns(now),
-        JSON.stringify(snapshot.nixPaths),
-        snapshot.nixClosure,
-        snapshot.nixLayer === true ? 1 : 0,
-      );
+    ).run(
+      snapshot.id,
+      snapshot.key,
+      snapshot.kind,
+      snapshot.parentId,
+      JSON.stringify(snapshot.labels),
+      ...toColumns(now),
+      ...toColumns(now),
+      JSON.stringify(snapshot.nixPaths),
+      snapshot.nixClosure,
+      snapshot.nixLayer === true ? 1 : 0,
+    );
     return this.getById(snapshot.id)!;
   }
 
@@ -277,50 +312,50 @@ export class MetadataStore {
     now: Date,
   ): void {
     this.ensureOpen();
-    this.database
-      .prepare(
-        `UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, created = ?, created_ns = ?,
+    this.statement(
+      `UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, created = ?, created_ns = ?,
            updated = ?, updated_ns = ?, size = ?, inodes = ?, flattened = ? WHERE id = ?`,
-      )
-      .run(
-        name,
-        JSON.stringify(labels),
-        ...toColumns(now),
-        ...toColumns(now),
-        usage.size,
-        usage.inodes,
-        JSON.stringify(flattened),
-        id,
-      );
+    ).run(
+      name,
+      JSON.stringify(labels),
+      ...toColumns(now),
+      ...toColumns(now),
+      usage.size,
+      usage.inodes,
+      JSON.stringify(flattened),
+      id,
+    );
   }
 
   markLinked(id: number): void {
     this.ensureOpen();
-    this.database.prepare("UPDATE snapshots SET linked = 1 WHERE id = ?").run(id);
+    this.statement("UPDATE snapshots SET linked = 1 WHERE id = ?").run(id);
   }
 
   updateLabels(id: number, labels: Record<string, string>, now: Date): void {
     this.ensureOpen();
-    this.database
-      .prepare("UPDATE snapshots SET labels = ?, updated = ?, updated_ns = ? WHERE id = ?")
-      .run(JSON.stringify(labels), ...toColumns(now), id);
+    this.statement("UPDATE snapshots SET labels = ?, updated = ?, updated_ns = ? WHERE id = ?").run(
+      JSON.stringify(labels),
+      ...toColumns(now),
+      id,
+    );
   }
 
   delete(id: number): void {
     this.ensureOpen();
-    this.database.prepare("DELETE FROM snapshots WHERE id = ?").run(id);
+    this.statement("DELETE FROM snapshots WHERE id = ?").run(id);
   }
 
   all(): SnapshotRecord[] {
     this.ensureOpen();
-    return (this.database.prepare(`${selectRecord} ORDER BY s.key`).all() as unknown as Row[]).map(
+    return (this.statement(`${selectRecord} ORDER BY s.key`).all() as unknown as Row[]).map(
       toRecord,
     );
   }
 
   ids(): Set<number> {
     this.ensureOpen();
-    const rows = this.database.prepare("SELECT id FROM snapshots").all() as Array<{ id: number }>;
+    const rows = this.statement("SELECT id FROM snapshots").all() as Array<{ id: number }>;
     return new Set(rows.map((row) => row.id));
   }
 
