@@ -3,9 +3,23 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { MetadataStore } from "./metadata.js";
+import { MetadataStore, type NewSnapshot } from "./metadata.js";
 import { kill9, spawnTypeScriptChild, waitForLine } from "./testing/child-process.js";
 import { Kind } from "./types.js";
+
+/** A snapshot without nix paths: active, no parent and no labels unless `fields` says so. */
+function plainSnapshot(id: number, key: string, fields: Partial<NewSnapshot> = {}): NewSnapshot {
+  return {
+    id,
+    key,
+    kind: Kind.Active,
+    parentId: null,
+    labels: {},
+    nixPaths: [],
+    nixClosure: null,
+    ...fields,
+  };
+}
 
 const metadataModule = pathToFileURL(join(import.meta.dirname, "metadata.ts")).href;
 
@@ -24,44 +38,14 @@ describe("MetadataStore", () => {
     const store = new MetadataStore(join(directory, "metadata.db"));
     const now = new Date();
     const a = store.allocateId();
-    store.insert(
-      {
-        id: a,
-        key: "a",
-        kind: Kind.Active,
-        parentId: null,
-        labels: {},
-        nixPaths: [],
-        nixClosure: null,
-      },
-      now,
-    );
+    store.insert(plainSnapshot(a, "a"), now);
     store.commit(a, "A", {}, { size: 1, inodes: 1 }, ["/p"], now);
     const b = store.allocateId();
-    store.insert(
-      {
-        id: b,
-        key: "b",
-        kind: Kind.Active,
-        parentId: a,
-        labels: {},
-        nixPaths: [],
-        nixClosure: null,
-      },
-      now,
-    );
+    store.insert(plainSnapshot(b, "b", { parentId: a }), now);
     store.commit(b, "B", {}, { size: 1, inodes: 1 }, [], now);
     const c = store.allocateId();
     const record = store.insert(
-      {
-        id: c,
-        key: "c",
-        kind: Kind.View,
-        parentId: b,
-        labels: { x: "1" },
-        nixPaths: [],
-        nixClosure: null,
-      },
+      plainSnapshot(c, "c", { kind: Kind.View, parentId: b, labels: { x: "1" } }),
       now,
     );
     expect(store.parentIds(record)).toEqual([b, a]);
@@ -80,18 +64,7 @@ describe("MetadataStore", () => {
     const id = store.allocateId();
     expect(() =>
       store.transaction(() => {
-        store.insert(
-          {
-            id,
-            key: "a",
-            kind: Kind.Active,
-            parentId: null,
-            labels: {},
-            nixPaths: [],
-            nixClosure: null,
-          },
-          new Date(),
-        );
+        store.insert(plainSnapshot(id, "a"), new Date());
         throw new Error("boom");
       }),
     ).toThrow("boom");
@@ -130,38 +103,16 @@ describe("MetadataStore", () => {
     // The reservation rolled back with the transaction: nothing outside the database saw it.
     const after = store.allocateId();
     expect(after).toBe(inside);
-    store.insert(
-      {
-        id: after,
-        key: "a",
-        kind: Kind.Active,
-        parentId: null,
-        labels: {},
-        nixPaths: [],
-        nixClosure: null,
-      },
-      new Date(),
-    );
+    store.insert(plainSnapshot(after, "a"), new Date());
     expect(store.allocateId()).toBe(after + 1);
     store.close();
   });
 
   it("refuses a parent id that does not exist (foreign key)", () => {
     const store = new MetadataStore(join(directory, "metadata.db"));
-    expect(() =>
-      store.insert(
-        {
-          id: 5,
-          key: "a",
-          kind: Kind.Active,
-          parentId: 77,
-          labels: {},
-          nixPaths: [],
-          nixClosure: null,
-        },
-        new Date(),
-      ),
-    ).toThrow(/FOREIGN KEY/);
+    expect(() => store.insert(plainSnapshot(5, "a", { parentId: 77 }), new Date())).toThrow(
+      /FOREIGN KEY/,
+    );
     store.close();
   });
 
@@ -202,18 +153,7 @@ describe("MetadataStore", () => {
     expect(all.every((record) => record.kind === Kind.Committed)).toBe(true);
     // The store still takes writes.
     const id = store.allocateId();
-    store.insert(
-      {
-        id,
-        key: "after",
-        kind: Kind.Active,
-        parentId: top.id,
-        labels: {},
-        nixPaths: [],
-        nixClosure: null,
-      },
-      new Date(),
-    );
+    store.insert(plainSnapshot(id, "after", { parentId: top.id }), new Date());
     expect(store.getByKey("after")?.parentId).toBe(top.id);
     store.close();
   });
