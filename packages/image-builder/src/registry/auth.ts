@@ -316,13 +316,25 @@ function coversScopes(cachedKey: string, wanted: string[]): boolean {
   });
 }
 
-/** Adds the challenge's scope(s) to ours (a registry may ask for more, e.g. a mount source). */
+/**
+ * Adds the challenge's scope(s) to ours (a registry may ask for more, e.g. a mount source). Scopes
+ * naming the same resource are one scope with the union of their actions, whatever their order:
+ * docker-registry's challenge says `push,pull` or `pull,push` from one request to the next.
+ */
 export function mergeScopes(scopes: string[], challengeScope: string | undefined): string[] {
-  const merged = [...scopes];
-  for (const scope of (challengeScope ?? "").split(" ")) {
-    if (scope !== "" && !merged.includes(scope)) merged.push(scope);
+  const actionsByResource = new Map<string, string[]>();
+  for (const scope of [...scopes, ...(challengeScope ?? "").split(" ")]) {
+    if (scope === "") continue;
+    const colon = scope.lastIndexOf(":");
+    const resource = colon < 0 ? scope : scope.slice(0, colon);
+    const actions = colon < 0 ? [] : scope.slice(colon + 1).split(",");
+    const known = actionsByResource.get(resource);
+    if (known === undefined) actionsByResource.set(resource, [...new Set(actions)]);
+    else for (const action of actions) if (!known.includes(action)) known.push(action);
   }
-  return merged;
+  return [...actionsByResource].map(([resource, actions]) =>
+    actions.length === 0 ? resource : `${resource}:${actions.join(",")}`,
+  );
 }
 
 function forRepository(repository: string | undefined): string {
