@@ -46,6 +46,22 @@ async function realDirectories(root: string, relative: string): Promise<string> 
   return current;
 }
 
+/**
+ * `realDirectories` below `root`, once per directory: every store path has the same parent (the
+ * store directory), so it is checked once per layer, not once per path.
+ */
+function parentsUnder(root: string): (directory: string) => Promise<string> {
+  const parents = new Map<string, Promise<string>>();
+  return (directory) => {
+    let parent = parents.get(directory);
+    if (parent === undefined) {
+      parent = realDirectories(root, directory);
+      parents.set(directory, parent);
+    }
+    return parent;
+  };
+}
+
 async function copyTree(source: string, destination: string, stats: LinkStats): Promise<void> {
   const info = await lstat(source);
   if (info.isDirectory()) {
@@ -86,16 +102,7 @@ export async function linkStorePaths(
   concurrency = 8,
 ): Promise<LinkStats> {
   const stats: LinkStats = { linked: 0, copied: 0, directories: 0, symlinks: 0 };
-  // Every store path has the same parent (the store directory): check it once.
-  const parents = new Map<string, Promise<string>>();
-  const parentOf = (directory: string) => {
-    let parent = parents.get(directory);
-    if (parent === undefined) {
-      parent = realDirectories(root, directory);
-      parents.set(directory, parent);
-    }
-    return parent;
-  };
+  const parentOf = parentsUnder(root);
   let next = 0;
   const worker = async () => {
     while (next < storePaths.length) {
@@ -122,11 +129,12 @@ export async function ensureMountpoints(
   root: string,
   storePaths: readonly string[],
 ): Promise<number> {
+  const parentOf = parentsUnder(root);
   let created = 0;
   for (const storePath of storePaths) {
     const source = await lstat(storePath);
     const wantDirectory = source.isDirectory();
-    const parent = await realDirectories(root, dirname(storePath));
+    const parent = await parentOf(dirname(storePath));
     const target = join(parent, storePath.slice(storePath.lastIndexOf("/") + 1));
     const existing = await lstat(target).catch((error: NodeJS.ErrnoException) => {
       if (error.code === "ENOENT") return undefined;
