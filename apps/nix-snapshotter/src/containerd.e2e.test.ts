@@ -25,6 +25,7 @@ import {
   DOCKER_REGISTRY_BINARY,
   startRegistry,
   type TestRegistry,
+  withLayerAnnotations,
 } from "@nix-snapshotter/image-builder/testing";
 import {
   type BinaryCache,
@@ -34,7 +35,6 @@ import {
   type ScriptFixture,
   startBinaryCache,
 } from "@nix-snapshotter/nix-store/testing";
-import { sha256Digest } from "@nix-snapshotter/oci";
 import { testImageArchive } from "@nix-snapshotter/oci/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type DaemonProcess, startDaemonProcess } from "./testing/daemon-process.js";
@@ -57,25 +57,6 @@ function importArguments(version: ContainerdVersion, archive: string): string[] 
   return version === "1.7"
     ? ["images", "import", "--local=false", "--snapshotter", "nix", archive]
     : ["images", "import", "--snapshotter", "nix", archive];
-}
-
-/** The same image with the mountpoint layer's annotations replaced (a hostile image). */
-function withLayerAnnotations(image: BuiltImage, annotations: Record<string, string>): BuiltImage {
-  const layers = image.manifest.layers.map((layer) =>
-    layer.digest === image.layer.digest ? { ...layer, annotations } : layer,
-  );
-  const manifest = { ...image.manifest, layers };
-  const bytes = new TextEncoder().encode(JSON.stringify(manifest));
-  const digest = sha256Digest(bytes);
-  const blobs = new Map(image.blobs);
-  blobs.set(digest, bytes);
-  return {
-    ...image,
-    manifest,
-    manifestDescriptor: { ...image.manifestDescriptor, digest, size: bytes.length },
-    layer: { ...image.layer, annotations },
-    blobs,
-  };
 }
 
 /** Targets of every GC root the daemon holds (`<gcRootsDir>/<owner>/<link>`). */

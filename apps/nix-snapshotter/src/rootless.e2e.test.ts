@@ -17,6 +17,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { containerdSkipReason, findContainerd } from "@nix-snapshotter/containerd-client/testing";
 import { type BuiltImage, buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
+import { withLayerAnnotations } from "@nix-snapshotter/image-builder/testing";
 import {
   type BinaryCache,
   createNixFixtures,
@@ -25,7 +26,6 @@ import {
   type ScriptFixture,
   startBinaryCache,
 } from "@nix-snapshotter/nix-store/testing";
-import { sha256Digest } from "@nix-snapshotter/oci";
 import { parse as parseToml } from "smol-toml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
@@ -90,25 +90,6 @@ async function ensureUser(): Promise<{ uid: number; gid: number; home: string }>
   const uid = Number(spawnSync("id", ["-u", user], { encoding: "utf8" }).stdout.trim());
   const gid = Number(spawnSync("id", ["-g", user], { encoding: "utf8" }).stdout.trim());
   return { uid, gid, home: `/home/${user}` };
-}
-
-/** The same image with the mountpoint layer's annotations replaced (a hostile image). */
-function withLayerAnnotations(image: BuiltImage, annotations: Record<string, string>): BuiltImage {
-  const layers = image.manifest.layers.map((layer) =>
-    layer.digest === image.layer.digest ? { ...layer, annotations } : layer,
-  );
-  const manifest = { ...image.manifest, layers };
-  const bytes = new TextEncoder().encode(JSON.stringify(manifest));
-  const digest = sha256Digest(bytes);
-  const blobs = new Map(image.blobs);
-  blobs.set(digest, bytes);
-  return {
-    ...image,
-    manifest,
-    manifestDescriptor: { ...image.manifestDescriptor, digest, size: bytes.length },
-    layer: { ...image.layer, annotations },
-    blobs,
-  };
 }
 
 interface Run {

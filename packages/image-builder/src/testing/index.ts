@@ -1,3 +1,4 @@
+export { withLayerAnnotations } from "./hostile-image.js";
 export type {
   RegistryAuth,
   RegistryRequest,
