@@ -188,7 +188,7 @@ func many(dir string, n int) {
 	// A removed snapshot: the sequence is past the last id in use.
 	ctx2, t, err := ms.TransactionContext(ctx, true)
 	check(err)
-	_, err = storage.CreateSnapshot(ctx2, snapshots.KindActive, "removed", "", nil)
+	_, err = storage.CreateSnapshot(ctx2, snapshots.KindActive, "removed", "")
 	check(err)
 	_, _, err = storage.Remove(ctx2, "removed")
 	check(err)
