@@ -41,12 +41,23 @@ describe.skipIf(unavailable !== undefined)("bolt reader on files written by bbol
 
   it("reads the current meta page", async () => {
     const database = await readBoltFile(shapes);
+    expect(database.meta.page).toBe(0);
     expect(database.meta.version).toBe(2);
     expect(database.meta.pageSize).toBe(4096);
     expect(database.meta.highWaterMark * database.meta.pageSize).toBeLessThanOrEqual(
       pristine.length,
     );
     expect(looksLikeBolt(pristine.subarray(0, 64))).toBe(true);
+    // Meta page 0 destroyed: recognised by meta page 1, and read from it, as bbolt does. Meta 1
+    // is the transaction before the one that wrote the buckets (the empty database).
+    const damaged = new Uint8Array(pristine);
+    damaged.fill(0, 0, 4096);
+    expect(looksLikeBolt(damaged.subarray(0, 64))).toBe(false);
+    expect(looksLikeBolt(damaged)).toBe(true);
+    const fromMeta1 = parseBolt(damaged, "damaged.db");
+    expect(fromMeta1.meta.page).toBe(1);
+    expect(fromMeta1.meta.transactionId).toBe(database.meta.transactionId - 1n);
+    expect([...fromMeta1.root.entries()]).toEqual([]);
   });
 
   it("lists top-level buckets in key order", async () => {

@@ -372,11 +372,21 @@ export function parseBolt(bytes: Uint8Array, file: string): BoltDatabase {
   };
 }
 
-/** True when `head` (the first bytes of a file) starts like a bolt database. */
+/** How many leading bytes {@link looksLikeBolt} needs to see both meta pages. */
+export const boltHeadSize = candidatePageSizes.at(-1)! + pageHeaderSize + 4;
+
+/**
+ * True when `head` (the first bytes of a file, up to {@link boltHeadSize}) starts like a bolt
+ * database: the bolt magic number in meta page 0, or in meta page 1 at one of the page sizes bbolt
+ * uses (page 0 may be the damaged one).
+ */
 export function looksLikeBolt(head: Uint8Array): boolean {
-  if (head.length < pageHeaderSize + 4) return false;
   const view = new DataView(head.buffer, head.byteOffset, head.length);
-  return view.getUint32(pageHeaderSize, true) === magic;
+  return [0, ...candidatePageSizes].some(
+    (offset) =>
+      head.length >= offset + pageHeaderSize + 4 &&
+      view.getUint32(offset + pageHeaderSize, true) === magic,
+  );
 }
 
 /**

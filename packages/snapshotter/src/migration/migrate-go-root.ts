@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { link, lstat, open, readdir, rename, rm, unlink } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { looksLikeBolt, readBoltFile } from "../bolt/bolt-file.js";
+import { boltHeadSize, looksLikeBolt, readBoltFile } from "../bolt/bolt-file.js";
 import { ErrorCode, SnapshotterError } from "../errors.js";
 import { defaultGcRootOwnerPrefix } from "../gc-root-owner.js";
 import { type Logger, silentLogger } from "../logger.js";
@@ -85,7 +85,7 @@ async function fileKind(path: string): Promise<FileKind> {
     throw error;
   }
   try {
-    const head = Buffer.alloc(64);
+    const head = Buffer.alloc(boltHeadSize);
     const { bytesRead } = await handle.read(head, 0, head.length, 0);
     const bytes = head.subarray(0, bytesRead);
     if (bytes.subarray(0, sqliteHeader.length).equals(sqliteHeader)) return "sqlite";
