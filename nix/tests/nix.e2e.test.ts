@@ -199,6 +199,8 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
         "lib",
         "apps",
         "checks",
+        "devShells",
+        "k8sResources",
       ]),
     );
     expect(parsed.nixos).toEqual(
@@ -725,6 +727,58 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
         await exec("skopeo", ["inspect", "--raw", `oci-archive:${layered}`]),
       ) as { layers: unknown[] };
       expect(layeredManifest.layers.length).toBe(manifest.layers.length + 1);
+    },
+  );
+
+  it.skipIf(!cliBuilds || !hasSkopeo)(
+    "builds the flake's example images (hello, redis, redisWithShell) and the redis Pod and Service",
+    async () => {
+      const configOf = async (attribute: string) => {
+        const archive = await build("examples.nix", attribute);
+        return JSON.parse(
+          await exec("skopeo", ["inspect", "--config", `oci-archive:${archive}`]),
+        ) as {
+          config: { Entrypoint: string[] };
+        };
+      };
+      expect((await configOf("images.hello")).config.Entrypoint).toEqual([
+        expect.stringMatching(/^\/nix\/store\/[a-z0-9]{32}-hello\/bin\/hello$/),
+      ]);
+      const redis = await configOf("images.redis");
+      expect(redis.config.Entrypoint).toEqual([
+        expect.stringMatching(/^\/nix\/store\/[a-z0-9]{32}-redis\/bin\/redis-server$/),
+      ]);
+      expect((await configOf("images.redisWithShell")).config.Entrypoint).toEqual(["/bin/sh"]);
+      // Built on the redis image: its layers come first.
+      const layersOf = async (attribute: string) =>
+        (
+          JSON.parse(
+            await exec("skopeo", [
+              "inspect",
+              "--raw",
+              `oci-archive:${join(gcRoots, attribute.replaceAll(/[^A-Za-z0-9._-]/g, "_"))}`,
+            ]),
+          ) as { layers: Array<{ digest: string }> }
+        ).layers.map((layer) => layer.digest);
+      const redisLayers = await layersOf("images.redis");
+      const shellLayers = await layersOf("images.redisWithShell");
+      expect(shellLayers.slice(0, redisLayers.length)).toEqual(redisLayers);
+      expect(shellLayers.length).toBeGreaterThan(redisLayers.length);
+
+      const resources = await build("examples.nix", "k8sResourcesDir");
+      expect((await readdir(resources)).sort()).toEqual(["redis-pod.json", "redis-service.json"]);
+      const pod = JSON.parse(await readFile(join(resources, "redis-pod.json"), "utf8")) as {
+        kind: string;
+        spec: { containers: Array<{ image: string }> };
+      };
+      expect(pod.kind).toBe("Pod");
+      expect(pod.spec.containers[0]?.image).toMatch(
+        /^nix:0\/nix\/store\/[a-z0-9]{32}-nix-image-redis\.tar$/,
+      );
+      const service = JSON.parse(await readFile(join(resources, "redis-service.json"), "utf8")) as {
+        spec: { selector: Record<string, string> };
+      };
+      expect(service.spec.selector).toEqual({ name: "redis" });
     },
   );
 

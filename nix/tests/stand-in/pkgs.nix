@@ -331,6 +331,10 @@ in
   iproute2 = emptyPackage "iproute2";
   iptables = emptyPackage "iptables";
   coreutils = emptyPackage "coreutils";
+  # For nix/examples.nix.
+  hello = writeShellScriptBin "hello" "echo 'Hello, world!'";
+  redis = hostPackage "redis" [ "/usr/bin/redis-server" ];
+  bashInteractive = hostPackage "bash-interactive" [ "/bin/bash" ];
   procps = emptyPackage "procps";
   bash = emptyPackage "bash";
   k3s = emptyPackage "k3s";
