@@ -18,10 +18,18 @@ let
       nixosModules = import ./nix/modules/nixos;
       homeModules = import ./nix/modules/home;
       lib = import ./nix/lib.nix;
-      packages = {
-        inherit (withOverlay) nix-snapshotter;
-        default = withOverlay.nix-snapshotter;
-      };
+      packages =
+        let
+          examples = import ./nix/examples.nix { pkgs = withOverlay; };
+        in
+        {
+          inherit (withOverlay) nix-snapshotter;
+          default = withOverlay.nix-snapshotter;
+          image-hello = examples.images.hello;
+          image-redis = examples.images.redis;
+          image-redisWithShell = examples.images.redisWithShell;
+          redis-k8s-resources = examples.k8sResourcesDir;
+        };
       inherit (withOverlay) nix-snapshotter;
     };
 in

@@ -22,13 +22,47 @@
         };
 
       forAllSystems = f: lib.genAttrs systems (system: f (pkgsFor system));
+
+      # Example images and Kubernetes resources (the Go project's outputs).
+      examplesFor = pkgs: import ./nix/examples.nix { inherit pkgs; };
     in
     {
       overlays.default = import ./nix/overlay.nix;
 
-      packages = forAllSystems (pkgs: {
-        inherit (pkgs) nix-snapshotter;
-        default = pkgs.nix-snapshotter;
+      packages = forAllSystems (
+        pkgs:
+        let
+          examples = examplesFor pkgs;
+        in
+        {
+          inherit (pkgs) nix-snapshotter;
+          default = pkgs.nix-snapshotter;
+          # nix build .#image-hello; then nix2container load result, or
+          # nerdctl load < result.
+          image-hello = examples.images.hello;
+          image-redis = examples.images.redis;
+          image-redisWithShell = examples.images.redisWithShell;
+          # kubectl apply -f result/ (a Pod running redis from a nix:0 image).
+          redis-k8s-resources = examples.k8sResourcesDir;
+        }
+      );
+
+      # The redis Pod and Service as Nix attributes, per system.
+      k8sResources = forAllSystems (pkgs: (examplesFor pkgs).k8sResources);
+
+      # nix develop: the toolchain of the workspace and the programs its tests drive.
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          packages = [
+            pkgs.nodejs_24
+            pkgs.pnpm_10
+            pkgs.nix
+            pkgs.containerd
+            pkgs.runc
+            pkgs.skopeo
+            pkgs.go
+          ];
+        };
       });
 
       apps = forAllSystems (pkgs: {

@@ -9,7 +9,7 @@ packages=(
   nix-bin
   docker-registry skopeo apache2-utils
   busybox-static patchelf fuse-overlayfs jq iproute2 util-linux redis-server
-  golang-github-containerd-containerd-dev
+  golang-github-containerd-containerd-dev golang-go
   ca-certificates git openssl
   shellcheck
   systemd python3-minimal

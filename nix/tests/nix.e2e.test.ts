@@ -199,6 +199,8 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
         "lib",
         "apps",
         "checks",
+        "devShells",
+        "k8sResources",
       ]),
     );
     expect(parsed.nixos).toEqual(
@@ -547,6 +549,60 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
     return stdout.trim().split("\n").at(-1) ?? "";
   }
 
+  it("gives k3s on this containerd the CRI settings of k3s' own containerd (docs/k3s.md)", async (context) => {
+    const extra = moduleArg(`{
+      virtualisation.containerd = { enable = true; nixSnapshotterIntegration = true; k3sIntegration = true; };
+      services.k3s.enable = true;
+    }`);
+    const config = await build("modules.nix", "containerdConfig", extra);
+    const toml = await readFile(config, "utf8");
+    for (const line of [
+      'stream_server_address = "127.0.0.1"',
+      'stream_server_port = "10010"',
+      "enable_selinux = false",
+      "enable_unprivileged_ports = true",
+      "enable_unprivileged_icmp = true",
+      'sandbox_image = "rancher/mirrored-pause:3.6"',
+      'conf_dir = "/var/lib/rancher/k3s/agent/etc/cni/net.d/"',
+      'sandbox = "rancher/mirrored-pause:3.6"',
+    ]) {
+      expect(toml).toContain(line);
+    }
+    // Rootless-only keys of k3s' template stay out of a rootful node's config.
+    for (const key of ["disable_cgroup", "disable_apparmor", "restrict_oom_score_adj"]) {
+      expect(toml).not.toContain(key);
+    }
+    // The CNI plugin directory holds the standard plugins and flannel.
+    const binDir = /bin_dir = "([^"]+)"/.exec(toml)?.[1];
+    expect(binDir).toMatch(/^\/nix\/store\/[a-z0-9]{32}-k3s-cni-plugins\/bin$/);
+    expect(await readdir(binDir!)).toEqual(
+      expect.arrayContaining(["bridge", "loopback", "flannel"]),
+    );
+    expect(toml).toContain(`bin_dirs = ["${binDir}"]`);
+
+    // containerd 2.1 reads every setting from the rendered file.
+    const fetched = spawnSync("bash", [join(repo, "scripts/fetch-containerd.sh"), "sid"], {
+      encoding: "utf8",
+    });
+    const bin = fetched.stdout.trim();
+    if (fetched.status !== 0 || !existsSync(join(bin, "containerd"))) {
+      context.skip(`containerd 2.1 unavailable: ${fetched.stderr.trim()}`);
+      return;
+    }
+    const dump = await exec(join(bin, "containerd"), ["--config", config, "config", "dump"]);
+    for (const line of [
+      "stream_server_address = '127.0.0.1'",
+      "stream_server_port = '10010'",
+      "enable_unprivileged_ports = true",
+      "enable_unprivileged_icmp = true",
+      "sandbox = 'rancher/mirrored-pause:3.6'",
+      "conf_dir = '/var/lib/rancher/k3s/agent/etc/cni/net.d/'",
+      `bin_dirs = ['${binDir}']`,
+    ]) {
+      expect(dump).toContain(line);
+    }
+  });
+
   it("builds the rootless programs (bash, checked with shellcheck like nixpkgs' writeShellApplication)", async () => {
     const scripts = await build("modules.nix", "rootlessScripts", [
       "--argstr",
@@ -671,6 +727,58 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
         await exec("skopeo", ["inspect", "--raw", `oci-archive:${layered}`]),
       ) as { layers: unknown[] };
       expect(layeredManifest.layers.length).toBe(manifest.layers.length + 1);
+    },
+  );
+
+  it.skipIf(!cliBuilds || !hasSkopeo)(
+    "builds the flake's example images (hello, redis, redisWithShell) and the redis Pod and Service",
+    async () => {
+      const configOf = async (attribute: string) => {
+        const archive = await build("examples.nix", attribute);
+        return JSON.parse(
+          await exec("skopeo", ["inspect", "--config", `oci-archive:${archive}`]),
+        ) as {
+          config: { Entrypoint: string[] };
+        };
+      };
+      expect((await configOf("images.hello")).config.Entrypoint).toEqual([
+        expect.stringMatching(/^\/nix\/store\/[a-z0-9]{32}-hello\/bin\/hello$/),
+      ]);
+      const redis = await configOf("images.redis");
+      expect(redis.config.Entrypoint).toEqual([
+        expect.stringMatching(/^\/nix\/store\/[a-z0-9]{32}-redis\/bin\/redis-server$/),
+      ]);
+      expect((await configOf("images.redisWithShell")).config.Entrypoint).toEqual(["/bin/sh"]);
+      // Built on the redis image: its layers come first.
+      const layersOf = async (attribute: string) =>
+        (
+          JSON.parse(
+            await exec("skopeo", [
+              "inspect",
+              "--raw",
+              `oci-archive:${join(gcRoots, attribute.replaceAll(/[^A-Za-z0-9._-]/g, "_"))}`,
+            ]),
+          ) as { layers: Array<{ digest: string }> }
+        ).layers.map((layer) => layer.digest);
+      const redisLayers = await layersOf("images.redis");
+      const shellLayers = await layersOf("images.redisWithShell");
+      expect(shellLayers.slice(0, redisLayers.length)).toEqual(redisLayers);
+      expect(shellLayers.length).toBeGreaterThan(redisLayers.length);
+
+      const resources = await build("examples.nix", "k8sResourcesDir");
+      expect((await readdir(resources)).sort()).toEqual(["redis-pod.json", "redis-service.json"]);
+      const pod = JSON.parse(await readFile(join(resources, "redis-pod.json"), "utf8")) as {
+        kind: string;
+        spec: { containers: Array<{ image: string }> };
+      };
+      expect(pod.kind).toBe("Pod");
+      expect(pod.spec.containers[0]?.image).toMatch(
+        /^nix:0\/nix\/store\/[a-z0-9]{32}-nix-image-redis\.tar$/,
+      );
+      const service = JSON.parse(await readFile(join(resources, "redis-service.json"), "utf8")) as {
+        spec: { selector: Record<string, string> };
+      };
+      expect(service.spec.selector).toEqual({ name: "redis" });
     },
   );
 

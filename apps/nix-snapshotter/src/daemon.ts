@@ -6,6 +6,7 @@ import {
   createHealthService,
   createSnapshotsService,
   createSnapshotter,
+  migrateGoRoot,
   type Snapshotter,
 } from "@nix-snapshotter/snapshotter";
 import type { Logger } from "pino";
@@ -54,11 +55,20 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     logger: logger.child({ component: "nix" }),
     env,
   });
+  const nixStorePort = metrics.observedNixStore(nixStore);
+  // A root left by the Go nix-snapshotter is taken over in place (or an interrupted take-over
+  // finished) before the snapshotter opens it; a root it cannot take over stops the start.
+  await migrateGoRoot({
+    root: config.root,
+    nixStore: nixStorePort,
+    storeDir: config.storeDir,
+    logger: logger.child({ component: "migration" }),
+  });
   const snapshotter = await createSnapshotter({
     root: config.root,
     logger: logger.child({ component: "snapshotter" }),
     mountMode: config.mountMode,
-    nixStore: metrics.observedNixStore(nixStore),
+    nixStore: nixStorePort,
     storeDir: config.storeDir,
     fuseOverlayfs: config.fuseOverlayfs,
   });

@@ -9,8 +9,7 @@ import {
 } from "./config.js";
 import { startDaemon } from "./daemon.js";
 import { createLogger, parseLogLevel } from "./logger.js";
-
-const version = "0.0.0";
+import { daemonVersion } from "./version.js";
 
 interface Flags {
   logLevel: string;
@@ -31,7 +30,8 @@ async function main(argv: readonly string[]): Promise<void> {
       "A containerd proxy snapshotter that takes container packages from the Nix store.\n" +
         "Serves containerd's Snapshots API (and the CRI ImageService) on a unix socket.",
     )
-    .version(version)
+    // `-v` as the Go daemon spells it.
+    .version(daemonVersion(), "-v, --version", "print the version and exit")
     .option("-l, --log-level <level>", "trace, debug, info, warn, error, fatal or panic", "info")
     .option("-c, --config <path>", "path to the configuration file", defaultConfigPath)
     .option("-a, --address <path>", "unix socket of the gRPC server (overrides the config)")

@@ -233,6 +233,55 @@ let
     };
   };
 
+  # CRI settings k3s expects of the containerd it runs on (k3s' own containerd
+  # template for a rootful node): its CNI config directory and plugins
+  # (including flannel, k3s' default network), the sandbox image it ships, the
+  # stream server on 127.0.0.1:10010. Version 2 keys; containerd 2.x migrates
+  # them (2.1.9: to cri.v1.runtime, cri.v1.images.pinned_images, grpc.v1.cri).
+  # The rootless-only keys of that template (disable_cgroup, disable_apparmor,
+  # restrict_oom_score_adj) are left out: on a rootful node they would drop
+  # resource limits and AppArmor. See docs/k3s.md.
+  k3sContainerdSettings =
+    let
+      cniBin = "${
+        pkgs.buildEnv {
+          name = "k3s-cni-plugins";
+          paths = [
+            pkgs.cni-plugins
+            pkgs.cni-plugin-flannel
+          ];
+        }
+      }/bin";
+      cniConf = "/var/lib/rancher/k3s/agent/etc/cni/net.d/";
+      sandbox = "rancher/mirrored-pause:3.6";
+    in
+    {
+      plugins."io.containerd.grpc.v1.cri" = {
+        stream_server_address = lib.mkDefault "127.0.0.1";
+        stream_server_port = lib.mkDefault "10010";
+        enable_selinux = lib.mkDefault false;
+        enable_unprivileged_ports = lib.mkDefault true;
+        enable_unprivileged_icmp = lib.mkDefault true;
+        sandbox_image = lib.mkDefault sandbox;
+        cni = {
+          conf_dir = lib.mkDefault cniConf;
+          bin_dir = lib.mkDefault cniBin;
+        };
+      };
+      # The same for a version 3 file (containerd 2.x's layout; a version 2
+      # file with both is read the same way by 2.1.9, and 1.6/1.7 ignore these).
+      plugins."io.containerd.cri.v1.runtime" = {
+        enable_selinux = lib.mkDefault false;
+        enable_unprivileged_ports = lib.mkDefault true;
+        enable_unprivileged_icmp = lib.mkDefault true;
+        cni = {
+          conf_dir = lib.mkDefault cniConf;
+          bin_dirs = lib.mkDefault [ cniBin ];
+        };
+      };
+      plugins."io.containerd.cri.v1.images".pinned_images.sandbox = lib.mkDefault sandbox;
+    };
+
   gVisorContainerdSettings = {
     plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc.runtime_type = "io.containerd.runsc.v1";
   };
@@ -387,6 +436,7 @@ in
     defaultAddress
     execStart
     gVisorContainerdSettings
+    k3sContainerdSettings
     nixSnapshotterContainerdSettings
     preloadOptions
     preloadService

@@ -22,7 +22,9 @@ in
       k3s on this containerd: k3s is started with
       `--container-runtime-endpoint` pointing at it (and, with
       nixSnapshotterIntegration, `--image-service-endpoint` pointing at
-      nix-snapshotter)'';
+      nix-snapshotter), and containerd's CRI gets the settings k3s' own
+      containerd has (CNI config and plugin directories with flannel, sandbox
+      image, stream server)'';
   };
 
   config = lib.mkIf cfg.enable (
@@ -44,6 +46,7 @@ in
       })
       (lib.mkIf cfg.k3sIntegration {
         virtualisation.containerd.setNamespace = lib.mkDefault "k8s.io";
+        virtualisation.containerd.settings = common.k3sContainerdSettings;
         services.k3s.moreFlags = [ "--container-runtime-endpoint unix:///run/containerd/containerd.sock" ];
       })
       (lib.mkIf (cfg.k3sIntegration && cfg.nixSnapshotterIntegration) {

@@ -138,6 +138,23 @@ let
 
   emptyPackage = name: runCommand name { } ''mkdir -p "$out/bin"'';
 
+  # nixpkgs' buildEnv, for packages with a bin/: one directory of links to
+  # every program of `paths`.
+  buildEnv =
+    {
+      name,
+      paths,
+      ...
+    }:
+    runCommand name { inherit paths; } ''
+      mkdir -p "$out/bin"
+      for path in $paths; do
+        for program in "$path"/bin/*; do
+          if [ -e "$program" ]; then ln -s "$program" "$out/bin/"; fi
+        done
+      done
+    '';
+
   # TOML writer (nixpkgs uses remarshal; this is a small pure-Nix equivalent).
   toTOML =
     let
@@ -286,6 +303,7 @@ in
     nix
     nix-snapshotter
     hostPackage
+    buildEnv
     ;
   inherit (buildImageFunctions) buildImage copyToRegistry copyToContainerd;
   containerd = hostPackage "containerd" [
@@ -297,13 +315,26 @@ in
   fuse-overlayfs = hostPackage "fuse-overlayfs" [ "/usr/bin/fuse-overlayfs" ];
   fuse3 = hostPackage "fuse3" [ "/sbin/mount.fuse3" ];
   util-linux = hostPackage "util-linux" [ "/usr/bin/nsenter" ];
-  cni-plugins = emptyPackage "cni-plugins";
+  cni-plugins = hostPackage "cni-plugins" [
+    "/usr/lib/cni/bridge"
+    "/usr/lib/cni/loopback"
+  ];
+  # Debian packages no flannel plugin: a stand-in program under the same name.
+  cni-plugin-flannel = runCommand "cni-plugin-flannel" { } ''
+    mkdir -p "$out/bin"
+    printf '#!/bin/sh\necho stand-in flannel >&2\nexit 1\n' > "$out/bin/flannel"
+    chmod 0555 "$out/bin/flannel"
+  '';
   gvisor = emptyPackage "gvisor";
   rootlesskit = emptyPackage "rootlesskit";
   slirp4netns = emptyPackage "slirp4netns";
   iproute2 = emptyPackage "iproute2";
   iptables = emptyPackage "iptables";
   coreutils = emptyPackage "coreutils";
+  # For nix/examples.nix.
+  hello = writeShellScriptBin "hello" "echo 'Hello, world!'";
+  redis = hostPackage "redis" [ "/usr/bin/redis-server" ];
+  bashInteractive = hostPackage "bash-interactive" [ "/bin/bash" ];
   procps = emptyPackage "procps";
   bash = emptyPackage "bash";
   k3s = emptyPackage "k3s";

@@ -1,3 +1,11 @@
+export type {
+  BoltBucket,
+  BoltDatabase,
+  BoltEntry,
+  BoltMeta,
+  ReadBoltFileOptions,
+} from "./bolt/bolt-file.js";
+export { BoltFormatError, parseBolt, readBoltFile } from "./bolt/bolt-file.js";
 export {
   dateFromTimestampParts,
   nanosecondsOf,
@@ -8,8 +16,17 @@ export type { SnapshotterErrorOptions } from "./errors.js";
 export { ErrorCode, errorCodeName, SnapshotterError } from "./errors.js";
 export type { FieldAdaptor, Filter } from "./filters.js";
 export { infoAdaptor, parseFilters } from "./filters.js";
+export { defaultGcRootOwnerPrefix } from "./gc-root-owner.js";
 export type { Logger } from "./logger.js";
 export { silentLogger } from "./logger.js";
+export type {
+  GoMetaStore,
+  GoSnapshot,
+  MigrateGoRootOptions,
+  MigrationResult,
+  MigrationStep,
+} from "./migration/index.js";
+export { migrateGoRoot, migrationSteps, readGoMetaStore } from "./migration/index.js";
 export type { OverlaySettings, SnapshotLayout } from "./mount-options.js";
 export { overlayMounts, storePathMounts } from "./mount-options.js";
 export type { NixLayerRequest } from "./nix-labels.js";

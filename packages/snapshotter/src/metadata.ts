@@ -302,6 +302,61 @@ export class MetadataStore {
     return this.getById(snapshot.id)!;
   }
 
+  /**
+   * Inserts a snapshot with every field given, keeping its id (a migration from another store).
+   * Call inside a transaction, parents before children; then {@link reserveIdsThrough}.
+   */
+  insertRecord(record: Omit<SnapshotRecord, "parentKey">): void {
+    this.ensureOpen();
+    this.statement(
+      `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, created_ns, updated, updated_ns,
+           size, inodes, nix_paths, nix_closure, nix_layer, linked, flattened)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ).run(
+      record.id,
+      record.key,
+      record.kind,
+      record.parentId,
+      JSON.stringify(record.labels),
+      ...toColumns(record.created),
+      ...toColumns(record.updated),
+      record.size,
+      record.inodes,
+      JSON.stringify(record.nixPaths),
+      record.nixClosure,
+      record.nixLayer ? 1 : 0,
+      record.linked ? 1 : 0,
+      record.flattened === null ? null : JSON.stringify(record.flattened),
+    );
+  }
+
+  /** Makes every id up to `sequence` count as handed out: the next one is above it. */
+  reserveIdsThrough(sequence: number): void {
+    this.ensureOpen();
+    this.statement("UPDATE meta SET value = max(value, ?) WHERE name = 'sequence'").run(sequence);
+    this.reservedUntil = 0;
+    this.nextId = 1;
+  }
+
+  /** An integer kept in the meta table under `name` (not the schema or sequence). */
+  getMeta(name: string): number | undefined {
+    this.ensureOpen();
+    const row = this.statement("SELECT value FROM meta WHERE name = ?").get(name) as
+      | { value: number }
+      | undefined;
+    return row?.value;
+  }
+
+  setMeta(name: string, value: number): void {
+    this.ensureOpen();
+    if (name === "schema" || name === "sequence") {
+      throw new SnapshotterError(ErrorCode.InvalidArgument, `meta "${name}" is not settable`);
+    }
+    this.statement(
+      "INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+    ).run(name, value);
+  }
+
   /** Turns an active snapshot into a committed one named `name` (same id). */
   commit(
     id: number,

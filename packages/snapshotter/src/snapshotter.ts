@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { existsSync, renameSync } from "node:fs";
 import { chmod, lchown, lstat, mkdir, readdir, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -6,6 +6,7 @@ import { nowNanoseconds, PreciseDate } from "./clock.js";
 import { diskUsage } from "./disk-usage.js";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import { infoAdaptor, parseFilters } from "./filters.js";
+import { defaultGcRootOwnerPrefix } from "./gc-root-owner.js";
 import { ensureMountpoints, linkStorePaths } from "./link-tree.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { MetadataStore, type SnapshotRecord } from "./metadata.js";
@@ -730,9 +731,7 @@ export async function createSnapshotter(options: SnapshotterOptions): Promise<Sn
     // user.* xattrs.
     userxattr: options.userxattr ?? (process.getuid?.() !== 0 || inChildUserNamespace()),
   };
-  const ownerPrefix =
-    options.gcRootOwnerPrefix ??
-    `snapshot-${createHash("sha256").update(root).digest("hex").slice(0, 12)}-`;
+  const ownerPrefix = options.gcRootOwnerPrefix ?? defaultGcRootOwnerPrefix(root);
   const logger = options.logger ?? silentLogger;
   let store: MetadataStore;
   try {
