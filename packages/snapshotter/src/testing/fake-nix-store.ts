@@ -28,6 +28,8 @@ export class FakeNixStore implements NixStorePort {
   readonly substitutable = new Set<string>();
   readonly closureInfos = new Map<string, string[]>();
   readonly roots = new Map<string, Set<string>>();
+  /** Hidden root directories of interrupted calls, by name (tests put them there). */
+  readonly leftovers = new Map<string, { owner: string; state: "staged" | "removing" }>();
   readonly calls: Array<{ method: string; args: unknown[] }> = [];
 
   constructor(options: FakeNixStoreOptions) {
@@ -118,5 +120,19 @@ export class FakeNixStore implements NixStorePort {
   async listRootOwners(): Promise<string[]> {
     this.calls.push({ method: "listRootOwners", args: [] });
     return [...this.roots.keys()];
+  }
+
+  async listRootLeftovers(): Promise<Array<{
+    name: string;
+    owner: string;
+    state: "staged" | "removing";
+  }>> {
+    this.calls.push({ method: "listRootLeftovers", args: [] });
+    return [...this.leftovers].map(([name, leftover]) => ({ name, ...leftover }));
+  }
+
+  async removeRootLeftover(name: string): Promise<void> {
+    this.calls.push({ method: "removeRootLeftover", args: [name] });
+    this.leftovers.delete(name);
   }
 }
