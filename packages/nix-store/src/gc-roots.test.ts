@@ -128,7 +128,12 @@ describe("GC root leftovers of interrupted adds and removals", () => {
   it("refuses to remove anything that is not a leftover name", async () => {
     const roots = createGcRoots(dir);
     await roots.add("snapshot-1", [a]);
-    for (const name of ["snapshot-1", "../x", ".new-../../etc-0123456789ab", ".new--0123456789ab"]) {
+    for (const name of [
+      "snapshot-1",
+      "../x",
+      ".new-../../etc-0123456789ab",
+      ".new--0123456789ab",
+    ]) {
       const error = await roots.removeLeftover(name).catch((caught: unknown) => caught);
       expect(isNixStoreError(error) && error.code).toBe("InvalidArgument");
     }

@@ -3,6 +3,7 @@ import { existsSync, renameSync } from "node:fs";
 import { chmod, lchown, lstat, mkdir, readdir, rm } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { nowNanoseconds, PreciseDate } from "./clock.js";
+import { crashAt } from "./crash-point.js";
 import { diskUsage } from "./disk-usage.js";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import { infoAdaptor, parseFilters } from "./filters.js";
@@ -16,7 +17,7 @@ import {
   parseClosureStorePaths,
   parseNixLabels,
 } from "./nix-labels.js";
-import type { NixStorePort } from "./nix-store-port.js";
+import type { NixStorePort, RootLeftover } from "./nix-store-port.js";
 import { isValidStoreDir } from "./store-path.js";
 import {
   type Info,
@@ -333,6 +334,7 @@ class OverlaySnapshotter implements Snapshotter {
       await mkdir(upper, { mode: 0o755 });
       await chmod(upper, 0o755);
       if (kind === Kind.Active) await mkdir(join(temporary, "work"), { mode: 0o711 });
+      crashAt("prepare:directory");
       const parentRecord = this.store.getByKey(parent);
       if (parentRecord !== undefined) {
         // Like containerd: the new upper directory belongs to whoever owns the parent's.
@@ -348,6 +350,7 @@ class OverlaySnapshotter implements Snapshotter {
       if (request !== undefined) {
         nixPaths = await this.realiseLayer(key, request, this.owner(id), log, options.signal);
         nixClosure = request.closure ?? null;
+        crashAt("prepare:realised");
       }
 
       const final = this.snapshotDir(id);
@@ -378,6 +381,7 @@ class OverlaySnapshotter implements Snapshotter {
         if (renamed) renameSync(final, temporary);
         throw error;
       }
+      crashAt("prepare:committed");
       if (nixPaths.length > 0) log.debug({ storePaths: nixPaths.length }, "nix layer prepared");
       created = record;
     } catch (error) {
@@ -555,6 +559,7 @@ class OverlaySnapshotter implements Snapshotter {
         }
         const parentPaths = record.parentId === null ? [] : this.flattened(record.parentId);
         const flattened = mergePaths(parentPaths, record.nixPaths);
+        crashAt("commit:prepared");
         this.store.transaction(() => {
           const current = checkCommit();
           if (current.id !== record.id) throw notFound(key);
@@ -577,50 +582,83 @@ class OverlaySnapshotter implements Snapshotter {
 
   remove(key: string): Promise<void> {
     return this.run(async () => {
-      let removed: SnapshotRecord | undefined;
-      const removalName = `rm-${randomBytes(4).toString("hex")}`;
-      const removal = join(this.snapshotsDir, removalName);
-      let renamedFrom: string | undefined;
-      this.busyNames.add(removalName);
+      // Commit, then delete: the row goes first; a kill after the commit leaves an orphaned
+      // directory and roots, which Cleanup removes, never a row without its directory.
+      let record: SnapshotRecord;
       try {
-        try {
-          this.store.transaction(() => {
-            const record = this.record(key);
-            if (this.store.hasChildren(record.id)) {
-              throw new SnapshotterError(
-                ErrorCode.FailedPrecondition,
-                `cannot remove snapshot "${key}": it has children`,
-              );
-            }
-            this.store.delete(record.id);
-            try {
-              renameSync(this.snapshotDir(record.id), removal);
-              renamedFrom = this.snapshotDir(record.id);
-            } catch (error) {
-              if (!isErrno(error, "ENOENT")) throw error;
-            }
-            removed = record;
-          });
-        } catch (error) {
-          if (renamedFrom !== undefined) renameSync(removal, renamedFrom);
-          throw SnapshotterError.from(error, `removing snapshot "${key}"`);
-        }
-        const record = removed!;
-        this.flattenedCache.delete(record.id);
-        await rm(removal, { recursive: true, force: true }).catch((error: unknown) =>
-          this.logger.warn({ err: error, key }, "removing snapshot directory failed"),
-        );
-        if (this.nixStore !== undefined && (record.nixPaths.length > 0 || record.nixClosure)) {
-          await this.nixStore
-            .removeRoots(this.owner(record.id))
-            .catch((error: unknown) =>
-              this.logger.warn({ err: error, key }, "removing GC roots failed (Cleanup retries)"),
+        record = this.store.transaction(() => {
+          const found = this.record(key);
+          if (this.store.hasChildren(found.id)) {
+            throw new SnapshotterError(
+              ErrorCode.FailedPrecondition,
+              `cannot remove snapshot "${key}": it has children`,
             );
+          }
+          this.store.delete(found.id);
+          return found;
+        });
+      } catch (error) {
+        throw SnapshotterError.from(error, `removing snapshot "${key}"`);
+      }
+      this.flattenedCache.delete(record.id);
+      crashAt("remove:committed");
+      // Same tick as the commit: no Cleanup runs between, and the name is claimed for us.
+      const removal = this.claimDirectory(String(record.id));
+      if (removal !== undefined) {
+        crashAt("remove:renamed");
+        try {
+          await rm(join(this.snapshotsDir, removal), { recursive: true, force: true });
+        } catch (error) {
+          this.logger.warn(
+            { err: error, key },
+            "removing snapshot directory failed (Cleanup retries)",
+          );
+        } finally {
+          this.busyNames.delete(removal);
         }
-      } finally {
-        this.busyNames.delete(removalName);
+      }
+      crashAt("remove:deleted");
+      if (this.nixStore !== undefined && (record.nixPaths.length > 0 || record.nixClosure)) {
+        await this.nixStore
+          .removeRoots(this.owner(record.id))
+          .catch((error: unknown) =>
+            this.logger.warn({ err: error, key }, "removing GC roots failed (Cleanup retries)"),
+          );
       }
     });
+  }
+
+  /**
+   * Renames `snapshots/<name>` to a fresh `rm-*` name this call owns (in busyNames until the
+   * caller deletes it); undefined when it does not exist. Synchronous, so the caller's check
+   * that nothing owns the name and the rename happen without anything running between.
+   */
+  private claimDirectory(name: string): string | undefined {
+    const removalName = `rm-${randomBytes(6).toString("hex")}`;
+    try {
+      renameSync(join(this.snapshotsDir, name), join(this.snapshotsDir, removalName));
+    } catch (error) {
+      if (isErrno(error, "ENOENT")) return undefined;
+      throw error;
+    }
+    this.busyNames.add(removalName);
+    return removalName;
+  }
+
+  /**
+   * True while snapshot `id` is owned: a committed row, or a call in flight that holds it.
+   * Ids are never reused, so an id that is not owned now never will be again: checking this
+   * synchronously right before a removal starts is enough, whatever runs beside it.
+   */
+  private owned(id: number): boolean {
+    return this.busyIds.has(id) || this.store.getById(id) !== undefined;
+  }
+
+  /** The snapshot id of one of our GC root owners; null for a foreign owner. */
+  private ownerId(owner: string): number | undefined | null {
+    if (!owner.startsWith(this.ownerPrefix)) return null;
+    const rest = owner.slice(this.ownerPrefix.length);
+    return /^[0-9]+$/.test(rest) ? Number(rest) : undefined;
   }
 
   private matching(filters: readonly string[]): Info[] {
@@ -650,42 +688,97 @@ class OverlaySnapshotter implements Snapshotter {
 
   cleanup(): Promise<void> {
     return this.run(async () => {
-      const ids = this.store.ids();
-      let entries: string[] = [];
-      try {
-        entries = await readdir(this.snapshotsDir);
-      } catch (error) {
-        if (!isErrno(error, "ENOENT")) throw SnapshotterError.from(error, "cleanup");
-      }
-      for (const name of entries) {
-        if (this.busyNames.has(name)) continue;
-        if (/^[0-9]+$/.test(name)) {
-          const id = Number(name);
-          if (ids.has(id) || this.busyIds.has(id)) continue;
-        }
-        this.logger.info({ directory: name }, "cleanup: removing orphaned snapshot directory");
-        await rm(join(this.snapshotsDir, name), { recursive: true, force: true });
-      }
-      if (this.nixStore === undefined) return;
-      let owners: string[];
-      try {
-        owners = await this.nixStore.listRootOwners();
-      } catch (error) {
-        throw nixError(error, "cleanup: listing GC root owners");
-      }
-      for (const owner of owners) {
-        if (!owner.startsWith(this.ownerPrefix)) continue;
-        const rest = owner.slice(this.ownerPrefix.length);
-        if (/^[0-9]+$/.test(rest)) {
-          const id = Number(rest);
-          if (ids.has(id) || this.busyIds.has(id)) continue;
-        }
-        this.logger.info({ owner }, "cleanup: removing orphaned GC roots");
-        await this.nixStore.removeRoots(owner).catch((error: unknown) => {
-          throw nixError(error, `cleanup: removing GC roots of ${owner}`);
-        });
-      }
+      await this.removeOrphanedDirectories();
+      await this.removeOrphanedRoots();
     });
+  }
+
+  /**
+   * Removes directories under snapshots/ that no snapshot and no call in flight owns. Ownership
+   * is checked right before each removal (not from a list read earlier), in the same tick as
+   * the rename that claims the directory.
+   */
+  private async removeOrphanedDirectories(): Promise<void> {
+    let entries: string[] = [];
+    try {
+      entries = await readdir(this.snapshotsDir);
+    } catch (error) {
+      if (!isErrno(error, "ENOENT")) throw SnapshotterError.from(error, "cleanup");
+    }
+    for (const name of entries) {
+      if (this.busyNames.has(name)) continue;
+      if (/^[0-9]+$/.test(name) && this.owned(Number(name))) continue;
+      let removal: string | undefined;
+      try {
+        removal = this.claimDirectory(name);
+      } catch (error) {
+        throw SnapshotterError.from(error, `cleanup: snapshot directory ${name}`);
+      }
+      if (removal === undefined) continue;
+      this.logger.info({ directory: name }, "cleanup: removing orphaned snapshot directory");
+      try {
+        await rm(join(this.snapshotsDir, removal), { recursive: true, force: true });
+      } catch (error) {
+        throw SnapshotterError.from(error, `cleanup: removing snapshot directory ${name}`);
+      } finally {
+        this.busyNames.delete(removal);
+      }
+    }
+  }
+
+  /**
+   * Removes our GC roots that no snapshot and no call in flight owns, and the hidden
+   * directories of root creations and removals a kill interrupted.
+   */
+  private async removeOrphanedRoots(): Promise<void> {
+    const nixStore = this.nixStore;
+    if (nixStore === undefined) return;
+    let owners: string[];
+    try {
+      owners = await nixStore.listRootOwners();
+    } catch (error) {
+      throw nixError(error, "cleanup: listing GC root owners");
+    }
+    for (const owner of owners) {
+      const id = this.ownerId(owner);
+      if (id === null || (id !== undefined && this.owned(id))) continue;
+      this.logger.info({ owner }, "cleanup: removing orphaned GC roots");
+      await nixStore.removeRoots(owner).catch((error: unknown) => {
+        throw nixError(error, `cleanup: removing GC roots of ${owner}`);
+      });
+    }
+    if (nixStore.listRootLeftovers === undefined || nixStore.removeRootLeftover === undefined) {
+      return;
+    }
+    let leftovers: RootLeftover[];
+    try {
+      leftovers = await nixStore.listRootLeftovers();
+    } catch (error) {
+      throw nixError(error, "cleanup: listing interrupted GC root directories");
+    }
+    for (const leftover of leftovers) {
+      const id = this.ownerId(leftover.owner);
+      if (id === null) continue;
+      // A staged directory of a call in flight is still being filled; any other was left by an
+      // interrupted call (a completed add renamed or deleted its staging directory).
+      if (leftover.state === "staged" && id !== undefined && this.busyIds.has(id)) continue;
+      this.logger.info({ ...leftover }, "cleanup: removing interrupted GC root directory");
+      await nixStore.removeRootLeftover(leftover.name).catch((error: unknown) => {
+        throw nixError(error, `cleanup: removing GC root directory ${leftover.name}`);
+      });
+    }
+  }
+
+  /** At start, before any call: roots of interrupted calls and orphaned roots go. */
+  async recover(): Promise<void> {
+    try {
+      await this.removeOrphanedRoots();
+    } catch (error) {
+      this.logger.warn(
+        { err: error },
+        "removing orphaned GC roots at start failed (Cleanup retries)",
+      );
+    }
   }
 
   async close(): Promise<void> {
@@ -741,7 +834,7 @@ export async function createSnapshotter(options: SnapshotterOptions): Promise<Sn
     throw SnapshotterError.from(error, `opening ${join(root, "metadata.db")}`);
   }
   logger.debug({ root, mountMode, settings, storeDir }, "snapshotter opened");
-  return new OverlaySnapshotter({
+  const snapshotter = new OverlaySnapshotter({
     root,
     store,
     settings,
@@ -752,4 +845,6 @@ export async function createSnapshotter(options: SnapshotterOptions): Promise<Sn
     logger,
     realiseTimeoutMs: options.realiseTimeoutMs,
   });
+  await snapshotter.recover();
+  return snapshotter;
 }

@@ -122,11 +122,13 @@ export class FakeNixStore implements NixStorePort {
     return [...this.roots.keys()];
   }
 
-  async listRootLeftovers(): Promise<Array<{
-    name: string;
-    owner: string;
-    state: "staged" | "removing";
-  }>> {
+  async listRootLeftovers(): Promise<
+    Array<{
+      name: string;
+      owner: string;
+      state: "staged" | "removing";
+    }>
+  > {
     this.calls.push({ method: "listRootLeftovers", args: [] });
     return [...this.leftovers].map(([name, leftover]) => ({ name, ...leftover }));
   }
