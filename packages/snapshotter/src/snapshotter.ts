@@ -1,6 +1,16 @@
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync, renameSync } from "node:fs";
-import { chmod, lchown, lstat, mkdir, readdir, rm } from "node:fs/promises";
+import {
+  chmod,
+  lchown,
+  lstat,
+  mkdir,
+  readdir,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { nowNanoseconds, PreciseDate } from "./clock.js";
 import { crashAt } from "./crash-point.js";
@@ -60,6 +70,14 @@ function validateLabels(labels: Readonly<Record<string, string>>): void {
   }
 }
 
+/**
+ * A file of this size under the root keeps space for Remove on a full disk: when its commit
+ * fails for lack of space, the file is deleted and the commit tried again (Remove then frees the
+ * snapshot's space); it is written again once there is room.
+ */
+const spaceReserveBytes = 256 * 1024;
+export const spaceReserveName = "space-reserve";
+
 /** Nix store errors carry gRPC code names; keep them, anything else is Unavailable. */
 function nixError(error: unknown, message: string): SnapshotterError {
   const name = (error as { name?: unknown } | null)?.name;
@@ -113,6 +131,7 @@ class OverlaySnapshotter implements Snapshotter {
   /** Linking in progress, by snapshot id. */
   private readonly linking = new Map<number, Promise<void>>();
   private closed = false;
+  private reserve: "present" | "missing" | "busy" = "missing";
 
   private readonly root: string;
   private readonly store: MetadataStore;
@@ -168,7 +187,12 @@ class OverlaySnapshotter implements Snapshotter {
     if (this.closed) {
       return Promise.reject(new SnapshotterError(ErrorCode.Unavailable, "snapshotter is closed"));
     }
-    const promise = operation();
+    const promise = operation().catch((error: unknown) => {
+      // Out of space: give the WAL's pages back to the file system, so freeing space
+      // elsewhere is enough for the next call to work.
+      if (SnapshotterError.is(error, ErrorCode.ResourceExhausted)) this.store.checkpoint();
+      throw error;
+    });
     this.pending.add(promise);
     const forget = () => this.pending.delete(promise);
     promise.then(forget, forget);
@@ -401,6 +425,7 @@ class OverlaySnapshotter implements Snapshotter {
       this.busyIds.delete(id);
     }
     // Outside the cleanup above: from here on the snapshot exists and keeps its roots.
+    await this.ensureReserve();
     return this.mountsOf(created);
   }
 
@@ -577,6 +602,7 @@ class OverlaySnapshotter implements Snapshotter {
       } finally {
         this.busyIds.delete(record.id);
       }
+      await this.ensureReserve();
     });
   }
 
@@ -584,9 +610,8 @@ class OverlaySnapshotter implements Snapshotter {
     return this.run(async () => {
       // Commit, then delete: the row goes first; a kill after the commit leaves an orphaned
       // directory and roots, which Cleanup removes, never a row without its directory.
-      let record: SnapshotRecord;
-      try {
-        record = this.store.transaction(() => {
+      const deleteRow = () =>
+        this.store.transaction(() => {
           const found = this.record(key);
           if (this.store.hasChildren(found.id)) {
             throw new SnapshotterError(
@@ -597,8 +622,23 @@ class OverlaySnapshotter implements Snapshotter {
           this.store.delete(found.id);
           return found;
         });
+      let record: SnapshotRecord;
+      try {
+        record = deleteRow();
       } catch (error) {
-        throw SnapshotterError.from(error, `removing snapshot "${key}"`);
+        // A full disk: Remove is how space comes back, so it uses the reserve to commit.
+        if (!SnapshotterError.is(error, ErrorCode.ResourceExhausted)) {
+          throw SnapshotterError.from(error, `removing snapshot "${key}"`);
+        }
+        if (!(await this.releaseReserve())) {
+          throw SnapshotterError.from(error, `removing snapshot "${key}"`);
+        }
+        this.logger.warn({ key }, "disk full: released the space reserve to commit a Remove");
+        try {
+          record = deleteRow();
+        } catch (again) {
+          throw SnapshotterError.from(again, `removing snapshot "${key}"`);
+        }
       }
       this.flattenedCache.delete(record.id);
       crashAt("remove:committed");
@@ -625,7 +665,43 @@ class OverlaySnapshotter implements Snapshotter {
             this.logger.warn({ err: error, key }, "removing GC roots failed (Cleanup retries)"),
           );
       }
+      await this.ensureReserve();
     });
+  }
+
+  /** Writes the space reserve if it is missing (no error: without room, it waits for later). */
+  async ensureReserve(): Promise<void> {
+    if (this.reserve !== "missing") return;
+    this.reserve = "busy";
+    const path = join(this.root, spaceReserveName);
+    const temporary = `${path}.new`;
+    try {
+      const existing = await stat(path).catch(() => undefined);
+      if (existing?.size !== spaceReserveBytes) {
+        // Zeros written for real (not a sparse file): the blocks are taken now.
+        await writeFile(temporary, Buffer.alloc(spaceReserveBytes), { mode: 0o600 });
+        await rename(temporary, path);
+      }
+      this.reserve = "present";
+    } catch (error) {
+      this.reserve = "missing";
+      await rm(temporary, { force: true }).catch(() => undefined);
+      this.logger.debug({ err: error }, "space reserve not written (no room yet)");
+    }
+  }
+
+  /** Deletes the space reserve; false when there was none to free. */
+  private async releaseReserve(): Promise<boolean> {
+    if (this.reserve !== "present") return false;
+    this.reserve = "busy";
+    try {
+      await rm(join(this.root, spaceReserveName));
+      return true;
+    } catch {
+      return false;
+    } finally {
+      this.reserve = "missing";
+    }
   }
 
   /**
@@ -690,6 +766,7 @@ class OverlaySnapshotter implements Snapshotter {
     return this.run(async () => {
       await this.removeOrphanedDirectories();
       await this.removeOrphanedRoots();
+      await this.ensureReserve();
     });
   }
 
@@ -846,5 +923,6 @@ export async function createSnapshotter(options: SnapshotterOptions): Promise<Sn
     realiseTimeoutMs: options.realiseTimeoutMs,
   });
   await snapshotter.recover();
+  await snapshotter.ensureReserve();
   return snapshotter;
 }
