@@ -17,7 +17,7 @@ import { ErrorCode, SnapshotterError } from "./errors.js";
 import { MetadataStore } from "./metadata.js";
 import { nixClosureLabel, nixLayerLabel, nixStorePathLabelPrefix } from "./nix-labels.js";
 import { createSnapshotter } from "./snapshotter.js";
-import { FakeNixStore } from "./testing/fake-nix-store.js";
+import { FakeNixStore, FakeNixStoreError } from "./testing/fake-nix-store.js";
 import { Kind, type MountMode, type Snapshotter } from "./types.js";
 
 let directory: string;
@@ -315,6 +315,45 @@ describe("nix layers", () => {
     await s.remove("nix2");
     expect(nix.roots.has("test-3")).toBe(false);
     expect(nix.roots.has("test-2")).toBe(true);
+  });
+
+  it("answers NotFound naming the path when one vanished while Nix worked, whatever Nix said", async () => {
+    const s = await make("bind");
+    const [kept, vanishing] = [await nix.add(nix.path("kept")), await nix.add(nix.path("gone"))];
+    for (const code of ["Unavailable", "Internal", "NotFound"]) {
+      nix.valid.add(vanishing);
+      nix.realiseFailures.push({
+        error: new FakeNixStoreError(code, "realise of 2 store path(s) failed"),
+        during: () => nix.valid.delete(vanishing),
+      });
+      const error = await failure(
+        s.prepare(`k-${code}`, "", { labels: nixLabels([kept, vanishing]) }),
+      );
+      expect(error.code, error.message).toBe(ErrorCode.NotFound);
+      expect(error.message).toContain(`store path "${vanishing}"`);
+      expect(error.message).toContain(`${nixStorePathLabelPrefix}1`);
+    }
+    expect(nix.roots.size).toBe(0);
+    expect(await readdir(join(root, "snapshots"))).toEqual([]);
+  });
+
+  it("tries once more when Nix failed but every path is valid now (one came back)", async () => {
+    const s = await make("bind");
+    const path = await nix.add(nix.path("back"));
+    nix.realiseFailures.push({
+      error: new FakeNixStoreError("Internal", "realise failed; 0 path(s) not valid"),
+    });
+    await s.prepare("k", "", { labels: nixLabels([path]) });
+    expect(nix.calls.filter((call) => call.method === "realise")).toHaveLength(2);
+    // Twice: a clear FailedPrecondition, never Internal.
+    for (let index = 0; index < 2; index++) {
+      nix.realiseFailures.push({
+        error: new FakeNixStoreError("Internal", "realise failed; 0 path(s) not valid"),
+      });
+    }
+    const error = await failure(s.prepare("k2", "", { labels: nixLabels([path]) }));
+    expect(error.code, error.message).toBe(ErrorCode.FailedPrecondition);
+    expect(error.message).toContain('snapshot "k2"');
   });
 
   it("leaves nothing behind when realisation fails", async () => {

@@ -98,6 +98,20 @@ function nixError(error: unknown, message: string): SnapshotterError {
   return new SnapshotterError(known, `${message}: ${detail}`, { cause: error });
 }
 
+/**
+ * Realise failures that say something about the paths (rather than the caller's cancellation
+ * or deadline, a refused permission or a bad argument): the paths' state decides the answer.
+ */
+function realiseFailureIsAboutPaths(code: ErrorCode): boolean {
+  return (
+    code === ErrorCode.NotFound ||
+    code === ErrorCode.Unavailable ||
+    code === ErrorCode.Internal ||
+    code === ErrorCode.Unknown ||
+    code === ErrorCode.FailedPrecondition
+  );
+}
+
 function notFound(key: string): SnapshotterError {
   return new SnapshotterError(ErrorCode.NotFound, `snapshot "${key}" does not exist`);
 }
@@ -450,16 +464,41 @@ class OverlaySnapshotter implements Snapshotter {
       request.closure === undefined ? request.storePaths : [...request.storePaths, request.closure];
     if (toRealise.length === 0) return [];
     log.debug({ storePaths: toRealise.length }, "realising nix layer");
-    try {
-      signal?.throwIfAborted();
-      await nixStore.realise(toRealise, signal === undefined ? { owner } : { owner, signal });
-    } catch (error) {
-      throw nixError(
-        error,
-        `snapshot "${key}": realising ${toRealise.length} store path(s) named by its nix labels`,
-      );
-    }
     const labelOf = new Map(request.labelOf);
+    if (request.closure !== undefined) labelOf.set(request.closure, nixClosureLabel);
+    const realiseOptions = signal === undefined ? { owner } : { owner, signal };
+    const what = `snapshot "${key}": realising ${toRealise.length} store path(s) named by its nix labels`;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        signal?.throwIfAborted();
+        await nixStore.realise(toRealise, realiseOptions);
+        break;
+      } catch (error) {
+        const failure = nixError(error, what);
+        if (!realiseFailureIsAboutPaths(failure.code)) throw failure;
+        // Nix failed for the paths themselves: a path missing now (not substitutable, or
+        // collected while Nix worked) is NotFound, named; none missing means one came back
+        // while Nix worked, and one more try settles it.
+        const valid = await nixStore.queryValidPaths(toRealise).catch(() => undefined);
+        if (valid === undefined) throw failure;
+        const missing = toRealise.find((path) => !valid.has(path));
+        if (missing !== undefined) {
+          throw new SnapshotterError(
+            ErrorCode.NotFound,
+            `snapshot "${key}": label "${labelOf.get(missing)}": store path "${missing}" could not be realised: ${failure.message}`,
+            { cause: error },
+          );
+        }
+        if (attempt >= 2) {
+          throw new SnapshotterError(
+            ErrorCode.FailedPrecondition,
+            `${failure.message} (every path is valid now; Nix failed twice)`,
+            { cause: error },
+          );
+        }
+        log.debug({ err: error }, "realise failed, but every path is valid now: trying again");
+      }
+    }
     let paths = [...request.storePaths];
     if (request.closure !== undefined) {
       let lines: string[];

@@ -60,6 +60,12 @@ export class FakeNixStore implements NixStorePort {
     return path;
   }
 
+  /**
+   * Failures the next realise calls throw, one each, after creating the roots; `during` runs
+   * first (e.g. a path vanishing or coming back while Nix works).
+   */
+  readonly realiseFailures: Array<{ error: Error; during?: () => void }> = [];
+
   /** When set, realise waits for this promise before finishing (to test cancellation). */
   realiseGate: Promise<void> | undefined;
 
@@ -69,6 +75,11 @@ export class FakeNixStore implements NixStorePort {
   ): Promise<void> {
     this.calls.push({ method: "realise", args: [[...paths], { owner: options.owner }] });
     await this.addRoots(options.owner, paths);
+    const failure = this.realiseFailures.shift();
+    if (failure !== undefined) {
+      failure.during?.();
+      throw failure.error;
+    }
     if (this.realiseGate !== undefined) {
       const signal = options.signal;
       await Promise.race([
