@@ -191,6 +191,8 @@ interface Counts {
   acknowledged: Record<string, number>;
   refused: Record<string, number>;
   uncertainAtKill: number;
+  /** Processes the worker had started (Nix, flock) when it was killed. */
+  childProcessesAtKill: number;
   gcDeleted: number;
   gcRefusedLive: number;
   readded: number;
@@ -245,6 +247,7 @@ async function driver(): Promise<void> {
     acknowledged: {},
     refused: {},
     uncertainAtKill: 0,
+    childProcessesAtKill: 0,
     gcDeleted: 0,
     gcRefusedLive: 0,
     readded: 0,
@@ -372,6 +375,7 @@ async function driver(): Promise<void> {
 
       await new Promise((resolve) => setTimeout(resolve, minMs + Math.random() * (maxMs - minMs)));
       const nixProcesses = await descendants(child.pid!);
+      counts.childProcessesAtKill += nixProcesses.length;
       child.kill("SIGKILL");
       await exited;
       counts.kills++;
