@@ -90,3 +90,53 @@ describe("GC roots directory", () => {
     );
   });
 });
+
+describe("GC root leftovers of interrupted adds and removals", () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "gc-roots-leftovers-"));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("lists staged and removing directories with their owner, and removes them by name", async () => {
+    const roots = createGcRoots(dir);
+    await roots.add("snapshot-1", [a]);
+    // What a kill between the steps of add and remove leaves behind.
+    const { mkdir } = await import("node:fs/promises");
+    await mkdir(join(dir, ".new-snapshot-2-0123456789ab"));
+    await symlink(b.path, join(dir, ".new-snapshot-2-0123456789ab", b.baseName));
+    await mkdir(join(dir, ".removing-snap-shot-3-abcdefabcdef"));
+    await symlink(c.path, join(dir, ".removing-snap-shot-3-abcdefabcdef", c.baseName));
+    // Not ours: other hidden names, plain files.
+    await mkdir(join(dir, ".new-x-short"));
+    await symlink(a.path, join(dir, ".external-aaaa"));
+
+    expect(await roots.owners()).toEqual(["snapshot-1"]);
+    expect(await roots.leftovers()).toEqual([
+      { name: ".new-snapshot-2-0123456789ab", owner: "snapshot-2", state: "staged" },
+      { name: ".removing-snap-shot-3-abcdefabcdef", owner: "snap-shot-3", state: "removing" },
+    ]);
+    expect(await roots.removeLeftover(".new-snapshot-2-0123456789ab")).toBe(true);
+    expect(await roots.removeLeftover(".new-snapshot-2-0123456789ab")).toBe(false);
+    expect(await roots.removeLeftover(".removing-snap-shot-3-abcdefabcdef")).toBe(true);
+    expect(await roots.leftovers()).toEqual([]);
+    expect((await readdir(dir)).sort()).toEqual([".external-aaaa", ".new-x-short", "snapshot-1"]);
+  });
+
+  it("refuses to remove anything that is not a leftover name", async () => {
+    const roots = createGcRoots(dir);
+    await roots.add("snapshot-1", [a]);
+    for (const name of [
+      "snapshot-1",
+      "../x",
+      ".new-../../etc-0123456789ab",
+      ".new--0123456789ab",
+    ]) {
+      const error = await roots.removeLeftover(name).catch((caught: unknown) => caught);
+      expect(isNixStoreError(error) && error.code).toBe("InvalidArgument");
+    }
+    expect(await roots.list("snapshot-1")).toEqual([a.path]);
+  });
+});

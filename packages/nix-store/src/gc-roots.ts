@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, readdir, readlink, rename, rm, symlink, unlink } from "node:fs/promises";
+import { lstat, mkdir, readdir, readlink, rename, rm, symlink, unlink } from "node:fs/promises";
 import { userInfo } from "node:os";
 import { join } from "node:path";
 import { NixStoreError } from "./errors.js";
@@ -12,6 +12,21 @@ export const DEFAULT_NIX_STATE_DIR = "/nix/var/nix";
 export const GC_ROOTS_DIR_NAME = "nix-snapshotter";
 
 const ownerPattern = /^[A-Za-z0-9_][A-Za-z0-9._:+=@-]{0,254}$/;
+
+/** `.new-<owner>-<12 hex>` (being filled) and `.removing-<owner>-<12 hex>` (being deleted). */
+const leftoverPattern = /^\.(new|removing)-(.+)-[0-9a-f]{12}$/;
+
+/**
+ * Environment variable naming a step at which the process kills itself with SIGKILL (tests of
+ * crash safety start a child process with it). Read once; unset in normal operation.
+ */
+export const CRASH_POINT_ENV = "NIX_SNAPSHOTTER_TEST_CRASH_AT";
+const crashPoint = process.env[CRASH_POINT_ENV];
+
+/** Kills this process at `point` when {@link CRASH_POINT_ENV} names it (tests only). */
+export function crashAt(point: string): void {
+  if (crashPoint !== undefined && crashPoint === point) process.kill(process.pid, "SIGKILL");
+}
 
 /**
  * Where roots live by default: `/nix/var/nix/gcroots/nix-snapshotter` for root, and
@@ -51,13 +66,34 @@ export interface GcRootSet {
   created: boolean;
 }
 
+/**
+ * A hidden directory left by an interrupted {@link GcRoots.add} (`staged`: roots being filled in
+ * before the rename into place) or {@link GcRoots.remove} (`removing`: renamed away, being
+ * deleted). Nix's collector counts the links in it as roots until it is deleted.
+ */
+export interface GcRootLeftover {
+  /** The entry's name under the roots directory, e.g. `.new-snapshot-7-0123456789ab`. */
+  name: string;
+  owner: string;
+  state: "staged" | "removing";
+}
+
 /** A directory of direct GC roots: `<gcRootsDir>/<owner>/<hash>-<name>` -> store path. */
 export interface GcRoots {
   readonly gcRootsDir: string;
   add(owner: string, storePaths: readonly StorePath[]): Promise<GcRootSet>;
   remove(owner: string): Promise<boolean>;
+  /** Owners with a complete roots directory (not the hidden leftovers). */
   owners(): Promise<string[]>;
   list(owner: string): Promise<string[]>;
+  /** Hidden directories of interrupted adds and removals, sorted by name. */
+  leftovers(): Promise<GcRootLeftover[]>;
+  /**
+   * Deletes one leftover by name (as listed by {@link leftovers}); false when it is gone
+   * already. The caller decides it is not in use: a `staged` one may belong to an add running
+   * now.
+   */
+  removeLeftover(name: string): Promise<boolean>;
 }
 
 const linkConcurrency = 64;
@@ -106,9 +142,12 @@ export function createGcRoots(gcRootsDir: string): GcRoots {
         // links are roots from the first one) and rename it into place in one step.
         const staging = temporaryName("new", owner);
         await mkdir(staging);
+        crashAt("gc-roots:add:staged");
         try {
           await linkInto(staging, storePaths);
+          crashAt("gc-roots:add:linked");
           await rename(staging, directory);
+          crashAt("gc-roots:add:renamed");
           return {
             owner,
             directory,
@@ -121,6 +160,7 @@ export function createGcRoots(gcRootsDir: string): GcRoots {
         }
         // The owner exists already: add to it, then drop the staging copy.
         const links = await linkInto(directory, storePaths);
+        crashAt("gc-roots:add:merged");
         await rm(staging, { recursive: true, force: true });
         return { owner, directory, links, created: false };
       } catch (error) {
@@ -137,6 +177,7 @@ export function createGcRoots(gcRootsDir: string): GcRoots {
         if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
         throw wrap(error, `cannot remove GC roots of owner ${JSON.stringify(owner)}`);
       }
+      crashAt("gc-roots:remove:renamed");
       try {
         await rm(doomed, { recursive: true, force: true });
       } catch (error) {
@@ -156,6 +197,49 @@ export function createGcRoots(gcRootsDir: string): GcRoots {
         if ((error as NodeJS.ErrnoException).code === "ENOENT") return [];
         throw wrap(error, `cannot list GC root owners in ${gcRootsDir}`);
       }
+    },
+
+    async leftovers() {
+      try {
+        const entries = await readdir(gcRootsDir, { withFileTypes: true });
+        const found: GcRootLeftover[] = [];
+        for (const entry of entries) {
+          const match = leftoverPattern.exec(entry.name);
+          if (match === null || !entry.isDirectory() || !ownerPattern.test(match[2]!)) continue;
+          found.push({
+            name: entry.name,
+            owner: match[2]!,
+            state: match[1] === "new" ? "staged" : "removing",
+          });
+        }
+        return found.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "ENOENT") return [];
+        throw wrap(error, `cannot list interrupted GC root directories in ${gcRootsDir}`);
+      }
+    },
+
+    async removeLeftover(name) {
+      const match = typeof name === "string" ? leftoverPattern.exec(name) : null;
+      if (match === null || !ownerPattern.test(match[2]!)) {
+        throw new NixStoreError(
+          "InvalidArgument",
+          `${JSON.stringify(String(name).slice(0, 300))} is not an interrupted GC root directory name`,
+        );
+      }
+      const path = join(gcRootsDir, name);
+      try {
+        await lstat(path);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code === "ENOENT") return false;
+        throw wrap(error, `cannot remove interrupted GC root directory ${name}`);
+      }
+      try {
+        await rm(path, { recursive: true, force: true });
+      } catch (error) {
+        throw wrap(error, `cannot remove interrupted GC root directory ${name}`);
+      }
+      return true;
     },
 
     async list(owner) {

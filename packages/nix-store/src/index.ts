@@ -1,7 +1,9 @@
 export type { NixStoreErrorCode, NixStoreErrorOptions } from "./errors.js";
 export { isNixStoreError, NixStoreError } from "./errors.js";
-export type { GcRootSet } from "./gc-roots.js";
+export type { GcRootLeftover, GcRootSet, GcRoots } from "./gc-roots.js";
 export {
+  CRASH_POINT_ENV,
+  createGcRoots,
   DEFAULT_NIX_STATE_DIR,
   defaultGcRootsDir,
   GC_ROOTS_DIR_NAME,

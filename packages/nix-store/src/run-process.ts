@@ -1,4 +1,6 @@
 import { type ChildProcess, spawn as nodeSpawn, type SpawnOptions } from "node:child_process";
+import { accessSync, constants } from "node:fs";
+import { delimiter, join } from "node:path";
 import { NixStoreError } from "./errors.js";
 
 /**
@@ -11,8 +13,39 @@ export type SpawnHook = (
   options: SpawnOptions,
 ) => ChildProcess;
 
-export const defaultSpawn: SpawnHook = (command, args, options) =>
-  nodeSpawn(command, [...args], options);
+/**
+ * Starts the process so that it dies with ours: on Linux, through util-linux `setpriv
+ * --pdeathsig KILL` (the kernel's `PR_SET_PDEATHSIG`, kept across the exec of the command), so a
+ * `kill -9` of the daemon does not leave `nix-store` running, orphaned. Without `setpriv`, or
+ * when the command is not found (spawn then reports ENOENT as usual), the command starts as is.
+ */
+export const defaultSpawn: SpawnHook = (command, args, options) => {
+  const env = options.env ?? process.env;
+  const setpriv = process.platform === "linux" ? findExecutable("setpriv", env) : undefined;
+  const resolved = setpriv === undefined ? undefined : findExecutable(command, env);
+  if (setpriv === undefined || resolved === undefined)
+    return nodeSpawn(command, [...args], options);
+  return nodeSpawn(setpriv, ["--pdeathsig", "KILL", "--", resolved, ...args], options);
+};
+
+/** `program` itself when it names a path, else the first executable of that name on PATH. */
+function findExecutable(program: string, env: NodeJS.ProcessEnv): string | undefined {
+  const candidates = program.includes("/")
+    ? [program]
+    : (env.PATH ?? "")
+        .split(delimiter)
+        .filter((directory) => directory.startsWith("/"))
+        .map((directory) => join(directory, program));
+  for (const candidate of candidates) {
+    try {
+      accessSync(candidate, constants.X_OK);
+      return candidate;
+    } catch {
+      // next
+    }
+  }
+  return undefined;
+}
 
 export interface RunProcessOptions {
   spawn: SpawnHook;

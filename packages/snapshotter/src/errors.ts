@@ -53,14 +53,30 @@ export class SnapshotterError extends Error {
     return error instanceof SnapshotterError && (code === undefined || error.code === code);
   }
 
-  /** Wraps any thrown value: SnapshotterErrors pass through, anything else becomes Internal. */
+  /**
+   * Wraps any thrown value: SnapshotterErrors pass through, a full disk or quota becomes
+   * ResourceExhausted, anything else Internal.
+   */
   static from(error: unknown, message?: string): SnapshotterError {
     if (error instanceof SnapshotterError) return error;
     const detail = error instanceof Error ? error.message : String(error);
     return new SnapshotterError(
-      ErrorCode.Internal,
+      isNoSpace(error) ? ErrorCode.ResourceExhausted : ErrorCode.Internal,
       message === undefined ? detail : `${message}: ${detail}`,
       { cause: error },
     );
   }
+}
+
+/** SQLite's result code for "database or disk is full". */
+const sqliteFull = 13;
+
+/**
+ * True for a full file system or exhausted quota: `ENOSPC`/`EDQUOT` from a file system call, or
+ * SQLite's `SQLITE_FULL` (node:sqlite reports it in `errcode`).
+ */
+export function isNoSpace(error: unknown): boolean {
+  const value = error as { code?: unknown; errcode?: unknown } | null;
+  if (value?.code === "ENOSPC" || value?.code === "EDQUOT") return true;
+  return typeof value?.errcode === "number" && (value.errcode & 0xff) === sqliteFull;
 }

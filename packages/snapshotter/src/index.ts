@@ -39,7 +39,7 @@ export {
   parseNixLabels,
 } from "./nix-labels.js";
 export { nixStorePortFrom } from "./nix-store-adapter.js";
-export type { NixStorePort } from "./nix-store-port.js";
+export type { NixStorePort, RootLeftover } from "./nix-store-port.js";
 export type {
   HealthService,
   RemoteSnapshotterOptions,

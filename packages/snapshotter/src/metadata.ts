@@ -1,6 +1,6 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
 import { nanosecondsOf, PreciseDate } from "./clock.js";
-import { ErrorCode, SnapshotterError } from "./errors.js";
+import { ErrorCode, isNoSpace, SnapshotterError } from "./errors.js";
 import type { Info, Kind } from "./types.js";
 
 /** One snapshot as stored. `id` never changes (commit renames the key) and is never reused. */
@@ -60,6 +60,13 @@ const selectRecord =
   "SELECT s.*, p.key AS parent_key FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id";
 
 const schemaVersion = 1;
+
+/**
+ * WAL bounds: a checkpoint every this many pages (SQLite's default is 1,000, 4 MB) and the WAL
+ * file cut back to this many bytes after one, so the log cannot eat a small root's free space.
+ */
+const walAutocheckpointPages = 128;
+const walSizeLimitBytes = 512 * 1024;
 
 /**
  * Ids are reserved durably in blocks of this size: one committed write per block instead of one
@@ -153,11 +160,16 @@ export class MetadataStore {
   /** The open transaction reserved a block (a rollback un-reserves it). */
   private reservedInTransaction = false;
 
+  private readonly path: string;
+
   constructor(path: string) {
+    this.path = path;
     this.database = new DatabaseSync(path, { enableForeignKeyConstraints: true });
     this.database.exec("PRAGMA journal_mode = WAL");
     this.database.exec("PRAGMA synchronous = FULL");
     this.database.exec("PRAGMA busy_timeout = 5000");
+    this.database.exec(`PRAGMA wal_autocheckpoint = ${walAutocheckpointPages}`);
+    this.database.exec(`PRAGMA journal_size_limit = ${walSizeLimitBytes}`);
     this.transaction(() => {
       this.database.exec(schema);
       const version = this.database.prepare("SELECT value FROM meta WHERE name = 'schema'").get() as
@@ -207,10 +219,36 @@ export class MetadataStore {
       if (this.database.isTransaction) this.database.exec("ROLLBACK");
       // The block's reservation is gone: read the sequence again on the next allocation.
       if (this.reservedInTransaction) this.reservedUntil = 0;
+      if (isNoSpace(error)) {
+        // Give the log's space back to the file system: a full disk must not keep a WAL full
+        // of pages that are in the database already.
+        this.checkpoint();
+        throw new SnapshotterError(
+          ErrorCode.ResourceExhausted,
+          `metadata database ${this.path}: no space left on the device (${(error as Error).message})`,
+          { cause: error },
+        );
+      }
       throw error;
     } finally {
       this.depth--;
       this.reservedInTransaction = false;
+    }
+  }
+
+  /**
+   * Copies the WAL into the database and truncates it to zero bytes (best effort: on a full
+   * disk the copy may fail; the next call tries again). Returns whether it completed.
+   */
+  checkpoint(): boolean {
+    if (this.closed || this.database.isTransaction) return false;
+    try {
+      const row = this.database.prepare("PRAGMA wal_checkpoint(TRUNCATE)").get() as
+        | { busy: number }
+        | undefined;
+      return row?.busy === 0;
+    } catch {
+      return false;
     }
   }
 

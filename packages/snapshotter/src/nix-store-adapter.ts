@@ -1,8 +1,10 @@
-import type { NixStore } from "@nix-snapshotter/nix-store";
+import { createGcRoots, type NixStore } from "@nix-snapshotter/nix-store";
 import type { NixStorePort } from "./nix-store-port.js";
 
 /** The snapshotter's view of a `@nix-snapshotter/nix-store` NixStore. */
 export function nixStorePortFrom(nixStore: NixStore): NixStorePort {
+  // The same directory the store's own root calls use; only read and delete leftovers here.
+  const gcRoots = createGcRoots(nixStore.gcRootsDir);
   return {
     storeDir: nixStore.storeDir,
     async realise(paths, { owner, signal }) {
@@ -19,5 +21,9 @@ export function nixStorePortFrom(nixStore: NixStore): NixStorePort {
       await nixStore.removeRoots(owner);
     },
     listRootOwners: () => nixStore.listRootOwners(),
+    listRootLeftovers: () => gcRoots.leftovers(),
+    async removeRootLeftover(name) {
+      await gcRoots.removeLeftover(name);
+    },
   };
 }

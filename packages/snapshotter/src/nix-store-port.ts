@@ -27,4 +27,18 @@ export interface NixStorePort {
   removeRoots(owner: string): Promise<void>;
   /** Owners that currently have roots. */
   listRootOwners(): Promise<string[]>;
+  /**
+   * Hidden root directories left by a root creation or removal that was interrupted (a kill):
+   * `staged` ones were being filled for `owner`, `removing` ones were being deleted. Nix counts
+   * their links as roots until they are deleted. Optional: a port without it has none.
+   */
+  listRootLeftovers?(): Promise<RootLeftover[]>;
+  /** Deletes one leftover by its `name`; no error when it is gone. */
+  removeRootLeftover?(name: string): Promise<void>;
+}
+
+export interface RootLeftover {
+  name: string;
+  owner: string;
+  state: "staged" | "removing";
 }

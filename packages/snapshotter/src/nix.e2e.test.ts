@@ -366,23 +366,37 @@ describe.skipIf(skipReason !== undefined)(
         while ((await nixStore.listRootOwners()).length === 0) {
           await new Promise((resolve) => setTimeout(resolve, 20));
         }
-        // The daemon dies; so do the Nix processes it started (as systemd would stop them).
-        const grandchildren = await run("pgrep", ["-P", String(child.pid)]).then(
-          ({ stdout }) =>
-            stdout
-              .split("\n")
-              .filter((line) => line !== "")
-              .map(Number),
-          () => [] as number[],
-        );
+        // Nix is substituting from the slow cache: find its process.
+        let realising: number[] = [];
+        while (realising.length === 0) {
+          const { stdout } = await run("pgrep", ["-a", "-P", String(child.pid)]).catch(() => ({
+            stdout: "",
+          }));
+          realising = stdout
+            .split("\n")
+            .filter((line) => line.includes("--realise"))
+            .map((line) => Number(line.split(" ")[0]));
+          if (realising.length === 0) await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+        // The daemon dies: its nix-store dies with it, by itself (nobody kills it here).
         await kill9(child);
-        for (const pid of grandchildren) {
-          try {
+        const running = async (pid: number) => {
+          const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+          return stat !== "" && stat.slice(stat.lastIndexOf(")") + 2).charAt(0) !== "Z";
+        };
+        const orphans: number[] = [];
+        for (const pid of realising) {
+          let alive = true;
+          for (let index = 0; index < 400 && alive; index++) {
+            alive = await running(pid);
+            if (alive) await new Promise((resolve) => setTimeout(resolve, 25));
+          }
+          if (alive) {
+            orphans.push(pid);
             process.kill(pid, "SIGKILL");
-          } catch {
-            // already gone
           }
         }
+        expect(orphans).toEqual([]);
         expect(
           (await readdir(join(root, "snapshots"))).some((name) => name.startsWith("new-")),
         ).toBe(true);

@@ -14,9 +14,10 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { nanosecondsOf, nowNanoseconds } from "./clock.js";
 import { ErrorCode, SnapshotterError } from "./errors.js";
+import { MetadataStore } from "./metadata.js";
 import { nixClosureLabel, nixLayerLabel, nixStorePathLabelPrefix } from "./nix-labels.js";
 import { createSnapshotter } from "./snapshotter.js";
-import { FakeNixStore } from "./testing/fake-nix-store.js";
+import { FakeNixStore, FakeNixStoreError } from "./testing/fake-nix-store.js";
 import { Kind, type MountMode, type Snapshotter } from "./types.js";
 
 let directory: string;
@@ -32,6 +33,8 @@ async function make(mountMode: MountMode = "bind"): Promise<Snapshotter> {
     gcRootOwnerPrefix: "test-",
   });
   open.push(snapshotter);
+  // What opening asked of Nix (the start-up sweep of orphaned roots) is not the test's concern.
+  nix.calls.length = 0;
   return snapshotter;
 }
 
@@ -70,10 +73,11 @@ beforeEach(async () => {
   nix = new FakeNixStore({ storeDir: join(directory, "store") });
 });
 
+// Deleting the 10,000 store directories of one test takes over 10 s on a loaded 2-core machine.
 afterEach(async () => {
   for (const snapshotter of open.splice(0)) await snapshotter.close();
   await rm(directory, { recursive: true, force: true });
-});
+}, 60_000);
 
 describe("createSnapshotter", () => {
   it("lays out metadata.db and snapshots/ in a private root", async () => {
@@ -314,6 +318,45 @@ describe("nix layers", () => {
     expect(nix.roots.has("test-2")).toBe(true);
   });
 
+  it("answers NotFound naming the path when one vanished while Nix worked, whatever Nix said", async () => {
+    const s = await make("bind");
+    const [kept, vanishing] = [await nix.add(nix.path("kept")), await nix.add(nix.path("gone"))];
+    for (const code of ["Unavailable", "Internal", "NotFound"]) {
+      nix.valid.add(vanishing);
+      nix.realiseFailures.push({
+        error: new FakeNixStoreError(code, "realise of 2 store path(s) failed"),
+        during: () => nix.valid.delete(vanishing),
+      });
+      const error = await failure(
+        s.prepare(`k-${code}`, "", { labels: nixLabels([kept, vanishing]) }),
+      );
+      expect(error.code, error.message).toBe(ErrorCode.NotFound);
+      expect(error.message).toContain(`store path "${vanishing}"`);
+      expect(error.message).toContain(`${nixStorePathLabelPrefix}1`);
+    }
+    expect(nix.roots.size).toBe(0);
+    expect(await readdir(join(root, "snapshots"))).toEqual([]);
+  });
+
+  it("tries once more when Nix failed but every path is valid now (one came back)", async () => {
+    const s = await make("bind");
+    const path = await nix.add(nix.path("back"));
+    nix.realiseFailures.push({
+      error: new FakeNixStoreError("Internal", "realise failed; 0 path(s) not valid"),
+    });
+    await s.prepare("k", "", { labels: nixLabels([path]) });
+    expect(nix.calls.filter((call) => call.method === "realise")).toHaveLength(2);
+    // Twice: a clear FailedPrecondition, never Internal.
+    for (let index = 0; index < 2; index++) {
+      nix.realiseFailures.push({
+        error: new FakeNixStoreError("Internal", "realise failed; 0 path(s) not valid"),
+      });
+    }
+    const error = await failure(s.prepare("k2", "", { labels: nixLabels([path]) }));
+    expect(error.code, error.message).toBe(ErrorCode.FailedPrecondition);
+    expect(error.message).toContain('snapshot "k2"');
+  });
+
   it("leaves nothing behind when realisation fails", async () => {
     const s = await make("bind");
     const missing = nix.path("missing");
@@ -506,5 +549,87 @@ describe("crash safety and cleanup", () => {
     await s.cleanup();
     expect(await readdir(join(root, "snapshots"))).toEqual(["1"]);
     expect([...nix.roots.keys()].sort()).toEqual(["someone-else-1", "test-1"]);
+  });
+
+  it("resolves staged and half-removed root directories at start and in Cleanup", async () => {
+    const path = await nix.add(nix.path("kept"));
+    let s = await make("bind");
+    await s.prepare("live", "", { labels: nixLabels([path]) });
+    await s.close();
+    // A kill while creating roots for a Prepare (id 70) and while removing those of id 71, of
+    // the live snapshot 1 (a second add to its owner), and another snapshotter's leftover.
+    nix.leftovers.set(".new-test-70-aaaaaaaaaaaa", { owner: "test-70", state: "staged" });
+    nix.leftovers.set(".removing-test-71-bbbbbbbbbbbb", { owner: "test-71", state: "removing" });
+    nix.leftovers.set(".new-test-1-cccccccccccc", { owner: "test-1", state: "staged" });
+    nix.leftovers.set(".new-other-5-dddddddddddd", { owner: "other-5", state: "staged" });
+    s = await make("bind");
+    expect([...nix.leftovers.keys()]).toEqual([".new-other-5-dddddddddddd"]);
+    expect([...nix.roots.keys()]).toEqual(["test-1"]);
+    // Cleanup resolves the same ones when they appear while running.
+    nix.leftovers.set(".removing-test-1-eeeeeeeeeeee", { owner: "test-1", state: "removing" });
+    await s.cleanup();
+    expect([...nix.leftovers.keys()]).toEqual([".new-other-5-dddddddddddd"]);
+    expect([...nix.roots.keys()]).toEqual(["test-1"]);
+    expect((await s.mounts("live")).length).toBeGreaterThan(0);
+  });
+
+  it("Cleanup in a loop beside Prepares of nix and plain layers removes nothing they own", async () => {
+    const s = await make("bind");
+    const paths = await Promise.all(
+      Array.from({ length: 4 }, (_, index) => nix.add(nix.path(`p${index}`))),
+    );
+    await s.prepare("base-key", "");
+    await s.commit("base", "base-key");
+    let stop = false;
+    let cleanups = 0;
+    const cleaner = (async () => {
+      while (!stop) {
+        await s.cleanup();
+        cleanups++;
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+    })();
+    const prepared: string[] = [];
+    await Promise.all(
+      Array.from({ length: 4 }, async (_, lane) => {
+        for (let index = 0; index < 30; index++) {
+          const key = `k-${lane}-${index}`;
+          const nixLayer = index % 2 === 0;
+          await s.prepare(
+            key,
+            nixLayer ? "" : "base",
+            nixLayer ? { labels: nixLabels([paths[(lane + index) % paths.length]!]) } : {},
+          );
+          prepared.push(key);
+          if (index % 3 === 0) await s.commit(`c-${key}`, key);
+          if (index % 5 === 0) await s.remove(index % 3 === 0 ? `c-${key}` : key);
+        }
+      }),
+    );
+    stop = true;
+    await cleaner;
+    await s.cleanup();
+    expect(cleanups).toBeGreaterThan(0);
+    const store = new MetadataStore(join(root, "metadata.db"));
+    try {
+      const records = store.all();
+      expect(records.length).toBe(1 + 4 * 30 - 4 * 6);
+      // Every snapshot keeps its directory, every nix layer its roots; nothing else is left.
+      const directories = (await readdir(join(root, "snapshots"))).sort();
+      expect(directories).toEqual(records.map((record) => String(record.id)).sort());
+      for (const record of records) {
+        expect((await stat(join(root, "snapshots", String(record.id), "fs"))).isDirectory()).toBe(
+          true,
+        );
+      }
+      const expectedOwners = records
+        .filter((record) => record.nixPaths.length > 0)
+        .map((record) => `test-${record.id}`)
+        .sort();
+      expect(expectedOwners.length).toBe(4 * 15 - 4 * 3);
+      expect([...nix.roots.keys()].sort()).toEqual(expectedOwners);
+    } finally {
+      store.close();
+    }
   });
 });

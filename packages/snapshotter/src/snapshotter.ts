@@ -1,8 +1,19 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, renameSync } from "node:fs";
-import { chmod, lchown, lstat, mkdir, readdir, rm } from "node:fs/promises";
+import {
+  chmod,
+  lchown,
+  lstat,
+  mkdir,
+  readdir,
+  rename,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { nowNanoseconds, PreciseDate } from "./clock.js";
+import { crashAt } from "./crash-point.js";
 import { diskUsage } from "./disk-usage.js";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import { infoAdaptor, parseFilters } from "./filters.js";
@@ -17,7 +28,7 @@ import {
   parseClosureStorePaths,
   parseNixLabels,
 } from "./nix-labels.js";
-import type { NixStorePort } from "./nix-store-port.js";
+import type { NixStorePort, RootLeftover } from "./nix-store-port.js";
 import { isValidStoreDir } from "./store-path.js";
 import {
   type Info,
@@ -60,6 +71,14 @@ function validateLabels(labels: Readonly<Record<string, string>>): void {
   }
 }
 
+/**
+ * A file of this size under the root keeps space for Remove on a full disk: when its commit
+ * fails for lack of space, the file is deleted and the commit tried again (Remove then frees the
+ * snapshot's space); it is written again once there is room.
+ */
+const spaceReserveBytes = 256 * 1024;
+export const spaceReserveName = "space-reserve";
+
 /** Nix store errors carry gRPC code names; keep them, anything else is Unavailable. */
 function nixError(error: unknown, message: string): SnapshotterError {
   const name = (error as { name?: unknown } | null)?.name;
@@ -78,6 +97,20 @@ function nixError(error: unknown, message: string): SnapshotterError {
       : ErrorCode.Unavailable;
   const detail = error instanceof Error ? error.message : String(error);
   return new SnapshotterError(known, `${message}: ${detail}`, { cause: error });
+}
+
+/**
+ * Realise failures that say something about the paths (rather than the caller's cancellation
+ * or deadline, a refused permission or a bad argument): the paths' state decides the answer.
+ */
+function realiseFailureIsAboutPaths(code: ErrorCode): boolean {
+  return (
+    code === ErrorCode.NotFound ||
+    code === ErrorCode.Unavailable ||
+    code === ErrorCode.Internal ||
+    code === ErrorCode.Unknown ||
+    code === ErrorCode.FailedPrecondition
+  );
 }
 
 function notFound(key: string): SnapshotterError {
@@ -113,6 +146,7 @@ class OverlaySnapshotter implements Snapshotter {
   /** Linking in progress, by snapshot id. */
   private readonly linking = new Map<number, Promise<void>>();
   private closed = false;
+  private reserve: "present" | "missing" | "busy" = "missing";
 
   private readonly root: string;
   private readonly store: MetadataStore;
@@ -168,7 +202,12 @@ class OverlaySnapshotter implements Snapshotter {
     if (this.closed) {
       return Promise.reject(new SnapshotterError(ErrorCode.Unavailable, "snapshotter is closed"));
     }
-    const promise = operation();
+    const promise = operation().catch((error: unknown) => {
+      // Out of space: give the WAL's pages back to the file system, so freeing space
+      // elsewhere is enough for the next call to work.
+      if (SnapshotterError.is(error, ErrorCode.ResourceExhausted)) this.store.checkpoint();
+      throw error;
+    });
     this.pending.add(promise);
     const forget = () => this.pending.delete(promise);
     promise.then(forget, forget);
@@ -334,6 +373,7 @@ class OverlaySnapshotter implements Snapshotter {
       await mkdir(upper, { mode: 0o755 });
       await chmod(upper, 0o755);
       if (kind === Kind.Active) await mkdir(join(temporary, "work"), { mode: 0o711 });
+      crashAt("prepare:directory");
       const parentRecord = this.store.getByKey(parent);
       if (parentRecord !== undefined) {
         // Like containerd: the new upper directory belongs to whoever owns the parent's.
@@ -349,6 +389,7 @@ class OverlaySnapshotter implements Snapshotter {
       if (request !== undefined) {
         nixPaths = await this.realiseLayer(key, request, this.owner(id), log, options.signal);
         nixClosure = request.closure ?? null;
+        crashAt("prepare:realised");
       }
 
       const final = this.snapshotDir(id);
@@ -379,6 +420,7 @@ class OverlaySnapshotter implements Snapshotter {
         if (renamed) renameSync(final, temporary);
         throw error;
       }
+      crashAt("prepare:committed");
       if (nixPaths.length > 0) log.debug({ storePaths: nixPaths.length }, "nix layer prepared");
       created = record;
     } catch (error) {
@@ -398,6 +440,7 @@ class OverlaySnapshotter implements Snapshotter {
       this.busyIds.delete(id);
     }
     // Outside the cleanup above: from here on the snapshot exists and keeps its roots.
+    await this.ensureReserve();
     return this.mountsOf(created);
   }
 
@@ -422,16 +465,41 @@ class OverlaySnapshotter implements Snapshotter {
       request.closure === undefined ? request.storePaths : [...request.storePaths, request.closure];
     if (toRealise.length === 0) return [];
     log.debug({ storePaths: toRealise.length }, "realising nix layer");
-    try {
-      signal?.throwIfAborted();
-      await nixStore.realise(toRealise, signal === undefined ? { owner } : { owner, signal });
-    } catch (error) {
-      throw nixError(
-        error,
-        `snapshot "${key}": realising ${toRealise.length} store path(s) named by its nix labels`,
-      );
-    }
     const labelOf = new Map(request.labelOf);
+    if (request.closure !== undefined) labelOf.set(request.closure, nixClosureLabel);
+    const realiseOptions = signal === undefined ? { owner } : { owner, signal };
+    const what = `snapshot "${key}": realising ${toRealise.length} store path(s) named by its nix labels`;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        signal?.throwIfAborted();
+        await nixStore.realise(toRealise, realiseOptions);
+        break;
+      } catch (error) {
+        const failure = nixError(error, what);
+        if (!realiseFailureIsAboutPaths(failure.code)) throw failure;
+        // Nix failed for the paths themselves: a path missing now (not substitutable, or
+        // collected while Nix worked) is NotFound, named; none missing means one came back
+        // while Nix worked, and one more try settles it.
+        const valid = await nixStore.queryValidPaths(toRealise).catch(() => undefined);
+        if (valid === undefined) throw failure;
+        const missing = toRealise.find((path) => !valid.has(path));
+        if (missing !== undefined) {
+          throw new SnapshotterError(
+            ErrorCode.NotFound,
+            `snapshot "${key}": label "${labelOf.get(missing)}": store path "${missing}" could not be realised: ${failure.message}`,
+            { cause: error },
+          );
+        }
+        if (attempt >= 2) {
+          throw new SnapshotterError(
+            ErrorCode.FailedPrecondition,
+            `${failure.message} (every path is valid now; Nix failed twice)`,
+            { cause: error },
+          );
+        }
+        log.debug({ err: error }, "realise failed, but every path is valid now: trying again");
+      }
+    }
     let paths = [...request.storePaths];
     if (request.closure !== undefined) {
       let lines: string[];
@@ -556,6 +624,7 @@ class OverlaySnapshotter implements Snapshotter {
         }
         const parentPaths = record.parentId === null ? [] : this.flattened(record.parentId);
         const flattened = mergePaths(parentPaths, record.nixPaths);
+        crashAt("commit:prepared");
         this.store.transaction(() => {
           const current = checkCommit();
           if (current.id !== record.id) throw notFound(key);
@@ -573,55 +642,139 @@ class OverlaySnapshotter implements Snapshotter {
       } finally {
         this.busyIds.delete(record.id);
       }
+      await this.ensureReserve();
     });
   }
 
   remove(key: string): Promise<void> {
     return this.run(async () => {
-      let removed: SnapshotRecord | undefined;
-      const removalName = `rm-${randomBytes(4).toString("hex")}`;
-      const removal = join(this.snapshotsDir, removalName);
-      let renamedFrom: string | undefined;
-      this.busyNames.add(removalName);
+      // Commit, then delete: the row goes first; a kill after the commit leaves an orphaned
+      // directory and roots, which Cleanup removes, never a row without its directory.
+      const deleteRow = () =>
+        this.store.transaction(() => {
+          const found = this.record(key);
+          if (this.store.hasChildren(found.id)) {
+            throw new SnapshotterError(
+              ErrorCode.FailedPrecondition,
+              `cannot remove snapshot "${key}": it has children`,
+            );
+          }
+          this.store.delete(found.id);
+          return found;
+        });
+      let record: SnapshotRecord;
       try {
-        try {
-          this.store.transaction(() => {
-            const record = this.record(key);
-            if (this.store.hasChildren(record.id)) {
-              throw new SnapshotterError(
-                ErrorCode.FailedPrecondition,
-                `cannot remove snapshot "${key}": it has children`,
-              );
-            }
-            this.store.delete(record.id);
-            try {
-              renameSync(this.snapshotDir(record.id), removal);
-              renamedFrom = this.snapshotDir(record.id);
-            } catch (error) {
-              if (!isErrno(error, "ENOENT")) throw error;
-            }
-            removed = record;
-          });
-        } catch (error) {
-          if (renamedFrom !== undefined) renameSync(removal, renamedFrom);
+        record = deleteRow();
+      } catch (error) {
+        // A full disk: Remove is how space comes back, so it uses the reserve to commit.
+        if (!SnapshotterError.is(error, ErrorCode.ResourceExhausted)) {
           throw SnapshotterError.from(error, `removing snapshot "${key}"`);
         }
-        const record = removed!;
-        this.flattenedCache.delete(record.id);
-        await rm(removal, { recursive: true, force: true }).catch((error: unknown) =>
-          this.logger.warn({ err: error, key }, "removing snapshot directory failed"),
-        );
-        if (this.nixStore !== undefined && (record.nixPaths.length > 0 || record.nixClosure)) {
-          await this.nixStore
-            .removeRoots(this.owner(record.id))
-            .catch((error: unknown) =>
-              this.logger.warn({ err: error, key }, "removing GC roots failed (Cleanup retries)"),
-            );
+        if (!(await this.releaseReserve())) {
+          throw SnapshotterError.from(error, `removing snapshot "${key}"`);
         }
-      } finally {
-        this.busyNames.delete(removalName);
+        this.logger.warn({ key }, "disk full: released the space reserve to commit a Remove");
+        try {
+          record = deleteRow();
+        } catch (again) {
+          throw SnapshotterError.from(again, `removing snapshot "${key}"`);
+        }
       }
+      this.flattenedCache.delete(record.id);
+      crashAt("remove:committed");
+      // Same tick as the commit: no Cleanup runs between, and the name is claimed for us.
+      const removal = this.claimDirectory(String(record.id));
+      if (removal !== undefined) {
+        crashAt("remove:renamed");
+        try {
+          await rm(join(this.snapshotsDir, removal), { recursive: true, force: true });
+        } catch (error) {
+          this.logger.warn(
+            { err: error, key },
+            "removing snapshot directory failed (Cleanup retries)",
+          );
+        } finally {
+          this.busyNames.delete(removal);
+        }
+      }
+      crashAt("remove:deleted");
+      if (this.nixStore !== undefined && (record.nixPaths.length > 0 || record.nixClosure)) {
+        await this.nixStore
+          .removeRoots(this.owner(record.id))
+          .catch((error: unknown) =>
+            this.logger.warn({ err: error, key }, "removing GC roots failed (Cleanup retries)"),
+          );
+      }
+      await this.ensureReserve();
     });
+  }
+
+  /** Writes the space reserve if it is missing (no error: without room, it waits for later). */
+  async ensureReserve(): Promise<void> {
+    if (this.reserve !== "missing") return;
+    this.reserve = "busy";
+    const path = join(this.root, spaceReserveName);
+    const temporary = `${path}.new`;
+    try {
+      const existing = await stat(path).catch(() => undefined);
+      if (existing?.size !== spaceReserveBytes) {
+        // Zeros written for real (not a sparse file): the blocks are taken now.
+        await writeFile(temporary, Buffer.alloc(spaceReserveBytes), { mode: 0o600 });
+        await rename(temporary, path);
+      }
+      this.reserve = "present";
+    } catch (error) {
+      this.reserve = "missing";
+      await rm(temporary, { force: true }).catch(() => undefined);
+      this.logger.debug({ err: error }, "space reserve not written (no room yet)");
+    }
+  }
+
+  /** Deletes the space reserve; false when there was none to free. */
+  private async releaseReserve(): Promise<boolean> {
+    if (this.reserve !== "present") return false;
+    this.reserve = "busy";
+    try {
+      await rm(join(this.root, spaceReserveName));
+      return true;
+    } catch {
+      return false;
+    } finally {
+      this.reserve = "missing";
+    }
+  }
+
+  /**
+   * Renames `snapshots/<name>` to a fresh `rm-*` name this call owns (in busyNames until the
+   * caller deletes it); undefined when it does not exist. Synchronous, so the caller's check
+   * that nothing owns the name and the rename happen without anything running between.
+   */
+  private claimDirectory(name: string): string | undefined {
+    const removalName = `rm-${randomBytes(6).toString("hex")}`;
+    try {
+      renameSync(join(this.snapshotsDir, name), join(this.snapshotsDir, removalName));
+    } catch (error) {
+      if (isErrno(error, "ENOENT")) return undefined;
+      throw error;
+    }
+    this.busyNames.add(removalName);
+    return removalName;
+  }
+
+  /**
+   * True while snapshot `id` is owned: a committed row, or a call in flight that holds it.
+   * Ids are never reused, so an id that is not owned now never will be again: checking this
+   * synchronously right before a removal starts is enough, whatever runs beside it.
+   */
+  private owned(id: number): boolean {
+    return this.busyIds.has(id) || this.store.getById(id) !== undefined;
+  }
+
+  /** The snapshot id of one of our GC root owners; null for a foreign owner. */
+  private ownerId(owner: string): number | undefined | null {
+    if (!owner.startsWith(this.ownerPrefix)) return null;
+    const rest = owner.slice(this.ownerPrefix.length);
+    return /^[0-9]+$/.test(rest) ? Number(rest) : undefined;
   }
 
   private matching(filters: readonly string[]): Info[] {
@@ -651,42 +804,98 @@ class OverlaySnapshotter implements Snapshotter {
 
   cleanup(): Promise<void> {
     return this.run(async () => {
-      const ids = this.store.ids();
-      let entries: string[] = [];
-      try {
-        entries = await readdir(this.snapshotsDir);
-      } catch (error) {
-        if (!isErrno(error, "ENOENT")) throw SnapshotterError.from(error, "cleanup");
-      }
-      for (const name of entries) {
-        if (this.busyNames.has(name)) continue;
-        if (/^[0-9]+$/.test(name)) {
-          const id = Number(name);
-          if (ids.has(id) || this.busyIds.has(id)) continue;
-        }
-        this.logger.info({ directory: name }, "cleanup: removing orphaned snapshot directory");
-        await rm(join(this.snapshotsDir, name), { recursive: true, force: true });
-      }
-      if (this.nixStore === undefined) return;
-      let owners: string[];
-      try {
-        owners = await this.nixStore.listRootOwners();
-      } catch (error) {
-        throw nixError(error, "cleanup: listing GC root owners");
-      }
-      for (const owner of owners) {
-        if (!owner.startsWith(this.ownerPrefix)) continue;
-        const rest = owner.slice(this.ownerPrefix.length);
-        if (/^[0-9]+$/.test(rest)) {
-          const id = Number(rest);
-          if (ids.has(id) || this.busyIds.has(id)) continue;
-        }
-        this.logger.info({ owner }, "cleanup: removing orphaned GC roots");
-        await this.nixStore.removeRoots(owner).catch((error: unknown) => {
-          throw nixError(error, `cleanup: removing GC roots of ${owner}`);
-        });
-      }
+      await this.removeOrphanedDirectories();
+      await this.removeOrphanedRoots();
+      await this.ensureReserve();
     });
+  }
+
+  /**
+   * Removes directories under snapshots/ that no snapshot and no call in flight owns. Ownership
+   * is checked right before each removal (not from a list read earlier), in the same tick as
+   * the rename that claims the directory.
+   */
+  private async removeOrphanedDirectories(): Promise<void> {
+    let entries: string[] = [];
+    try {
+      entries = await readdir(this.snapshotsDir);
+    } catch (error) {
+      if (!isErrno(error, "ENOENT")) throw SnapshotterError.from(error, "cleanup");
+    }
+    for (const name of entries) {
+      if (this.busyNames.has(name)) continue;
+      if (/^[0-9]+$/.test(name) && this.owned(Number(name))) continue;
+      let removal: string | undefined;
+      try {
+        removal = this.claimDirectory(name);
+      } catch (error) {
+        throw SnapshotterError.from(error, `cleanup: snapshot directory ${name}`);
+      }
+      if (removal === undefined) continue;
+      this.logger.info({ directory: name }, "cleanup: removing orphaned snapshot directory");
+      try {
+        await rm(join(this.snapshotsDir, removal), { recursive: true, force: true });
+      } catch (error) {
+        throw SnapshotterError.from(error, `cleanup: removing snapshot directory ${name}`);
+      } finally {
+        this.busyNames.delete(removal);
+      }
+    }
+  }
+
+  /**
+   * Removes our GC roots that no snapshot and no call in flight owns, and the hidden
+   * directories of root creations and removals a kill interrupted.
+   */
+  private async removeOrphanedRoots(): Promise<void> {
+    const nixStore = this.nixStore;
+    if (nixStore === undefined) return;
+    let owners: string[];
+    try {
+      owners = await nixStore.listRootOwners();
+    } catch (error) {
+      throw nixError(error, "cleanup: listing GC root owners");
+    }
+    for (const owner of owners) {
+      const id = this.ownerId(owner);
+      if (id === null || (id !== undefined && this.owned(id))) continue;
+      this.logger.info({ owner }, "cleanup: removing orphaned GC roots");
+      await nixStore.removeRoots(owner).catch((error: unknown) => {
+        throw nixError(error, `cleanup: removing GC roots of ${owner}`);
+      });
+    }
+    if (nixStore.listRootLeftovers === undefined || nixStore.removeRootLeftover === undefined) {
+      return;
+    }
+    let leftovers: RootLeftover[];
+    try {
+      leftovers = await nixStore.listRootLeftovers();
+    } catch (error) {
+      throw nixError(error, "cleanup: listing interrupted GC root directories");
+    }
+    for (const leftover of leftovers) {
+      const id = this.ownerId(leftover.owner);
+      if (id === null) continue;
+      // A staged directory of a call in flight is still being filled; any other was left by an
+      // interrupted call (a completed add renamed or deleted its staging directory).
+      if (leftover.state === "staged" && id !== undefined && this.busyIds.has(id)) continue;
+      this.logger.info({ ...leftover }, "cleanup: removing interrupted GC root directory");
+      await nixStore.removeRootLeftover(leftover.name).catch((error: unknown) => {
+        throw nixError(error, `cleanup: removing GC root directory ${leftover.name}`);
+      });
+    }
+  }
+
+  /** At start, before any call: roots of interrupted calls and orphaned roots go. */
+  async recover(): Promise<void> {
+    try {
+      await this.removeOrphanedRoots();
+    } catch (error) {
+      this.logger.warn(
+        { err: error },
+        "removing orphaned GC roots at start failed (Cleanup retries)",
+      );
+    }
   }
 
   async close(): Promise<void> {
@@ -740,7 +949,7 @@ export async function createSnapshotter(options: SnapshotterOptions): Promise<Sn
     throw SnapshotterError.from(error, `opening ${join(root, "metadata.db")}`);
   }
   logger.debug({ root, mountMode, settings, storeDir }, "snapshotter opened");
-  return new OverlaySnapshotter({
+  const snapshotter = new OverlaySnapshotter({
     root,
     store,
     settings,
@@ -751,4 +960,7 @@ export async function createSnapshotter(options: SnapshotterOptions): Promise<Sn
     logger,
     realiseTimeoutMs: options.realiseTimeoutMs,
   });
+  await snapshotter.recover();
+  await snapshotter.ensureReserve();
+  return snapshotter;
 }

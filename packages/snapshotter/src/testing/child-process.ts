@@ -25,6 +25,7 @@ export async function spawnTypeScriptChild(
   directory: string,
   source: string,
   args: readonly string[] = [],
+  env: NodeJS.ProcessEnv = process.env,
 ): Promise<ChildProcess> {
   const hookPath = join(directory, "resolve-ts-hook.mjs");
   const registerPath = join(directory, "register-ts-hook.mjs");
@@ -37,6 +38,7 @@ export async function spawnTypeScriptChild(
   await writeFile(mainPath, source);
   return spawn(process.execPath, ["--no-warnings", "--import", registerPath, mainPath, ...args], {
     stdio: ["ignore", "pipe", "pipe"],
+    env,
   });
 }
 
@@ -64,6 +66,24 @@ export function waitForLine(child: ChildProcess, pattern: RegExp): Promise<strin
     child.once("exit", (code, signal) =>
       reject(new Error(`child exited (${code ?? signal}) before ${pattern}: ${stderr}`)),
     );
+  });
+}
+
+/** Waits for the child to exit; resolves with its exit code or signal, and its stderr. */
+export function exitOf(
+  child: ChildProcess,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> {
+  let stderr = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  child.stdout?.resume();
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      resolve({ code: child.exitCode, signal: child.signalCode, stderr });
+      return;
+    }
+    child.once("close", (code, signal) => resolve({ code, signal, stderr }));
   });
 }
 

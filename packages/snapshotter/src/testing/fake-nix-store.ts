@@ -28,6 +28,8 @@ export class FakeNixStore implements NixStorePort {
   readonly substitutable = new Set<string>();
   readonly closureInfos = new Map<string, string[]>();
   readonly roots = new Map<string, Set<string>>();
+  /** Hidden root directories of interrupted calls, by name (tests put them there). */
+  readonly leftovers = new Map<string, { owner: string; state: "staged" | "removing" }>();
   readonly calls: Array<{ method: string; args: unknown[] }> = [];
 
   constructor(options: FakeNixStoreOptions) {
@@ -58,6 +60,12 @@ export class FakeNixStore implements NixStorePort {
     return path;
   }
 
+  /**
+   * Failures the next realise calls throw, one each, after creating the roots; `during` runs
+   * first (e.g. a path vanishing or coming back while Nix works).
+   */
+  readonly realiseFailures: Array<{ error: Error; during?: () => void }> = [];
+
   /** When set, realise waits for this promise before finishing (to test cancellation). */
   realiseGate: Promise<void> | undefined;
 
@@ -67,6 +75,11 @@ export class FakeNixStore implements NixStorePort {
   ): Promise<void> {
     this.calls.push({ method: "realise", args: [[...paths], { owner: options.owner }] });
     await this.addRoots(options.owner, paths);
+    const failure = this.realiseFailures.shift();
+    if (failure !== undefined) {
+      failure.during?.();
+      throw failure.error;
+    }
     if (this.realiseGate !== undefined) {
       const signal = options.signal;
       await Promise.race([
@@ -118,5 +131,21 @@ export class FakeNixStore implements NixStorePort {
   async listRootOwners(): Promise<string[]> {
     this.calls.push({ method: "listRootOwners", args: [] });
     return [...this.roots.keys()];
+  }
+
+  async listRootLeftovers(): Promise<
+    Array<{
+      name: string;
+      owner: string;
+      state: "staged" | "removing";
+    }>
+  > {
+    this.calls.push({ method: "listRootLeftovers", args: [] });
+    return [...this.leftovers].map(([name, leftover]) => ({ name, ...leftover }));
+  }
+
+  async removeRootLeftover(name: string): Promise<void> {
+    this.calls.push({ method: "removeRootLeftover", args: [name] });
+    this.leftovers.delete(name);
   }
 }
