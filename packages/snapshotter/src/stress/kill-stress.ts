@@ -69,7 +69,12 @@ async function worker(configPath: string): Promise<void> {
     model: Record<string, Entry>;
   };
   const print = (event: Event) => process.stdout.write(`${JSON.stringify(event)}\n`);
-  const nixStore = createNixStore({ gcRootsDir: config.gcRootsDir });
+  // No substituter: a path the collector deleted fails at once (NotFound) instead of waiting
+  // for a binary cache this machine cannot reach.
+  const nixStore = createNixStore({
+    gcRootsDir: config.gcRootsDir,
+    nixOptions: { substituters: "" },
+  });
   const s = await createSnapshotter({
     root: config.root,
     mountMode: "bind",
@@ -355,7 +360,7 @@ async function driver(): Promise<void> {
           } catch {
             counts.gcRefusedLive++;
           }
-          await new Promise((resolve) => setTimeout(resolve, 30));
+          await new Promise((resolve) => setTimeout(resolve, 10));
         }
       })();
       const readder = (async () => {
@@ -369,7 +374,7 @@ async function driver(): Promise<void> {
             await addPath(index);
             counts.readded++;
           }
-          await new Promise((resolve) => setTimeout(resolve, 80));
+          await new Promise((resolve) => setTimeout(resolve, 250));
         }
       })();
 
