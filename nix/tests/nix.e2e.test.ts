@@ -46,12 +46,21 @@ const hasNix = hasProgram("/usr/bin/nix-instantiate") && hasProgram("/usr/bin/ni
 const hasContainerd = hasProgram("/usr/bin/containerd") && hasProgram("/usr/bin/ctr");
 const hasSkopeo = hasProgram("/usr/bin/skopeo");
 
+/**
+ * Appended to every nix-build: the stand-in nixpkgs (stand-in/pkgs.nix) builds with the host's
+ * /bin/sh and programs, which a sandboxed build does not see (Nix 2.26 on Debian 13 sandboxes by
+ * default; Debian 12's nix.conf says `sandbox = false`). The same options as the fixtures'
+ * HOST_BUILD_OPTIONS (@nix-snapshotter/nix-store/testing).
+ */
+const hostBuildOptions = ["--option", "sandbox", "false"];
+
 /** Runs a program; resolves with stdout, rejects with an error carrying stderr. */
 async function exec(
   file: string,
   args: string[],
   options: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
 ): Promise<string> {
+  if (file === "nix-build") args = [...args, ...hostBuildOptions];
   try {
     const { stdout } = await run(file, args, {
       cwd: options.cwd ?? testsDir,
