@@ -64,7 +64,7 @@ const missing = [
 ].filter((path) => !existsSync(path));
 
 /**
- * Debian's containerd 1.6 with hardlinks, and 1.7 with the default bind mounts. buildImage's
+ * containerd 1.6 with hardlinks, and 1.7 with the default bind mounts (the system's or fetched). buildImage's
  * closure-info lists the image's config file, which has no mountpoint in the layer; bind mode
  * runs only because the snapshotter creates missing mountpoints at commit.
  */
