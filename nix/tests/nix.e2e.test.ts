@@ -885,7 +885,10 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
         "config",
         "dump",
       ]);
-      expect(dump).toMatch(/\[proxy_plugins\.nix\]\s+address = "[^"]+"\s+type = "snapshot"/);
+      // 1.6 prints address and type; 1.7 adds capabilities and platform between them.
+      expect(dump).toMatch(
+        /\[proxy_plugins\.nix\]\s+address = "[^"]+"(?:\n\s+\w+ = .*)*\n\s+type = "snapshot"/,
+      );
       expect(dump).toMatch(/snapshotter = "nix"/);
 
       const containerd = start("containerd", ["--config", link("containerd.toml")], {
