@@ -39,9 +39,13 @@ fi
 # names (default `nixbld`), and refuses to build when that group does not exist ("the group
 # 'nixbld' specified in 'build-users-group' does not exist"). Debian 12's nix-bin creates the
 # group and ten users; Debian 13's leaves them to nix-setup-systemd, which also wants systemd to
-# run nix-daemon. We create what is missing, as Debian 12's package does: the group, and build
-# users nixbld1..10 (no home, no login) in it. An empty `build-users-group` (single-user Nix,
-# builds run as root) needs nothing.
+# run nix-daemon. We create what is missing: the group, and build users nixbld1..10 (no home, no
+# login) in it, with the numbers Nix's own installer uses (gid 30000, uids 30001..) when they are
+# free. Not the system range: before and after a build Nix kills every process of its build user
+# (kill -1 as that uid), so a Debian 13 root sharing a Debian 12 host's PID namespace whose build
+# users had the host's numbers (999 down) had its builders killed by the host's Nix builds
+# ("failed due to signal 9"). An empty `build-users-group` (single-user Nix, builds run as root)
+# needs nothing.
 nix_build_users() {
   local group count=10 index user
   command -v nix >/dev/null 2>&1 || return 0
@@ -50,12 +54,18 @@ nix_build_users() {
   [ -n "$group" ] || return 0
   if ! getent group "$group" >/dev/null; then
     echo "system-deps: creating Nix's build group $group" >&2
-    groupadd --system "$group"
+    if getent group 30000 >/dev/null; then
+      groupadd --system "$group"
+    else
+      groupadd --system --gid 30000 "$group"
+    fi
   fi
   for index in $(seq "$count"); do
     user="$group$index"
     if ! getent passwd "$user" >/dev/null; then
-      useradd --system --no-create-home --home-dir /var/empty --shell /usr/sbin/nologin \
+      local uid_option=(--system)
+      getent passwd "$((30000 + index))" >/dev/null || uid_option=(--system --uid "$((30000 + index))")
+      useradd "${uid_option[@]}" --no-create-home --home-dir /var/empty --shell /usr/sbin/nologin \
         --gid "$group" --groups "$group" --comment "Nix build user $index" "$user"
     elif ! id -nG "$user" | tr ' ' '\n' | grep -qx "$group"; then
       usermod --append --groups "$group" "$user"
