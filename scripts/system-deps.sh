@@ -47,7 +47,7 @@ fi
 # ("failed due to signal 9"). An empty `build-users-group` (single-user Nix, builds run as root)
 # needs nothing.
 nix_build_users() {
-  local group count=10 index user
+  local group count=10 index user output
   command -v nix >/dev/null 2>&1 || return 0
   group="$(nix --extra-experimental-features nix-command show-config 2>/dev/null |
     sed -n 's/^build-users-group = //p')"
@@ -65,8 +65,13 @@ nix_build_users() {
     if ! getent passwd "$user" >/dev/null; then
       local uid_option=(--system)
       getent passwd "$((30000 + index))" >/dev/null || uid_option=(--system --uid "$((30000 + index))")
-      useradd "${uid_option[@]}" --no-create-home --home-dir /var/empty --shell /usr/sbin/nologin \
-        --gid "$group" --groups "$group" --comment "Nix build user $index" "$user"
+      # Quiet unless it fails: useradd warns that 30001 is above the system range it was asked for.
+      if ! output="$(useradd "${uid_option[@]}" --no-create-home --home-dir /var/empty \
+        --shell /usr/sbin/nologin --gid "$group" --groups "$group" \
+        --comment "Nix build user $index" "$user" 2>&1)"; then
+        echo "$output" >&2
+        return 1
+      fi
     elif ! id -nG "$user" | tr ' ' '\n' | grep -qx "$group"; then
       usermod --append --groups "$group" "$user"
     fi
