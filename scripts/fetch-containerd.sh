@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Usage: scripts/fetch-containerd.sh <suite>
 #
-# Downloads Debian's `containerd` package from a newer suite (trixie -> 1.7.x, sid -> 2.1.x) and
-# unpacks it, without installing anything, into
+# Downloads Debian's `containerd` package of a suite (bookworm -> 1.6.x, trixie -> 1.7.x,
+# sid -> 2.1.x) and unpacks it, without installing anything, into
 #   /var/cache/nix-snapshotter-tests/containerd-<suite>/
 # then prints the directory holding `containerd`, `containerd-shim-runc-v2` and `ctr`.
 #
@@ -10,16 +10,17 @@
 # with private sources, lists and cache directories, so the system's apt state is untouched.
 # Idempotent: a second run prints the cached directory at once.
 #
-# Only containerd's own binaries are used from the newer suite: its runc needs a newer glibc than
-# bookworm's, so put the printed directory on PATH *after* the directory of bookworm's runc, or
-# pass the binaries by full path (the test harness does the latter).
+# The test harness fetches whichever of these the system's containerd is not (Debian 12 has 1.6,
+# Debian 13 has 1.7). Only containerd's own binaries are used from another suite: a newer suite's
+# runc needs a newer glibc than the system's, so put the printed directory on PATH *after* the
+# directory of the system's runc, or pass the binaries by full path (the harness does the latter).
 set -euo pipefail
 
 suite="${1:-}"
 case "$suite" in
-  trixie | sid | forky | testing | unstable) ;;
+  bookworm | trixie | sid | forky | testing | unstable) ;;
   *)
-    echo "usage: $0 <trixie|sid>" >&2
+    echo "usage: $0 <bookworm|trixie|sid>" >&2
     exit 2
     ;;
 esac

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Usage: scripts/fetch-debian-package.sh <package> <suite>
 #
-# Downloads one package from a newer Debian suite than the machine's (the mirror is taken from
+# Downloads one package from a Debian suite, usually not the machine's (the mirror is taken from
 # the machine's own apt sources; apt runs with private state directories, nothing is installed)
 # and unpacks it with `dpkg -x` into
 #   ${NIX_SNAPSHOTTER_TEST_CACHE:-/var/cache/nix-snapshotter-tests}/<package>-<suite>/
@@ -75,7 +75,15 @@ apt_options=(
 )
 
 echo "fetch-debian-package: apt-get update ($suite from $mirror)" >&2
-apt-get "${apt_options[@]}" update -qq >&2
+if ! apt-get "${apt_options[@]}" update -qq >&2; then
+  # Seen in a fresh Debian 13 root on a machine whose mirror is a frozen copy of the archive: sid's
+  # Release had passed its Valid-Until date. apt runs with the machine's own configuration, so
+  # such a machine (and any root made on it) needs what the host's apt has for that mirror.
+  echo "fetch-debian-package: apt-get update of $suite from $mirror failed; if apt says a Release" \
+    "file is expired, the mirror is a frozen copy and apt must be told to accept it" \
+    "(Acquire::Check-Valid-Until \"false\" in /etc/apt/apt.conf.d/)" >&2
+  exit 1
+fi
 (cd "$work/download" && apt-get "${apt_options[@]}" download -qq "$package/$suite" >&2)
 
 deb="$(find "$work/download" -maxdepth 1 -name "${package}_*.deb" | head -n 1)"

@@ -36,7 +36,11 @@ const testsDir = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(testsDir, "../..");
 const nix2containerMain = join(repo, "apps/nix2container/dist/main.js");
 
+/** Appended to every nix-build: the stand-in nixpkgs builds with host programs (see nix.e2e.test.ts). */
+const hostBuildOptions = ["--option", "sandbox", "false"];
+
 async function exec(file: string, args: string[]): Promise<string> {
+  if (file === "nix-build") args = [...args, ...hostBuildOptions];
   try {
     const { stdout } = await run(file, args, { cwd: testsDir, maxBuffer: 64 * 1024 * 1024 });
     return stdout;
@@ -60,7 +64,7 @@ const missing = [
 ].filter((path) => !existsSync(path));
 
 /**
- * Debian's containerd 1.6 with hardlinks, and 1.7 with the default bind mounts. buildImage's
+ * containerd 1.6 with hardlinks, and 1.7 with the default bind mounts (the system's or fetched). buildImage's
  * closure-info lists the image's config file, which has no mountpoint in the layer; bind mode
  * runs only because the snapshotter creates missing mountpoints at commit.
  */

@@ -46,12 +46,21 @@ const hasNix = hasProgram("/usr/bin/nix-instantiate") && hasProgram("/usr/bin/ni
 const hasContainerd = hasProgram("/usr/bin/containerd") && hasProgram("/usr/bin/ctr");
 const hasSkopeo = hasProgram("/usr/bin/skopeo");
 
+/**
+ * Appended to every nix-build: the stand-in nixpkgs (stand-in/pkgs.nix) builds with the host's
+ * /bin/sh and programs, which a sandboxed build does not see (Nix 2.26 on Debian 13 sandboxes by
+ * default; Debian 12's nix.conf says `sandbox = false`). The same options as the fixtures'
+ * HOST_BUILD_OPTIONS (@nix-snapshotter/nix-store/testing).
+ */
+const hostBuildOptions = ["--option", "sandbox", "false"];
+
 /** Runs a program; resolves with stdout, rejects with an error carrying stderr. */
 async function exec(
   file: string,
   args: string[],
   options: { env?: NodeJS.ProcessEnv; cwd?: string } = {},
 ): Promise<string> {
+  if (file === "nix-build") args = [...args, ...hostBuildOptions];
   try {
     const { stdout } = await run(file, args, {
       cwd: options.cwd ?? testsDir,
@@ -85,7 +94,19 @@ function baseArgs(): string[] {
 }
 
 /** The bin directory of a newer containerd from Debian's newer suites (cached), or undefined. */
-function fetchContainerd(suite: "trixie" | "sid"): string | undefined {
+/** `1.7` for the system's `containerd --version` 1.7.24 (Debian 13), `1.6` on Debian 12. */
+function systemContainerdRelease(): string | undefined {
+  const printed = spawnSync("/usr/bin/containerd", ["--version"], { encoding: "utf8" });
+  return /\sv?(\d+\.\d+)\.\d+/.exec(printed.stdout ?? "")?.[1];
+}
+
+/** The directory of containerd `release`'s binaries: the system's, else Debian's package of `suite`. */
+function containerdBin(release: string, suite: "bookworm" | "trixie" | "sid"): string | undefined {
+  if (systemContainerdRelease() === release) return "/usr/bin";
+  return fetchContainerd(suite);
+}
+
+function fetchContainerd(suite: "bookworm" | "trixie" | "sid"): string | undefined {
   const fetched = spawnSync("bash", [join(repo, "scripts/fetch-containerd.sh"), suite], {
     encoding: "utf8",
   });
@@ -852,7 +873,7 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
 });
 
 describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
-  "nix interface: rendered configs accepted by containerd 1.6 and the daemon (needs root, Nix, containerd)",
+  "nix interface: rendered configs accepted by the system's containerd (1.6 on Debian 12, 1.7 on Debian 13) and the daemon (needs root, Nix, containerd)",
   () => {
     const runId = `nix-interface-configs-${process.pid}-${randomBytes(4).toString("hex")}`;
     const gcRoots = join(gcRootsBase, runId);
@@ -972,7 +993,10 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
         "config",
         "dump",
       ]);
-      expect(dump).toMatch(/\[proxy_plugins\.nix\]\s+address = "[^"]+"\s+type = "snapshot"/);
+      // 1.6 prints address and type; 1.7 adds capabilities and platform between them.
+      expect(dump).toMatch(
+        /\[proxy_plugins\.nix\]\s+address = "[^"]+"(?:\n\s+\w+ = .*)*\n\s+type = "snapshot"/,
+      );
       expect(dump).toMatch(/snapshotter = "nix"/);
 
       const containerd = start("containerd", ["--config", link("containerd.toml")], {
@@ -1008,7 +1032,7 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
     });
 
     it.skipIf(!cliHasCommand("load"))(
-      "copyToContainerd and preload-containerd import a built image into containerd 1.6 through the nix snapshotter, and it runs (skips until `nix2container load` exists)",
+      "copyToContainerd and preload-containerd import a built image into the system's containerd through the nix snapshotter, and it runs (skips until `nix2container load` exists)",
       async () => {
         // Reuses containerd and the daemon started by the previous test.
         const containerdSocket = join(dir, "containerd.sock");
@@ -1055,7 +1079,7 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
           "ls",
         ]);
         expect(snapshots.trim().split("\n").length).toBeGreaterThan(1);
-        // The image runs: its entrypoint lives only in the Nix store (hardlink mode on 1.6).
+        // The image runs: its entrypoint lives only in the Nix store (hardlink mode: any release).
         const output = await exec("ctr", [
           "--address",
           containerdSocket,
@@ -1204,8 +1228,8 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
         "# nix-snapshotter config",
       ]);
       const versions: [string, string | undefined][] = [
-        ["1.6", "/usr/bin"],
-        ["1.7", fetchContainerd("trixie")],
+        ["1.6", containerdBin("1.6", "bookworm")],
+        ["1.7", containerdBin("1.7", "trixie")],
         ["2.x", fetchContainerd("sid")],
       ];
       for (const [version, bin] of versions) {

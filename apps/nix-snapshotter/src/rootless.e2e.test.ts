@@ -21,6 +21,7 @@ import { withLayerAnnotations } from "@nix-snapshotter/image-builder/testing";
 import {
   type BinaryCache,
   createNixFixtures,
+  HOST_BUILD_OPTIONS,
   type NixFixtures,
   nixE2eSkipReason,
   type ScriptFixture,
@@ -252,6 +253,7 @@ pkgs.runCommand "rootless-module-programs" {
       "--option",
       "substituters",
       "",
+      ...HOST_BUILD_OPTIONS,
     ],
     { encoding: "utf8", env: { ...process.env, PATH: hostPath } },
   );

@@ -9,6 +9,7 @@ import { promisify } from "node:util";
 import { gzipSync } from "node:zlib";
 import { type Containerd, startContainerd } from "@nix-snapshotter/containerd-client/testing";
 import { startRegistry, type TestRegistry } from "@nix-snapshotter/image-builder/testing";
+import { HOST_BUILD_OPTIONS } from "@nix-snapshotter/nix-store/testing";
 import { loadArchiveImage, sha256Digest } from "@nix-snapshotter/oci";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
@@ -102,6 +103,8 @@ describe.skipIf(skipReason !== "")(`nix2container build with real programs ${ski
       nonce,
       "-o",
       join(gcRoot, "closure-info"),
+      // The builders copy the host's /bin/busybox with host programs: unsandboxed.
+      ...HOST_BUILD_OPTIONS,
     ]);
     closureInfo = await readlink(join(gcRoot, "closure-info"));
     storePaths = (await readFile(join(closureInfo, "store-paths"), "utf8")).trim().split("\n");

@@ -4,8 +4,8 @@
 // protobuf-es encodes with) must agree with them on every definition both have. This also
 // covers CRI, for which no .proto file is packaged.
 //
-// Binaries checked: `containerd` on PATH (Debian 12: 1.6.20), and the newer ones that
-// scripts/fetch-containerd.sh unpacks (trixie: 1.7.x, sid: 2.1.x), each when present.
+// Binaries checked: `containerd` on PATH (Debian 12: 1.6.20, Debian 13: 1.7.24), and the ones that
+// scripts/fetch-containerd.sh unpacks (bookworm: 1.6.x, trixie: 1.7.x, sid: 2.1.x), each when present.
 import { existsSync, readFileSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import { clone } from "@bufbuild/protobuf";
@@ -23,7 +23,7 @@ function findProgram(name: string): string | undefined {
 const cacheRoot = process.env.NIX_SNAPSHOTTER_TEST_CACHE ?? "/var/cache/nix-snapshotter-tests";
 const binaries = [
   { label: "containerd on PATH", path: findProgram("containerd") },
-  ...["trixie", "sid"].map((suite) => ({
+  ...["bookworm", "trixie", "sid"].map((suite) => ({
     label: `containerd from Debian ${suite} (scripts/fetch-containerd.sh ${suite})`,
     path: join(cacheRoot, `containerd-${suite}`, "usr", "bin", "containerd"),
   })),

@@ -1,19 +1,53 @@
 // Wire compatibility with the .proto files of Debian's packaged containerd source
-// (golang-github-containerd-containerd-dev, containerd 1.6.20). Everything that 1.6 defines and
-// we define must be identical on the wire; fields and definitions added by containerd 1.7 to 2.1
-// exist only in ours and are reported as extras.
-import { existsSync } from "node:fs";
+// (golang-github-containerd-containerd-dev: containerd 1.6.20 on Debian 12, 1.7.24 on Debian 13;
+// the release is read from the package's version/version.go). Everything that release defines
+// and we define must be identical on the wire; fields and definitions added by later releases
+// (up to 2.1) exist only in ours and are reported as extras.
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import protobuf from "protobufjs";
 import { describe, expect, it } from "vitest";
 import { compareProtoShapes, parseProtoSources, shapesOf } from "./proto-compare.js";
 import { readProtoTree } from "./proto-files.js";
 
-const debianApi = "/usr/share/gocode/src/github.com/containerd/containerd/api";
+const debianSource = "/usr/share/gocode/src/github.com/containerd/containerd";
+const debianApi = join(debianSource, "api");
 const ourProtoDirectory = fileURLToPath(new URL("../proto", import.meta.url));
 
+/** `1.7` from version/version.go's `Version = "1.7.24+unknown"`, or undefined. */
+function packagedRelease(): string | undefined {
+  try {
+    const text = readFileSync(join(debianSource, "version", "version.go"), "utf8");
+    return /\bVersion\s*=\s*"v?(\d+\.\d+)\./.exec(text)?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What each packaged release defines, in the proto packages we define, that we leave out by
+ * design: image events and task metrics, and from 1.7 the sandbox types.
+ */
+const imageEventsAndMetrics = [
+  "message containerd.services.images.v1.ImageCreate",
+  "message containerd.services.images.v1.ImageDelete",
+  "message containerd.services.images.v1.ImageUpdate",
+  "message containerd.types.Metric",
+];
+const leftOutByRelease: Record<string, string[]> = {
+  "1.6": imageEventsAndMetrics,
+  "1.7": [
+    ...imageEventsAndMetrics,
+    "message containerd.types.Sandbox",
+    "message containerd.types.Sandbox.Runtime",
+  ],
+};
+
+const release = packagedRelease();
+
 describe.skipIf(!existsSync(debianApi))(
-  `containerd wire compatibility (needs ${debianApi} from golang-github-containerd-containerd-dev)`,
+  `containerd ${release ?? "(release unknown)"} wire compatibility (needs ${debianApi} from golang-github-containerd-containerd-dev)`,
   () => {
     const ourSources = readProtoTree(ourProtoDirectory);
     const upstream = shapesOf(parseProtoSources(readProtoTree(debianApi)));
@@ -21,15 +55,13 @@ describe.skipIf(!existsSync(debianApi))(
     it("defines every message and service upstream has exactly as upstream", () => {
       const ours = shapesOf(parseProtoSources(ourSources));
       const result = compareProtoShapes(ours, upstream);
-      console.info(`extras over containerd 1.6:\n  ${result.extras.join("\n  ")}`);
+      console.info(`extras over containerd ${release}:\n  ${result.extras.join("\n  ")}`);
       expect(result.differences).toEqual([]);
-      // What we leave out of the packages we define: image events and task metrics.
-      expect(result.missing.sort()).toEqual([
-        "message containerd.services.images.v1.ImageCreate",
-        "message containerd.services.images.v1.ImageDelete",
-        "message containerd.services.images.v1.ImageUpdate",
-        "message containerd.types.Metric",
-      ]);
+      console.info(`left out of containerd ${release}:\n  ${result.missing.sort().join("\n  ")}`);
+      expect(release, `the release of ${debianSource}/version/version.go`).toBeDefined();
+      const leftOut = leftOutByRelease[release!];
+      expect(leftOut, `what we leave out of containerd ${release}'s API is listed`).toBeDefined();
+      expect(result.missing.sort()).toEqual(leftOut);
     });
 
     it("covers every method of the services we speak", () => {

@@ -11,6 +11,7 @@ import {
   mountsUnder,
   processesMentioning,
   startContainerd,
+  systemContainerdVersion,
 } from "./containerd.js";
 
 const busybox = "/bin/busybox";
@@ -46,7 +47,7 @@ for (const version of ["1.6", "1.7", "2.1"] as ContainerdVersion[]) {
         expect(containerd.versionLine).toContain(version);
       });
 
-      it("runs a container with bookworm's runc", async () => {
+      it("runs a container with the system's runc", async () => {
         const id = `harness-${version.replace(".", "-")}`;
         const { stdout } = await containerd.ctr([
           "run",
@@ -95,6 +96,25 @@ for (const version of ["1.6", "1.7", "2.1"] as ContainerdVersion[]) {
     },
   );
 }
+
+describe.skipIf(!runnable || systemContainerdVersion() === undefined)(
+  "startContainerd without a version",
+  () => {
+    it("runs the system's containerd from /usr/bin (1.6 on Debian 12, 1.7 on Debian 13)", async () => {
+      const containerd = await startContainerd();
+      try {
+        expect(containerd.version).toBe(systemContainerdVersion());
+        expect(containerd.bins.containerd).toBe("/usr/bin/containerd");
+        const { stdout } = await containerd.ctr(["version"]);
+        expect(stdout).toMatch(
+          new RegExp(`Server:[\\s\\S]*Version:\\s+v?${containerd.version.replace(".", "\\.")}\\.`),
+        );
+      } finally {
+        await containerd.stop();
+      }
+    });
+  },
+);
 
 describe.skipIf(!runnable)("startContainerd with CRI", () => {
   for (const version of ["1.6", "1.7", "2.1"] as ContainerdVersion[]) {

@@ -41,7 +41,10 @@ export interface CriOptions {
 }
 
 export interface StartContainerdOptions {
-  /** Default "1.6" (Debian 12's package). "1.7" and "2.1" come from scripts/fetch-containerd.sh. */
+  /**
+   * Default: the system's release (Debian 12: 1.6, Debian 13: 1.7), else "1.6". Other releases
+   * come from scripts/fetch-containerd.sh (see {@link findContainerd}).
+   */
   version?: ContainerdVersion;
   /** `[proxy_plugins.<name>] type = "snapshot" address = <socket>` for each entry. */
   proxyPlugins?: Record<string, string>;
@@ -135,13 +138,55 @@ function binsIn(dir: string): ContainerdBins {
   };
 }
 
-const suites: Record<Exclude<ContainerdVersion, "1.6">, string> = { "1.7": "trixie", "2.1": "sid" };
+/** The Debian suite that packages each release (bookworm = Debian 12, trixie = Debian 13). */
+const suites: Record<ContainerdVersion, string> = {
+  "1.6": "bookworm",
+  "1.7": "trixie",
+  "2.1": "sid",
+};
+
+const knownVersions = Object.keys(suites) as ContainerdVersion[];
+
+/** The release named by a `containerd --version` line (`... 1.7.24~ds1 ...`), if one we know. */
+export function containerdVersionOf(versionLine: string): ContainerdVersion | undefined {
+  const match = /\sv?(\d+)\.(\d+)\.\d+/.exec(versionLine);
+  if (match === null) return undefined;
+  const release = `${match[1]}.${match[2]}`;
+  return knownVersions.find((version) => version === release);
+}
+
+let systemVersion: { version: ContainerdVersion | undefined } | undefined;
 
 /**
- * Finds (and for 1.7/2.1 downloads once, through scripts/fetch-containerd.sh) the binaries of a
- * containerd release. Synchronous so that it can decide `describe.skipIf(...)` at collection time.
- * Override with `NIX_SNAPSHOTTER_CONTAINERD_<1_6|1_7|2_1>_DIR`. Returns `undefined` when the
- * release cannot be had (not packaged, no network, not root), with the reason in `reason`.
+ * The release of the system's containerd (`/usr/bin/containerd`, Debian's package: 1.6 on
+ * Debian 12, 1.7 on Debian 13), or undefined when none is installed or it is none we know.
+ * Asked once per process.
+ */
+export function systemContainerdVersion(): ContainerdVersion | undefined {
+  if (systemVersion === undefined) {
+    let version: ContainerdVersion | undefined;
+    try {
+      const line = execFileSync("/usr/bin/containerd", ["--version"], {
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "ignore"],
+        timeout: 30_000,
+      });
+      version = containerdVersionOf(line);
+    } catch {
+      version = undefined;
+    }
+    systemVersion = { version };
+  }
+  return systemVersion.version;
+}
+
+/**
+ * Finds the binaries of a containerd release: the system's own (`/usr/bin`) when it is that
+ * release, else Debian's package of the suite that has it, downloaded once through
+ * scripts/fetch-containerd.sh (1.6 from bookworm, 1.7 from trixie, 2.1 from sid). Synchronous
+ * so that it can decide `describe.skipIf(...)` at collection time. Override with
+ * `NIX_SNAPSHOTTER_CONTAINERD_<1_6|1_7|2_1>_DIR`. Returns `undefined` when the release cannot
+ * be had (not packaged, no network, not root), with the reason in `reason`.
  */
 export function findContainerd(
   version: ContainerdVersion,
@@ -153,11 +198,9 @@ export function findContainerd(
     const bins = binsIn(override);
     return check(bins) ? { bins } : { bins: undefined, reason: `no containerd in ${override}` };
   }
-  if (version === "1.6") {
+  if (systemContainerdVersion() === version) {
     const bins = binsIn("/usr/bin");
-    return check(bins)
-      ? { bins }
-      : { bins: undefined, reason: "containerd 1.6 (Debian package containerd) not installed" };
+    if (check(bins)) return { bins };
   }
   const script = findRepositoryScript();
   if (!script) return { bins: undefined, reason: "scripts/fetch-containerd.sh not found" };
@@ -415,7 +458,7 @@ async function unmountAll(dir: string): Promise<void> {
  * `stop()`. Root only.
  */
 export async function startContainerd(options: StartContainerdOptions = {}): Promise<Containerd> {
-  const version = options.version ?? "1.6";
+  const version = options.version ?? systemContainerdVersion() ?? "1.6";
   const found = findContainerd(version);
   if (!found.bins) throw new Error(found.reason);
   const bins = found.bins;
@@ -439,7 +482,7 @@ export async function startContainerd(options: StartContainerdOptions = {}): Pro
     ),
   );
 
-  // runc's directory first (bookworm's runc; newer suites' runc needs a newer glibc), then the
+  // runc's directory first (the system's runc; newer suites' runc needs a newer glibc), then the
   // release's own shim and ctr, then the system.
   const env: NodeJS.ProcessEnv = {
     ...process.env,

@@ -11,9 +11,11 @@ export type {
 export {
   canRunContainerd,
   containerdSkipReason,
+  containerdVersionOf,
   findContainerd,
   mountsUnder,
   processesMentioning,
   runContainer,
   startContainerd,
+  systemContainerdVersion,
 } from "./containerd.js";

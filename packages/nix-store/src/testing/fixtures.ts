@@ -8,6 +8,17 @@ import { NIX_BASE32_ALPHABET } from "../store-path.js";
 import { type ExportEntry, exportStream } from "./nar.js";
 import { run } from "./run.js";
 
+/**
+ * Options for every `nix-build` of the test fixtures (and of the nix/ tests' stand-in nixpkgs,
+ * which repeat them). Their builders copy host programs (busybox, redis-server and its libraries)
+ * into the store with the host's `/bin/sh`, coreutils and patchelf: that is how they make
+ * realistic closures offline. A sandboxed build sees none of the host's `/usr` (Nix 2.26 on
+ * Debian 13 sandboxes by default, with `/bin/sh` bound to bash-static: `mkdir: command not
+ * found`), so these builds run unsandboxed, as every build does under Debian 12's nix.conf
+ * (`sandbox = false`). Root is a trusted user, so the option applies to its builds.
+ */
+export const HOST_BUILD_OPTIONS: readonly string[] = ["--option", "sandbox", "false"];
+
 /** Every fixture roots what it adds to the store under a unique directory below this one. */
 export const TEST_GC_ROOTS_PARENT = "/nix/var/nix/gcroots/nix-snapshotter-tests";
 
@@ -150,7 +161,15 @@ export async function createNixFixtures(options: NixFixturesOptions = {}): Promi
         await writeFile(file, await expression());
         const link = join(rootsDir, attribute);
         // nix-build holds temporary roots while it builds and creates the link before it exits.
-        await run(bin("nix-build"), [file, "--out-link", link, "--option", "substituters", ""]);
+        await run(bin("nix-build"), [
+          file,
+          "--out-link",
+          link,
+          "--option",
+          "substituters",
+          "",
+          ...HOST_BUILD_OPTIONS,
+        ]);
         return readlink(link);
       })();
       built.set(attribute, pending);
@@ -289,7 +308,7 @@ async function hostBusybox(): Promise<string> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Nix expressions. Builders are /bin/sh scripts run with sandboxing off (Debian's default) that
+// Nix expressions. Builders are /bin/sh scripts run with sandboxing off (HOST_BUILD_OPTIONS) that
 // copy host files into $out; dependencies are passed as attributes, so Nix sees them as inputs
 // and finds the store paths written into the outputs as references.
 

@@ -12,6 +12,7 @@ export type {
 export {
   createNixFixtures,
   findProgram,
+  HOST_BUILD_OPTIONS,
   nixE2eSkipReason,
   TEST_GC_ROOTS_PARENT,
 } from "./fixtures.js";

@@ -44,6 +44,17 @@ async function ensureMountpoint(path: string, source: string): Promise<void> {
 }
 
 /**
+ * mount(8)'s environment. util-linux >= 2.39 mounts through the new mount API, handing each option
+ * to fsconfig(2), which takes at most 256 bytes per string value: an overlay whose `lowerdir=`
+ * is longer (five absolute snapshot paths under /tmp already are) fails with "wrong fs type, bad
+ * option" on Debian 13 (util-linux 2.41). containerd calls mount(2), whose limit is the page the
+ * whole option string must fit in (see {@link compactOverlayOptions}); LIBMOUNT_FORCE_MOUNT2
+ * makes mount(8) do the same. Older util-linux (Debian 12's 2.38) uses mount(2) anyway and
+ * ignores the variable.
+ */
+const mountEnv = { ...process.env, LIBMOUNT_FORCE_MOUNT2: "always" };
+
+/**
  * Mounts what a snapshotter returned onto `target` with mount(8), as containerd would: the
  * first mount is the root filesystem, later ones with a `target` go below it.
  * `fuse3.<type>` mounts go through the `mount.fuse3` helper, as containerd's do. Needs root.
@@ -53,7 +64,9 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
     const destination = mount.target === undefined ? target : join(target, mount.target);
     if (mount.target !== undefined) await ensureMountpoint(destination, mount.source);
     if (mount.type === "bind") {
-      await run("mount", ["-o", mount.options.join(","), mount.source, destination]);
+      await run("mount", ["-o", mount.options.join(","), mount.source, destination], {
+        env: mountEnv,
+      });
     } else if (mount.type.startsWith("fuse3.") || mount.type.startsWith("fuse.")) {
       // As containerd does: the mount.fuse3 helper, one -o per option, the type after the prefix.
       const [prefix, ...rest] = mount.type.split(".");
@@ -67,7 +80,7 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
       await run(
         "mount",
         ["-t", mount.type, "-o", options.join(","), mount.source, destination],
-        cwd ? { cwd } : {},
+        cwd ? { cwd, env: mountEnv } : { env: mountEnv },
       );
     }
   }
