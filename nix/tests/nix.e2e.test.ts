@@ -13,6 +13,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { otherUsersStage } from "../../apps/nix-snapshotter/src/testing/other-users.js";
 
 const run = promisify(execFile);
 
@@ -21,6 +22,8 @@ const repo = resolve(testsDir, "../..");
 const nix2containerMain = join(repo, "apps/nix2container/dist/main.js");
 const daemonMain = join(repo, "apps/nix-snapshotter/dist/main.js");
 const gcRootsBase = "/nix/var/nix/gcroots/nix-snapshotter-tests";
+/** Node and the built apps where Nix build users can run them (the stand-in's nix-snapshotter). */
+const staged = otherUsersStage(repo);
 
 function hasProgram(path: string): boolean {
   return existsSync(path);
@@ -81,7 +84,7 @@ function nixString(value: string): string {
 
 /** `--arg`s shared by nix/tests/images.nix and nix/tests/modules.nix. */
 function baseArgs(): string[] {
-  return ["--argstr", "node", process.execPath, "--argstr", "repo", repo];
+  return ["--argstr", "node", staged.node, "--argstr", "repo", staged.repo];
 }
 
 /** The bin directory of a newer containerd from Debian's newer suites (cached), or undefined. */
@@ -963,7 +966,7 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
         expect(output).toMatch(/^hello from \/nix\/store\/[a-z0-9]{32}-busybox-fixture$/m);
 
         // services.preload-containerd imports the same archive with its generated program.
-        const imagesExpression = `import ${nixString(join(testsDir, "images.nix"))} { node = ${nixString(process.execPath)}; repo = ${nixString(repo)}; salt = ${nixString(salt)}; }`;
+        const imagesExpression = `import ${nixString(join(testsDir, "images.nix"))} { node = ${nixString(staged.node)}; repo = ${nixString(staged.repo)}; salt = ${nixString(salt)}; }`;
         const preload = join(gcRoots, "preload-containerd");
         await exec("nix-build", [
           join(testsDir, "modules.nix"),
