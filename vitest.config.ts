@@ -32,6 +32,9 @@ export default defineConfig({
             "apps/*/src/**/*.e2e.test.ts",
             "nix/tests/**/*.e2e.test.ts",
           ],
+          // Copies what other users run (Nix build users, the rootless user) where they can read
+          // it, for checkouts they cannot enter; removed after the run.
+          globalSetup: ["./scripts/stage-for-other-users.ts"],
           testTimeout: 300_000,
           hookTimeout: 600_000,
           // Real daemons on 2 cores: keep files from starving each other.

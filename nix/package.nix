@@ -2,9 +2,11 @@
 # (bin/nix2container), built from the pnpm workspace with Node 24.
 # passthru: buildImage, copyToRegistry, copyToContainerd (nix/build-image.nix).
 #
-# The pnpm dependencies are a fixed-output derivation: after pnpm-lock.yaml
-# changes, set `pnpmDepsHash` in nix/pnpm-deps-hash.nix to the hash Nix
-# reports (see docs/nix-interface.md, "Updating the dependency hash").
+# The pnpm dependencies are a fixed-output derivation whose hash
+# scripts/pnpm-deps-hash.sh computes into nix/pnpm-deps-hash.nix (CI checks
+# it is current for pnpm-lock.yaml). Override it with
+# `nix-snapshotter.override { pnpmDepsHash = "sha256-..."; }` if your nixpkgs'
+# pnpm stores it differently (docs/nix-interface.md, "The dependency hash").
 {
   lib,
   stdenv,
@@ -19,6 +21,8 @@
   # nixpkgs >= 25.11 has these at the top level; older ones under pnpm_10.
   fetchPnpmDeps ? pnpm_10.fetchDeps,
   pnpmConfigHook ? pnpm_10.configHook,
+  # The fixed-output hash of the pnpm store (fetchPnpmDeps, fetcherVersion 2).
+  pnpmDepsHash ? import ./pnpm-deps-hash.nix,
 }:
 let
   root = ../.;
@@ -48,6 +52,8 @@ let
         "pnpm-workspace.yaml"
         "tsconfig.base.json"
         "tsconfig.json"
+        # Every package's and app's tsup.config.ts imports it.
+        "tsup.base.ts"
         "packages"
         "apps"
         "bench"
@@ -64,7 +70,7 @@ stdenv.mkDerivation (finalAttrs: {
     inherit (finalAttrs) pname version src;
     pnpm = pnpm_10;
     fetcherVersion = 2;
-    hash = import ./pnpm-deps-hash.nix;
+    hash = pnpmDepsHash;
   };
 
   nativeBuildInputs = [

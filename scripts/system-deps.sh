@@ -8,7 +8,7 @@ set -euo pipefail
 
 packages=(
   containerd runc containernetworking-plugins
-  nix-bin
+  nix-bin nix-setup-systemd
   docker-registry skopeo apache2-utils
   busybox-static patchelf fuse-overlayfs jq iproute2 util-linux redis-server
   golang-github-containerd-containerd-dev golang-go

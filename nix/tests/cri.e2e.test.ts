@@ -30,11 +30,14 @@ import {
   testGcRootsParent,
   until,
 } from "../../apps/nix-snapshotter/src/testing/kubelet.js";
+import { otherUsersStage } from "../../apps/nix-snapshotter/src/testing/other-users.js";
 
 const run = promisify(execFile);
 const testsDir = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(testsDir, "../..");
 const nix2containerMain = join(repo, "apps/nix2container/dist/main.js");
+/** Node and the built apps where Nix build users can run them (the stand-in's nix2container). */
+const staged = otherUsersStage(repo);
 
 /** Appended to every nix-build: the stand-in nixpkgs builds with host programs (see nix.e2e.test.ts). */
 const hostBuildOptions = ["--option", "sandbox", "false"];
@@ -90,8 +93,8 @@ for (const [version, mountMode] of cases) {
       // resolvedByNix so that the store path is the reference.
       const expression = `let
     pkgs = import ${nixString(join(testsDir, "stand-in/pkgs.nix"))} {
-      node = ${nixString(process.execPath)};
-      repo = ${nixString(repo)};
+      node = ${nixString(staged.node)};
+      repo = ${nixString(staged.repo)};
     };
     busybox = pkgs.runCommand "busybox-fixture" { salt = ${nixString(nonce)}; } ''
       mkdir -p "$out/bin"

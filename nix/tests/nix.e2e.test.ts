@@ -5,7 +5,7 @@
 // by the real programs.
 import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, realpathSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -13,6 +13,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { otherUsersStage } from "../../apps/nix-snapshotter/src/testing/other-users.js";
 
 const run = promisify(execFile);
 
@@ -21,6 +22,8 @@ const repo = resolve(testsDir, "../..");
 const nix2containerMain = join(repo, "apps/nix2container/dist/main.js");
 const daemonMain = join(repo, "apps/nix-snapshotter/dist/main.js");
 const gcRootsBase = "/nix/var/nix/gcroots/nix-snapshotter-tests";
+/** Node and the built apps where Nix build users can run them (the stand-in's nix-snapshotter). */
+const staged = otherUsersStage(repo);
 
 function hasProgram(path: string): boolean {
   return existsSync(path);
@@ -84,13 +87,24 @@ async function execFailure(file: string, args: string[]): Promise<string> {
   throw new Error(`${file} ${args.join(" ")} succeeded but was expected to fail`);
 }
 
+/** The value with every object's keys sorted, as `jq --sort-keys` writes it. */
+function sortKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(sortKeys);
+  if (value === null || typeof value !== "object") return value;
+  return Object.fromEntries(
+    Object.keys(value)
+      .sort()
+      .map((key) => [key, sortKeys((value as Record<string, unknown>)[key])]),
+  );
+}
+
 function nixString(value: string): string {
   return JSON.stringify(value).replaceAll("${", "\\${");
 }
 
 /** `--arg`s shared by nix/tests/images.nix and nix/tests/modules.nix. */
 function baseArgs(): string[] {
-  return ["--argstr", "node", process.execPath, "--argstr", "repo", repo];
+  return ["--argstr", "node", staged.node, "--argstr", "repo", staged.repo];
 }
 
 /** The bin directory of a newer containerd from Debian's newer suites (cached), or undefined. */
@@ -299,6 +313,7 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
         "package.json",
         "pnpm-lock.yaml",
         "pnpm-workspace.yaml",
+        "tsup.base.ts",
         "apps/nix-snapshotter/package.json",
         "apps/nix2container/package.json",
         "packages/snapshotter/package.json",
@@ -623,6 +638,61 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
       expect(dump).toContain(line);
     }
   });
+
+  // What nix/tests/package-build.nix needs besides the stage: the pnpm package running the
+  // tests and its store (the seed of the stand-in fetcher, since no registry is reachable).
+  const packageBuildInputs = ((): { pnpmPackage: string; seedStore: string } | undefined => {
+    const which = spawnSync("sh", ["-c", "command -v pnpm"], { encoding: "utf8" });
+    const store = spawnSync("pnpm", ["store", "path"], { cwd: repo, encoding: "utf8" });
+    if (which.status !== 0 || store.status !== 0 || !existsSync("/usr/bin/jq")) return undefined;
+    // node_modules/.bin/pnpm -> ../pnpm/bin/pnpm.cjs
+    const pnpmPackage = dirname(dirname(realpathSync(which.stdout.trim())));
+    const storePath = store.stdout.trim();
+    return existsSync(join(pnpmPackage, "bin/pnpm.cjs")) && existsSync(storePath)
+      ? { pnpmPackage, seedStore: dirname(storePath) }
+      : undefined;
+  })();
+
+  it.skipIf(packageBuildInputs === undefined)(
+    "builds nix/package.nix for real: pnpm store fetch, offline install, tsup builds, production install, wrappers (skips without pnpm, its store or jq)",
+    async () => {
+      const inputs = packageBuildInputs as { pnpmPackage: string; seedStore: string };
+      const extra = [
+        "--argstr",
+        "pnpmPackage",
+        inputs.pnpmPackage,
+        "--argstr",
+        "seedStore",
+        inputs.seedStore,
+      ];
+      const out = await build("package-build.nix", "package", extra);
+      expect(out).toMatch(/^\/nix\/store\/[a-z0-9]{32}-nix-snapshotter-\d+\.\d+\.\d+$/);
+      // The wrappers run the apps from the package's own copy of the workspace.
+      const cliHelp = await exec(join(out, "bin/nix2container"), ["--help"]);
+      expect(cliHelp).toMatch(/^Usage: nix2container /);
+      const daemonHelp = await exec(join(out, "bin/nix-snapshotter"), ["--help"]);
+      expect(daemonHelp).toMatch(/^Usage: nix-snapshotter /);
+      const wrapper = await readFile(join(out, "bin/nix-snapshotter"), "utf8");
+      expect(wrapper).toContain(`${out}/lib/nix-snapshotter/apps/nix-snapshotter/dist/main.js`);
+      // The production install: the apps' dependencies, not the build tools.
+      const installed = await readdir(join(out, "lib/nix-snapshotter/node_modules/.pnpm"));
+      expect(installed.some((name) => name.startsWith("pino@"))).toBe(true);
+      expect(installed.filter((name) => /^(tsup|vitest|typescript|turbo)@/.test(name))).toEqual([]);
+      expect(existsSync(join(out, "lib/nix-snapshotter/apps/nix-snapshotter/src"))).toBe(false);
+
+      // The fetcher's output, as nixpkgs' leaves it.
+      const deps = await build("package-build.nix", "pnpmDeps", extra);
+      expect(await readFile(join(deps, ".fetcher-version"), "utf8")).toBe("2\n");
+      expect((await readdir(join(deps, "v10"))).sort()).toEqual(["files", "index"]);
+      const indexDir = join(deps, "v10/index");
+      const shard = (await readdir(indexDir))[0] as string;
+      const entry = (await readdir(join(indexDir, shard)))[0] as string;
+      const index = await readFile(join(indexDir, shard, entry), "utf8");
+      expect(index).not.toContain("checkedAt");
+      expect(index).toBe(`${JSON.stringify(sortKeys(JSON.parse(index)), null, 2)}\n`);
+    },
+    1_200_000,
+  );
 
   it("builds the rootless programs (bash, checked with shellcheck like nixpkgs' writeShellApplication)", async () => {
     const scripts = await build("modules.nix", "rootlessScripts", [
@@ -1095,7 +1165,7 @@ describe.skipIf(!hasNix || !isRoot || !hasContainerd)(
         expect(output).toMatch(/^hello from \/nix\/store\/[a-z0-9]{32}-busybox-fixture$/m);
 
         // services.preload-containerd imports the same archive with its generated program.
-        const imagesExpression = `import ${nixString(join(testsDir, "images.nix"))} { node = ${nixString(process.execPath)}; repo = ${nixString(repo)}; salt = ${nixString(salt)}; }`;
+        const imagesExpression = `import ${nixString(join(testsDir, "images.nix"))} { node = ${nixString(staged.node)}; repo = ${nixString(staged.repo)}; salt = ${nixString(salt)}; }`;
         const preload = join(gcRoots, "preload-containerd");
         await exec("nix-build", [
           join(testsDir, "modules.nix"),

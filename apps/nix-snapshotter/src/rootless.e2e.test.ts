@@ -29,6 +29,7 @@ import {
 } from "@nix-snapshotter/nix-store/testing";
 import { parse as parseToml } from "smol-toml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { otherUsersStage } from "./testing/other-users.js";
 
 /**
  * Rootless: an unprivileged user with subordinate ids runs scripts/rootless/start.sh, which starts
@@ -39,9 +40,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repository = join(here, "..", "..", "..");
-const startScript = join(repository, "scripts", "rootless", "start.sh");
-const nsenterScript = join(repository, "scripts", "rootless", "nsenter.sh");
-const mainScript = join(repository, "apps", "nix-snapshotter", "dist", "main.js");
+// What the user runs, from where the user can read it (the checkout may be closed to them).
+const staged = otherUsersStage(repository);
+const startScript = join(staged.repo, "scripts", "rootless", "start.sh");
+const nsenterScript = join(staged.repo, "scripts", "rootless", "nsenter.sh");
+const mainScript = join(staged.repo, "apps", "nix-snapshotter", "dist", "main.js");
 const user = "nixsnap-rootless";
 const hostPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -198,10 +201,10 @@ async function buildModulePrograms(
   const expression = join(directory, "module-programs.nix");
   await writeFile(
     expression,
-    `{ node, repo, containerdDir }:
+    `{ node, repo, checkout, containerdDir }:
 let
-  pkgs = import (repo + "/nix/tests/stand-in/pkgs.nix") { inherit node repo; };
-  evaluated = import (repo + "/nix/tests/modules.nix") {
+  pkgs = import (checkout + "/nix/tests/stand-in/pkgs.nix") { inherit node repo; };
+  evaluated = import (checkout + "/nix/tests/modules.nix") {
     inherit node repo;
     kind = "home";
     module = {
@@ -241,9 +244,12 @@ pkgs.runCommand "rootless-module-programs" {
       expression,
       "--argstr",
       "node",
-      process.execPath,
+      staged.node,
       "--argstr",
       "repo",
+      staged.repo,
+      "--argstr",
+      "checkout",
       repository,
       "--argstr",
       "containerdDir",
@@ -452,7 +458,7 @@ describe.skipIf(skip !== undefined)(
               XDG_CONFIG_HOME: join(home, "config"),
               NIX_DAEMON_SOCKET_PATH: nixDaemonSocket,
               CONTAINERD: bins?.containerd ?? "containerd",
-              NIX_SNAPSHOTTER: `${process.execPath} ${mainScript}`,
+              NIX_SNAPSHOTTER: `${staged.node} ${mainScript}`,
               NIX_SNAPSHOTTER_LOG_FORMAT: "json",
               ...configuration.env,
             };

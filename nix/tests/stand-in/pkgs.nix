@@ -5,7 +5,10 @@
 {
   # Absolute path of the host's node (Node >= 22.13).
   node,
-  # Absolute path of the repository (its apps/*/dist/main.js are run).
+  # Absolute path of a directory laid out like the repository whose
+  # apps/*/dist/main.js are run, by Nix build users too: the tests pass the
+  # copy scripts/stage-for-other-users.ts makes, since the checkout itself
+  # may be closed to them.
   repo,
   system ? builtins.currentSystem,
 }:
