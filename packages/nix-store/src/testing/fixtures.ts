@@ -150,7 +150,20 @@ export async function createNixFixtures(options: NixFixturesOptions = {}): Promi
         await writeFile(file, await expression());
         const link = join(rootsDir, attribute);
         // nix-build holds temporary roots while it builds and creates the link before it exits.
-        await run(bin("nix-build"), [file, "--out-link", link, "--option", "substituters", ""]);
+        // The builders copy host files (/usr/bin, /usr/lib), which a sandboxed build cannot see:
+        // sandboxing is off for them whatever the Nix default (off in Debian 12's Nix 2.8, on in
+        // newer Nix and NixOS). Root may change it, also through a daemon (a trusted user).
+        await run(bin("nix-build"), [
+          file,
+          "--out-link",
+          link,
+          "--option",
+          "substituters",
+          "",
+          "--option",
+          "sandbox",
+          "false",
+        ]);
         return readlink(link);
       })();
       built.set(attribute, pending);
@@ -289,7 +302,7 @@ async function hostBusybox(): Promise<string> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Nix expressions. Builders are /bin/sh scripts run with sandboxing off (Debian's default) that
+// Nix expressions. Builders are /bin/sh scripts run with sandboxing off (see `build` above) that
 // copy host files into $out; dependencies are passed as attributes, so Nix sees them as inputs
 // and finds the store paths written into the outputs as references.
 
