@@ -134,6 +134,22 @@ if [ -n "$host_summary" ]; then
   add_summary "$host_summary" "host" 0
 fi
 
+# Make the roots first, all at once (mostly downloads; minutes each on a fresh machine, nothing
+# once cached). A root that cannot be made fails its cells below, with the reason printed here.
+roots_started=$SECONDS
+suites=()
+for cell in "${cells[@]}"; do
+  suite="${cell%-daemon}"
+  [[ " ${suites[*]} " == *" $suite "* ]] || suites+=("$suite")
+done
+pids=()
+for suite in "${suites[@]}"; do
+  bash scripts/suite-root.sh path "$suite" >/dev/null &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid" || true; done
+echo "test-matrix: roots ${suites[*]} ready in $((SECONDS - roots_started)) s" >&2
+
 for cell in "${cells[@]}"; do
   case "$cell" in
     trixie | sid) suite="$cell" store=single-user ;;
