@@ -25,6 +25,11 @@ matrix_files=(packages/nix-store/src/nix-store.e2e.test.ts apps/nix-snapshotter/
 
 # --- Inside a suite root: one cell. ---------------------------------------------------------
 if [ "${1:-}" = "--inside" ]; then
+  # One cell at a time per root: two runs sharing a root share its store and daemon socket.
+  # flock -o holds the lock itself, so that no process left behind by a test keeps it.
+  if [ -z "${TEST_MATRIX_LOCKED:-}" ]; then
+    TEST_MATRIX_LOCKED=1 exec flock -o /nix/var/nix/test-matrix.lock bash "$0" "$@"
+  fi
   store="$2"
   summary="$3"
   # The root's own containerd is the only one this cell uses; other releases are absent here.
@@ -95,9 +100,26 @@ if [ "${1:-}" = "--host-summary" ]; then
 fi
 cells=("$@")
 [ "${#cells[@]}" -gt 0 ] || cells=(trixie sid sid-daemon trixie-daemon)
+for cell in "${cells[@]}"; do
+  case "$cell" in
+    trixie | sid | trixie-daemon | sid-daemon) ;;
+    *)
+      echo "test-matrix: unknown cell $cell (trixie, sid, sid-daemon, trixie-daemon)" >&2
+      exit 2
+      ;;
+  esac
+done
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "test-matrix: must run as root" >&2
+  exit 1
+fi
+
+# Inside a root, Node is the checkout's .toolchain Node 24 (a build from the npm registry runs on
+# any glibc >= 2.28); a system Node (Debian's links the machine's own libraries) would not run.
+if [ ! -x .toolchain/node_modules/.bin/node ]; then
+  echo "test-matrix: no .toolchain/node_modules/.bin/node in this checkout: install it with" >&2
+  echo "  npm install --no-save --prefix .toolchain node@24  (scripts/bootstrap.sh does when the system Node is older than 22)" >&2
   exit 1
 fi
 
