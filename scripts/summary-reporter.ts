@@ -1,7 +1,37 @@
+import { execFileSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import type { Reporter, TestModule } from "vitest/node";
 
+/** What one test run wrote to `NIX_SNAPSHOTTER_TEST_SUMMARY` (read by scripts/test-matrix.sh). */
+export interface RunSummary {
+  /** `nix-store --version`'s number (`2.8.0`), or `none` when no Nix was found. */
+  nix: string;
+  /** `daemon` with NIX_REMOTE=daemon, else `single-user` (the local store, no daemon). */
+  store: "daemon" | "single-user";
+  /** Where it ran: NIX_SNAPSHOTTER_SUITE (set inside a suite root), else `host`. */
+  where: string;
+  passed: number;
+  failed: number;
+  skipped: number;
+}
+
+function nixVersion(): string {
+  try {
+    const text = execFileSync("nix-store", ["--version"], {
+      encoding: "utf8",
+      timeout: 10_000,
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    return /\)\s+(\d+\.\d+(?:\.\d+)?)/.exec(text)?.[1] ?? "unknown";
+  } catch {
+    return "none";
+  }
+}
+
 // Prints one plain closing line, "N passed, N failed, N skipped", after the default reporter's
-// output, so that whoever reads the end of a CI log sees the totals over every project.
+// output, so that whoever reads the end of a CI log sees the totals over every project; the line
+// before it names the Nix the run used. With NIX_SNAPSHOTTER_TEST_SUMMARY set, it also writes
+// the figures as JSON to that file, for scripts/test-matrix.sh's closing lines.
 export default class SummaryReporter implements Reporter {
   onTestRunEnd(testModules: ReadonlyArray<TestModule>): void {
     let passed = 0;
@@ -16,6 +46,20 @@ export default class SummaryReporter implements Reporter {
       }
       if (testModule.state() === "failed" && testModule.children.size === 0) failed++;
     }
-    process.stdout.write(`\ntests: ${passed} passed, ${failed} failed, ${skipped} skipped\n`);
+    // Read from the test run's environment (not a build input: nothing for turbo to hash).
+    const env: NodeJS.ProcessEnv = process.env;
+    const summary: RunSummary = {
+      nix: nixVersion(),
+      store: env.NIX_REMOTE === "daemon" ? "daemon" : "single-user",
+      where: env.NIX_SNAPSHOTTER_SUITE || "host",
+      passed,
+      failed,
+      skipped,
+    };
+    const file = env.NIX_SNAPSHOTTER_TEST_SUMMARY;
+    if (file) writeFileSync(file, `${JSON.stringify(summary)}\n`);
+    process.stdout.write(
+      `\nnix ${summary.nix} (${summary.where}, ${summary.store})\ntests: ${passed} passed, ${failed} failed, ${skipped} skipped\n`,
+    );
   }
 }

@@ -16,6 +16,7 @@ packages=(
   shellcheck
   systemd python3-minimal
   uidmap rootlesskit slirp4netns acl
+  debootstrap
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -59,14 +59,25 @@ function importArguments(version: ContainerdVersion, archive: string): string[] 
     : ["images", "import", "--snapshotter", "nix", archive];
 }
 
-/** Targets of every GC root the daemon holds (`<gcRootsDir>/<owner>/<link>`). */
+/** `undefined` for a file or directory removed meanwhile (the daemon removes root sets). */
+const unlessGone = (error: NodeJS.ErrnoException): undefined => {
+  if (error.code === "ENOENT") return undefined;
+  throw error;
+};
+
+/**
+ * Targets of every GC root the daemon holds (`<gcRootsDir>/<owner>/<link>`). A root set the
+ * daemon removes while this reads it (containerd collecting a snapshot) counts as gone.
+ */
 async function rootedPaths(daemon: DaemonProcess): Promise<Set<string>> {
   const paths = new Set<string>();
   if (!existsSync(daemon.gcRootsDir)) return paths;
   for (const owner of await readdir(daemon.gcRootsDir)) {
     if (owner.startsWith(".")) continue;
-    for (const name of await readdir(join(daemon.gcRootsDir, owner))) {
-      paths.add(await readlink(join(daemon.gcRootsDir, owner, name)));
+    const names = await readdir(join(daemon.gcRootsDir, owner)).catch(unlessGone);
+    for (const name of names ?? []) {
+      const target = await readlink(join(daemon.gcRootsDir, owner, name)).catch(unlessGone);
+      if (target !== undefined) paths.add(target);
     }
   }
   return paths;

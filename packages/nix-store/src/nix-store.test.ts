@@ -174,6 +174,62 @@ describe("createNixStore: how Nix is called", () => {
     expect(args).not.toContain("--max-jobs");
   });
 
+  it("believes Nix over its version number: a setting Nix calls unknown is not used", async () => {
+    const warn = (name: string) =>
+      `@nix ${JSON.stringify({ action: "msg", level: 1, msg: `\u001b[35;1mwarning:\u001b[0m unknown setting '${name}'` })}`;
+    for (const [version, probeStderr, expected] of [
+      // A 2.24 that says it lacks max-substitution-jobs (a patched or mislabelled build).
+      [
+        "2.24.3",
+        `${warn("max-substitution-jobs")}\n${warn("nix-snapshotter-probe")}\n`,
+        "--max-jobs",
+      ],
+      // A 2.8 that knows it: only the made-up setting is unknown.
+      ["2.8.0", `${warn("nix-snapshotter-probe")}\n`, "max-substitution-jobs"],
+      // No evidence (nothing printed): the version decides.
+      ["2.8.0", "", "--max-jobs"],
+    ] as const) {
+      const { spawn, calls } = scriptedSpawn((call) => {
+        const answer = versionAnswer(version)(call);
+        if (answer !== undefined) return answer;
+        if (call.args.includes("nix-snapshotter-probe")) return { stderr: probeStderr };
+        return {};
+      });
+      const store = createNixStore({
+        spawn,
+        gcRootsDir: join(dir, "roots"),
+        gcLockShortcut: false,
+      });
+      await store.realise([good]);
+      const realise = calls.filter((call) => call.args[0] === "--realise");
+      expect(realise).toHaveLength(1);
+      expect(realise[0]!.args).toContain(expected);
+      expect(await store.features()).toMatchObject({
+        maxSubstitutionJobs: expected === "max-substitution-jobs",
+      });
+    }
+  });
+
+  it("reads progress from the plain log when Nix does not write JSON", async () => {
+    const { spawn } = scriptedSpawn((call) => {
+      const version = versionAnswer("2.8.0")(call);
+      if (version !== undefined) return version;
+      if (call.args[0] === "--realise") {
+        return { stderr: `copying path '${good}' from 'http://127.0.0.1:1'...\n` };
+      }
+      return {};
+    });
+    const store = createNixStore({ spawn, gcRootsDir: join(dir, "roots"), gcLockShortcut: false });
+    const events: unknown[] = [];
+    const result = await store.realise([good], { onProgress: (event) => events.push(event) });
+    expect(result.substituted).toEqual([good]);
+    expect(events[0]).toEqual({
+      type: "substitute-start",
+      storePath: good,
+      substituter: "http://127.0.0.1:1",
+    });
+  });
+
   it("reports which paths failed, with Nix's stderr, and drops the roots it created", async () => {
     const { spawn } = scriptedSpawn((call) => {
       const version = versionAnswer("2.8.0")(call);
@@ -246,7 +302,12 @@ describe("createNixStore: how Nix is called", () => {
       gcRootsDir: join(dir, "roots"),
     });
     expect((await store.realise([good])).alreadyValid).toEqual([]);
-    expect(calls.map((call) => call.args[0])).toEqual(["--version", "--realise"]);
+    // The version, the feature probe (a validity check of a made-up path), then one realise.
+    expect(calls.map((call) => call.args[0])).toEqual([
+      "--version",
+      "--check-validity",
+      "--realise",
+    ]);
   });
 
   it("maps a missing nix-store to FailedPrecondition", async () => {

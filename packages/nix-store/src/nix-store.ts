@@ -12,7 +12,14 @@ import {
 } from "./gc-roots.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { NixLogParser, parsePlainLogLine, type RealiseProgress } from "./nix-log.js";
-import { type NixFeatures, type NixVersion, nixFeatures, parseNixVersion } from "./nix-version.js";
+import {
+  detectNixFeatures,
+  featureProbeArgs,
+  type NixFeatures,
+  type NixVersion,
+  nixFeatures,
+  parseNixVersion,
+} from "./nix-version.js";
 import { defaultSpawn, type RunProcessResult, runProcess, type SpawnHook } from "./run-process.js";
 import {
   DEFAULT_STORE_DIR,
@@ -186,6 +193,31 @@ export function createNixStore(options: NixStoreOptions = {}): NixStore {
       versionPromise = undefined;
     });
     return versionPromise;
+  };
+
+  let featuresPromise: Promise<NixFeatures> | undefined;
+  /** The version's expectations, corrected by one probe of Nix itself (see nix-version.ts). */
+  const features = () => {
+    featuresPromise ??= (async () => {
+      const prior = nixFeatures(await version());
+      const result = await runProcess({
+        spawn,
+        command: nixStoreCommand,
+        args: featureProbeArgs(storeDir),
+        description: "nix-store feature probe",
+        env,
+      });
+      const detected = detectNixFeatures(prior, {
+        exitCode: result.exitCode,
+        stderr: result.stderrTail,
+      });
+      logger.debug({ prior, detected }, "nix features");
+      return detected;
+    })();
+    featuresPromise.catch(() => {
+      featuresPromise = undefined;
+    });
+    return featuresPromise;
   };
 
   const optionArgs = (extra: Readonly<Record<string, string>> = {}) => {
@@ -395,11 +427,11 @@ export function createNixStore(options: NixStoreOptions = {}): NixStore {
   }
 
   async function realiseWithNix(allPaths: string[], realiseOptions: RealiseOptions) {
-    const [nixVersion, features] = await Promise.all([version(), version().then(nixFeatures)]);
     const invalid = await invalidUnderGcLock(allPaths, realiseOptions);
     const paths = invalid === undefined ? allPaths : allPaths.filter((path) => invalid.has(path));
     const alreadyValid = invalid === undefined ? [] : allPaths.filter((path) => !invalid.has(path));
     if (paths.length === 0) return { substituted: [], built: [], alreadyValid };
+    const [nixVersion, nixFeatureSet] = await Promise.all([version(), features()]);
     const substituted = new Set<string>();
     const built = new Set<string>();
     const onEvent = (event: RealiseProgress) => {
@@ -408,10 +440,10 @@ export function createNixStore(options: NixStoreOptions = {}): NixStore {
       realiseOptions.onProgress?.(event);
     };
     const parser = new NixLogParser(onEvent);
-    const jobArgs = features.maxSubstitutionJobs
+    const jobArgs = nixFeatureSet.maxSubstitutionJobs
       ? ["--option", "max-substitution-jobs", String(substitutionJobs)]
       : ["--max-jobs", String(substitutionJobs)];
-    const logArgs = features.internalJsonLog ? ["--log-format", "internal-json"] : [];
+    const logArgs = nixFeatureSet.internalJsonLog ? ["--log-format", "internal-json"] : [];
     const failures: NixStoreError[] = [];
     for (const chunk of chunkByBytes(paths)) {
       const description = `realise of ${chunk.length} store path(s)`;
@@ -429,13 +461,13 @@ export function createNixStore(options: NixStoreOptions = {}): NixStore {
         {
           signal: realiseOptions.signal,
           timeoutMs: realiseOptions.timeoutMs,
-          onStderrLine: features.internalJsonLog
-            ? (line) => parser.line(line)
-            : (line) => {
-                parser.line(line);
-                const event = parsePlainLogLine(line);
-                if (event !== undefined) onEvent(event);
-              },
+          // JSON entries when Nix writes them, else the plain log: whichever Nix really prints.
+          onStderrLine: (line) => {
+            parser.line(line);
+            if (line.startsWith("@nix ")) return;
+            const event = parsePlainLogLine(line);
+            if (event !== undefined) onEvent(event);
+          },
         },
       ).catch((error: unknown) => {
         if (isNixStoreError(error) && parser.stderrTail !== "") {
@@ -629,7 +661,7 @@ export function createNixStore(options: NixStoreOptions = {}): NixStore {
     gcRootsDir,
     parseStorePath: (path) => parseStorePath(path, pathOptions),
     version,
-    features: () => version().then(nixFeatures),
+    features,
     async isValid(paths) {
       const list = typeof paths === "string" ? [paths] : paths;
       const parsed = parseStorePaths(list, pathOptions);

@@ -24,7 +24,8 @@ export interface BinaryCache {
   /** The cache directory. */
   readonly dir: string;
   /**
-   * Settings for Nix to use only this cache, unsigned, without cached "not in the cache" answers:
+   * Settings for Nix to use only this cache (`<url>?trusted=1`), unsigned, without cached "not in
+   * the cache" answers, also through a nix-daemon:
    * pass as `nixOptions` to `createNixStore` or `realise`.
    */
   readonly nixOptions: Readonly<Record<string, string>>;
@@ -110,7 +111,12 @@ export async function serveBinaryCache(
     url,
     dir,
     nixOptions: {
-      substituters: url,
+      // `?trusted=1` marks this cache's unsigned paths acceptable. `require-sigs false` alone is
+      // not enough through a nix-daemon: Nix 2.34's daemon opens its store before the client's
+      // settings arrive and keeps its own require-sigs (seen: "ignoring substitute ... not
+      // signed by any of the keys in 'trusted-public-keys'"); a substituter's own `trusted`
+      // flag travels with its URL. Nix 2.8 and 2.26 accept the flag too.
+      substituters: `${url}?trusted=1`,
       "require-sigs": "false",
       "narinfo-cache-negative-ttl": "0",
     },
