@@ -1,5 +1,12 @@
 import { chmod, lstat, mkdir, rm } from "node:fs/promises";
-import { createServer, type Http2Server, type ServerHttp2Session } from "node:http2";
+import {
+  createServer,
+  type Http2Server,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type OutgoingHttpHeaders,
+  type ServerHttp2Session,
+} from "node:http2";
 import { connect } from "node:net";
 import { dirname } from "node:path";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
@@ -12,6 +19,68 @@ export interface GrpcServerOptions {
   routes: (router: ConnectRouter) => void;
   interceptors?: Interceptor[];
   logger: Logger;
+}
+
+/**
+ * Largest request message read, in bytes, after decompression: grpc-go's default for a server
+ * (4 MiB). containerd's own clients send up to 16 MiB, but nothing they send us comes near 4 MiB
+ * (a snapshot's labels are bounded to 1 MiB); a larger or an inflating message is refused with
+ * ResourceExhausted before it is parsed (connect reads the envelope's length first, and inflates
+ * with zlib's `maxOutputLength` set to this bound).
+ */
+export const maxReceiveMessageBytes = 4 * 1024 * 1024;
+
+/**
+ * Longest status message sent, in characters (before percent-encoding). A longer one is cut:
+ * trailers must fit the peer's header limits, or the client gets a reset stream (seen:
+ * FRAME_SIZE_ERROR for a 1 MiB message) instead of a gRPC status.
+ */
+export const maxStatusMessageLength = 1024;
+
+const grpcStatusInternal = "13";
+const grpcStatusInvalidArgument = "3";
+
+/** `grpc-status` / `grpc-message` as sent: parse failures become InvalidArgument, long messages are cut. */
+export function boundStatus(headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  const encoded = headers["grpc-message"];
+  if (typeof encoded !== "string") return headers;
+  let message: string;
+  try {
+    message = decodeURIComponent(encoded);
+  } catch {
+    message = encoded;
+  }
+  let status = headers["grpc-status"];
+  // connect reports a request it cannot decode (malformed protobuf, invalid UTF-8 in a string
+  // field) as Internal ("parse binary: ..."): the fault is the caller's.
+  if (String(status) === grpcStatusInternal && message.startsWith("parse binary:")) {
+    status = grpcStatusInvalidArgument;
+    message = `malformed request message: ${message.slice("parse binary:".length).trim()}`;
+  }
+  if (message.length > maxStatusMessageLength) {
+    message = `${message.slice(0, maxStatusMessageLength)}... (${message.length} characters)`;
+  }
+  return { ...headers, "grpc-status": status, "grpc-message": encodeURIComponent(message) };
+}
+
+/** Passes the gRPC status of every response through {@link boundStatus}. */
+function boundStatuses(
+  handler: (request: Http2ServerRequest, response: Http2ServerResponse) => void,
+): (request: Http2ServerRequest, response: Http2ServerResponse) => void {
+  return (request, response) => {
+    const addTrailers = response.addTrailers.bind(response);
+    response.addTrailers = (headers: OutgoingHttpHeaders) => addTrailers(boundStatus(headers));
+    const writeHead = response.writeHead.bind(response) as (
+      status: number,
+      headers?: OutgoingHttpHeaders,
+    ) => Http2ServerResponse;
+    response.writeHead = ((status: number, headers?: OutgoingHttpHeaders) =>
+      writeHead(
+        status,
+        headers === undefined ? headers : boundStatus(headers),
+      )) as typeof response.writeHead;
+    handler(request, response);
+  };
 }
 
 export interface GrpcServer {
@@ -84,9 +153,10 @@ export async function listenGrpc(options: GrpcServerOptions): Promise<GrpcServer
     grpc: true,
     grpcWeb: false,
     connect: false,
+    readMaxBytes: maxReceiveMessageBytes,
     ...(options.interceptors ? { interceptors: options.interceptors } : {}),
   });
-  const server: Http2Server = createServer({}, handler);
+  const server: Http2Server = createServer({}, boundStatuses(handler));
   const sessions = new Set<ServerHttp2Session>();
   server.on("session", (session) => {
     sessions.add(session);

@@ -121,6 +121,27 @@ describe.skipIf(skip !== "")(`hostile nix:0 archives through the daemon ${skip}`
     expect(roots.filter((name) => name.startsWith("cri-image-"))).toEqual([]);
   });
 
+  it("answers a 1 MiB nix:0 reference with a small InvalidArgument status", async () => {
+    for (const image of [
+      `nix:0/nix/store/${"a".repeat(1024 * 1024)}`,
+      `nix:0/nix/store/${"0".repeat(32)}-${"a".repeat(1024 * 1024)}.tar`,
+    ]) {
+      const error = await images.pullImage({ image: { image } }).then(
+        () => undefined,
+        (caught: unknown) => ConnectError.from(caught),
+      );
+      expect(error?.code).toBe(Code.InvalidArgument);
+      expect(error!.rawMessage.length).toBeLessThan(2048);
+      const status = await images.imageStatus({ image: { image } }).then(
+        () => undefined,
+        (caught: unknown) => ConnectError.from(caught),
+      );
+      expect(status?.code).toBe(Code.InvalidArgument);
+    }
+    // The daemon still answers.
+    expect((await createClient(Health, daemon.transport).check({})).status).toBe(1);
+  });
+
   it("refuses a store path linking to a valid archive outside the store", async () => {
     const outside = join(work, "outside.tar");
     await writeFile(
