@@ -51,7 +51,10 @@ export interface Daemon {
  * Runs the built daemon (apps/nix-snapshotter/dist/main.js) with a private config, root, socket
  * and GC roots directory, and waits until its socket accepts connections.
  */
-export async function startDaemon(mountMode: "bind" | "hardlink"): Promise<Daemon> {
+export async function startDaemon(
+  mountMode: "bind" | "hardlink",
+  options: { env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {},
+): Promise<Daemon> {
   const entry = join(repositoryRoot, "apps", "nix-snapshotter", "dist", "main.js");
   if (!existsSync(entry)) throw new Error(`${entry} missing: run pnpm build`);
   const dir = await mkdtemp(join(tmpdir(), `bench-daemon-${mountMode}-`));
@@ -75,10 +78,14 @@ export async function startDaemon(mountMode: "bind" | "hardlink"): Promise<Daemo
   );
   const logPath = join(dir, "daemon.log");
   const logFd = openSync(logPath, "a");
-  const child = spawn(process.execPath, [entry, "-c", configPath, "-l", "warn"], {
-    env: { ...process.env, NIX_SNAPSHOTTER_LOG_FORMAT: "json" },
-    stdio: ["ignore", logFd, logFd],
-  });
+  const child = spawn(
+    process.execPath,
+    [...(options.nodeArgs ?? []), entry, "-c", configPath, "-l", "warn"],
+    {
+      env: { ...process.env, NIX_SNAPSHOTTER_LOG_FORMAT: "json", ...options.env },
+      stdio: ["ignore", logFd, logFd],
+    },
+  );
   closeSync(logFd);
   let exited = false;
   const exit = new Promise<void>((resolve) =>

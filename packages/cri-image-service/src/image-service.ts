@@ -1,4 +1,4 @@
-import { lstat, readFile } from "node:fs/promises";
+import { lstat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
@@ -17,7 +17,13 @@ import {
   Label,
 } from "@nix-snapshotter/containerd-client";
 import type { NixStore } from "@nix-snapshotter/nix-store";
-import { type ArchiveImage, loadArchiveImage } from "@nix-snapshotter/oci";
+import {
+  type ArchiveImage,
+  type ArchiveLimits,
+  loadArchiveFile,
+  OciError,
+  resolveArchiveLimits,
+} from "@nix-snapshotter/oci";
 import type { Logger } from "pino";
 import { ImageServiceError, toConnectError } from "./errors.js";
 import { filesystemUsage } from "./image-fs-info.js";
@@ -41,7 +47,25 @@ export interface ImageServiceOptions {
   criSyncTimeoutMs?: number;
   /** Deadline of forwarded calls when the caller gave none (ms). Default 120 000. */
   defaultTimeoutMs?: number;
+  /** Bounds on a `nix:0` archive (default {@link nixArchiveLimits}). */
+  archiveLimits?: Partial<ArchiveLimits>;
 }
+
+const mebibyte = 1024 * 1024;
+
+/**
+ * Bounds on a `nix:0` image archive: 128 MiB for the archive, its decompressed stream and any one
+ * entry; 4 MiB JSON documents; 65 536 entries. A nix image is metadata plus a small mountpoint
+ * layer (and a base image's layers with `--from-image`). The archive is held in memory while it
+ * is imported, so the decompressed bound is also about the memory one pull may take.
+ */
+export const nixArchiveLimits: Readonly<ArchiveLimits> = Object.freeze(
+  resolveArchiveLimits({
+    maxArchiveBytes: 128 * mebibyte,
+    maxUncompressedBytes: 128 * mebibyte,
+    maxEntryBytes: 128 * mebibyte,
+  }),
+);
 
 /** The service, ready for `router.service(ImageService, service.impl)`. */
 export interface CriImageService {
@@ -82,6 +106,7 @@ export function createImageService(options: ImageServiceOptions): CriImageServic
   const criSyncTimeoutMs = options.criSyncTimeoutMs ?? 30_000;
   const defaultTimeoutMs = options.defaultTimeoutMs ?? 120_000;
   const pulling = new Map<string, Promise<string>>();
+  const archiveLimits = resolveArchiveLimits({ ...nixArchiveLimits, ...options.archiveLimits });
 
   const callOptions = (context: HandlerContext | undefined, timeout = true): CallOptions => {
     const remaining = context?.timeoutMs();
@@ -129,10 +154,22 @@ export function createImageService(options: ImageServiceOptions): CriImageServic
     try {
       let archive: ArchiveImage;
       try {
-        archive = loadArchiveImage(await readFile(reference.storePath));
+        // A regular file only (never a link out of the store, a device or a FIFO), bounded, read
+        // as a stream that stops when the caller cancels.
+        archive = await loadArchiveFile(reference.storePath, {
+          limits: archiveLimits,
+          ...(signal ? { signal } : {}),
+        });
       } catch (error) {
+        if (signal?.aborted === true) {
+          throw new ImageServiceError("Canceled", `pull of "${reference.name}" canceled`, {
+            cause: error,
+          });
+        }
         throw new ImageServiceError(
-          "InvalidArgument",
+          error instanceof OciError && error.code === "FailedPrecondition"
+            ? "FailedPrecondition"
+            : "InvalidArgument",
           `store path "${reference.storePath}" is not an image archive: ${(error as Error).message}`,
           { cause: error },
         );

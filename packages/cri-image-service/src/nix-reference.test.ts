@@ -26,6 +26,25 @@ describe("parseNixImageReference", () => {
     expect((caught as Error).message).toContain("reference");
   });
 
+  it("quotes a 1 MiB reference truncated in its error", () => {
+    for (const reference of [
+      `nix:0/nix/store/${"a".repeat(1024 * 1024)}`,
+      `nix:0${storePath}${"/x".repeat(512 * 1024)}`,
+      `nix:0${storePath}:${"t".repeat(1024 * 1024)}`,
+    ]) {
+      let caught: unknown;
+      try {
+        parseNixImageReference(reference, "/nix/store");
+      } catch (error) {
+        caught = error;
+      }
+      expect((caught as ImageServiceError).code).toBe("InvalidArgument");
+      const message = (caught as Error).message;
+      expect(message.length).toBeLessThan(600);
+      expect(message).toContain(`(${reference.length} characters)`);
+    }
+  });
+
   it("honours a custom store directory", () => {
     const custom = `/srv/store/${hash}-nix-image-hello.tar`;
     expect(parseNixImageReference(`nix:0${custom}`, "/srv/store").storePath).toBe(custom);

@@ -1,5 +1,11 @@
 import { basename } from "node:path";
-import { defaultTag, nixReferencePrefix, OciError, parseReference } from "@nix-snapshotter/oci";
+import {
+  defaultTag,
+  nixReferencePrefix,
+  OciError,
+  parseReference,
+  quoteTruncated,
+} from "@nix-snapshotter/oci";
 import { ImageServiceError } from "./errors.js";
 
 /** A validated `nix:0` image reference. */
@@ -31,33 +37,35 @@ export function parseNixImageReference(reference: string, storeDir: string): Nix
   } catch (error) {
     throw new ImageServiceError(
       "InvalidArgument",
-      error instanceof OciError ? error.message : `reference "${reference}": ${String(error)}`,
+      error instanceof OciError
+        ? error.message
+        : `reference ${quoteTruncated(reference)}: ${String(error)}`,
       { cause: error },
     );
   }
   if (parsed.kind !== "nix") {
     throw new ImageServiceError(
       "InvalidArgument",
-      `reference "${reference}": not a nix:0 reference`,
+      `reference ${quoteTruncated(reference)}: not a nix:0 reference`,
     );
   }
   if (parsed.digest !== undefined) {
     throw new ImageServiceError(
       "InvalidArgument",
-      `reference "${reference}": nix:0 references take no digest (the store path is the content address)`,
+      `reference ${quoteTruncated(reference)}: nix:0 references take no digest (the store path is the content address)`,
     );
   }
   if (parsed.tag !== undefined && parsed.tag !== defaultTag) {
     throw new ImageServiceError(
       "InvalidArgument",
-      `reference "${reference}": nix:0 references take no tag but "${defaultTag}"`,
+      `reference ${quoteTruncated(reference)}: nix:0 references take no tag but "${defaultTag}"`,
     );
   }
   for (const component of parsed.storePath.slice(1).split("/")) {
     if (!pathComponent.test(component)) {
       throw new ImageServiceError(
         "InvalidArgument",
-        `reference "${reference}": "${component}" is not a lower-case image name component (containerd's CRI could not resolve it)`,
+        `reference ${quoteTruncated(reference)}: ${quoteTruncated(component)} is not a lower-case image name component (containerd's CRI could not resolve it)`,
       );
     }
   }

@@ -1,6 +1,7 @@
 import { Annotation } from "./annotations.js";
+import { defaultArchiveLimits, limitExceeded } from "./archive-limits.js";
 import { decompress, detectCompression } from "./compression.js";
-import { type Digest, digestHex, sha256Digest, verifyBlob } from "./digest.js";
+import { type Digest, digestHex, parseDigest, sha256Digest, verifyBlob } from "./digest.js";
 import { invalidArgument, OciError } from "./errors.js";
 import { isIndexMediaType, isManifestMediaType, layerMediaType, MediaType } from "./media-types.js";
 import { familiarReference, type ParseReferenceOptions, parseReference } from "./reference.js";
@@ -160,14 +161,18 @@ export function writeOciArchive(options: WriteOciArchiveOptions): Buffer {
 export interface ArchiveContents {
   /** Regular files by normalised name; links appear under their own names too. */
   files: Map<string, Buffer>;
+  /** sha256 of files, when computed while reading (streaming reader). */
+  digests?: Map<string, Digest>;
   layout?: ImageLayout;
   index?: Index;
   dockerManifest?: DockerManifestEntry[];
 }
 
 /**
- * Reads an OCI layout or docker-archive tarball (itself optionally gzip or zstd compressed).
- * Hostile entries (absolute names, `..`, links escaping the archive) are rejected.
+ * Reads an OCI layout or docker-archive tarball (itself optionally gzip or zstd compressed) held in
+ * memory. Hostile entries (absolute names, `..`, links escaping the archive) are rejected.
+ * Decompression here is synchronous: for files, prefer `readArchiveFile`, which streams and
+ * enforces {@link ArchiveLimits}.
  */
 export function readArchive(data: Uint8Array): ArchiveContents {
   const tar = detectCompression(data) === "none" ? data : decompress(data);
@@ -181,13 +186,30 @@ export function readArchive(data: Uint8Array): ArchiveContents {
     else if (entry.type === "other")
       throw invalidArgument(`archive entry "${entry.name}": unsupported type "${entry.typeflag}"`);
   }
+  return archiveContents(files, links);
+}
+
+/**
+ * Resolves links to files, parses `oci-layout`, `index.json` and `manifest.json`. `digests`, when
+ * given, holds the sha256 of files computed while they were read (so loading need not hash again).
+ */
+export function archiveContents(
+  files: Map<string, Buffer>,
+  links: ReadonlyMap<string, string>,
+  digests?: Map<string, Digest>,
+): ArchiveContents {
   for (const [name] of links) {
     let target = name;
     for (let hops = 0; hops < 40 && links.has(target); hops++) target = links.get(target)!;
     const file = files.get(target);
-    if (file !== undefined) files.set(name, file);
+    if (file !== undefined) {
+      files.set(name, file);
+      const digest = digests?.get(target);
+      if (digest !== undefined) digests?.set(name, digest);
+    }
   }
   const contents: ArchiveContents = { files };
+  if (digests !== undefined) contents.digests = digests;
   const layout = files.get("oci-layout");
   if (layout !== undefined) contents.layout = validateImageLayout(parseJson(layout, "oci-layout"));
   const index = files.get("index.json");
@@ -227,17 +249,49 @@ export interface ArchiveImage {
 export interface LoadImageOptions {
   /** With several images in the archive, the platform to select. */
   platform?: Pick<Platform, "architecture" | "os">;
+  /** Bound on an index, manifest or config document (default {@link defaultArchiveLimits}). */
+  maxMetadataBytes?: number;
 }
 
-function fileOfBlob(contents: ArchiveContents, descriptor: Descriptor, what: string): Buffer {
-  const data = contents.files.get(blobPath(descriptor.digest));
+/** Verifies `data` against `expected`, using the digest computed while reading when there is one. */
+function verify(data: Buffer, expected: Descriptor, known: Digest | undefined): void {
+  if (known === undefined) {
+    verifyBlob(data, expected);
+    return;
+  }
+  const digest = parseDigest(expected.digest);
+  if (data.byteLength !== expected.size) {
+    throw new OciError(
+      "DataLoss",
+      `blob ${digest}: size ${data.byteLength} does not match expected size ${expected.size}`,
+    );
+  }
+  if (known !== digest)
+    throw new OciError("DataLoss", `blob ${digest}: content has digest ${known}`);
+}
+
+function fileOfBlob(
+  contents: ArchiveContents,
+  descriptor: Descriptor,
+  what: string,
+  maxBytes = Number.POSITIVE_INFINITY,
+): Buffer {
+  const path = blobPath(descriptor.digest);
+  const data = contents.files.get(path);
   if (data === undefined)
     throw new OciError("NotFound", `archive: ${what} ${descriptor.digest} missing`);
-  verifyBlob(data, descriptor);
+  if (data.byteLength > maxBytes)
+    throw limitExceeded(`archive: ${what} ${descriptor.digest}`, "maxMetadataBytes", maxBytes);
+  verify(data, descriptor, contents.digests?.get(path));
   return data;
 }
 
-function archiveFile(contents: ArchiveContents, path: string, what: string): Buffer {
+function archiveFile(
+  contents: ArchiveContents,
+  path: string,
+  what: string,
+  maxBytes = Number.POSITIVE_INFINITY,
+): { data: Buffer; digest: Digest } {
   const normalized = path
     .split("/")
     .filter((segment) => segment !== "" && segment !== ".")
@@ -247,7 +301,9 @@ function archiveFile(contents: ArchiveContents, path: string, what: string): Buf
   }
   const data = contents.files.get(normalized);
   if (data === undefined) throw new OciError("NotFound", `archive: ${what} "${path}" missing`);
-  return data;
+  if (data.byteLength > maxBytes)
+    throw limitExceeded(`archive: ${what} "${path}"`, "maxMetadataBytes", maxBytes);
+  return { data, digest: contents.digests?.get(normalized) ?? sha256Digest(data) };
 }
 
 function matchesPlatform(descriptor: Descriptor, platform: LoadImageOptions["platform"]): boolean {
@@ -259,6 +315,7 @@ function matchesPlatform(descriptor: Descriptor, platform: LoadImageOptions["pla
 }
 
 function loadOci(contents: ArchiveContents, index: Index, options: LoadImageOptions): ArchiveImage {
+  const maxMetadata = options.maxMetadataBytes ?? defaultArchiveLimits.maxMetadataBytes;
   let candidates = index.manifests.filter((descriptor) =>
     matchesPlatform(descriptor, options.platform),
   );
@@ -281,16 +338,18 @@ function loadOci(contents: ArchiveContents, index: Index, options: LoadImageOpti
     ];
     const descriptor = candidates[0]!;
     if (isIndexMediaType(descriptor.mediaType)) {
-      const child = validateIndex(parseJson(fileOfBlob(contents, descriptor, "index"), "index"));
+      const child = validateIndex(
+        parseJson(fileOfBlob(contents, descriptor, "index", maxMetadata), "index"),
+      );
       candidates = child.manifests.filter((item) => matchesPlatform(item, options.platform));
       continue;
     }
     if (!isManifestMediaType(descriptor.mediaType)) {
       throw invalidArgument(`archive: unsupported manifest media type "${descriptor.mediaType}"`);
     }
-    const manifestBlob = fileOfBlob(contents, descriptor, "manifest");
+    const manifestBlob = fileOfBlob(contents, descriptor, "manifest", maxMetadata);
     const manifest = validateManifest(parseJson(manifestBlob, `manifest ${descriptor.digest}`));
-    const configBlob = fileOfBlob(contents, manifest.config, "config");
+    const configBlob = fileOfBlob(contents, manifest.config, "config", maxMetadata);
     const config = validateImageConfig(parseJson(configBlob, `config ${manifest.config.digest}`));
     const layers = manifest.layers.map((layer) => ({
       descriptor: layer,
@@ -315,20 +374,30 @@ function loadOci(contents: ArchiveContents, index: Index, options: LoadImageOpti
   throw invalidArgument("archive: indexes nested too deeply");
 }
 
-function loadDocker(contents: ArchiveContents, entries: DockerManifestEntry[]): ArchiveImage {
+function loadDocker(
+  contents: ArchiveContents,
+  entries: DockerManifestEntry[],
+  options: LoadImageOptions,
+): ArchiveImage {
+  const maxMetadata = options.maxMetadataBytes ?? defaultArchiveLimits.maxMetadataBytes;
   if (entries.length !== 1) {
     throw invalidArgument(
       `archive: manifest.json lists ${entries.length} images; exactly one is supported`,
     );
   }
   const entry = entries[0]!;
-  const configBlob = archiveFile(contents, entry.Config, "config");
+  const { data: configBlob, digest: configDigest } = archiveFile(
+    contents,
+    entry.Config,
+    "config",
+    maxMetadata,
+  );
   const config = validateImageConfig(parseJson(configBlob, `config "${entry.Config}"`));
   const layers = entry.Layers.map((path) => {
-    const data = archiveFile(contents, path, "layer");
+    const { data, digest } = archiveFile(contents, path, "layer");
     const descriptor: Descriptor = {
       mediaType: layerMediaType(detectCompression(data)),
-      digest: sha256Digest(data),
+      digest,
       size: data.byteLength,
     };
     return { descriptor, data };
@@ -343,7 +412,7 @@ function loadDocker(contents: ArchiveContents, entries: DockerManifestEntry[]): 
     mediaType: MediaType.ImageManifest,
     config: {
       mediaType: MediaType.ImageConfig,
-      digest: sha256Digest(configBlob),
+      digest: configDigest,
       size: configBlob.byteLength,
     },
     layers: layers.map((layer) => layer.descriptor),
@@ -375,5 +444,5 @@ export function loadArchiveImage(
 ): ArchiveImage {
   const contents = data instanceof Uint8Array ? readArchive(data) : data;
   if (contents.index !== undefined) return loadOci(contents, contents.index, options);
-  return loadDocker(contents, contents.dockerManifest ?? []);
+  return loadDocker(contents, contents.dockerManifest ?? [], options);
 }

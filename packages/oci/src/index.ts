@@ -14,6 +14,20 @@ export type {
   WriteOciArchiveOptions,
 } from "./archive.js";
 export { loadArchiveImage, readArchive, writeOciArchive } from "./archive.js";
+export type { LoadArchiveFileOptions, ReadArchiveFileOptions } from "./archive-file.js";
+export {
+  loadArchiveFile,
+  openRegularFile,
+  readArchiveFile,
+  readArchiveStream,
+} from "./archive-file.js";
+export type { ArchiveLimits } from "./archive-limits.js";
+export {
+  defaultArchiveLimits,
+  formatBytes,
+  quoteTruncated,
+  resolveArchiveLimits,
+} from "./archive-limits.js";
 export type { CompressOptions, DecompressOptions } from "./compression.js";
 export { compress, decompress, detectCompression } from "./compression.js";
 export type { Digest, Digester, VerifyTarget } from "./digest.js";

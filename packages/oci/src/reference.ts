@@ -1,3 +1,4 @@
+import { quoteTruncated } from "./archive-limits.js";
 import { type Digest, parseDigest } from "./digest.js";
 import { invalidArgument } from "./errors.js";
 import { defaultStoreDir, isCanonicalStorePath } from "./store-path.js";
@@ -50,7 +51,7 @@ function splitDigest(input: string, reference: string): [string, Digest | undefi
   try {
     return [input.slice(0, at), parseDigest(input.slice(at + 1))];
   } catch (error) {
-    throw invalidArgument(`reference "${reference}": ${(error as Error).message}`, {
+    throw invalidArgument(`reference ${quoteTruncated(reference)}: ${(error as Error).message}`, {
       cause: error,
     });
   }
@@ -62,7 +63,7 @@ function splitTag(input: string, reference: string): [string, string | undefined
   const tag = input.slice(colon + 1);
   if (!tagPattern.test(tag)) {
     throw invalidArgument(
-      `reference "${reference}": invalid tag "${tag}" (1-128 characters of [A-Za-z0-9_.-], not starting with . or -)`,
+      `reference ${quoteTruncated(reference)}: invalid tag ${quoteTruncated(tag)} (1-128 characters of [A-Za-z0-9_.-], not starting with . or -)`,
     );
   }
   return [input.slice(0, colon), tag];
@@ -76,7 +77,7 @@ function parseNixReference(reference: string, storeDir: string): NixReference {
   const [storePath, tag] = splitTag(withoutDigest, reference);
   if (!isCanonicalStorePath(storePath, storeDir)) {
     throw invalidArgument(
-      `reference "${reference}": "${storePath}" is not a canonical store path (${storeDir}/<32 nix-base32 characters>-<name>)`,
+      `reference ${quoteTruncated(reference)}: ${quoteTruncated(storePath)} is not a canonical store path (${storeDir}/<32 nix-base32 characters>-<name>)`,
     );
   }
   const result: NixReference = { kind: "nix", storePath };
@@ -100,12 +101,14 @@ export function parseReference(
     return parseNixReference(reference, options.storeDir ?? defaultStoreDir);
   }
   if (reference !== reference.trim() || /\s/.test(reference)) {
-    throw invalidArgument(`reference "${reference}": contains white space`);
+    throw invalidArgument(`reference ${quoteTruncated(reference)}: contains white space`);
   }
   const [withoutDigest, digest] = splitDigest(reference, reference);
   const [name, tag] = splitTag(withoutDigest, reference);
   if (name.length > maxNameLength) {
-    throw invalidArgument(`reference "${reference}": name longer than ${maxNameLength} characters`);
+    throw invalidArgument(
+      `reference ${quoteTruncated(reference)}: name longer than ${maxNameLength} characters`,
+    );
   }
   let domain = defaultDomain;
   let path = name;
@@ -123,7 +126,9 @@ export function parseReference(
     }
   }
   if (!domainPattern.test(domain)) {
-    throw invalidArgument(`reference "${reference}": invalid registry host "${domain}"`);
+    throw invalidArgument(
+      `reference ${quoteTruncated(reference)}: invalid registry host ${quoteTruncated(domain)}`,
+    );
   }
   if (domain === "index.docker.io") domain = defaultDomain;
   const components = path.split("/");
@@ -133,10 +138,12 @@ export function parseReference(
         component.toLowerCase() !== component &&
         pathComponentPattern.test(component.toLowerCase())
       ) {
-        throw invalidArgument(`reference "${reference}": repository name must be lowercase`);
+        throw invalidArgument(
+          `reference ${quoteTruncated(reference)}: repository name must be lowercase`,
+        );
       }
       throw invalidArgument(
-        `reference "${reference}": invalid repository name component "${component}"`,
+        `reference ${quoteTruncated(reference)}: invalid repository name component ${quoteTruncated(component)}`,
       );
     }
   }

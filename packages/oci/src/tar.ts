@@ -279,25 +279,23 @@ export interface ReadTarOptions {
   rejectEscapingLinks?: boolean;
 }
 
+/** Whether a tar header type flag carries metadata for the next entry (pax, GNU long names). */
+export function isTarMetadataType(typeflag: string): boolean {
+  return typeflag === "x" || typeflag === "g" || typeflag === "L" || typeflag === "K";
+}
+
 /**
- * Reads a whole tar archive from memory (ustar, pax and GNU long names). Rejects truncated
- * archives, bad header checksums, absolute names, `..` segments, and links escaping the archive.
+ * Decodes tar headers one block at a time, carrying pax and GNU long-name state from one header
+ * to the next. Shared by the in-memory reader and the streaming one.
  */
-export function readTar(archive: Uint8Array, options: ReadTarOptions = {}): TarReadEntry[] {
-  const buffer = Buffer.from(archive.buffer, archive.byteOffset, archive.byteLength);
-  const entries: TarReadEntry[] = [];
-  let globalPax = new Map<string, string>();
-  let localPax = new Map<string, string>();
-  let longName: string | undefined;
-  let longLink: string | undefined;
-  let offset = 0;
-  let ended = false;
-  while (offset + blockSize <= buffer.length) {
-    const block = buffer.subarray(offset, offset + blockSize);
-    if (block.every((byte) => byte === 0)) {
-      ended = true;
-      break;
-    }
+export class TarHeaderDecoder {
+  private globalPax = new Map<string, string>();
+  private localPax = new Map<string, string>();
+  private longName: string | undefined;
+  private longLink: string | undefined;
+
+  /** Type flag and data size of the header `block` at `offset`; checks its checksum. */
+  header(block: Buffer, offset: number): { typeflag: string; size: number } {
     let unsigned = 0;
     let signed = 0;
     for (let index = 0; index < blockSize; index++) {
@@ -320,42 +318,33 @@ export function readTar(archive: Uint8Array, options: ReadTarOptions = {}): TarR
     }
     const typeflag = String.fromCharCode(block[156] ?? 0);
     let size = readNumber(block, 124, 12, "size");
-    const pax = new Map([...globalPax, ...localPax]);
-    const paxSize = pax.get("size");
-    if (paxSize !== undefined) size = Number.parseInt(paxSize, 10);
+    const paxSize = this.localPax.get("size") ?? this.globalPax.get("size");
+    if (paxSize !== undefined && !isTarMetadataType(typeflag)) size = Number(paxSize);
     if (!Number.isSafeInteger(size) || size < 0) throw tarError(`invalid size at offset ${offset}`);
-    const dataStart = offset + blockSize;
-    const dataEnd = dataStart + size;
-    if (dataEnd > buffer.length)
-      throw new OciError("DataLoss", "tar archive: truncated entry data");
-    const data = buffer.subarray(dataStart, dataEnd);
-    offset = dataStart + Math.ceil(size / blockSize) * blockSize;
-    if (typeflag === "x") {
-      localPax = parsePax(data);
-      continue;
-    }
-    if (typeflag === "g") {
-      globalPax = new Map([...globalPax, ...parsePax(data)]);
-      continue;
-    }
-    if (typeflag === "L") {
-      longName = data.toString("utf8").replace(/\0+$/, "");
-      continue;
-    }
-    if (typeflag === "K") {
-      longLink = data.toString("utf8").replace(/\0+$/, "");
-      continue;
-    }
+    return { typeflag, size };
+  }
+
+  /** Takes the body of a metadata entry (see {@link isTarMetadataType}). */
+  metadata(typeflag: string, body: Buffer): void {
+    if (typeflag === "x") this.localPax = parsePax(body);
+    else if (typeflag === "g") this.globalPax = new Map([...this.globalPax, ...parsePax(body)]);
+    else if (typeflag === "L") this.longName = body.toString("utf8").replace(/\0+$/, "");
+    else if (typeflag === "K") this.longLink = body.toString("utf8").replace(/\0+$/, "");
+  }
+
+  /** The entry a non-metadata header describes (data left empty); resets per-entry state. */
+  entry(block: Buffer, typeflag: string, size: number, options: ReadTarOptions): TarReadEntry {
+    const pax = new Map([...this.globalPax, ...this.localPax]);
     const magic = block.subarray(257, 263).toString("latin1");
     const prefix = magic.startsWith("ustar") ? readString(block, 345, 155) : "";
     const rawName =
       pax.get("path") ??
-      longName ??
+      this.longName ??
       (prefix === "" ? "" : `${prefix}/`) + readString(block, 0, 100);
-    const linkname = pax.get("linkpath") ?? longLink ?? readString(block, 157, 100);
-    localPax = new Map();
-    longName = undefined;
-    longLink = undefined;
+    const linkname = pax.get("linkpath") ?? this.longLink ?? readString(block, 157, 100);
+    this.localPax = new Map();
+    this.longName = undefined;
+    this.longLink = undefined;
     const type: TarReadEntry["type"] =
       typeflag === "0" || typeflag === "\0" || typeflag === "7"
         ? rawName.endsWith("/") && typeflag === "\0"
@@ -378,11 +367,47 @@ export function readTar(archive: Uint8Array, options: ReadTarOptions = {}): TarR
       mtime: Math.floor(Number(pax.get("mtime") ?? readNumber(block, 136, 12, "mtime"))),
       size: type === "file" ? size : 0,
       linkname,
-      data: type === "file" ? data : Buffer.alloc(0),
+      data: Buffer.alloc(0),
     };
     if ((type === "symlink" || type === "hardlink") && options.rejectEscapingLinks !== false) {
       resolveLinkTarget(entry);
     }
+    return entry;
+  }
+}
+
+/** Size of a tar block; headers and data are padded to it. */
+export const tarBlockSize = blockSize;
+
+/**
+ * Reads a whole tar archive from memory (ustar, pax and GNU long names). Rejects truncated
+ * archives, bad header checksums, absolute names, `..` segments, and links escaping the archive.
+ */
+export function readTar(archive: Uint8Array, options: ReadTarOptions = {}): TarReadEntry[] {
+  const buffer = Buffer.from(archive.buffer, archive.byteOffset, archive.byteLength);
+  const entries: TarReadEntry[] = [];
+  const decoder = new TarHeaderDecoder();
+  let offset = 0;
+  let ended = false;
+  while (offset + blockSize <= buffer.length) {
+    const block = buffer.subarray(offset, offset + blockSize);
+    if (block.every((byte) => byte === 0)) {
+      ended = true;
+      break;
+    }
+    const { typeflag, size } = decoder.header(block, offset);
+    const dataStart = offset + blockSize;
+    const dataEnd = dataStart + size;
+    if (dataEnd > buffer.length)
+      throw new OciError("DataLoss", "tar archive: truncated entry data");
+    const data = buffer.subarray(dataStart, dataEnd);
+    offset = dataStart + Math.ceil(size / blockSize) * blockSize;
+    if (isTarMetadataType(typeflag)) {
+      decoder.metadata(typeflag, data);
+      continue;
+    }
+    const entry = decoder.entry(block, typeflag, size, options);
+    if (entry.type === "file") entry.data = data;
     entries.push(entry);
   }
   if (!ended && entries.length === 0) throw tarError("empty or not a tar archive");

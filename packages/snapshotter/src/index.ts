@@ -42,15 +42,19 @@ export { nixStorePortFrom } from "./nix-store-adapter.js";
 export type { NixStorePort, RootLeftover } from "./nix-store-port.js";
 export type {
   HealthService,
+  LabelLimits,
   RemoteSnapshotterOptions,
   SnapshotsServiceOptions,
 } from "./service/index.js";
 export {
+  checkLabelLimits,
   createHealthService,
   createRemoteSnapshotter,
   createSnapshotsService,
+  defaultLabelLimits,
   infoFromMessage,
   infoToMessage,
+  maxListMessageBytes,
   mountToMessage,
   ServingStatus,
   toConnectError,

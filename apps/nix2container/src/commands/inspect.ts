@@ -1,9 +1,9 @@
-import { readFile } from "node:fs/promises";
 import {
   type ArchiveImage,
-  loadArchiveImage,
+  defaultArchiveLimits,
+  formatBytes,
+  loadArchiveFile,
   OciError,
-  readArchive,
   readNixLayerAnnotations,
 } from "@nix-snapshotter/oci";
 import type { Command } from "commander";
@@ -87,27 +87,23 @@ export function formatInspect(result: InspectResult): string {
   return `${lines.join("\n")}\n`;
 }
 
+/** The bounds `inspect` reads an archive within, for its help text. */
+export const inspectLimitsHelp = `archives over ${formatBytes(defaultArchiveLimits.maxArchiveBytes)} (or ${formatBytes(defaultArchiveLimits.maxUncompressedBytes)} decompressed) are refused`;
+
 export function registerInspectCommand(program: Command): void {
   program
     .command("inspect")
     .description("print an archive's reference, platform, config and store paths")
-    .argument("<archive>", "OCI or docker archive")
+    .argument("<archive>", `OCI or docker archive (plain, gzip or zstd); ${inspectLimitsHelp}`)
     .option("--json", "print JSON")
     .action(async (path: string, flags: { json?: boolean }) => {
-      let data: Buffer;
-      try {
-        data = await readFile(path);
-      } catch (error) {
-        throw new CliError(`cannot read archive "${path}": ${(error as Error).message}`, {
-          cause: error,
-        });
-      }
       let result: InspectResult;
       try {
-        result = inspectImage(loadArchiveImage(readArchive(data)));
+        // Streamed: a regular file only, bounded (defaultArchiveLimits), never read whole.
+        result = inspectImage(await loadArchiveFile(path));
       } catch (error) {
         if (error instanceof OciError)
-          throw new CliError(`archive "${path}": ${error.message}`, { cause: error });
+          throw new CliError(`cannot read archive "${path}": ${error.message}`, { cause: error });
         throw error;
       }
       process.stdout.write(

@@ -14,6 +14,19 @@ import type { Logger } from "../logger.js";
 import type { Info, Snapshotter } from "../types.js";
 import { infoFromMessage, infoToMessage, mountsToMessages, usageToMessage } from "./convert.js";
 import { toConnectError } from "./errors.js";
+import {
+  checkLabelLimits,
+  defaultLabelLimits,
+  type LabelLimits,
+  labelBytes,
+  labelsAfterUpdate,
+} from "./label-limits.js";
+
+/**
+ * Bytes of Infos per List response message (default): a quarter of grpc-go's 4 MiB default and of
+ * what containerd's proxy client accepts (16 MiB), whatever the snapshots' labels.
+ */
+export const maxListMessageBytes = 1024 * 1024;
 
 export interface SnapshotsServiceOptions {
   /**
@@ -23,6 +36,10 @@ export interface SnapshotsServiceOptions {
   logger?: Logger;
   /** Infos per List response message (default 100, as containerd's own service). */
   listBatchSize?: number;
+  /** Bytes of Infos per List response message (default {@link maxListMessageBytes}). */
+  listMessageBytes?: number;
+  /** Bounds on a snapshot's labels (default {@link defaultLabelLimits}). */
+  labelLimits?: Partial<LabelLimits>;
 }
 
 /** Codes containerd meets in normal operation (the unpacker probes with Stat, retries...). */
@@ -43,7 +60,15 @@ export function createSnapshotsService(
   options: SnapshotsServiceOptions = {},
 ): ServiceImpl<typeof Snapshots> {
   const batchSize = Math.max(1, options.listBatchSize ?? 100);
+  const messageBytes = Math.max(1, options.listMessageBytes ?? maxListMessageBytes);
+  const limits: LabelLimits = { ...defaultLabelLimits, ...options.labelLimits };
   const logger = options.logger;
+  const checkLabels = (labels: Readonly<Record<string, string>>, key: string) =>
+    checkLabelLimits(
+      labels,
+      `snapshot ${JSON.stringify(key.length > 200 ? `${key.slice(0, 200)}...` : key)}`,
+      limits,
+    );
 
   async function call<T>(rpc: string, key: string, run: () => Promise<T>): Promise<T> {
     const log = logger?.child({ rpc, key });
@@ -63,6 +88,7 @@ export function createSnapshotsService(
   return {
     prepare(request) {
       return call("Prepare", request.key, async () => {
+        checkLabels(request.labels, request.key);
         const mounts = await snapshotter.prepare(request.key, request.parent, {
           labels: { ...request.labels },
         });
@@ -72,6 +98,7 @@ export function createSnapshotsService(
 
     view(request) {
       return call("View", request.key, async () => {
+        checkLabels(request.labels, request.key);
         const mounts = await snapshotter.view(request.key, request.parent, {
           labels: { ...request.labels },
         });
@@ -88,6 +115,7 @@ export function createSnapshotsService(
 
     commit(request) {
       return call("Commit", request.key, async () => {
+        checkLabels(request.labels, request.name);
         await snapshotter.commit(request.name, request.key, { labels: { ...request.labels } });
         return create(EmptySchema);
       });
@@ -110,10 +138,17 @@ export function createSnapshotsService(
     update(request) {
       const name = request.info?.name ?? "";
       return call("Update", name, async () => {
-        const info = await snapshotter.update(
-          infoFromMessage(request.info),
-          request.updateMask?.paths ?? [],
-        );
+        const paths = request.updateMask?.paths ?? [];
+        const requested = request.info?.labels ?? {};
+        checkLabels(requested, name);
+        // A per-key update adds to the labels already there: bound the result. (Two such
+        // Updates racing can each pass on the labels before the other: the overshoot is at most
+        // one label per concurrent call.)
+        if (paths.some((path) => path.startsWith("labels."))) {
+          const current = (await snapshotter.stat(name)).labels;
+          checkLabels(labelsAfterUpdate(current, requested, paths), name);
+        }
+        const info = await snapshotter.update(infoFromMessage(request.info), paths);
         return create(UpdateSnapshotResponseSchema, { info: infoToMessage(info) });
       });
     },
@@ -122,13 +157,23 @@ export function createSnapshotsService(
       const log = logger?.child({ rpc: "List" });
       log?.debug({ filters: request.filters }, "call");
       let batch: Info[] = [];
+      let bytes = 0;
       try {
         for await (const info of snapshotter.list(request.filters)) {
           context.signal.throwIfAborted();
+          // Sent by count and by size, so that no message nears containerd's receive limit.
+          const size = 64 + info.name.length + info.parent.length + labelBytes(info.labels);
+          if (batch.length > 0 && bytes + size > messageBytes) {
+            yield create(ListSnapshotsResponseSchema, { info: batch.map(infoToMessage) });
+            batch = [];
+            bytes = 0;
+          }
           batch.push(info);
+          bytes += size;
           if (batch.length >= batchSize) {
             yield create(ListSnapshotsResponseSchema, { info: batch.map(infoToMessage) });
             batch = [];
+            bytes = 0;
           }
         }
         if (batch.length > 0) {
