@@ -24,8 +24,11 @@ import {
 } from "./testing/daemon-process.js";
 
 const isRoot = process.getuid?.() === 0;
+// Debian's python3 (system-deps) first: a version manager's shim on PATH (pyenv) takes seconds to
+// start on a loaded machine, longer than the receiver is given to bind.
+const python = existsSync("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
 const notifyTools =
-  spawnSync("sh", ["-c", "command -v systemd-notify && command -v python3"]).status === 0;
+  spawnSync("sh", ["-c", `command -v systemd-notify && command -v ${python}`]).status === 0;
 const nixSkip = nixE2eSkipReason(["nix-store", "nix"]);
 
 function runDaemon(args: string[]): { code: number | null; stderr: string } {
@@ -63,7 +66,7 @@ interface NotifyReceiver {
   socket: string;
   /** Every datagram received so far, one per line. */
   received(): string;
-  /** Waits up to 2 s for `text` to have been received; returns everything received. */
+  /** Waits up to 10 s for `text` to have been received; returns everything received. */
   waitFor(text: string): Promise<string>;
 }
 
@@ -92,7 +95,7 @@ async function startNotifyReceiver(
     "        os.kill(int(found.group(1)),signal.SIGTERM)",
   ].join("\n");
   const receiver = spawn(
-    "python3",
+    python,
     ["-u", "-c", script, socket, options.stopOnReady ? "stop" : "print"],
     { stdio: ["ignore", "pipe", "inherit"] },
   );
@@ -104,7 +107,7 @@ async function startNotifyReceiver(
     received += chunk;
   });
   const waitFor = async (text: string) => {
-    for (let attempt = 0; attempt < 100 && !received.includes(text); attempt++) {
+    for (let attempt = 0; attempt < 500 && !received.includes(text); attempt++) {
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     return received;
