@@ -49,11 +49,6 @@ const variants: Variant[] = [
     env: { MALLOC_ARENA_MAX: undefined },
     nodeArgs: ["--optimize-for-size"],
   },
-  {
-    name: "daemon-default",
-    what: "the daemon as shipped: no flag, one full collection after 5 s without calls",
-    env: { MALLOC_ARENA_MAX: undefined },
-  },
 ];
 
 const MiB = 1024 * 1024;

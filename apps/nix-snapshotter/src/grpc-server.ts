@@ -12,7 +12,6 @@ import { dirname } from "node:path";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
-import { createIdleCollector, type IdleCollector } from "./idle-collector.js";
 
 export interface GrpcServerOptions {
   /** Unix socket path. Its directory is created 0700 when missing; the socket is 0600. */
@@ -20,12 +19,6 @@ export interface GrpcServerOptions {
   routes: (router: ConnectRouter) => void;
   interceptors?: Interceptor[];
   logger: Logger;
-  /**
-   * After this many milliseconds without a call (following some), one full garbage collection
-   * gives the memory garbage took back to the system (default 5 000; 0 disables). See
-   * `idle-collector.ts`.
-   */
-  idleCollectMs?: number;
 }
 
 /**
@@ -70,17 +63,11 @@ export function boundStatus(headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
   return { ...headers, "grpc-status": status, "grpc-message": encodeURIComponent(message) };
 }
 
-/**
- * Passes the gRPC status of every response through {@link boundStatus}, and tells `collector`
- * when calls begin and end.
- */
+/** Passes the gRPC status of every response through {@link boundStatus}. */
 function boundStatuses(
   handler: (request: Http2ServerRequest, response: Http2ServerResponse) => void,
-  collector: IdleCollector,
 ): (request: Http2ServerRequest, response: Http2ServerResponse) => void {
   return (request, response) => {
-    collector.begin();
-    response.once("close", () => collector.end());
     const addTrailers = response.addTrailers.bind(response);
     response.addTrailers = (headers: OutgoingHttpHeaders) => addTrailers(boundStatus(headers));
     const writeHead = response.writeHead.bind(response) as (
@@ -169,8 +156,7 @@ export async function listenGrpc(options: GrpcServerOptions): Promise<GrpcServer
     readMaxBytes: maxReceiveMessageBytes,
     ...(options.interceptors ? { interceptors: options.interceptors } : {}),
   });
-  const collector = createIdleCollector({ idleMs: options.idleCollectMs ?? 5000, logger });
-  const server: Http2Server = createServer({}, boundStatuses(handler, collector));
+  const server: Http2Server = createServer({}, boundStatuses(handler));
   const sessions = new Set<ServerHttp2Session>();
   server.on("session", (session) => {
     sessions.add(session);
@@ -204,7 +190,6 @@ export async function listenGrpc(options: GrpcServerOptions): Promise<GrpcServer
     address,
     close(graceMs = 30_000) {
       closing ??= (async () => {
-        collector.stop();
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         for (const session of sessions) session.close();
         const timer = setTimeout(() => {
