@@ -585,7 +585,7 @@ for (const version of ["2.1", "1.7"] as ContainerdVersion[]) {
         expect(await rootsAfterCollection(stack.daemon)).toEqual(new Set());
         const deleted = spawnSync("nix-store", ["--delete", ...missing], { encoding: "utf8" });
         expect(deleted.stderr).not.toMatch(/still alive/);
-        expect(deleted.status).toBe(0);
+        expect(deleted.status, deleted.stderr).toBe(0);
         for (const path of missing) expect(existsSync(path)).toBe(false);
       });
     },
