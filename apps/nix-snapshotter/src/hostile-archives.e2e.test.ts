@@ -112,7 +112,7 @@ describe.skipIf(skip !== "")(`hostile nix:0 archives through the daemon ${skip}`
     const before = await memory(pid, "VmRSS");
     await resetPeak(pid);
     const error = await pull(storePath);
-    expect(error.code).toBe(Code.FailedPrecondition);
+    expect(error.code).toBe(Code.InvalidArgument);
     expect(error.rawMessage).toContain("symbolic link");
     expect(error.rawMessage).toContain(storePath);
     const grown = (await memory(pid, "VmHWM")) - before;
@@ -153,7 +153,7 @@ describe.skipIf(skip !== "")(`hostile nix:0 archives through the daemon ${skip}`
     const link = join(work, `nix-image-outside-${nonce}.tar`);
     await symlink(outside, link);
     const error = await pull(await addToStore(link));
-    expect(error.code).toBe(Code.FailedPrecondition);
+    expect(error.code).toBe(Code.InvalidArgument);
     expect(error.rawMessage).toContain("symbolic link");
   });
 
@@ -162,7 +162,7 @@ describe.skipIf(skip !== "")(`hostile nix:0 archives through the daemon ${skip}`
     await execFileAsync("mkdir", [directory]);
     await writeFile(join(directory, "index.json"), "{}");
     const error = await pull(await addToStore(directory));
-    expect(error.code).toBe(Code.FailedPrecondition);
+    expect(error.code).toBe(Code.InvalidArgument);
     expect(error.rawMessage).toContain("directory");
   });
 
@@ -243,7 +243,9 @@ describe.skipIf(skip !== "")(`hostile nix:0 archives through the daemon ${skip}`
         // zlib's buffers, the read stream, hashing and the pull's own work the peak was
         // measured here at 70 MiB over the RSS before the pull.
         expect(peak - before).toBeLessThan(112 * MiB);
-        expect(peak).toBeLessThan(256 * 1000 * 1000);
+        // The documented bound on the daemon's whole RSS while a bomb is refused (docs/cri.md):
+        // the RSS before includes what earlier cases of this file left (149-246 MiB peaks seen).
+        expect(peak).toBeLessThan(320 * MiB);
       }
     } finally {
       health.close();

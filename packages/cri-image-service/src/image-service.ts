@@ -21,7 +21,6 @@ import {
   type ArchiveImage,
   type ArchiveLimits,
   loadArchiveFile,
-  OciError,
   resolveArchiveLimits,
 } from "@nix-snapshotter/oci";
 import type { Logger } from "pino";
@@ -166,10 +165,10 @@ export function createImageService(options: ImageServiceOptions): CriImageServic
             cause: error,
           });
         }
+        // Whatever the reason (a link, a directory, a device, a bound, a bad archive), the
+        // reference names no image archive: InvalidArgument, as before the archive is read.
         throw new ImageServiceError(
-          error instanceof OciError && error.code === "FailedPrecondition"
-            ? "FailedPrecondition"
-            : "InvalidArgument",
+          "InvalidArgument",
           `store path "${reference.storePath}" is not an image archive: ${(error as Error).message}`,
           { cause: error },
         );
