@@ -20,6 +20,7 @@ import { infoAdaptor, parseFilters } from "./filters.js";
 import { defaultGcRootOwnerPrefix } from "./gc-root-owner.js";
 import { ensureMountpoints, linkStorePaths } from "./link-tree.js";
 import { type Logger, silentLogger } from "./logger.js";
+import { mergePaths } from "./merge-paths.js";
 import { MetadataStore, type SnapshotRecord } from "./metadata.js";
 import { type OverlaySettings, overlayMounts, storePathMounts } from "./mount-options.js";
 import {
@@ -119,20 +120,6 @@ function notFound(key: string): SnapshotterError {
 
 function isErrno(error: unknown, code: string): boolean {
   return (error as NodeJS.ErrnoException | null)?.code === code;
-}
-
-/** Paths of `parent` followed by those of `own` it lacks (first-seen order, deduplicated). */
-function mergePaths(parent: readonly string[], own: readonly string[]): string[] {
-  if (own.length === 0) return [...parent];
-  const seen = new Set(parent);
-  const merged = [...parent];
-  for (const path of own) {
-    if (!seen.has(path)) {
-      seen.add(path);
-      merged.push(path);
-    }
-  }
-  return merged;
 }
 
 class OverlaySnapshotter implements Snapshotter {

@@ -6,6 +6,7 @@ import { boltHeadSize, looksLikeBolt, readBoltFile } from "../bolt/bolt-file.js"
 import { ErrorCode, SnapshotterError } from "../errors.js";
 import { defaultGcRootOwnerPrefix } from "../gc-root-owner.js";
 import { type Logger, silentLogger } from "../logger.js";
+import { mergePaths } from "../merge-paths.js";
 import { MetadataStore, type SnapshotRecord } from "../metadata.js";
 import { nixClosureLabel, parseClosureStorePaths, parseNixLabels } from "../nix-labels.js";
 import type { NixStorePort } from "../nix-store-port.js";
@@ -369,18 +370,6 @@ interface PlannedRecord {
   record: Omit<SnapshotRecord, "parentKey">;
   /** Store paths that get GC roots of this snapshot. */
   roots: string[];
-}
-
-function mergePaths(parent: readonly string[], own: readonly string[]): string[] {
-  const seen = new Set(parent);
-  const merged = [...parent];
-  for (const path of own) {
-    if (!seen.has(path)) {
-      seen.add(path);
-      merged.push(path);
-    }
-  }
-  return merged;
 }
 
 /** Our records for the Go snapshots, parents before children. */
