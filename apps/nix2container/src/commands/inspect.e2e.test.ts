@@ -73,6 +73,12 @@ describe.skipIf(skip !== "")(`nix2container inspect on hostile archives ${skip}`
     const result = await inspect(path);
     expect(result.code).toBe(0);
     expect(result.stdout).toContain("docker.io/library/a:1");
+    // A link the user names (nix-build's `result`) is followed to the archive it points at.
+    const link = join(work, "result");
+    await symlink(path, link);
+    const linked = await inspect(link);
+    expect(linked.code).toBe(0);
+    expect(linked.stdout).toContain("docker.io/library/a:1");
   });
 
   it("refuses 10 GiB gzip bombs naming the bound, with peak RSS under 256 MB", async () => {
@@ -123,7 +129,8 @@ describe.skipIf(skip !== "")(`nix2container inspect on hostile archives ${skip}`
     await execFileAsync("mkfifo", [fifo]);
     for (const [path, message] of [
       [big, "maxArchiveBytes (256 MiB)"],
-      [link, "symbolic link"],
+      // The link the user names is followed; what it points at is not a regular file.
+      [link, "character device"],
       [fifo, "FIFO"],
     ] as const) {
       const result = await inspect(path);

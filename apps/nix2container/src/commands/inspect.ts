@@ -1,3 +1,4 @@
+import { realpath } from "node:fs/promises";
 import {
   type ArchiveImage,
   defaultArchiveLimits,
@@ -100,10 +101,14 @@ export function registerInspectCommand(program: Command): void {
       let result: InspectResult;
       try {
         // Streamed: a regular file only, bounded (defaultArchiveLimits), never read whole.
-        result = inspectImage(await loadArchiveFile(path));
+        // The user's own links (nix-build's `result`) are followed here; the file they point
+        // at is then opened without following links and must be a regular file.
+        result = inspectImage(await loadArchiveFile(await realpath(path)));
       } catch (error) {
-        if (error instanceof OciError)
-          throw new CliError(`cannot read archive "${path}": ${error.message}`, { cause: error });
+        if (error instanceof OciError || (error as NodeJS.ErrnoException).code !== undefined)
+          throw new CliError(`cannot read archive "${path}": ${(error as Error).message}`, {
+            cause: error,
+          });
         throw error;
       }
       process.stdout.write(

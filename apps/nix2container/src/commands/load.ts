@@ -1,4 +1,4 @@
-import { readFile } from "node:fs/promises";
+import { realpath } from "node:fs/promises";
 import { resolve } from "node:path";
 import {
   ContainerdError,
@@ -8,7 +8,7 @@ import {
 } from "@nix-snapshotter/containerd-client";
 import {
   isCanonicalStorePath,
-  loadArchiveImage,
+  loadArchiveFile,
   nixReferencePrefix,
   OciError,
 } from "@nix-snapshotter/oci";
@@ -52,9 +52,13 @@ export async function runLoad(
     });
     for (const archive of archives) {
       const path = resolve(archive);
-      let image: ReturnType<typeof loadArchiveImage>;
+      let image: Awaited<ReturnType<typeof loadArchiveFile>>;
+      let real: string;
       try {
-        image = loadArchiveImage(await readFile(path));
+        real = await realpath(path);
+        // Streamed and bounded like inspect: the user's links are followed, then only a regular
+        // file is read (never a device or a FIFO), within defaultArchiveLimits.
+        image = await loadArchiveFile(real);
       } catch (error) {
         const message =
           error instanceof OciError || (error as NodeJS.ErrnoException).code !== undefined
@@ -63,8 +67,8 @@ export async function runLoad(
         throw new CliError(`archive "${archive}": ${message}`, { cause: error });
       }
       const names =
-        image.names.length === 0 && isCanonicalStorePath(path)
-          ? [`${nixReferencePrefix}${path}`]
+        image.names.length === 0 && isCanonicalStorePath(real)
+          ? [`${nixReferencePrefix}${real}`]
           : undefined;
       try {
         const result = await importArchive(client, image, {
