@@ -28,8 +28,24 @@ export const defaultSpawn: SpawnHook = (command, args, options) => {
   return nodeSpawn(setpriv, ["--pdeathsig", "KILL", "--", resolved, ...args], options);
 };
 
+/**
+ * Lookups by PATH and program, made once: every realise spawns, and a PATH search is a
+ * synchronous stat per directory on the event loop. A program found once is kept; one not found
+ * is looked up again next time (it may have been installed since).
+ */
+const found = new Map<string, string>();
+
 /** `program` itself when it names a path, else the first executable of that name on PATH. */
 function findExecutable(program: string, env: NodeJS.ProcessEnv): string | undefined {
+  const key = `${env.PATH ?? ""}\0${program}`;
+  const known = found.get(key);
+  if (known !== undefined) return known;
+  const result = searchExecutable(program, env);
+  if (result !== undefined) found.set(key, result);
+  return result;
+}
+
+function searchExecutable(program: string, env: NodeJS.ProcessEnv): string | undefined {
   const candidates = program.includes("/")
     ? [program]
     : (env.PATH ?? "")
