@@ -1,0 +1,83 @@
+import type { AddressInfo } from "node:net";
+import type { Logger } from "pino";
+import type { RegistryConfig } from "./config.js";
+import { createImageService, createNixSteps, type NixSteps } from "./image-service.js";
+import { createImageStore } from "./image-store.js";
+import { createMetrics } from "./metrics.js";
+import { createRegistryServer } from "./server.js";
+
+export interface StartRegistryOptions {
+  config: RegistryConfig;
+  logger: Logger;
+  /** Replaces the Nix steps (tests). */
+  nix?: NixSteps;
+}
+
+export interface RunningRegistry {
+  /** `host:port` actually bound. */
+  address: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+/** Opens the storage (removing what a crash left), then listens. */
+export async function startRegistry(options: StartRegistryOptions): Promise<RunningRegistry> {
+  const { config, logger } = options;
+  const metrics = createMetrics();
+  const store = createImageStore({
+    storagePath: config.storagePath,
+    gcRootsDir: config.gcRootsDir,
+    maxImages: config.maxImages,
+    logger,
+  });
+  await store.open();
+  const service = createImageService({
+    store,
+    nix:
+      options.nix ??
+      createNixSteps({ pkgsPath: config.pkgsPath, nixBin: config.nixBin, storeDir: config.storeDir }),
+    logger,
+    nixTimeoutSeconds: config.nixTimeout,
+    platforms: config.platforms,
+    annotationForm: config.annotationForm,
+    revision: config.revision,
+    revisionTtlSeconds: config.revisionTtl,
+    maxConcurrentBuilds: config.maxConcurrentBuilds,
+    storeDir: config.storeDir,
+    onEvent: (event) => metrics.event(event),
+  });
+  metrics.gauge("nix_registry_images", "Images in the cache", () => store.size());
+  metrics.gauge("nix_registry_builds_running", "Image builds running", () => service.running());
+  const server = createRegistryServer({
+    service,
+    store,
+    logger,
+    metrics,
+    defaultPlatform: config.platforms[0]!,
+    nameLimits: { maxComponents: config.maxComponents, maxComponentLength: config.maxComponentLength },
+    maxUrlLength: config.maxUrlLength,
+    maxRequestsPerClient: config.maxRequestsPerClient,
+    maxHeaderBytes: config.maxHeaderBytes,
+    requestTimeoutMs: (config.nixTimeout + 60) * 1000,
+    metricsEnabled: config.metrics,
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.port, config.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const bound = server.address() as AddressInfo;
+  const address = `${bound.family === "IPv6" ? `[${bound.address}]` : bound.address}:${bound.port}`;
+  logger.info({ address, pkgsPath: config.pkgsPath, storagePath: config.storagePath }, "listening");
+  return {
+    address,
+    port: bound.port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
+  };
+}
