@@ -90,14 +90,15 @@ const absolutePath: Parser = (value, key) => {
   }
   return text.length > 1 ? text.replace(/\/+$/, "") : text;
 };
-const optionalPath: Parser = (value, key) =>
-  value === "" ? "" : absolutePath(value, key);
+const optionalPath: Parser = (value, key) => (value === "" ? "" : absolutePath(value, key));
 const integer =
   (min: number, max: number): Parser =>
   (value, key) => {
     const number = typeof value === "string" && /^\d+$/.test(value) ? Number(value) : value;
     if (typeof number !== "number" || !Number.isInteger(number) || number < min || number > max) {
-      throw new ConfigError(`"${key}" must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`);
+      throw new ConfigError(
+        `"${key}" must be an integer from ${min} to ${max}, got ${JSON.stringify(value)}`,
+      );
     }
     return number;
   };
@@ -112,7 +113,9 @@ const oneOf =
   (value, key) => {
     const text = string(value, key) as string;
     if (!choices.includes(text)) {
-      throw new ConfigError(`"${key}" must be one of ${choices.map((c) => `"${c}"`).join(", ")}, got ${JSON.stringify(text)}`);
+      throw new ConfigError(
+        `"${key}" must be one of ${choices.map((c) => `"${c}"`).join(", ")}, got ${JSON.stringify(text)}`,
+      );
     }
     return text;
   };
@@ -123,7 +126,9 @@ const platformList: Parser = (value, key) => {
   }
   for (const item of items) {
     if (typeof item !== "string" || !(item in platforms)) {
-      throw new ConfigError(`"${key}": unknown platform ${JSON.stringify(item)} (known: ${Object.keys(platforms).join(", ")})`);
+      throw new ConfigError(
+        `"${key}": unknown platform ${JSON.stringify(item)} (known: ${Object.keys(platforms).join(", ")})`,
+      );
     }
   }
   return [...new Set(items as string[])];
@@ -213,7 +218,9 @@ export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
 export function mergeConfig(base: RegistryConfig, ...layers: ConfigLayer[]): RegistryConfig {
   const config = Object.assign({}, base, ...layers) as RegistryConfig;
   if (config.pkgsPath === "") {
-    throw new ConfigError("no package set: set pkgs_path, PKGS_PATH (or NIXERY_PKGS_PATH) or --pkgs-path");
+    throw new ConfigError(
+      "no package set: set pkgs_path, PKGS_PATH (or NIXERY_PKGS_PATH) or --pkgs-path",
+    );
   }
   if (config.platforms.length === 0) {
     throw new ConfigError(`no platform to serve: set "platforms" (e.g. ["amd64"])`);

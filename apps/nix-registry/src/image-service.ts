@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { buildImage, readClosure } from "@nix-snapshotter/image-builder";
+import { buildImage, readClosure, type StoreFileSystem } from "@nix-snapshotter/image-builder";
 import { MediaType, sha256Digest } from "@nix-snapshotter/oci";
 import type { Logger } from "pino";
 import { RegistryError } from "./errors.js";
@@ -52,6 +52,8 @@ export interface ImageServiceOptions {
   /** Most image builds at once (others wait). */
   maxConcurrentBuilds: number;
   storeDir: string;
+  /** Read-only view of the store (default: the real file system; tests pass a memory one). */
+  fileSystem?: StoreFileSystem;
   /** Counters updated by the service. */
   onEvent?: (event: "build" | "cacheHit" | "buildFailure" | "shared") => void;
 }
@@ -101,9 +103,14 @@ function unknownNames(check: InputsCheck): RegistryError | undefined {
 function asRegistryError(error: unknown, what: string): RegistryError {
   if (error instanceof RegistryError) return error;
   if (error instanceof NixError && error.code === "Timeout") {
-    return new RegistryError("UNAVAILABLE", `${what}: Nix did not finish within NIX_TIMEOUT`, undefined, {
-      cause: error,
-    });
+    return new RegistryError(
+      "UNAVAILABLE",
+      `${what}: Nix did not finish within NIX_TIMEOUT`,
+      undefined,
+      {
+        cause: error,
+      },
+    );
   }
   const message = error instanceof Error ? error.message : String(error);
   return new RegistryError("UNKNOWN", `${what}: ${message}`, undefined, { cause: error });
@@ -176,7 +183,10 @@ export function createImageService(options: ImageServiceOptions): ImageService {
       await options.nix.build(name.packages, platform.system, `${rootsDir}/result`, deadline);
       const closure =
         check.closureInfo !== null
-          ? await readClosure(check.closureInfo, { storeDir: options.storeDir })
+          ? await readClosure(check.closureInfo, {
+              storeDir: options.storeDir,
+              ...(options.fileSystem ? { fileSystem: options.fileSystem } : {}),
+            })
           : await options.nix.closure(check.outPaths, deadline);
       const image = await buildImage({
         closure,
@@ -187,6 +197,7 @@ export function createImageService(options: ImageServiceOptions): ImageService {
         annotationForm:
           options.annotationForm === "both" && check.closureInfo !== null ? "both" : "per-path",
         storeDir: options.storeDir,
+        ...(options.fileSystem ? { fileSystem: options.fileSystem } : {}),
       });
       const index = Buffer.from(
         JSON.stringify({

@@ -34,7 +34,9 @@ export function createMetrics(): RegistryMetrics {
       const lines = [
         "# HELP nix_registry_requests_total HTTP requests by route and status code",
         "# TYPE nix_registry_requests_total counter",
-        ...[...requests].map(([labels, value]) => `nix_registry_requests_total{${labels}} ${value}`),
+        ...[...requests].map(
+          ([labels, value]) => `nix_registry_requests_total{${labels}} ${value}`,
+        ),
       ];
       for (const [name, help] of Object.entries(eventHelp)) {
         const metric = `nix_registry_${snake(name)}_total`;

@@ -35,12 +35,12 @@ export const MAX_NAME_LENGTH = 255;
 
 /**
  * A component must be a Nix identifier (`[a-zA-Z_][a-zA-Z0-9_'-]*`) and a repository path
- * component of the distribution spec (`[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`): the quote of Nix's
- * grammar and the dot of the spec's are both refused, and so is an upper-case letter (clients
- * never send one in a reference).
+ * component of the distribution spec (`[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`): it starts with a
+ * letter and the quote of Nix's grammar and the dot of the spec's are both refused, and so is an
+ * upper-case letter (clients never send one in a reference).
  */
 const componentPattern = /^[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*$/;
-const identifierStart = /^[a-z_]/;
+const identifierStart = /^[a-z]/;
 
 export class NameError extends Error {
   override readonly name = "NameError";
@@ -99,7 +99,7 @@ export function parseImageName(
     }
     if (!componentPattern.test(component) || !identifierStart.test(component)) {
       throw new NameError(
-        `package name ${quote(component)} is not a top-level attribute name (lower-case letters, digits, "_" and "-", starting with a letter or "_")`,
+        `package name ${quote(component)} is not a top-level attribute name (lower-case letters, digits, "_" and "-", starting with a letter)`,
       );
     }
     if (!packages.includes(component)) packages.push(component);

@@ -154,7 +154,10 @@ function parseCheck(stdout: string, storeDir: string): InputsCheck {
   }
   for (const path of [...record.outPaths, ...(closureInfo === null ? [] : [closureInfo])]) {
     if (!isStorePath(path, { storeDir })) {
-      throw new NixError("Failed", `the package set gave ${JSON.stringify(path)}, not a store path`);
+      throw new NixError(
+        "Failed",
+        `the package set gave ${JSON.stringify(path)}, not a store path`,
+      );
     }
   }
   return {
@@ -250,7 +253,10 @@ export async function packageSetRevision(
   );
   const path = JSON.parse(stdout) as unknown;
   if (typeof path !== "string" || !isStorePath(path, { storeDir: set.storeDir })) {
-    throw new NixError("Failed", `revision of ${set.pkgsPath}: unexpected output ${stdout.slice(0, 200)}`);
+    throw new NixError(
+      "Failed",
+      `revision of ${set.pkgsPath}: unexpected output ${stdout.slice(0, 200)}`,
+    );
   }
   return path.slice(set.storeDir.length + 1, set.storeDir.length + 33);
 }

@@ -1,4 +1,5 @@
 import type { AddressInfo } from "node:net";
+import type { StoreFileSystem } from "@nix-snapshotter/image-builder";
 import type { Logger } from "pino";
 import type { RegistryConfig } from "./config.js";
 import { createImageService, createNixSteps, type NixSteps } from "./image-service.js";
@@ -11,6 +12,8 @@ export interface StartRegistryOptions {
   logger: Logger;
   /** Replaces the Nix steps (tests). */
   nix?: NixSteps;
+  /** Replaces the store's file system (tests). */
+  fileSystem?: StoreFileSystem;
 }
 
 export interface RunningRegistry {
@@ -35,7 +38,11 @@ export async function startRegistry(options: StartRegistryOptions): Promise<Runn
     store,
     nix:
       options.nix ??
-      createNixSteps({ pkgsPath: config.pkgsPath, nixBin: config.nixBin, storeDir: config.storeDir }),
+      createNixSteps({
+        pkgsPath: config.pkgsPath,
+        nixBin: config.nixBin,
+        storeDir: config.storeDir,
+      }),
     logger,
     nixTimeoutSeconds: config.nixTimeout,
     platforms: config.platforms,
@@ -45,6 +52,7 @@ export async function startRegistry(options: StartRegistryOptions): Promise<Runn
     maxConcurrentBuilds: config.maxConcurrentBuilds,
     storeDir: config.storeDir,
     onEvent: (event) => metrics.event(event),
+    ...(options.fileSystem ? { fileSystem: options.fileSystem } : {}),
   });
   metrics.gauge("nix_registry_images", "Images in the cache", () => store.size());
   metrics.gauge("nix_registry_builds_running", "Image builds running", () => service.running());
@@ -54,7 +62,10 @@ export async function startRegistry(options: StartRegistryOptions): Promise<Runn
     logger,
     metrics,
     defaultPlatform: config.platforms[0]!,
-    nameLimits: { maxComponents: config.maxComponents, maxComponentLength: config.maxComponentLength },
+    nameLimits: {
+      maxComponents: config.maxComponents,
+      maxComponentLength: config.maxComponentLength,
+    },
     maxUrlLength: config.maxUrlLength,
     maxRequestsPerClient: config.maxRequestsPerClient,
     maxHeaderBytes: config.maxHeaderBytes,

@@ -12,7 +12,7 @@ import { type DistributionErrorCode, RegistryError, statusOf } from "./errors.js
 import type { ImageService } from "./image-service.js";
 import { type ImageStore, isDigest } from "./image-store.js";
 import type { RegistryMetrics } from "./metrics.js";
-import { type NameLimits, NameError, parseImageName, quote } from "./names.js";
+import { NameError, type NameLimits, parseImageName, quote } from "./names.js";
 
 export interface RegistryServerOptions {
   service: ImageService;
@@ -39,7 +39,9 @@ const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const tagPattern = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
 const SERVED_TAG = "latest";
 
-function manifestRoute(path: string): { name: string; kind: string; reference: string } | undefined {
+function manifestRoute(
+  path: string,
+): { name: string; kind: string; reference: string } | undefined {
   const match = /^\/v2\/(.+)\/(manifests|blobs)\/([^/]+)$/.exec(path);
   if (match === null) return undefined;
   return { name: match[1]!, kind: match[2]!, reference: match[3]! };
@@ -192,7 +194,12 @@ export function createRegistryHandler(options: RegistryServerOptions) {
     }
     if (target.kind === "blobs") {
       if (!isDigest(target.reference)) {
-        fail(request, response, "DIGEST_INVALID", `${quote(target.reference)} is not a sha256 digest`);
+        fail(
+          request,
+          response,
+          "DIGEST_INVALID",
+          `${quote(target.reference)} is not a sha256 digest`,
+        );
         return "blobs";
       }
       await serveBlob(request, response, target.reference);
@@ -254,7 +261,10 @@ export function createRegistryHandler(options: RegistryServerOptions) {
     const digest = wanted === "index" ? record.index : record.manifest;
     const data = await options.store.readBlob(digest, MAX_MANIFEST_BYTES);
     if (data === undefined) {
-      throw new RegistryError("UNKNOWN", `stored ${wanted} ${digest} of ${quote(name.repository)} is missing`);
+      throw new RegistryError(
+        "UNKNOWN",
+        `stored ${wanted} ${digest} of ${quote(name.repository)} is missing`,
+      );
     }
     serveManifestBytes(
       request,

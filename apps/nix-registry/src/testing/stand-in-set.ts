@@ -20,7 +20,10 @@ export interface StandInSet {
   remove(): Promise<void>;
 }
 
-export async function createStandInSet(marker: string, busybox = "/bin/busybox"): Promise<StandInSet> {
+export async function createStandInSet(
+  marker: string,
+  busybox = "/bin/busybox",
+): Promise<StandInSet> {
   const dir = await mkdtemp(join(tmpdir(), "nix-registry-set-"));
   const expression = `# TEST DOUBLE: nix-registry's stand-in package set (see stand-in-set.ts).
 { system ? builtins.currentSystem }:
