@@ -9,7 +9,8 @@ import { join } from "node:path";
  * like nixpkgs, with:
  * - `busybox`: `bin/busybox` and its applet links (`sh`, `ls`, `cat`...);
  * - `hello`: `bin/hello`, a script run by busybox's sh (so its closure has two paths);
- * - `bash`, `coreutils`: links to busybox applets, for the `shell` meta-package;
+ * - `bash` (a script running busybox's sh), `coreutils` (links to busybox applets): for the
+ *   `shell` meta-package;
  * - `lib`: not a package (an attribute set);
  * - `closureInfo { rootPaths }`: like nixpkgs', a `store-paths` file listing the closure.
  * `marker` is written into each derivation so that each test run builds new store paths.
@@ -52,7 +53,12 @@ in
     printf '#!%s/bin/sh\\necho hello from the nix registry\\n' "$busybox" > $out/bin/hello
     chmod 0555 $out/bin/hello
   '' { inherit busybox; };
-  bash = links "bash" "bash";
+  # busybox has no applet named bash: a script running busybox's sh.
+  bash = mk "bash" ''
+    mkdir -p $out/bin
+    printf '#!%s/bin/sh\\nexec %s/bin/busybox sh "$@"\\n' "$busybox" "$busybox" > $out/bin/bash
+    chmod 0555 $out/bin/bash
+  '' { inherit busybox; };
   coreutils = links "coreutils" "mkdir rm cp mv";
   lib = { version = "stand-in"; };
   closureInfo = { rootPaths }: mk "closure-info" ''
