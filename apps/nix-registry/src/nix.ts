@@ -1,8 +1,7 @@
-import { spawn } from "node:child_process";
 import { stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { isStorePath } from "@nix-snapshotter/nix-store";
+import { defaultSpawn, isStorePath } from "@nix-snapshotter/nix-store";
 
 /** The fixed expressions shipped with the app (`nix/` beside `dist/` and `src/`). */
 export const imageInputsExpression = fileURLToPath(
@@ -48,7 +47,9 @@ export function nixErrorSummary(stderr: string): string {
 
 /**
  * Runs a Nix program in its own process group with arguments as an array (no shell), stdout and
- * stderr bounded; at the deadline or on abort the whole group gets SIGKILL.
+ * stderr bounded; at the deadline or on abort the whole group gets SIGKILL. Started through the
+ * nix-store package's spawn (`setpriv --pdeathsig KILL` where present): a `kill -9` of the
+ * registry does not leave nix-build running and creating roots after the restart's cleanup.
  */
 export function runNix(
   program: string,
@@ -57,7 +58,7 @@ export function runNix(
 ): Promise<string> {
   const command = options.nixBin === "" ? program : join(options.nixBin, program);
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, {
+    const child = defaultSpawn(command, args, {
       stdio: ["ignore", "pipe", "pipe"],
       detached: true,
       env: options.env ?? process.env,
@@ -65,10 +66,10 @@ export function runNix(
     let stdout = "";
     let stderr = "";
     let stopped: NixErrorCode | undefined;
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => {
+    child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
       if (stdout.length < MAX_OUTPUT) stdout += chunk;
     });
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => {
+    child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
       stderr = (stderr + chunk).slice(-MAX_OUTPUT);
     });
     const kill = (code: NixErrorCode) => {

@@ -20,6 +20,7 @@ import { promisify } from "node:util";
 import {
   type Containerd,
   containerdSkipReason,
+  processesMentioning,
   runContainer,
   startContainerd,
 } from "@nix-snapshotter/containerd-client/testing";
@@ -134,6 +135,33 @@ describe.skipIf(skip !== undefined)(
       (await readFile(join(dir, "nix-invocations.log"), "utf8").catch(() => ""))
         .split("\n")
         .filter(Boolean);
+    const registryEnv = (bin: string) => ({
+      HOST: "127.0.0.1",
+      PORT: "0",
+      PKGS_PATH: set.path,
+      STORAGE_BACKEND: "filesystem",
+      STORAGE_PATH: join(dir, "storage"),
+      NIX_TIMEOUT: "240",
+      NIX_REGISTRY_GC_ROOTS_DIR: registryRoots,
+      NIX_REGISTRY_NIX_BIN: bin,
+      NIX_REGISTRY_PLATFORMS: "amd64,arm64",
+      NIX_REGISTRY_LOG_FORMAT: "json",
+      // Offline: no substituter; the stand-in set's builders use host programs.
+      NIX_CONFIG: "substituters =\nsandbox = false",
+    });
+    const startRegistryProcess = async (logName: string) => {
+      const started = startProcess(
+        registryEntry,
+        ["-l", "debug"],
+        registryEnv(join(dir, "nix-bin")),
+        join(dir, logName),
+      );
+      const bound = await waitFor("nix-registry", started, async () => {
+        const match = /"address":"127\.0\.0\.1:(\d+)"/.exec(await started.log());
+        return match ? Number(match[1]) : undefined;
+      });
+      return { registry: started, port: bound };
+    };
     const builds = async () =>
       (await invocations()).filter((line) => line.startsWith("nix-build ")).length;
 
@@ -154,29 +182,7 @@ describe.skipIf(skip !== undefined)(
       }
       registryRoots = join(TEST_GC_ROOTS_PARENT, `registry-${unique}`);
       snapshotterRoots = join(TEST_GC_ROOTS_PARENT, `registry-daemon-${unique}`);
-      registry = startProcess(
-        registryEntry,
-        ["-l", "debug"],
-        {
-          HOST: "127.0.0.1",
-          PORT: "0",
-          PKGS_PATH: set.path,
-          STORAGE_BACKEND: "filesystem",
-          STORAGE_PATH: join(dir, "storage"),
-          NIX_TIMEOUT: "240",
-          NIX_REGISTRY_GC_ROOTS_DIR: registryRoots,
-          NIX_REGISTRY_NIX_BIN: bin,
-          NIX_REGISTRY_PLATFORMS: "amd64,arm64",
-          NIX_REGISTRY_LOG_FORMAT: "json",
-          // Offline: no substituter; the stand-in set's builders use host programs.
-          NIX_CONFIG: "substituters =\nsandbox = false",
-        },
-        join(dir, "registry.log"),
-      );
-      port = await waitFor("nix-registry", registry, async () => {
-        const match = /"address":"127\.0\.0\.1:(\d+)"/.exec(await registry.log());
-        return match ? Number(match[1]) : undefined;
-      });
+      ({ registry, port } = await startRegistryProcess("registry.log"));
 
       const address = join(dir, "snapshotter.sock");
       await writeFile(
@@ -300,10 +306,19 @@ describe.skipIf(skip !== undefined)(
     it("two concurrent first pulls cause one Nix build", async () => {
       const before = await builds();
       const name = `127.0.0.1:${port}/hello:latest`;
-      const pulls = await Promise.all([
-        containerd.ctr(["images", "pull", "--plain-http", "--snapshotter", "nix", name]),
-        execFileAsync("skopeo", ["inspect", "--tls-verify=false", `docker://${name}`]),
-      ]);
+      // Two containerd clients (namespaces) pulling the same new image at once.
+      const pull = (namespace: string) =>
+        containerd.ctr([
+          "-n",
+          namespace,
+          "images",
+          "pull",
+          "--plain-http",
+          "--snapshotter",
+          "nix",
+          name,
+        ]);
+      const pulls = await Promise.all([pull("default"), pull("second")]);
       expect(pulls).toHaveLength(2);
       expect((await builds()) - before).toBe(1);
       const stdout = await runContainer(containerd, "nix", name, "hello-3", "/bin/hello");
@@ -357,6 +372,44 @@ describe.skipIf(skip !== undefined)(
         "ls /bin",
       );
       expect(stdout.split(/\s+/)).toEqual(expect.arrayContaining(["bash", "mkdir", "cp"]));
+    });
+
+    it("loses nothing and leaves no half-written entry when killed with SIGKILL mid-build", async () => {
+      const entries = await readdir(join(dir, "storage", "images"));
+      const pending = get(port, "/v2/slow/manifests/latest").catch((error: Error) => error);
+      for (let attempt = 0; attempt < 600; attempt++) {
+        if (
+          (await invocations()).some(
+            (line) => line.startsWith("nix-build") && line.includes('["slow"]'),
+          )
+        )
+          break;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect((await readdir(registryRoots)).some((name) => name.startsWith(".building-"))).toBe(
+        true,
+      );
+      registry.child.kill("SIGKILL");
+      await registry.exited;
+      expect(await pending).toBeInstanceOf(Error);
+      // nix-build dies with the registry (pdeathsig), so it creates no root after the restart.
+      let left = await processesMentioning(set.path);
+      for (let attempt = 0; attempt < 100 && left.length > 0; attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        left = await processesMentioning(set.path);
+      }
+      expect(left).toEqual([]);
+
+      const before = await builds();
+      ({ registry, port } = await startRegistryProcess("registry-restarted.log"));
+      expect((await readdir(registryRoots)).sort()).toEqual(
+        entries.map((file) => file.replace(/\.json$/, "")).sort(),
+      );
+      expect(await readdir(join(dir, "storage", "images"))).toEqual(entries);
+      expect(await readdir(join(dir, "storage", "tmp"))).toEqual([]);
+      const again = await get(port, "/v2/hello/busybox/manifests/latest");
+      expect(again.status).toBe(200);
+      expect(await builds()).toBe(before);
     });
   },
 );

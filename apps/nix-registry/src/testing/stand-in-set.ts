@@ -11,6 +11,7 @@ import { join } from "node:path";
  * - `hello`: `bin/hello`, a script run by busybox's sh (so its closure has two paths);
  * - `bash` (a script running busybox's sh), `coreutils` (links to busybox applets): for the
  *   `shell` meta-package;
+ * - `slow`: a build that takes a minute;
  * - `lib`: not a package (an attribute set);
  * - `closureInfo { rootPaths }`: like nixpkgs', a `store-paths` file listing the closure.
  * `marker` is written into each derivation so that each test run builds new store paths.
@@ -60,6 +61,8 @@ in
     chmod 0555 $out/bin/bash
   '' { inherit busybox; };
   coreutils = links "coreutils" "mkdir rm cp mv";
+  # Builds for a minute: for tests that kill the registry mid-build.
+  slow = mk "slow" "sleep 60; mkdir -p $out/bin" { };
   lib = { version = "stand-in"; };
   closureInfo = { rootPaths }: mk "closure-info" ''
     mkdir -p $out
