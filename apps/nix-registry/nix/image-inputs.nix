@@ -5,6 +5,11 @@
   # Absolute path of the package set (a file or a directory with default.nix), from the
   # registry's configuration. A function of { system } (like nixpkgs) or an attribute set.
   pkgsPath,
+  # Or a git repository (from the configuration; "" = use pkgsPath), its ref and the commit
+  # nix-registry resolved it to.
+  gitUrl ? "",
+  gitRef ? "HEAD",
+  gitRev ? "",
   # JSON list of attribute names, e.g. ["hello","busybox"]; "shell" is a meta-package.
   namesJson,
   # Nix system double, e.g. "x86_64-linux".
@@ -12,7 +17,15 @@
 }:
 let
   names = builtins.fromJSON namesJson;
-  source = import (/. + pkgsPath);
+  source =
+    if gitUrl == "" then
+      import (/. + pkgsPath)
+    else
+      import (builtins.fetchGit {
+        url = gitUrl;
+        ref = gitRef;
+        rev = gitRev;
+      });
   set = if builtins.isFunction source then source { inherit system; } else source;
   has = name: builtins.hasAttr name set;
   # Nixery's `shell`: bash with coreutils and friends, those the set has.

@@ -43,6 +43,13 @@ describe("configuration", () => {
     expect(() => fileLayer({ platforms: ["riscv64"] })).toThrow(/unknown platform "riscv64"/);
     expect(() => fileLayer({ colour: "blue" })).toThrow(/unknown key "colour"/);
     expect(() => mergeConfig(defaultConfig())).toThrow(ConfigError);
+    expect(() => fileLayer({ pkgs_repo: "--upload-pack=evil" })).toThrow(/must be a git URL/);
+    expect(envLayer({ NIXERY_PKGS_REPO: "https://example.invalid/pkgs.git" }).pkgsRepo).toBe(
+      "https://example.invalid/pkgs.git",
+    );
+    expect(() =>
+      mergeConfig(defaultConfig(), { pkgsPath: "/srv/set", pkgsRepo: "file:///srv/repo" }),
+    ).toThrow(/both set/);
   });
 
   it("layers defaults, file, environment and flags in that order", async () => {

@@ -12,6 +12,8 @@ export interface RegistryConfig {
   port: number;
   /** The package set: a local file or directory (PKGS_PATH, NIXERY_PKGS_PATH). */
   pkgsPath: string;
+  /** Or a git repository URL (PKGS_REPO, NIXERY_PKGS_REPO): tags are its branches. */
+  pkgsRepo: string;
   /** Seconds the Nix steps of one image may take (NIX_TIMEOUT). */
   nixTimeout: number;
   /** Only `filesystem` (STORAGE_BACKEND). */
@@ -56,6 +58,7 @@ export function defaultConfig(): RegistryConfig {
     host: "0.0.0.0",
     port: 8080,
     pkgsPath: "",
+    pkgsRepo: "",
     nixTimeout: 60,
     storageBackend: "filesystem",
     storagePath: "/var/lib/nix-registry",
@@ -141,11 +144,23 @@ const gcRootsDir: Parser = (value, key) => {
   return text;
 };
 
+/** A git URL Nix's fetchGit takes (`https://`, `ssh://`, `git+...`, `file://`, or an absolute path). */
+const gitUrl: Parser = (value, key) => {
+  const text = string(value, key) as string;
+  if (!/^(?:(?:git\+)?(?:https?|ssh|file|git):\/\/|\/)[^\s\0]+$/.test(text)) {
+    throw new ConfigError(
+      `"${key}" must be a git URL (https://, ssh://, file://) or an absolute path, got ${JSON.stringify(text)}`,
+    );
+  }
+  return text;
+};
+
 /** TOML key -> [field, parser, environment variables (first set wins)]. */
 const keys: Record<string, [keyof RegistryConfig, Parser, string[]]> = {
   host: ["host", string, ["HOST"]],
   port: ["port", integer(0, 65_535), ["PORT"]],
   pkgs_path: ["pkgsPath", absolutePath, ["PKGS_PATH", "NIXERY_PKGS_PATH"]],
+  pkgs_repo: ["pkgsRepo", gitUrl, ["PKGS_REPO", "NIXERY_PKGS_REPO"]],
   nix_timeout: ["nixTimeout", integer(1, 86_400), ["NIX_TIMEOUT"]],
   storage_backend: ["storageBackend", oneOf("filesystem"), ["STORAGE_BACKEND"]],
   storage_path: ["storagePath", absolutePath, ["STORAGE_PATH"]],
@@ -217,10 +232,13 @@ export function envLayer(env: NodeJS.ProcessEnv): ConfigLayer {
 /** Later layers win; the result must name a package set. */
 export function mergeConfig(base: RegistryConfig, ...layers: ConfigLayer[]): RegistryConfig {
   const config = Object.assign({}, base, ...layers) as RegistryConfig;
-  if (config.pkgsPath === "") {
+  if (config.pkgsPath === "" && config.pkgsRepo === "") {
     throw new ConfigError(
-      "no package set: set pkgs_path, PKGS_PATH (or NIXERY_PKGS_PATH) or --pkgs-path",
+      "no package set: set pkgs_path, PKGS_PATH (or NIXERY_PKGS_PATH) or --pkgs-path, or pkgs_repo, PKGS_REPO (or NIXERY_PKGS_REPO)",
     );
+  }
+  if (config.pkgsPath !== "" && config.pkgsRepo !== "") {
+    throw new ConfigError("pkgs_path and pkgs_repo are both set: choose one package set");
   }
   if (config.platforms.length === 0) {
     throw new ConfigError(`no platform to serve: set "platforms" (e.g. ["amd64"])`);

@@ -8,27 +8,62 @@ import { type ImageName, platforms, quote } from "./names.js";
 import {
   buildInputs,
   checkInputs,
+  gitRevision,
   type InputsCheck,
   NixError,
   type PackageSetOptions,
   packageSetRevision,
   queryClosure,
+  type SourceRevision,
 } from "./nix.js";
 
 /** The Nix steps, a seam for unit tests (the real ones run nix-instantiate and nix-build). */
 export interface NixSteps {
-  revision(signal: AbortSignal, deadline: number): Promise<string>;
-  check(names: readonly string[], system: string, deadline: number): Promise<InputsCheck>;
-  build(names: readonly string[], system: string, outLink: string, deadline: number): Promise<void>;
+  /** The source revision of a tag: `latest` for a local set; for a git set, a branch or HEAD. */
+  revision(tag: string, deadline: number): Promise<SourceRevision>;
+  check(
+    names: readonly string[],
+    system: string,
+    source: SourceRevision,
+    deadline: number,
+  ): Promise<InputsCheck>;
+  build(
+    names: readonly string[],
+    system: string,
+    source: SourceRevision,
+    outLink: string,
+    deadline: number,
+  ): Promise<void>;
   closure(paths: readonly string[], deadline: number): Promise<string[]>;
 }
 
+/** The tag served for a local package set, and the ref it means for a git one (HEAD). */
+export const LATEST_TAG = "latest";
+
 export function createNixSteps(set: PackageSetOptions): NixSteps {
+  const git = set.gitUrl !== undefined && set.gitUrl !== "";
   return {
-    revision: (signal, deadline) => packageSetRevision(set, { deadline, signal }),
-    check: (names, system, deadline) => checkInputs(set, names, system, { deadline }),
-    build: async (names, system, outLink, deadline) => {
-      await buildInputs(set, names, system, outLink, { deadline });
+    revision: async (tag, deadline) => {
+      if (!git) return { revision: await packageSetRevision(set, { deadline }) };
+      const gitRef = tag === LATEST_TAG ? "HEAD" : tag;
+      try {
+        return { revision: await gitRevision(set, gitRef, { deadline }), gitRef };
+      } catch (error) {
+        if (error instanceof NixError && error.code === "Failed") {
+          throw new RegistryError(
+            "MANIFEST_UNKNOWN",
+            `tag ${quote(tag)}: no branch ${quote(gitRef)} in the package set's repository (${error.message})`,
+            undefined,
+            { cause: error },
+          );
+        }
+        throw error;
+      }
+    },
+    check: (names, system, source, deadline) =>
+      checkInputs(set, source, names, system, { deadline }),
+    build: async (names, system, source, outLink, deadline) => {
+      await buildInputs(set, source, names, system, outLink, { deadline });
     },
     closure: (paths, deadline) => queryClosure(set, paths, { deadline }),
   };
@@ -45,8 +80,10 @@ export interface ImageServiceOptions {
   /** Platform keys served (`amd64`, `arm64`). */
   platforms: readonly string[];
   annotationForm: AnnotationSetting;
-  /** A fixed revision (`""`: computed by Nix from the package set's source). */
+  /** A fixed revision of a local set (`""`: computed by Nix from the package set's source). */
   revision: string;
+  /** Whether tags other than `latest` name branches of a git package set. */
+  gitTags: boolean;
   /** Seconds a computed revision is reused before Nix computes it again. */
   revisionTtlSeconds: number;
   /** Most image builds at once (others wait). */
@@ -59,10 +96,12 @@ export interface ImageServiceOptions {
 }
 
 export interface ImageService {
-  /** The cached or newly built image of `name` (concurrent callers share one build). */
-  image(name: ImageName): Promise<ImageRecord>;
+  /** The cached or newly built image of `name` at `tag` (concurrent callers share one build). */
+  image(name: ImageName, tag: string): Promise<ImageRecord>;
   /** Which names the set lacks (evaluates, builds nothing); throws NAME_UNKNOWN when any. */
   checkName(name: ImageName): Promise<void>;
+  /** Whether `tag` may name a revision (`latest`, or any tag for a git set). */
+  servesTag(tag: string): boolean;
   /** Builds currently running. */
   running(): number;
 }
@@ -118,8 +157,8 @@ function asRegistryError(error: unknown, what: string): RegistryError {
 
 export function createImageService(options: ImageServiceOptions): ImageService {
   const inFlight = new Map<string, Promise<ImageRecord>>();
-  let revisionCache: { value: string; at: number } | undefined;
-  let revisionPending: Promise<string> | undefined;
+  const revisionCache = new Map<string, { value: SourceRevision; at: number }>();
+  const revisionPending = new Map<string, Promise<SourceRevision>>();
   let active = 0;
   const waiting: (() => void)[] = [];
 
@@ -136,25 +175,31 @@ export function createImageService(options: ImageServiceOptions): ImageService {
 
   const deadlineFromNow = () => Date.now() + options.nixTimeoutSeconds * 1000;
 
-  const revision = async (): Promise<string> => {
-    if (options.revision !== "") return options.revision;
-    const fresh =
-      revisionCache !== undefined &&
-      Date.now() - revisionCache.at < options.revisionTtlSeconds * 1000;
-    if (fresh) return revisionCache!.value;
-    revisionPending ??= options.nix
-      .revision(new AbortController().signal, deadlineFromNow())
-      .then((value) => {
-        revisionCache = { value, at: Date.now() };
-        return value;
-      })
-      .finally(() => {
-        revisionPending = undefined;
-      });
+  const revision = async (tag: string): Promise<SourceRevision> => {
+    if (options.revision !== "" && !options.gitTags) return { revision: options.revision };
+    const cached = revisionCache.get(tag);
+    if (cached !== undefined && Date.now() - cached.at < options.revisionTtlSeconds * 1000) {
+      return cached.value;
+    }
+    let pending = revisionPending.get(tag);
+    if (pending === undefined) {
+      pending = options.nix
+        .revision(tag, deadlineFromNow())
+        .then((value) => {
+          // Bounded: one entry per tag asked for; forget the oldest beyond 1024.
+          if (revisionCache.size >= 1024) {
+            revisionCache.delete(revisionCache.keys().next().value as string);
+          }
+          revisionCache.set(tag, { value, at: Date.now() });
+          return value;
+        })
+        .finally(() => revisionPending.delete(tag));
+      revisionPending.set(tag, pending);
+    }
     try {
-      return await revisionPending;
+      return await pending;
     } catch (error) {
-      throw asRegistryError(error, "package set revision");
+      throw asRegistryError(error, `package set revision of tag ${quote(tag)}`);
     }
   };
 
@@ -169,18 +214,28 @@ export function createImageService(options: ImageServiceOptions): ImageService {
     return platform;
   };
 
-  const build = async (name: ImageName, key: string, rev: string): Promise<ImageRecord> => {
+  const build = async (
+    name: ImageName,
+    key: string,
+    source: SourceRevision,
+  ): Promise<ImageRecord> => {
     const platform = checkPlatform(name);
     const deadline = deadlineFromNow();
     const log = options.logger.child({ repository: name.repository, key });
-    const check = await options.nix.check(name.packages, platform.system, deadline);
+    const check = await options.nix.check(name.packages, platform.system, source, deadline);
     const unknown = unknownNames(check);
     if (unknown) throw unknown;
     const rootsDir = await options.store.newRootsDir(key);
     try {
       options.onEvent?.("build");
       log.info({ packages: check.names, platform: name.platform }, "building image");
-      await options.nix.build(name.packages, platform.system, `${rootsDir}/result`, deadline);
+      await options.nix.build(
+        name.packages,
+        platform.system,
+        source,
+        `${rootsDir}/result`,
+        deadline,
+      );
       const closure =
         check.closureInfo !== null
           ? await readClosure(check.closureInfo, {
@@ -217,7 +272,7 @@ export function createImageService(options: ImageServiceOptions): ImageService {
       const record = await options.store.commit(
         {
           key,
-          revision: rev,
+          revision: source.revision,
           packages: check.names,
           platform: name.platform,
           index: indexDigest,
@@ -237,10 +292,10 @@ export function createImageService(options: ImageServiceOptions): ImageService {
   };
 
   return {
-    async image(name) {
+    async image(name, tag) {
       checkPlatform(name);
-      const rev = await revision();
-      const key = cacheKey(rev, name.packages, name.platform);
+      const source = await revision(tag);
+      const key = cacheKey(source.revision, name.packages, name.platform);
       const cached = options.store.get(key);
       if (cached !== undefined) {
         options.onEvent?.("cacheHit");
@@ -254,7 +309,7 @@ export function createImageService(options: ImageServiceOptions): ImageService {
       pending = (async () => {
         await acquire();
         try {
-          return await build(name, key, rev);
+          return await build(name, key, source);
         } catch (error) {
           options.onEvent?.("buildFailure");
           throw asRegistryError(error, `image ${quote(name.repository)}`);
@@ -269,7 +324,13 @@ export function createImageService(options: ImageServiceOptions): ImageService {
     async checkName(name) {
       const platform = checkPlatform(name);
       try {
-        const check = await options.nix.check(name.packages, platform.system, deadlineFromNow());
+        const source = await revision(LATEST_TAG);
+        const check = await options.nix.check(
+          name.packages,
+          platform.system,
+          source,
+          deadlineFromNow(),
+        );
         const unknown = unknownNames(check);
         if (unknown) throw unknown;
       } catch (error) {
@@ -278,5 +339,7 @@ export function createImageService(options: ImageServiceOptions): ImageService {
     },
 
     running: () => active,
+
+    servesTag: (tag) => tag === LATEST_TAG || options.gitTags,
   };
 }

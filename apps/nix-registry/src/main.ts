@@ -17,6 +17,7 @@ interface Flags {
   host?: string;
   port?: string;
   pkgsPath?: string;
+  pkgsRepo?: string;
   storagePath?: string;
 }
 
@@ -37,6 +38,7 @@ async function main(argv: readonly string[]): Promise<void> {
     .option("--host <address>", "address to listen on (HOST)")
     .option("-p, --port <port>", "port to listen on (PORT)")
     .option("--pkgs-path <path>", "the package set: a Nix file or directory (PKGS_PATH)")
+    .option("--pkgs-repo <url>", "or a git repository; tags name its branches (PKGS_REPO)")
     .option("--storage-path <path>", "where manifests and blobs are stored (STORAGE_PATH)")
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text) })
@@ -60,6 +62,7 @@ async function main(argv: readonly string[]): Promise<void> {
         host: flags.host,
         port: flags.port,
         pkgs_path: flags.pkgsPath,
+        pkgs_repo: flags.pkgsRepo,
         storage_path: flags.storagePath,
       }),
     );

@@ -8,6 +8,9 @@ export const imageInputsExpression = fileURLToPath(
   new URL("../nix/image-inputs.nix", import.meta.url),
 );
 export const revisionExpression = fileURLToPath(new URL("../nix/revision.nix", import.meta.url));
+export const gitRevisionExpression = fileURLToPath(
+  new URL("../nix/git-revision.nix", import.meta.url),
+);
 
 /** Most bytes kept of a Nix process's standard output and of its standard error (the tail). */
 const MAX_OUTPUT = 1024 * 1024;
@@ -122,8 +125,10 @@ export interface InputsCheck {
 }
 
 export interface PackageSetOptions {
-  /** Absolute path of the package set (file or directory). */
+  /** Absolute path of the package set (file or directory); unused when `gitUrl` is set. */
   pkgsPath: string;
+  /** A git repository holding the package set (`""`: use `pkgsPath`). */
+  gitUrl?: string;
   nixBin: string;
   storeDir: string;
   env?: NodeJS.ProcessEnv;
@@ -170,13 +175,41 @@ function parseCheck(stdout: string, storeDir: string): InputsCheck {
   };
 }
 
+/** Which source the package set comes from: a local path, or a git ref at a resolved commit. */
+export interface SourceRevision {
+  /** The cache key's revision: the source's store hash, or the git commit. */
+  revision: string;
+  /** For a git set: the ref the tag named (`HEAD` for `latest`). */
+  gitRef?: string;
+}
+
 /** Arguments common to both steps: every request value is a string argument. */
-function inputArgs(pkgsPath: string, names: readonly string[], system: string): string[] {
+function inputArgs(
+  set: PackageSetOptions,
+  source: SourceRevision,
+  names: readonly string[],
+  system: string,
+): string[] {
+  const git =
+    set.gitUrl !== undefined && set.gitUrl !== ""
+      ? [
+          "--argstr",
+          "gitUrl",
+          set.gitUrl,
+          "--argstr",
+          "gitRef",
+          source.gitRef ?? "HEAD",
+          "--argstr",
+          "gitRev",
+          source.revision,
+        ]
+      : [];
   return [
     imageInputsExpression,
+    ...git,
     "--argstr",
     "pkgsPath",
-    pkgsPath,
+    set.pkgsPath,
     "--argstr",
     "namesJson",
     JSON.stringify(names),
@@ -189,13 +222,14 @@ function inputArgs(pkgsPath: string, names: readonly string[], system: string): 
 /** Evaluates which names exist and which output paths they have (nothing is built). */
 export async function checkInputs(
   set: PackageSetOptions,
+  source: SourceRevision,
   names: readonly string[],
   system: string,
   options: Omit<RunNixOptions, "nixBin" | "env">,
 ): Promise<InputsCheck> {
   const stdout = await runNix(
     "nix-instantiate",
-    ["--eval", "--strict", "--json", ...inputArgs(set.pkgsPath, names, system), "-A", "check"],
+    ["--eval", "--strict", "--json", ...inputArgs(set, source, names, system), "-A", "check"],
     { ...options, nixBin: set.nixBin, ...(set.env ? { env: set.env } : {}) },
   );
   return parseCheck(stdout, set.storeDir);
@@ -207,6 +241,7 @@ export async function checkInputs(
  */
 export async function buildInputs(
   set: PackageSetOptions,
+  source: SourceRevision,
   names: readonly string[],
   system: string,
   outLink: string,
@@ -214,7 +249,7 @@ export async function buildInputs(
 ): Promise<string[]> {
   const stdout = await runNix(
     "nix-build",
-    [...inputArgs(set.pkgsPath, names, system), "-A", "build", "--out-link", outLink],
+    [...inputArgs(set, source, names, system), "-A", "build", "--out-link", outLink],
     { ...options, nixBin: set.nixBin, ...(set.env ? { env: set.env } : {}) },
   );
   return stdout.split("\n").filter((line) => line !== "");
@@ -238,6 +273,37 @@ export async function queryClosure(
     }
   }
   return closure.sort();
+}
+
+/** The commit `gitRef` of the set's git repository points at. */
+export async function gitRevision(
+  set: PackageSetOptions,
+  gitRef: string,
+  options: Omit<RunNixOptions, "nixBin" | "env">,
+): Promise<string> {
+  const stdout = await runNix(
+    "nix-instantiate",
+    [
+      "--eval",
+      "--json",
+      gitRevisionExpression,
+      "--argstr",
+      "gitUrl",
+      set.gitUrl ?? "",
+      "--argstr",
+      "gitRef",
+      gitRef,
+    ],
+    { ...options, nixBin: set.nixBin, ...(set.env ? { env: set.env } : {}) },
+  );
+  const rev = JSON.parse(stdout) as unknown;
+  if (typeof rev !== "string" || !/^[0-9a-f]{40}$/.test(rev)) {
+    throw new NixError(
+      "Failed",
+      `git revision of ${gitRef}: unexpected output ${stdout.slice(0, 200)}`,
+    );
+  }
+  return rev;
 }
 
 /** The package set's revision: the store path its source directory hashes to. */

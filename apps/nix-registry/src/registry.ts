@@ -40,6 +40,7 @@ export async function startRegistry(options: StartRegistryOptions): Promise<Runn
       options.nix ??
       createNixSteps({
         pkgsPath: config.pkgsPath,
+        gitUrl: config.pkgsRepo,
         nixBin: config.nixBin,
         storeDir: config.storeDir,
       }),
@@ -48,6 +49,7 @@ export async function startRegistry(options: StartRegistryOptions): Promise<Runn
     platforms: config.platforms,
     annotationForm: config.annotationForm,
     revision: config.revision,
+    gitTags: config.pkgsRepo !== "",
     revisionTtlSeconds: config.revisionTtl,
     maxConcurrentBuilds: config.maxConcurrentBuilds,
     storeDir: config.storeDir,
@@ -81,7 +83,15 @@ export async function startRegistry(options: StartRegistryOptions): Promise<Runn
   });
   const bound = server.address() as AddressInfo;
   const address = `${bound.family === "IPv6" ? `[${bound.address}]` : bound.address}:${bound.port}`;
-  logger.info({ address, pkgsPath: config.pkgsPath, storagePath: config.storagePath }, "listening");
+  logger.info(
+    {
+      address,
+      pkgsPath: config.pkgsPath,
+      pkgsRepo: config.pkgsRepo,
+      storagePath: config.storagePath,
+    },
+    "listening",
+  );
   return {
     address,
     port: bound.port,

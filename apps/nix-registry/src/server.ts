@@ -36,7 +36,10 @@ export interface RegistryServerOptions {
 
 /** Largest manifest or index read back from storage. */
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+/** The spec's tag grammar, minus what git refuses in a branch name (`..`, a `.lock` end). */
 const tagPattern = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+const isTag = (tag: string) =>
+  tagPattern.test(tag) && !tag.includes("..") && !tag.endsWith(".lock");
 const SERVED_TAG = "latest";
 
 function manifestRoute(
@@ -234,11 +237,11 @@ export function createRegistryHandler(options: RegistryServerOptions) {
       serveManifestBytes(request, response, reference, data, mediaType);
       return "manifests";
     }
-    if (!tagPattern.test(reference)) {
+    if (!isTag(reference)) {
       fail(request, response, "MANIFEST_UNKNOWN", `${quote(reference)} is not a valid tag`);
       return "manifests";
     }
-    if (reference !== SERVED_TAG) {
+    if (!options.service.servesTag(reference)) {
       fail(
         request,
         response,
@@ -257,7 +260,7 @@ export function createRegistryHandler(options: RegistryServerOptions) {
       );
       return "manifests";
     }
-    const record = await options.service.image(name);
+    const record = await options.service.image(name, reference);
     const digest = wanted === "index" ? record.index : record.manifest;
     const data = await options.store.readBlob(digest, MAX_MANIFEST_BYTES);
     if (data === undefined) {

@@ -47,9 +47,9 @@ export function createFakeNix(options: { closureInfo?: boolean } = {}): FakeNix 
     hold: undefined,
     failWith: undefined,
     steps: {
-      async revision() {
-        fake.calls.push({ step: "revision" });
-        return "fake-revision";
+      async revision(tag) {
+        fake.calls.push({ step: "revision", names: [tag] });
+        return { revision: `fake-revision-${tag}` };
       },
       async check(names, system): Promise<InputsCheck> {
         fake.calls.push({ step: "check", names, system });
@@ -66,7 +66,7 @@ export function createFakeNix(options: { closureInfo?: boolean } = {}): FakeNix 
           closureInfo: ok && options.closureInfo ? storePaths.closureInfo : null,
         };
       },
-      async build(names, system, outLink) {
+      async build(names, system, _source, outLink) {
         fake.calls.push({ step: "build", names, system });
         await fake.hold;
         if (fake.failWith) throw fake.failWith;
