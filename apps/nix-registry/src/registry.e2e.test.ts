@@ -307,18 +307,12 @@ describe.skipIf(skip !== undefined)(
       const before = await builds();
       const name = `127.0.0.1:${port}/hello:latest`;
       // Two containerd clients (namespaces) pulling the same new image at once.
-      const pull = (namespace: string) =>
-        containerd.ctr([
-          "-n",
-          namespace,
-          "images",
-          "pull",
-          "--plain-http",
-          "--snapshotter",
-          "nix",
-          name,
-        ]);
-      const pulls = await Promise.all([pull("default"), pull("second")]);
+      const pull = (namespace?: string) =>
+        containerd.ctr(
+          ["images", "pull", "--plain-http", "--snapshotter", "nix", name],
+          namespace === undefined ? {} : { namespace },
+        );
+      const pulls = await Promise.all([pull(), pull(`second-${process.pid}`)]);
       expect(pulls).toHaveLength(2);
       expect((await builds()) - before).toBe(1);
       const stdout = await runContainer(containerd, "nix", name, "hello-3", "/bin/hello");
