@@ -41,6 +41,10 @@ export interface RegistryConfig {
   maxRequestsPerClient: number;
   maxHeaderBytes: number;
   metrics: boolean;
+  /** Export each image's closure to `<storage_path>/binary-cache` and serve it over HTTP. */
+  binaryCache: boolean;
+  /** Secret key file (`nix-store --generate-binary-cache-key`) that signs the narinfos. */
+  binaryCacheSecretKeyFile: string;
 }
 
 export type ConfigLayer = Partial<RegistryConfig>;
@@ -77,6 +81,8 @@ export function defaultConfig(): RegistryConfig {
     maxRequestsPerClient: 16,
     maxHeaderBytes: 16 * 1024,
     metrics: true,
+    binaryCache: false,
+    binaryCacheSecretKeyFile: "",
   };
 }
 
@@ -179,6 +185,12 @@ const keys: Record<string, [keyof RegistryConfig, Parser, string[]]> = {
   max_requests_per_client: ["maxRequestsPerClient", integer(1, 10_000), []],
   max_header_bytes: ["maxHeaderBytes", integer(1024, 1024 * 1024), []],
   metrics: ["metrics", boolean, []],
+  binary_cache: ["binaryCache", boolean, ["NIX_REGISTRY_BINARY_CACHE"]],
+  binary_cache_secret_key_file: [
+    "binaryCacheSecretKeyFile",
+    absolutePath,
+    ["NIX_REGISTRY_BINARY_CACHE_SECRET_KEY_FILE"],
+  ],
 };
 
 /** The layer of a parsed TOML document; unknown keys are errors. */
@@ -239,6 +251,11 @@ export function mergeConfig(base: RegistryConfig, ...layers: ConfigLayer[]): Reg
   }
   if (config.pkgsPath !== "" && config.pkgsRepo !== "") {
     throw new ConfigError("pkgs_path and pkgs_repo are both set: choose one package set");
+  }
+  if (config.binaryCache && config.binaryCacheSecretKeyFile === "") {
+    throw new ConfigError(
+      "binary_cache needs binary_cache_secret_key_file (nix-store --generate-binary-cache-key)",
+    );
   }
   if (config.platforms.length === 0) {
     throw new ConfigError(`no platform to serve: set "platforms" (e.g. ["amd64"])`);

@@ -8,6 +8,7 @@ import { type ImageName, platforms, quote } from "./names.js";
 import {
   buildInputs,
   checkInputs,
+  exportToBinaryCache,
   gitRevision,
   type InputsCheck,
   NixError,
@@ -35,12 +36,17 @@ export interface NixSteps {
     deadline: number,
   ): Promise<void>;
   closure(paths: readonly string[], deadline: number): Promise<string[]>;
+  /** Copies paths into the binary cache (only called when one is configured). */
+  exportPaths(paths: readonly string[], deadline: number): Promise<void>;
 }
 
 /** The tag served for a local package set, and the ref it means for a git one (HEAD). */
 export const LATEST_TAG = "latest";
 
-export function createNixSteps(set: PackageSetOptions): NixSteps {
+export function createNixSteps(
+  set: PackageSetOptions,
+  binaryCache?: { dir: string; secretKeyFile: string },
+): NixSteps {
   const git = set.gitUrl !== undefined && set.gitUrl !== "";
   return {
     revision: async (tag, deadline) => {
@@ -66,6 +72,12 @@ export function createNixSteps(set: PackageSetOptions): NixSteps {
       await buildInputs(set, source, names, system, outLink, { deadline });
     },
     closure: (paths, deadline) => queryClosure(set, paths, { deadline }),
+    exportPaths: async (paths, deadline) => {
+      if (binaryCache === undefined) throw new Error("no binary cache configured");
+      await exportToBinaryCache(set, paths, binaryCache.dir, binaryCache.secretKeyFile, {
+        deadline,
+      });
+    },
   };
 }
 
@@ -84,6 +96,8 @@ export interface ImageServiceOptions {
   revision: string;
   /** Whether tags other than `latest` name branches of a git package set. */
   gitTags: boolean;
+  /** Export each built closure to the binary cache before the image is served. */
+  binaryCache: boolean;
   /** Seconds a computed revision is reused before Nix computes it again. */
   revisionTtlSeconds: number;
   /** Most image builds at once (others wait). */
@@ -254,6 +268,11 @@ export function createImageService(options: ImageServiceOptions): ImageService {
         storeDir: options.storeDir,
         ...(options.fileSystem ? { fileSystem: options.fileSystem } : {}),
       });
+      if (options.binaryCache) {
+        // The packages first: a node that pulls the image can substitute them at once.
+        const closureInfo = "closureInfo" in closure ? [closure.closureInfo] : [];
+        await options.nix.exportPaths([...image.storePaths, ...closureInfo], deadline);
+      }
       const index = Buffer.from(
         JSON.stringify({
           schemaVersion: 2,

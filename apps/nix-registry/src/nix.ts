@@ -275,6 +275,32 @@ export async function queryClosure(
   return closure.sort();
 }
 
+/**
+ * Copies store paths into a binary cache directory (`nix copy --to file://<dir>`), signing the
+ * narinfos with the secret key file.
+ */
+export async function exportToBinaryCache(
+  set: PackageSetOptions,
+  paths: readonly string[],
+  cacheDir: string,
+  secretKeyFile: string,
+  options: Omit<RunNixOptions, "nixBin" | "env">,
+): Promise<void> {
+  const params = new URLSearchParams({ "secret-key": secretKeyFile, compression: "zstd" });
+  await runNix(
+    "nix",
+    [
+      "--extra-experimental-features",
+      "nix-command",
+      "copy",
+      "--to",
+      `file://${cacheDir}?${params.toString()}`,
+      ...paths,
+    ],
+    { ...options, nixBin: set.nixBin, ...(set.env ? { env: set.env } : {}) },
+  );
+}
+
 /** The commit `gitRef` of the set's git repository points at. */
 export async function gitRevision(
   set: PackageSetOptions,

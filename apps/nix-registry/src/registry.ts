@@ -1,4 +1,6 @@
+import { mkdir } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
+import { join } from "node:path";
 import type { StoreFileSystem } from "@nix-snapshotter/image-builder";
 import type { Logger } from "pino";
 import type { RegistryConfig } from "./config.js";
@@ -34,22 +36,30 @@ export async function startRegistry(options: StartRegistryOptions): Promise<Runn
     logger,
   });
   await store.open();
+  const binaryCacheDir = join(config.storagePath, "binary-cache");
+  if (config.binaryCache) await mkdir(binaryCacheDir, { recursive: true });
   const service = createImageService({
     store,
     nix:
       options.nix ??
-      createNixSteps({
-        pkgsPath: config.pkgsPath,
-        gitUrl: config.pkgsRepo,
-        nixBin: config.nixBin,
-        storeDir: config.storeDir,
-      }),
+      createNixSteps(
+        {
+          pkgsPath: config.pkgsPath,
+          gitUrl: config.pkgsRepo,
+          nixBin: config.nixBin,
+          storeDir: config.storeDir,
+        },
+        config.binaryCache
+          ? { dir: binaryCacheDir, secretKeyFile: config.binaryCacheSecretKeyFile }
+          : undefined,
+      ),
     logger,
     nixTimeoutSeconds: config.nixTimeout,
     platforms: config.platforms,
     annotationForm: config.annotationForm,
     revision: config.revision,
     gitTags: config.pkgsRepo !== "",
+    binaryCache: config.binaryCache,
     revisionTtlSeconds: config.revisionTtl,
     maxConcurrentBuilds: config.maxConcurrentBuilds,
     storeDir: config.storeDir,
@@ -73,6 +83,7 @@ export async function startRegistry(options: StartRegistryOptions): Promise<Runn
     maxHeaderBytes: config.maxHeaderBytes,
     requestTimeoutMs: (config.nixTimeout + 60) * 1000,
     metricsEnabled: config.metrics,
+    binaryCacheDir: config.binaryCache ? binaryCacheDir : undefined,
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

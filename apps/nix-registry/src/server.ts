@@ -1,4 +1,5 @@
 import { createReadStream } from "node:fs";
+import { stat } from "node:fs/promises";
 import {
   createServer,
   type IncomingMessage,
@@ -6,6 +7,7 @@ import {
   type Server,
   type ServerResponse,
 } from "node:http";
+import { join } from "node:path";
 import { MediaType } from "@nix-snapshotter/oci";
 import type { Logger } from "pino";
 import { type DistributionErrorCode, RegistryError, statusOf } from "./errors.js";
@@ -32,7 +34,19 @@ export interface RegistryServerOptions {
   requestTimeoutMs: number;
   /** Serve `/metrics` (Prometheus) beside `/v2/`. */
   metricsEnabled: boolean;
+  /** Serve this binary cache directory (`nix-cache-info`, `*.narinfo`, `nar/*`); undefined = off. */
+  binaryCacheDir: string | undefined;
 }
+
+/** Files of a binary cache a client may ask for, by exact name grammar. */
+const binaryCacheFiles: { pattern: RegExp; contentType: string }[] = [
+  { pattern: /^\/nix-cache-info$/, contentType: "text/x-nix-cache-info" },
+  { pattern: /^\/[0-9a-df-np-sv-z]{32}\.narinfo$/, contentType: "text/x-nix-narinfo" },
+  {
+    pattern: /^\/nar\/[0-9a-df-np-sv-z]{52}\.nar(?:\.(?:zst|xz|bz2))?$/,
+    contentType: "application/x-nix-nar",
+  },
+];
 
 /** Largest manifest or index read back from storage. */
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
@@ -67,6 +81,9 @@ function routeOf(path: string): string {
   if (path === "/v2/" || path === "/v2") return "base";
   if (path === "/healthz") return "health";
   if (path === "/metrics") return "metrics";
+  if (path === "/nix-cache-info" || path.endsWith(".narinfo") || path.startsWith("/nar/")) {
+    return "binary-cache";
+  }
   if (/^\/v2\/.+\/tags\/list$/.test(path)) return "tags";
   return manifestRoute(path)?.kind ?? "unknown";
 }
@@ -141,6 +158,34 @@ export function createRegistryHandler(options: RegistryServerOptions) {
     });
   };
 
+  /** A binary cache file: 404 (plain text, as Nix expects) when absent. */
+  const serveFile = async (
+    request: IncomingMessage,
+    response: ServerResponse,
+    path: string,
+    contentType: string,
+  ): Promise<void> => {
+    const info = await stat(path).catch(() => undefined);
+    if (info === undefined || !info.isFile()) {
+      send(request, response, 404, { "content-type": "text/plain" }, Buffer.from("not found\n"));
+      return;
+    }
+    response.writeHead(200, { "content-type": contentType, "content-length": info.size });
+    if (request.method === "HEAD") return void response.end();
+    await new Promise<void>((resolve) => {
+      const stream = createReadStream(path);
+      stream.once("error", (error) => {
+        response.destroy(error);
+        resolve();
+      });
+      response.once("close", () => {
+        stream.destroy();
+        resolve();
+      });
+      stream.pipe(response);
+    });
+  };
+
   const serveManifestBytes = (
     request: IncomingMessage,
     response: ServerResponse,
@@ -168,6 +213,13 @@ export function createRegistryHandler(options: RegistryServerOptions) {
     if (path === "/healthz") {
       send(request, response, 200, { "content-type": "text/plain" }, Buffer.from("ok\n"));
       return "health";
+    }
+    if (options.binaryCacheDir !== undefined) {
+      const file = binaryCacheFiles.find((entry) => entry.pattern.test(path));
+      if (file !== undefined) {
+        await serveFile(request, response, join(options.binaryCacheDir, path), file.contentType);
+        return "binary-cache";
+      }
     }
     if (path === "/metrics" && options.metricsEnabled) {
       const body = Buffer.from(metrics.render());

@@ -73,6 +73,9 @@ export function createFakeNix(options: { closureInfo?: boolean } = {}): FakeNix 
         await mkdir(dirname(outLink), { recursive: true });
         await symlink(storePaths.hello, outLink);
       },
+      async exportPaths(paths) {
+        fake.calls.push({ step: "export", names: paths });
+      },
       async closure(paths) {
         fake.calls.push({ step: "closure" });
         const all = new Set<string>();
