@@ -220,6 +220,8 @@ describe("the registry's routes", () => {
     expect([bad.status, errorOf(bad).code]).toEqual([400, "DIGEST_INVALID"]);
     const route = await send(port, "/v3/");
     expect(route.status).toBe(404);
+    // No binary cache configured: its files are not served.
+    expect((await send(port, "/nix-cache-info")).status).toBe(404);
     expect(fake.builds()).toBe(0);
   });
 
@@ -340,6 +342,14 @@ describe("bounds", () => {
     const again = await send(port, "/v2/hello/manifests/latest");
     expect(again.headers["docker-content-digest"]).toBe(first.headers["docker-content-digest"]);
     expect(fake.builds()).toBe(0);
+  });
+
+  it("exports the closure and its closure info to the binary cache before serving", async () => {
+    await start({ binaryCache: true, binaryCacheSecretKeyFile: "/unused/key.sec" });
+    expect((await send(port, "/v2/hello/manifests/latest")).status).toBe(200);
+    const exported = fake.calls.find((call) => call.step === "export");
+    expect(exported?.names).toEqual([storePaths.busybox, storePaths.hello, storePaths.closureInfo]);
+    expect((await send(port, `/${"0".repeat(32)}.narinfo`)).status).toBe(404);
   });
 
   it("uses only the per-path form when the set has no closureInfo", async () => {
