@@ -1,6 +1,6 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, openSync } from "node:fs";
+import { existsSync } from "node:fs";
 import {
   chmod,
   mkdir,
@@ -11,11 +11,8 @@ import {
   rm,
   writeFile,
 } from "node:fs/promises";
-import { request as httpRequest } from "node:http";
-import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import {
   type Containerd,
@@ -30,6 +27,16 @@ import {
   TEST_GC_ROOTS_PARENT,
 } from "@nix-snapshotter/nix-store/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  get,
+  registryEntry,
+  type Started,
+  snapshotterEntry,
+  startProcess,
+  startSnapshotter,
+  stopProcess,
+  waitFor,
+} from "./testing/processes.js";
 import { createStandInSet, type StandInSet } from "./testing/stand-in-set.js";
 
 /**
@@ -40,10 +47,6 @@ import { createStandInSet, type StandInSet } from "./testing/stand-in-set.js";
  */
 
 const execFileAsync = promisify(execFile);
-const registryEntry = fileURLToPath(new URL("../dist/main.js", import.meta.url));
-const snapshotterEntry = fileURLToPath(
-  new URL("../../nix-snapshotter/dist/main.js", import.meta.url),
-);
 const SHADOW = ["$", "{builtins.readFile /etc/shadow}"].join("");
 
 const skip =
@@ -54,71 +57,6 @@ const skip =
     ? undefined
     : "run pnpm build first") ??
   containerdSkipReason("2.1");
-
-interface Started {
-  child: ChildProcess;
-  exited: Promise<unknown>;
-  log(): Promise<string>;
-}
-
-function startProcess(
-  entry: string,
-  args: string[],
-  env: NodeJS.ProcessEnv,
-  logPath: string,
-): Started {
-  const fd = openSync(logPath, "a");
-  const child = spawn(process.execPath, [entry, ...args], {
-    env: { ...process.env, ...env },
-    stdio: ["ignore", fd, fd],
-  });
-  closeSync(fd);
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  return { child, exited, log: () => readFile(logPath, "utf8").catch(() => "") };
-}
-
-async function stopProcess(started: Started | undefined): Promise<void> {
-  if (started === undefined || started.child.exitCode !== null) return;
-  started.child.kill("SIGTERM");
-  const timeout = new Promise((resolve) => setTimeout(() => resolve("timeout"), 20_000));
-  if ((await Promise.race([started.exited, timeout])) === "timeout") {
-    started.child.kill("SIGKILL");
-    await started.exited;
-  }
-}
-
-async function waitFor<T>(
-  what: string,
-  started: Started,
-  probe: () => Promise<T | undefined>,
-): Promise<T> {
-  for (let attempt = 0; attempt < 600; attempt++) {
-    if (started.child.exitCode !== null) throw new Error(`${what} exited:\n${await started.log()}`);
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`${what} not ready:\n${await started.log()}`);
-}
-
-function get(
-  port: number,
-  path: string,
-): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
-  return new Promise((resolve, reject) => {
-    const request = httpRequest({ host: "127.0.0.1", port, path }, (response) => {
-      let body = "";
-      response.setEncoding("utf8").on("data", (chunk: string) => {
-        body += chunk;
-      });
-      response.on("end", () =>
-        resolve({ status: response.statusCode ?? 0, headers: response.headers, body }),
-      );
-    });
-    request.on("error", reject);
-    request.end();
-  });
-}
 
 describe.skipIf(skip !== undefined)(
   `nix-registry serves containerd 2.1 through the nix snapshotter${skip ? ` (skipped: ${skip})` : ""}`,
@@ -184,37 +122,9 @@ describe.skipIf(skip !== undefined)(
       snapshotterRoots = join(TEST_GC_ROOTS_PARENT, `registry-daemon-${unique}`);
       ({ registry, port } = await startRegistryProcess("registry.log"));
 
-      const address = join(dir, "snapshotter.sock");
-      await writeFile(
-        join(dir, "snapshotter.toml"),
-        [
-          `address = ${JSON.stringify(address)}`,
-          `root = ${JSON.stringify(join(dir, "snapshotter-root"))}`,
-          `gc_roots_dir = ${JSON.stringify(snapshotterRoots)}`,
-          "[image_service]",
-          "enable = false",
-          "",
-        ].join("\n"),
-      );
-      snapshotter = startProcess(
-        snapshotterEntry,
-        ["-c", join(dir, "snapshotter.toml")],
-        { NIX_SNAPSHOTTER_LOG_FORMAT: "json" },
-        join(dir, "snapshotter.log"),
-      );
-      await waitFor(
-        "nix-snapshotter",
-        snapshotter,
-        () =>
-          new Promise<true | undefined>((resolve) => {
-            const socket = connect(address);
-            socket.once("connect", () => {
-              socket.destroy();
-              resolve(true);
-            });
-            socket.once("error", () => resolve(undefined));
-          }),
-      );
+      const daemon = await startSnapshotter(dir, snapshotterRoots, "bind");
+      snapshotter = daemon.process;
+      const address = daemon.address;
       containerd = await startContainerd({ version: "2.1", proxyPlugins: { nix: address } });
     });
 
