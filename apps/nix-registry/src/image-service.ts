@@ -239,6 +239,8 @@ export function createImageService(options: ImageServiceOptions): ImageService {
     const check = await options.nix.check(name.packages, platform.system, source, deadline);
     const unknown = unknownNames(check);
     if (unknown) throw unknown;
+    let exported: string[] | undefined;
+    let unpin: (() => void) | undefined;
     const rootsDir = await options.store.newRootsDir(key);
     try {
       options.onEvent?.("build");
@@ -271,7 +273,9 @@ export function createImageService(options: ImageServiceOptions): ImageService {
       if (options.binaryCache) {
         // The packages first: a node that pulls the image can substitute them at once.
         const closureInfo = "closureInfo" in closure ? [closure.closureInfo] : [];
-        await options.nix.exportPaths([...image.storePaths, ...closureInfo], deadline);
+        exported = [...image.storePaths, ...closureInfo];
+        unpin = options.store.pin(exported);
+        await options.nix.exportPaths(exported, deadline);
       }
       const index = Buffer.from(
         JSON.stringify({
@@ -297,6 +301,7 @@ export function createImageService(options: ImageServiceOptions): ImageService {
           index: indexDigest,
           manifest: image.manifestDescriptor.digest,
           storePaths: image.storePaths.length,
+          ...(exported === undefined ? {} : { exported }),
           createdAt: new Date().toISOString(),
         },
         blobs,
@@ -307,6 +312,8 @@ export function createImageService(options: ImageServiceOptions): ImageService {
     } catch (error) {
       await options.store.discardRoots(rootsDir);
       throw error;
+    } finally {
+      unpin?.();
     }
   };
 

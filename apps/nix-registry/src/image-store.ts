@@ -30,6 +30,8 @@ export interface ImageRecord {
   blobs: string[];
   /** Store paths in the image's closure. */
   storePaths: number;
+  /** Store paths exported to the binary cache for this entry (with a binary cache only). */
+  exported?: string[];
   createdAt: string;
 }
 
@@ -39,6 +41,8 @@ export interface ImageStoreOptions {
   /** Most entries kept; the least recently used are evicted beyond it. */
   maxImages: number;
   logger: Logger;
+  /** The binary cache directory whose narinfos and NARs are collected with the entries. */
+  binaryCacheDir?: string;
 }
 
 export interface BlobLocation {
@@ -70,6 +74,8 @@ export interface ImageStore {
   blob(digest: string): Promise<BlobLocation | undefined>;
   readBlob(digest: string, maxBytes: number): Promise<Uint8Array | undefined>;
   size(): number;
+  /** Keeps these store paths' narinfos while an export for a new entry runs; returns unpin. */
+  pin(paths: readonly string[]): () => void;
 }
 
 export function createImageStore(options: ImageStoreOptions): ImageStore {
@@ -116,6 +122,41 @@ export function createImageStore(options: ImageStoreOptions): ImageStore {
     await rm(join(options.gcRootsDir, key), { recursive: true, force: true });
   };
 
+  const pinned = new Map<string, number>();
+  const hashOf = (storePath: string) => storePath.split("/").at(-1)!.slice(0, 32);
+
+  /**
+   * Removes the narinfos of store paths no entry exports (and no running export pins), then
+   * the NARs only those narinfos named. NARs named by no narinfo at all (an export killed
+   * before writing its narinfo) are left: they may belong to an export running now.
+   */
+  const collectBinaryCache = async () => {
+    const dir = options.binaryCacheDir;
+    if (dir === undefined) return;
+    const live = new Set<string>();
+    for (const record of records.values()) {
+      for (const path of record.exported ?? []) live.add(hashOf(path));
+    }
+    for (const path of pinned.keys()) live.add(hashOf(path));
+    const narOf = async (file: string) => {
+      const text = await readFile(join(dir, file), "utf8").catch(() => "");
+      return /^URL: (nar\/[0-9a-z]{52}\.nar(?:\.[a-z0-9]+)?)$/m.exec(text)?.[1];
+    };
+    const liveNars = new Set<string>();
+    const dead: { file: string; nar: string | undefined }[] = [];
+    for (const file of await readdir(dir).catch(() => [] as string[])) {
+      if (!file.endsWith(".narinfo")) continue;
+      const nar = await narOf(file);
+      if (live.has(file.slice(0, -".narinfo".length))) {
+        if (nar !== undefined) liveNars.add(nar);
+      } else dead.push({ file, nar });
+    }
+    for (const { file, nar } of dead) {
+      await rm(join(dir, file), { force: true });
+      if (nar !== undefined && !liveNars.has(nar)) await rm(join(dir, nar), { force: true });
+    }
+  };
+
   const collectBlobs = async () => {
     const live = new Set<string>();
     for (const record of records.values()) {
@@ -138,6 +179,7 @@ export function createImageStore(options: ImageStoreOptions): ImageStore {
       await removeEntry(key);
     }
     await collectBlobs();
+    await collectBinaryCache();
   };
 
   return {
@@ -188,6 +230,7 @@ export function createImageStore(options: ImageStoreOptions): ImageStore {
         }
       }
       await collectBlobs();
+      await collectBinaryCache();
       await evict();
     },
 
@@ -250,5 +293,17 @@ export function createImageStore(options: ImageStoreOptions): ImageStore {
     },
 
     size: () => records.size,
+
+    pin(paths) {
+      const added = [...paths];
+      for (const path of added) pinned.set(path, (pinned.get(path) ?? 0) + 1);
+      return () => {
+        for (const path of added) {
+          const count = (pinned.get(path) ?? 1) - 1;
+          if (count <= 0) pinned.delete(path);
+          else pinned.set(path, count);
+        }
+      };
+    },
   };
 }

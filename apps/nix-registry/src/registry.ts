@@ -34,6 +34,7 @@ export async function startRegistry(options: StartRegistryOptions): Promise<Runn
     gcRootsDir: config.gcRootsDir,
     maxImages: config.maxImages,
     logger,
+    ...(config.binaryCache ? { binaryCacheDir: join(config.storagePath, "binary-cache") } : {}),
   });
   await store.open();
   const binaryCacheDir = join(config.storagePath, "binary-cache");

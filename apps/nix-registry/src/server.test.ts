@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -331,7 +331,6 @@ describe("bounds", () => {
     const first = await send(port, "/v2/hello/manifests/latest");
     await registry.close();
     // What a kill -9 mid-build leaves: a roots directory of no entry, a temp file, a stray blob.
-    const { mkdir, writeFile } = await import("node:fs/promises");
     await mkdir(join(dir, "gcroots", ".building-x-1234"), { recursive: true });
     await writeFile(join(dir, "storage", "tmp", "half.tmp"), "half");
     await writeFile(join(dir, "storage", "blobs", "sha256", "f".repeat(64)), "stray");
@@ -350,6 +349,35 @@ describe("bounds", () => {
     const exported = fake.calls.find((call) => call.step === "export");
     expect(exported?.names).toEqual([storePaths.busybox, storePaths.hello, storePaths.closureInfo]);
     expect((await send(port, `/${"0".repeat(32)}.narinfo`)).status).toBe(404);
+  });
+
+  it("removes an evicted image's narinfos and NARs from the binary cache, not shared ones", async () => {
+    await start(
+      { binaryCache: true, binaryCacheSecretKeyFile: "/unused/key.sec", maxImages: 1 },
+      false,
+    );
+    const cache = join(dir, "storage", "binary-cache");
+    const hash = (path: string) => path.split("/").at(-1)!.slice(0, 32);
+    const nar = (letter: string) => `nar/${letter.repeat(52)}.nar.zst`;
+    const writeEntry = async (path: string, letter: string) => {
+      await writeFile(
+        join(cache, `${hash(path)}.narinfo`),
+        `StorePath: ${path}\nURL: ${nar(letter)}\n`,
+      );
+      await writeFile(join(cache, nar(letter)), "nar");
+    };
+    await mkdir(join(cache, "nar"), { recursive: true });
+    expect((await send(port, "/v2/hello/manifests/latest")).status).toBe(200);
+    // What `nix copy` would have written for hello's image: busybox, hello, the closure info.
+    await writeEntry(storePaths.busybox, "b");
+    await writeEntry(storePaths.hello, "h");
+    await writeEntry(storePaths.closureInfo, "c");
+    // busybox's image evicts hello's (max_images 1); busybox stays exported.
+    expect((await send(port, "/v2/busybox/manifests/latest")).status).toBe(200);
+    expect((await readdir(cache)).sort()).toEqual([`${hash(storePaths.busybox)}.narinfo`, "nar"]);
+    expect(await readdir(join(cache, "nar"))).toEqual([nar("b").slice(4)]);
+    expect((await send(port, `/${hash(storePaths.busybox)}.narinfo`)).status).toBe(200);
+    expect((await send(port, `/${hash(storePaths.hello)}.narinfo`)).status).toBe(404);
   });
 
   it("uses only the per-path form when the set has no closureInfo", async () => {
