@@ -1,0 +1,371 @@
+import { createHash } from "node:crypto";
+import { buildImage, readClosure, type StoreFileSystem } from "@nix-snapshotter/image-builder";
+import { MediaType, sha256Digest } from "@nix-snapshotter/oci";
+import type { Logger } from "pino";
+import { RegistryError } from "./errors.js";
+import type { ImageRecord, ImageStore } from "./image-store.js";
+import { type ImageName, platforms, quote } from "./names.js";
+import {
+  buildInputs,
+  checkInputs,
+  exportToBinaryCache,
+  gitRevision,
+  type InputsCheck,
+  NixError,
+  type PackageSetOptions,
+  packageSetRevision,
+  queryClosure,
+  type SourceRevision,
+} from "./nix.js";
+
+/** The Nix steps, a seam for unit tests (the real ones run nix-instantiate and nix-build). */
+export interface NixSteps {
+  /** The source revision of a tag: `latest` for a local set; for a git set, a branch or HEAD. */
+  revision(tag: string, deadline: number): Promise<SourceRevision>;
+  check(
+    names: readonly string[],
+    system: string,
+    source: SourceRevision,
+    deadline: number,
+  ): Promise<InputsCheck>;
+  build(
+    names: readonly string[],
+    system: string,
+    source: SourceRevision,
+    outLink: string,
+    deadline: number,
+  ): Promise<void>;
+  closure(paths: readonly string[], deadline: number): Promise<string[]>;
+  /** Copies paths into the binary cache (only called when one is configured). */
+  exportPaths(paths: readonly string[], deadline: number): Promise<void>;
+}
+
+/** The tag served for a local package set, and the ref it means for a git one (HEAD). */
+export const LATEST_TAG = "latest";
+
+export function createNixSteps(
+  set: PackageSetOptions,
+  binaryCache?: { dir: string; secretKeyFile: string },
+): NixSteps {
+  const git = set.gitUrl !== undefined && set.gitUrl !== "";
+  return {
+    revision: async (tag, deadline) => {
+      if (!git) return { revision: await packageSetRevision(set, { deadline }) };
+      const gitRef = tag === LATEST_TAG ? "HEAD" : tag;
+      try {
+        return { revision: await gitRevision(set, gitRef, { deadline }), gitRef };
+      } catch (error) {
+        if (error instanceof NixError && error.code === "Failed") {
+          throw new RegistryError(
+            "MANIFEST_UNKNOWN",
+            `tag ${quote(tag)}: no branch ${quote(gitRef)} in the package set's repository (${error.message})`,
+            undefined,
+            { cause: error },
+          );
+        }
+        throw error;
+      }
+    },
+    check: (names, system, source, deadline) =>
+      checkInputs(set, source, names, system, { deadline }),
+    build: async (names, system, source, outLink, deadline) => {
+      await buildInputs(set, source, names, system, outLink, { deadline });
+    },
+    closure: (paths, deadline) => queryClosure(set, paths, { deadline }),
+    exportPaths: async (paths, deadline) => {
+      if (binaryCache === undefined) throw new Error("no binary cache configured");
+      await exportToBinaryCache(set, paths, binaryCache.dir, binaryCache.secretKeyFile, {
+        deadline,
+      });
+    },
+  };
+}
+
+export type AnnotationSetting = "both" | "per-path";
+
+export interface ImageServiceOptions {
+  store: ImageStore;
+  nix: NixSteps;
+  logger: Logger;
+  /** Seconds one image's Nix steps may take together (NIX_TIMEOUT). */
+  nixTimeoutSeconds: number;
+  /** Platform keys served (`amd64`, `arm64`). */
+  platforms: readonly string[];
+  annotationForm: AnnotationSetting;
+  /** A fixed revision of a local set (`""`: computed by Nix from the package set's source). */
+  revision: string;
+  /** Whether tags other than `latest` name branches of a git package set. */
+  gitTags: boolean;
+  /** Export each built closure to the binary cache before the image is served. */
+  binaryCache: boolean;
+  /** Seconds a computed revision is reused before Nix computes it again. */
+  revisionTtlSeconds: number;
+  /** Most image builds at once (others wait). */
+  maxConcurrentBuilds: number;
+  storeDir: string;
+  /** Read-only view of the store (default: the real file system; tests pass a memory one). */
+  fileSystem?: StoreFileSystem;
+  /** Counters updated by the service. */
+  onEvent?: (event: "build" | "cacheHit" | "buildFailure" | "shared") => void;
+}
+
+export interface ImageService {
+  /** The cached or newly built image of `name` at `tag` (concurrent callers share one build). */
+  image(name: ImageName, tag: string): Promise<ImageRecord>;
+  /** Which names the set lacks (evaluates, builds nothing); throws NAME_UNKNOWN when any. */
+  checkName(name: ImageName): Promise<void>;
+  /** Whether `tag` may name a revision (`latest`, or any tag for a git set). */
+  servesTag(tag: string): boolean;
+  /** Builds currently running. */
+  running(): number;
+}
+
+/** Env of the image config, as Nixery gives it: the packages' bin directories linked at /bin. */
+export function imageEnv(packages: readonly string[]): string[] {
+  const env = ["PATH=/bin:/sbin:/usr/bin:/usr/sbin"];
+  if (packages.includes("cacert")) {
+    env.push("SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt");
+    env.push("NIX_SSL_CERT_FILE=/etc/ssl/certs/ca-bundle.crt");
+  }
+  if (packages.includes("glibcLocales")) {
+    env.push("LOCALE_ARCHIVE=/lib/locale/locale-archive");
+  }
+  return env;
+}
+
+export function cacheKey(revision: string, packages: readonly string[], platform: string): string {
+  const sorted = [...packages].sort();
+  return createHash("sha256")
+    .update(JSON.stringify({ revision, packages: sorted, platform }))
+    .digest("hex");
+}
+
+function unknownNames(check: InputsCheck): RegistryError | undefined {
+  const problems = [
+    ...check.missing.map((name) => `${quote(name)} is not in the package set`),
+    ...check.notPackages.map((name) => `${quote(name)} is not a package (not a derivation)`),
+  ];
+  if (check.names.length === 0) problems.push("the name expands to no package");
+  if (problems.length === 0) return undefined;
+  return new RegistryError("NAME_UNKNOWN", `unknown packages: ${problems.join("; ")}`, {
+    missing: check.missing,
+    notPackages: check.notPackages,
+  });
+}
+
+function asRegistryError(error: unknown, what: string): RegistryError {
+  if (error instanceof RegistryError) return error;
+  if (error instanceof NixError && error.code === "Timeout") {
+    return new RegistryError(
+      "UNAVAILABLE",
+      `${what}: Nix did not finish within NIX_TIMEOUT`,
+      undefined,
+      {
+        cause: error,
+      },
+    );
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new RegistryError("UNKNOWN", `${what}: ${message}`, undefined, { cause: error });
+}
+
+export function createImageService(options: ImageServiceOptions): ImageService {
+  const inFlight = new Map<string, Promise<ImageRecord>>();
+  const revisionCache = new Map<string, { value: SourceRevision; at: number }>();
+  const revisionPending = new Map<string, Promise<SourceRevision>>();
+  let active = 0;
+  const waiting: (() => void)[] = [];
+
+  const acquire = async () => {
+    if (active >= options.maxConcurrentBuilds) {
+      await new Promise<void>((resolve) => waiting.push(resolve));
+    }
+    active++;
+  };
+  const release = () => {
+    active--;
+    waiting.shift()?.();
+  };
+
+  const deadlineFromNow = () => Date.now() + options.nixTimeoutSeconds * 1000;
+
+  const revision = async (tag: string): Promise<SourceRevision> => {
+    if (options.revision !== "" && !options.gitTags) return { revision: options.revision };
+    const cached = revisionCache.get(tag);
+    if (cached !== undefined && Date.now() - cached.at < options.revisionTtlSeconds * 1000) {
+      return cached.value;
+    }
+    let pending = revisionPending.get(tag);
+    if (pending === undefined) {
+      pending = options.nix
+        .revision(tag, deadlineFromNow())
+        .then((value) => {
+          // Bounded: one entry per tag asked for; forget the oldest beyond 1024.
+          if (revisionCache.size >= 1024) {
+            revisionCache.delete(revisionCache.keys().next().value as string);
+          }
+          revisionCache.set(tag, { value, at: Date.now() });
+          return value;
+        })
+        .finally(() => revisionPending.delete(tag));
+      revisionPending.set(tag, pending);
+    }
+    try {
+      return await pending;
+    } catch (error) {
+      throw asRegistryError(error, `package set revision of tag ${quote(tag)}`);
+    }
+  };
+
+  const checkPlatform = (name: ImageName) => {
+    const platform = platforms[name.platform];
+    if (platform === undefined || !options.platforms.includes(name.platform)) {
+      throw new RegistryError(
+        "MANIFEST_UNKNOWN",
+        `platform ${quote(name.platform)} is not served by this registry (served: ${options.platforms.join(", ")})`,
+      );
+    }
+    return platform;
+  };
+
+  const build = async (
+    name: ImageName,
+    key: string,
+    source: SourceRevision,
+  ): Promise<ImageRecord> => {
+    const platform = checkPlatform(name);
+    const deadline = deadlineFromNow();
+    const log = options.logger.child({ repository: name.repository, key });
+    const check = await options.nix.check(name.packages, platform.system, source, deadline);
+    const unknown = unknownNames(check);
+    if (unknown) throw unknown;
+    let exported: string[] | undefined;
+    let unpin: (() => void) | undefined;
+    const rootsDir = await options.store.newRootsDir(key);
+    try {
+      options.onEvent?.("build");
+      log.info({ packages: check.names, platform: name.platform }, "building image");
+      await options.nix.build(
+        name.packages,
+        platform.system,
+        source,
+        `${rootsDir}/result`,
+        deadline,
+      );
+      const closure =
+        check.closureInfo !== null
+          ? await readClosure(check.closureInfo, {
+              storeDir: options.storeDir,
+              ...(options.fileSystem ? { fileSystem: options.fileSystem } : {}),
+            })
+          : await options.nix.closure(check.outPaths, deadline);
+      const image = await buildImage({
+        closure,
+        copyToRoot: check.outPaths,
+        config: { Env: imageEnv(check.names) },
+        architecture: platform.architecture,
+        os: platform.os,
+        annotationForm:
+          options.annotationForm === "both" && check.closureInfo !== null ? "both" : "per-path",
+        storeDir: options.storeDir,
+        ...(options.fileSystem ? { fileSystem: options.fileSystem } : {}),
+      });
+      if (options.binaryCache) {
+        // The packages first: a node that pulls the image can substitute them at once.
+        const closureInfo = "closureInfo" in closure ? [closure.closureInfo] : [];
+        exported = [...image.storePaths, ...closureInfo];
+        unpin = options.store.pin(exported);
+        await options.nix.exportPaths(exported, deadline);
+      }
+      const index = Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: MediaType.ImageIndex,
+          manifests: [
+            {
+              ...image.manifestDescriptor,
+              platform: { architecture: platform.architecture, os: platform.os },
+            },
+          ],
+        }),
+      );
+      const indexDigest = sha256Digest(index);
+      const blobs = new Map<string, Uint8Array>(image.blobs);
+      blobs.set(indexDigest, index);
+      const record = await options.store.commit(
+        {
+          key,
+          revision: source.revision,
+          packages: check.names,
+          platform: name.platform,
+          index: indexDigest,
+          manifest: image.manifestDescriptor.digest,
+          storePaths: image.storePaths.length,
+          ...(exported === undefined ? {} : { exported }),
+          createdAt: new Date().toISOString(),
+        },
+        blobs,
+        rootsDir,
+      );
+      log.info({ index: indexDigest, storePaths: image.storePaths.length }, "image built");
+      return record;
+    } catch (error) {
+      await options.store.discardRoots(rootsDir);
+      throw error;
+    } finally {
+      unpin?.();
+    }
+  };
+
+  return {
+    async image(name, tag) {
+      checkPlatform(name);
+      const source = await revision(tag);
+      const key = cacheKey(source.revision, name.packages, name.platform);
+      const cached = options.store.get(key);
+      if (cached !== undefined) {
+        options.onEvent?.("cacheHit");
+        return cached;
+      }
+      let pending = inFlight.get(key);
+      if (pending !== undefined) {
+        options.onEvent?.("shared");
+        return pending;
+      }
+      pending = (async () => {
+        await acquire();
+        try {
+          return await build(name, key, source);
+        } catch (error) {
+          options.onEvent?.("buildFailure");
+          throw asRegistryError(error, `image ${quote(name.repository)}`);
+        } finally {
+          release();
+        }
+      })().finally(() => inFlight.delete(key));
+      inFlight.set(key, pending);
+      return pending;
+    },
+
+    async checkName(name) {
+      const platform = checkPlatform(name);
+      try {
+        const source = await revision(LATEST_TAG);
+        const check = await options.nix.check(
+          name.packages,
+          platform.system,
+          source,
+          deadlineFromNow(),
+        );
+        const unknown = unknownNames(check);
+        if (unknown) throw unknown;
+      } catch (error) {
+        throw asRegistryError(error, `name ${quote(name.repository)}`);
+      }
+    },
+
+    running: () => active,
+
+    servesTag: (tag) => tag === LATEST_TAG || options.gitTags,
+  };
+}

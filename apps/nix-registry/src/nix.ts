@@ -1,0 +1,355 @@
+import { stat } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { defaultSpawn, isStorePath } from "@nix-snapshotter/nix-store";
+
+/** The fixed expressions shipped with the app (`nix/` beside `dist/` and `src/`). */
+export const imageInputsExpression = fileURLToPath(
+  new URL("../nix/image-inputs.nix", import.meta.url),
+);
+export const revisionExpression = fileURLToPath(new URL("../nix/revision.nix", import.meta.url));
+export const gitRevisionExpression = fileURLToPath(
+  new URL("../nix/git-revision.nix", import.meta.url),
+);
+
+/** Most bytes kept of a Nix process's standard output and of its standard error (the tail). */
+const MAX_OUTPUT = 1024 * 1024;
+
+export type NixErrorCode = "Timeout" | "Failed" | "Canceled";
+
+export class NixError extends Error {
+  override readonly name = "NixError";
+  constructor(
+    readonly code: NixErrorCode,
+    message: string,
+    readonly stderr = "",
+  ) {
+    super(message);
+  }
+}
+
+export interface RunNixOptions {
+  /** Directory of the Nix programs; `""` = found on PATH. */
+  nixBin: string;
+  /** Absolute deadline (ms since the epoch); the process group is killed when it passes. */
+  deadline: number;
+  signal?: AbortSignal;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Last lines of Nix's error output, for a message a client can read. */
+export function nixErrorSummary(stderr: string): string {
+  const lines = stderr
+    .split("\n")
+    .map((line) => line.trimEnd())
+    .filter((line) => line !== "" && !line.startsWith("warning:"));
+  const errorLine = lines.findIndex((line) => line.startsWith("error:"));
+  const picked = errorLine >= 0 ? lines.slice(errorLine, errorLine + 4) : lines.slice(-4);
+  return picked.join(" ").replace(/\s+/g, " ").slice(0, 600);
+}
+
+/**
+ * Runs a Nix program in its own process group with arguments as an array (no shell), stdout and
+ * stderr bounded; at the deadline or on abort the whole group gets SIGKILL. Started through the
+ * nix-store package's spawn (`setpriv --pdeathsig KILL` where present): a `kill -9` of the
+ * registry does not leave nix-build running and creating roots after the restart's cleanup.
+ */
+export function runNix(
+  program: string,
+  args: readonly string[],
+  options: RunNixOptions,
+): Promise<string> {
+  const command = options.nixBin === "" ? program : join(options.nixBin, program);
+  return new Promise((resolve, reject) => {
+    const child = defaultSpawn(command, args, {
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+      env: options.env ?? process.env,
+    });
+    let stdout = "";
+    let stderr = "";
+    let stopped: NixErrorCode | undefined;
+    child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
+      if (stdout.length < MAX_OUTPUT) stdout += chunk;
+    });
+    child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
+      stderr = (stderr + chunk).slice(-MAX_OUTPUT);
+    });
+    const kill = (code: NixErrorCode) => {
+      stopped ??= code;
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
+      } catch {
+        child.kill("SIGKILL");
+      }
+    };
+    const remaining = Math.max(0, options.deadline - Date.now());
+    const timer = setTimeout(() => kill("Timeout"), remaining);
+    const onAbort = () => kill("Canceled");
+    options.signal?.addEventListener("abort", onAbort, { once: true });
+    const done = () => {
+      clearTimeout(timer);
+      options.signal?.removeEventListener("abort", onAbort);
+    };
+    child.once("error", (error) => {
+      done();
+      reject(new NixError("Failed", `cannot run ${command}: ${error.message}`));
+    });
+    child.once("close", (code, signal) => {
+      done();
+      if (stopped === "Timeout") {
+        reject(new NixError("Timeout", `${program} killed: NIX_TIMEOUT passed`, stderr));
+      } else if (stopped === "Canceled") {
+        reject(new NixError("Canceled", `${program} canceled`, stderr));
+      } else if (code !== 0) {
+        reject(
+          new NixError(
+            "Failed",
+            `${program} failed (${code ?? signal}): ${nixErrorSummary(stderr)}`,
+            stderr,
+          ),
+        );
+      } else resolve(stdout);
+    });
+  });
+}
+
+/** What the fixed expression's `check` reports for a list of names. */
+export interface InputsCheck {
+  missing: string[];
+  notPackages: string[];
+  /** Names after `shell` expansion and deduplication. */
+  names: string[];
+  outPaths: string[];
+  closureInfo: string | null;
+}
+
+export interface PackageSetOptions {
+  /** Absolute path of the package set (file or directory); unused when `gitUrl` is set. */
+  pkgsPath: string;
+  /** A git repository holding the package set (`""`: use `pkgsPath`). */
+  gitUrl?: string;
+  nixBin: string;
+  storeDir: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+function isStringArray(value: unknown): value is string[] {
+  return Array.isArray(value) && value.every((item) => typeof item === "string");
+}
+
+function parseCheck(stdout: string, storeDir: string): InputsCheck {
+  let value: unknown;
+  try {
+    value = JSON.parse(stdout);
+  } catch {
+    throw new NixError("Failed", "nix-instantiate printed no JSON for the package check");
+  }
+  const record = value as Record<string, unknown>;
+  const closureInfo = record.closureInfo ?? null;
+  if (
+    typeof value !== "object" ||
+    value === null ||
+    !isStringArray(record.missing) ||
+    !isStringArray(record.notPackages) ||
+    !isStringArray(record.names) ||
+    !isStringArray(record.outPaths) ||
+    (closureInfo !== null && typeof closureInfo !== "string")
+  ) {
+    throw new NixError("Failed", "the package check's JSON is not of the expected shape");
+  }
+  for (const path of [...record.outPaths, ...(closureInfo === null ? [] : [closureInfo])]) {
+    if (!isStorePath(path, { storeDir })) {
+      throw new NixError(
+        "Failed",
+        `the package set gave ${JSON.stringify(path)}, not a store path`,
+      );
+    }
+  }
+  return {
+    missing: record.missing,
+    notPackages: record.notPackages,
+    names: record.names,
+    outPaths: record.outPaths,
+    closureInfo,
+  };
+}
+
+/** Which source the package set comes from: a local path, or a git ref at a resolved commit. */
+export interface SourceRevision {
+  /** The cache key's revision: the source's store hash, or the git commit. */
+  revision: string;
+  /** For a git set: the ref the tag named (`HEAD` for `latest`). */
+  gitRef?: string;
+}
+
+/** Arguments common to both steps: every request value is a string argument. */
+function inputArgs(
+  set: PackageSetOptions,
+  source: SourceRevision,
+  names: readonly string[],
+  system: string,
+): string[] {
+  const git =
+    set.gitUrl !== undefined && set.gitUrl !== ""
+      ? [
+          "--argstr",
+          "gitUrl",
+          set.gitUrl,
+          "--argstr",
+          "gitRef",
+          source.gitRef ?? "HEAD",
+          "--argstr",
+          "gitRev",
+          source.revision,
+        ]
+      : [];
+  return [
+    imageInputsExpression,
+    ...git,
+    "--argstr",
+    "pkgsPath",
+    set.pkgsPath,
+    "--argstr",
+    "namesJson",
+    JSON.stringify(names),
+    "--argstr",
+    "system",
+    system,
+  ];
+}
+
+/** Evaluates which names exist and which output paths they have (nothing is built). */
+export async function checkInputs(
+  set: PackageSetOptions,
+  source: SourceRevision,
+  names: readonly string[],
+  system: string,
+  options: Omit<RunNixOptions, "nixBin" | "env">,
+): Promise<InputsCheck> {
+  const stdout = await runNix(
+    "nix-instantiate",
+    ["--eval", "--strict", "--json", ...inputArgs(set, source, names, system), "-A", "check"],
+    { ...options, nixBin: set.nixBin, ...(set.env ? { env: set.env } : {}) },
+  );
+  return parseCheck(stdout, set.storeDir);
+}
+
+/**
+ * Builds (or substitutes) the packages and their closure info; `outLink` (`<dir>/result`)
+ * becomes a GC root of each output (`result`, `result-2`...).
+ */
+export async function buildInputs(
+  set: PackageSetOptions,
+  source: SourceRevision,
+  names: readonly string[],
+  system: string,
+  outLink: string,
+  options: Omit<RunNixOptions, "nixBin" | "env">,
+): Promise<string[]> {
+  const stdout = await runNix(
+    "nix-build",
+    [...inputArgs(set, source, names, system), "-A", "build", "--out-link", outLink],
+    { ...options, nixBin: set.nixBin, ...(set.env ? { env: set.env } : {}) },
+  );
+  return stdout.split("\n").filter((line) => line !== "");
+}
+
+/** The closure of `paths` (`nix-store --query --requisites`), sorted. */
+export async function queryClosure(
+  set: PackageSetOptions,
+  paths: readonly string[],
+  options: Omit<RunNixOptions, "nixBin" | "env">,
+): Promise<string[]> {
+  const stdout = await runNix("nix-store", ["--query", "--requisites", ...paths], {
+    ...options,
+    nixBin: set.nixBin,
+    ...(set.env ? { env: set.env } : {}),
+  });
+  const closure = stdout.split("\n").filter((line) => line !== "");
+  for (const path of closure) {
+    if (!isStorePath(path, { storeDir: set.storeDir })) {
+      throw new NixError("Failed", `nix-store listed ${JSON.stringify(path)}, not a store path`);
+    }
+  }
+  return closure.sort();
+}
+
+/**
+ * Copies store paths into a binary cache directory (`nix copy --to file://<dir>`), signing the
+ * narinfos with the secret key file.
+ */
+export async function exportToBinaryCache(
+  set: PackageSetOptions,
+  paths: readonly string[],
+  cacheDir: string,
+  secretKeyFile: string,
+  options: Omit<RunNixOptions, "nixBin" | "env">,
+): Promise<void> {
+  const params = new URLSearchParams({ "secret-key": secretKeyFile, compression: "zstd" });
+  await runNix(
+    "nix",
+    [
+      "--extra-experimental-features",
+      "nix-command",
+      "copy",
+      "--to",
+      `file://${cacheDir}?${params.toString()}`,
+      ...paths,
+    ],
+    { ...options, nixBin: set.nixBin, ...(set.env ? { env: set.env } : {}) },
+  );
+}
+
+/** The commit `gitRef` of the set's git repository points at. */
+export async function gitRevision(
+  set: PackageSetOptions,
+  gitRef: string,
+  options: Omit<RunNixOptions, "nixBin" | "env">,
+): Promise<string> {
+  const stdout = await runNix(
+    "nix-instantiate",
+    [
+      "--eval",
+      "--json",
+      gitRevisionExpression,
+      "--argstr",
+      "gitUrl",
+      set.gitUrl ?? "",
+      "--argstr",
+      "gitRef",
+      gitRef,
+    ],
+    { ...options, nixBin: set.nixBin, ...(set.env ? { env: set.env } : {}) },
+  );
+  const rev = JSON.parse(stdout) as unknown;
+  if (typeof rev !== "string" || !/^[0-9a-f]{40}$/.test(rev)) {
+    throw new NixError(
+      "Failed",
+      `git revision of ${gitRef}: unexpected output ${stdout.slice(0, 200)}`,
+    );
+  }
+  return rev;
+}
+
+/** The package set's revision: the store path its source directory hashes to. */
+export async function packageSetRevision(
+  set: PackageSetOptions,
+  options: Omit<RunNixOptions, "nixBin" | "env">,
+): Promise<string> {
+  const info = await stat(set.pkgsPath);
+  const sourceDir = info.isDirectory() ? set.pkgsPath : dirname(set.pkgsPath);
+  const stdout = await runNix(
+    "nix-instantiate",
+    ["--eval", "--json", revisionExpression, "--argstr", "sourceDir", sourceDir],
+    { ...options, nixBin: set.nixBin, ...(set.env ? { env: set.env } : {}) },
+  );
+  const path = JSON.parse(stdout) as unknown;
+  if (typeof path !== "string" || !isStorePath(path, { storeDir: set.storeDir })) {
+    throw new NixError(
+      "Failed",
+      `revision of ${set.pkgsPath}: unexpected output ${stdout.slice(0, 200)}`,
+    );
+  }
+  return path.slice(set.storeDir.length + 1, set.storeDir.length + 33);
+}
