@@ -16,12 +16,10 @@ import { nowNanoseconds, PreciseDate } from "./clock.js";
 import { crashAt } from "./crash-point.js";
 import { diskUsage } from "./disk-usage.js";
 import { ErrorCode, SnapshotterError } from "./errors.js";
-import { infoAdaptor, parseFilters } from "./filters.js";
 import { defaultGcRootOwnerPrefix } from "./gc-root-owner.js";
 import { ensureMountpoints, linkStorePaths } from "./link-tree.js";
 import { type Logger, silentLogger } from "./logger.js";
 import { mergePaths } from "./merge-paths.js";
-import { MetadataStore, type SnapshotRecord } from "./metadata.js";
 import { type OverlaySettings, overlayMounts, storePathMounts } from "./mount-options.js";
 import {
   type NixLayerRequest,
@@ -30,6 +28,20 @@ import {
   parseNixLabels,
 } from "./nix-labels.js";
 import type { NixStorePort, RootLeftover } from "./nix-store-port.js";
+import { MetadataStore, type SnapshotRecord } from "./storage/metastore.js";
+import {
+  checkCommit,
+  checkCreate,
+  commitActive,
+  createSnapshot,
+  getInfo,
+  getSnapshot,
+  matchingInfos,
+  removeSnapshot,
+  updateInfo,
+  validateLabels,
+  withoutEmptyLabels,
+} from "./storage/snapshots.js";
 import { isValidStoreDir } from "./store-path.js";
 import {
   type Info,
@@ -51,26 +63,7 @@ import { inChildUserNamespace } from "./user-namespace.js";
  */
 const unpackLabel = "containerd.io/snapshot.ref";
 
-/** containerd's limit on a label: key plus value. */
-export const maxLabelSize = 4096;
-
-function validateLabels(labels: Readonly<Record<string, string>>): void {
-  for (const [key, value] of Object.entries(labels)) {
-    if (typeof value !== "string") {
-      throw new SnapshotterError(
-        ErrorCode.InvalidArgument,
-        `label "${key}": value is not a string`,
-      );
-    }
-    const size = Buffer.byteLength(key) + Buffer.byteLength(value);
-    if (size > maxLabelSize) {
-      throw new SnapshotterError(
-        ErrorCode.InvalidArgument,
-        `label "${key.slice(0, 200)}": key and value are ${size} bytes, more than ${maxLabelSize}`,
-      );
-    }
-  }
-}
+export { maxLabelSize } from "./storage/snapshots.js";
 
 /**
  * A file of this size under the root keeps space for Remove on a full disk: when its commit
@@ -112,10 +105,6 @@ function realiseFailureIsAboutPaths(code: ErrorCode): boolean {
     code === ErrorCode.Unknown ||
     code === ErrorCode.FailedPrecondition
   );
-}
-
-function notFound(key: string): SnapshotterError {
-  return new SnapshotterError(ErrorCode.NotFound, `snapshot "${key}" does not exist`);
 }
 
 function isErrno(error: unknown, code: string): boolean {
@@ -202,9 +191,7 @@ class OverlaySnapshotter implements Snapshotter {
   }
 
   private record(key: string): SnapshotRecord {
-    const record = this.store.getByKey(key);
-    if (record === undefined) throw notFound(key);
-    return record;
+    return getSnapshot(this.store, key);
   }
 
   private flattened(id: number): string[] {
@@ -237,40 +224,13 @@ class OverlaySnapshotter implements Snapshotter {
   }
 
   stat(key: string): Promise<Info> {
-    return this.run(async () => this.store.info(this.record(key)));
+    return this.run(async () => getInfo(this.store, key));
   }
 
   update(info: Info, fieldPaths: readonly string[] = []): Promise<Info> {
-    return this.run(async () => {
-      const requested = info.labels ?? {};
-      validateLabels(requested);
-      return this.store.transaction(() => {
-        const record = this.record(info.name);
-        let labels: Record<string, string> = { ...record.labels };
-        if (fieldPaths.length === 0) {
-          labels = { ...requested };
-        } else {
-          for (const path of fieldPaths) {
-            if (path.startsWith("labels.")) {
-              const key = path.slice("labels.".length);
-              labels[key] = Object.hasOwn(requested, key) ? requested[key]! : "";
-            } else if (path === "labels") {
-              labels = { ...requested };
-            } else {
-              throw new SnapshotterError(
-                ErrorCode.InvalidArgument,
-                `cannot update ${JSON.stringify(path)} field on snapshot "${info.name}"`,
-              );
-            }
-          }
-        }
-        for (const [key, value] of Object.entries(labels)) {
-          if (value === "") delete labels[key];
-        }
-        this.store.updateLabels(record.id, labels, new PreciseDate(nowNanoseconds()));
-        return this.store.info(this.store.getById(record.id)!);
-      });
-    });
+    return this.run(async () =>
+      updateInfo(this.store, info, fieldPaths, new PreciseDate(nowNanoseconds())),
+    );
   }
 
   usage(key: string): Promise<Usage> {
@@ -308,25 +268,6 @@ class OverlaySnapshotter implements Snapshotter {
     return this.run(() => this.createSnapshot(Kind.View, key, parent, options));
   }
 
-  /** Checks the key is free and the parent committed; returns the parent record. */
-  private checkCreate(key: string, parent: string): SnapshotRecord | undefined {
-    if (this.store.getByKey(key) !== undefined) {
-      throw new SnapshotterError(ErrorCode.AlreadyExists, `snapshot "${key}" already exists`);
-    }
-    if (parent === "") return undefined;
-    const parentRecord = this.store.getByKey(parent);
-    if (parentRecord === undefined) {
-      throw new SnapshotterError(ErrorCode.NotFound, `parent snapshot "${parent}" does not exist`);
-    }
-    if (parentRecord.kind !== Kind.Committed) {
-      throw new SnapshotterError(
-        ErrorCode.InvalidArgument,
-        `parent snapshot "${parent}" is not a committed snapshot`,
-      );
-    }
-    return parentRecord;
-  }
-
   private async createSnapshot(
     kind: typeof Kind.Active | typeof Kind.View,
     key: string,
@@ -336,7 +277,7 @@ class OverlaySnapshotter implements Snapshotter {
     const labels = { ...(options.labels ?? {}) };
     validateLabels(labels);
     if (key === "") throw new SnapshotterError(ErrorCode.InvalidArgument, "snapshot key is empty");
-    this.checkCreate(key, parent);
+    checkCreate(this.store, key, parent);
     const request = this.mountMode === "none" ? undefined : parseNixLabels(labels, this.storeDir);
     if (request !== undefined && this.nixStore === undefined) {
       throw new SnapshotterError(
@@ -384,14 +325,14 @@ class OverlaySnapshotter implements Snapshotter {
       let record: SnapshotRecord;
       try {
         record = this.store.transaction(() => {
-          const parentNow = this.checkCreate(key, parent);
-          const inserted = this.store.insert(
+          const inserted = createSnapshot(
+            this.store,
+            parent,
             {
               id,
               key,
               kind,
-              parentId: parentNow?.id ?? null,
-              labels: Object.fromEntries(Object.entries(labels).filter(([, v]) => v !== "")),
+              labels,
               nixPaths,
               nixClosure,
               nixLayer: request !== undefined || Object.hasOwn(labels, unpackLabel),
@@ -574,27 +515,12 @@ class OverlaySnapshotter implements Snapshotter {
 
   commit(name: string, key: string, options: SnapshotOptions = {}): Promise<void> {
     return this.run(async () => {
-      const labels = Object.fromEntries(
-        Object.entries(options.labels ?? {}).filter(([, value]) => value !== ""),
-      );
+      const labels = withoutEmptyLabels(options.labels);
       validateLabels(labels);
       if (name === "") {
         throw new SnapshotterError(ErrorCode.InvalidArgument, "committed snapshot name is empty");
       }
-      const checkCommit = (): SnapshotRecord => {
-        const record = this.record(key);
-        if (record.kind !== Kind.Active) {
-          throw new SnapshotterError(
-            ErrorCode.FailedPrecondition,
-            `snapshot "${key}" is not active`,
-          );
-        }
-        if (this.store.getByKey(name) !== undefined) {
-          throw new SnapshotterError(ErrorCode.AlreadyExists, `snapshot "${name}" already exists`);
-        }
-        return record;
-      };
-      const record = checkCommit();
+      const record = checkCommit(this.store, name, key);
       this.busyIds.add(record.id);
       try {
         const usage = await diskUsage(this.upperDir(record.id)).catch((error: unknown) => {
@@ -613,14 +539,9 @@ class OverlaySnapshotter implements Snapshotter {
         const flattened = mergePaths(parentPaths, record.nixPaths);
         crashAt("commit:prepared");
         this.store.transaction(() => {
-          const current = checkCommit();
-          if (current.id !== record.id) throw notFound(key);
-          this.store.commit(
-            record.id,
-            name,
-            labels,
-            usage,
-            flattened,
+          commitActive(
+            this.store,
+            { id: record.id, name, key, labels, usage, flattened },
             new PreciseDate(nowNanoseconds()),
           );
           if (link) this.store.markLinked(record.id);
@@ -637,18 +558,7 @@ class OverlaySnapshotter implements Snapshotter {
     return this.run(async () => {
       // Commit, then delete: the row goes first; a kill after the commit leaves an orphaned
       // directory and roots, which Cleanup removes, never a row without its directory.
-      const deleteRow = () =>
-        this.store.transaction(() => {
-          const found = this.record(key);
-          if (this.store.hasChildren(found.id)) {
-            throw new SnapshotterError(
-              ErrorCode.FailedPrecondition,
-              `cannot remove snapshot "${key}": it has children`,
-            );
-          }
-          this.store.delete(found.id);
-          return found;
-        });
+      const deleteRow = () => removeSnapshot(this.store, key);
       let record: SnapshotRecord;
       try {
         record = deleteRow();
@@ -765,11 +675,7 @@ class OverlaySnapshotter implements Snapshotter {
   }
 
   private matching(filters: readonly string[]): Info[] {
-    const filter = parseFilters(filters);
-    return this.store
-      .all()
-      .map((record) => this.store.info(record))
-      .filter((info) => filter.match(infoAdaptor(info)));
+    return matchingInfos(this.store, filters);
   }
 
   walk(fn: WalkFunction, filters: readonly string[] = []): Promise<void> {
