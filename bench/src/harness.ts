@@ -9,6 +9,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { TEST_GC_ROOTS_PARENT } from "@nix-snapshotter/nix-store/testing";
 import { hostPathEntries, testImageArchive } from "@nix-snapshotter/oci/testing";
+import type { NixMountMode } from "@nix-snapshotter/snapshotter";
 
 /** One figure of the report: our number and the baseline measured in the same run. */
 export interface Figure {
@@ -52,7 +53,7 @@ export interface Daemon {
  * and GC roots directory, and waits until its socket accepts connections.
  */
 export async function startDaemon(
-  mountMode: "bind" | "hardlink",
+  mountMode: NixMountMode,
   options: { env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {},
 ): Promise<Daemon> {
   const entry = join(repositoryRoot, "apps", "nix-snapshotter", "dist", "main.js");

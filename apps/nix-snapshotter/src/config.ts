@@ -1,9 +1,13 @@
 import { readFile } from "node:fs/promises";
 import { isAbsolute } from "node:path";
+import { defaultMountMode, type NixMountMode, nixMountModes } from "@nix-snapshotter/snapshotter";
 import { parse, TomlError } from "smol-toml";
 
-/** How store paths of nix layers reach containers (see docs/configuration.md). */
-export type MountMode = "bind" | "hardlink";
+/**
+ * How store paths of nix layers reach containers: one of the snapshotter's `nixMountModes`
+ * (see docs/configuration.md).
+ */
+export type MountMode = NixMountMode;
 
 export interface ImageServiceConfig {
   /** Serve the CRI ImageService on the daemon's socket (`nix:0/...` references). */
@@ -46,7 +50,7 @@ export function defaultConfig(): DaemonConfig {
     root: "/var/lib/containerd/io.containerd.snapshotter.v1.nix",
     externalBuilder: "",
     imageService: { enable: true, containerdAddress: "/run/containerd/containerd.sock" },
-    mountMode: "bind",
+    mountMode: defaultMountMode,
     storeDir: "/nix/store",
     gcRootsDir: "",
     fuseOverlayfs: false,
@@ -103,10 +107,22 @@ const executable: Parser = (value, key) => {
   );
 };
 
+/** `"a"`, `"a" or "b"`, `"a", "b" or "c"`. */
+function alternatives(names: readonly string[]): string {
+  const quoted = names.map((name) => JSON.stringify(name));
+  return quoted.length <= 1
+    ? quoted.join("")
+    : `${quoted.slice(0, -1).join(", ")} or ${quoted[quoted.length - 1]}`;
+}
+
+const mountModeNames: readonly string[] = nixMountModes.map((mode) => mode.name);
+
 const mountMode: Parser = (value, key) => {
-  const text = string(value, key);
-  if (text !== "bind" && text !== "hardlink") {
-    throw new ConfigError(`"${key}" must be "bind" or "hardlink", got ${JSON.stringify(text)}`);
+  const text = string(value, key) as string;
+  if (!mountModeNames.includes(text)) {
+    throw new ConfigError(
+      `"${key}" must be ${alternatives(mountModeNames)}, got ${JSON.stringify(text)}`,
+    );
   }
   return text;
 };

@@ -5,8 +5,8 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ErrorCode, SnapshotterError } from "./errors.js";
-import { MetadataStore } from "./metadata.js";
 import { createSnapshotter, spaceReserveName } from "./snapshotter.js";
+import { MetadataStore } from "./storage/metastore.js";
 import type { Snapshotter } from "./types.js";
 
 const run = promisify(execFile);

@@ -27,6 +27,13 @@ export type {
   MigrationStep,
 } from "./migration/index.js";
 export { migrateGoRoot, migrationSteps, readGoMetaStore } from "./migration/index.js";
+export type { MountModeStrategy, NixMountMode } from "./mount-modes/index.js";
+export {
+  defaultMountMode,
+  mountModeNamed,
+  mountModes,
+  nixMountModes,
+} from "./mount-modes/index.js";
 export type { OverlaySettings, SnapshotLayout } from "./mount-options.js";
 export { overlayMounts, storePathMounts } from "./mount-options.js";
 export type { NixLayerRequest } from "./nix-labels.js";

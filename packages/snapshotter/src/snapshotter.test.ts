@@ -14,9 +14,9 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { nanosecondsOf, nowNanoseconds } from "./clock.js";
 import { ErrorCode, SnapshotterError } from "./errors.js";
-import { MetadataStore } from "./metadata.js";
 import { nixClosureLabel, nixLayerLabel, nixStorePathLabelPrefix } from "./nix-labels.js";
 import { createSnapshotter } from "./snapshotter.js";
+import { MetadataStore } from "./storage/metastore.js";
 import { FakeNixStore, FakeNixStoreError } from "./testing/fake-nix-store.js";
 import { Kind, type MountMode, type Snapshotter } from "./types.js";
 

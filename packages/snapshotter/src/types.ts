@@ -1,4 +1,8 @@
 import type { Logger } from "./logger.js";
+import type { MountMode } from "./mount-modes/index.js";
+
+export type { MountMode } from "./mount-modes/index.js";
+
 import type { NixStorePort } from "./nix-store-port.js";
 
 /** The kind of a snapshot, with the spelling containerd's filters use (`kind==active`). */
@@ -79,21 +83,17 @@ export interface Snapshotter {
   close(): Promise<void>;
 }
 
-/**
- * How store paths of nix layers reach containers:
- * - `bind`: one read-only bind mount per store path with `target` set (containerd >= 1.7);
- * - `hardlink`: at commit of a nix layer, the store paths' files are hard-linked into the
- *   layer's own directory; containers get one plain overlay (works on containerd 1.6);
- * - `none`: nix labels are ignored; a plain overlay snapshotter.
- */
-export type MountMode = "bind" | "hardlink" | "none";
-
 export interface SnapshotterOptions {
   /** Root directory: `<root>/metadata.db`, `<root>/snapshots/<id>/{fs,work}`. */
   root: string;
   /** A pino logger (or anything with its methods); silent by default. */
   logger?: Logger;
-  /** Default `bind`. */
+  /**
+   * How store paths of nix layers reach containers, one of `mountModes` (mount-modes/): `bind`
+   * (default; one read-only bind mount per store path, containerd >= 1.7), `hardlink` (store
+   * files hard-linked into the layer at commit, one plain overlay; containerd 1.6) or `none`
+   * (nix labels ignored).
+   */
   mountMode?: MountMode;
   /** Access to Nix; required unless mountMode is `none`. */
   nixStore?: NixStorePort;

@@ -9,7 +9,12 @@ import { fileURLToPath } from "node:url";
 import { createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { Health } from "@nix-snapshotter/api/health/v1";
-import { createRemoteSnapshotter, type Snapshotter } from "@nix-snapshotter/snapshotter";
+import {
+  createRemoteSnapshotter,
+  defaultMountMode,
+  type NixMountMode,
+  type Snapshotter,
+} from "@nix-snapshotter/snapshotter";
 
 /** The built daemon (`pnpm build` first). */
 export const daemonEntry = fileURLToPath(new URL("../../dist/main.js", import.meta.url));
@@ -18,7 +23,8 @@ export const daemonEntry = fileURLToPath(new URL("../../dist/main.js", import.me
 export const testGcRootsParent = "/nix/var/nix/gcroots/nix-snapshotter-tests";
 
 export interface DaemonProcessOptions {
-  mountMode?: "bind" | "hardlink";
+  /** One of the snapshotter's `nixMountModes` (default: the first). */
+  mountMode?: NixMountMode;
   /** TOML lines appended to the generated config (must not repeat its keys). */
   extraConfig?: string;
   /** Extra flags after `-c <config>`. */
@@ -94,7 +100,7 @@ export async function startDaemonProcess(
     [
       `address = ${JSON.stringify(fileAddress)}`,
       `root = ${JSON.stringify(fileRoot)}`,
-      `mount_mode = ${JSON.stringify(options.mountMode ?? "bind")}`,
+      `mount_mode = ${JSON.stringify(options.mountMode ?? defaultMountMode)}`,
       `gc_roots_dir = ${JSON.stringify(gcRootsDir)}`,
       options.extraConfig ?? "",
       "[image_service]",

@@ -7,9 +7,9 @@ import { ErrorCode, SnapshotterError } from "../errors.js";
 import { defaultGcRootOwnerPrefix } from "../gc-root-owner.js";
 import { type Logger, silentLogger } from "../logger.js";
 import { mergePaths } from "../merge-paths.js";
-import { MetadataStore, type SnapshotRecord } from "../metadata.js";
 import { nixClosureLabel, parseClosureStorePaths, parseNixLabels } from "../nix-labels.js";
 import type { NixStorePort } from "../nix-store-port.js";
+import { MetadataStore, type SnapshotRecord } from "../storage/metastore.js";
 import { Kind } from "../types.js";
 import { type GoSnapshot, readGoMetaStore } from "./go-metastore.js";
 

@@ -23,10 +23,10 @@ import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
 import { createGcRoots, createNixStore } from "@nix-snapshotter/nix-store";
 import { SnapshotterError } from "../errors.js";
-import { MetadataStore } from "../metadata.js";
 import { nixLayerLabel, nixStorePathLabelPrefix } from "../nix-labels.js";
 import { nixStorePortFrom } from "../nix-store-adapter.js";
 import { createSnapshotter } from "../snapshotter.js";
+import { MetadataStore } from "../storage/metastore.js";
 import { Kind } from "../types.js";
 
 const run = promisify(execFile);

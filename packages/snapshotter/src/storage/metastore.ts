@@ -1,7 +1,8 @@
 import { DatabaseSync, type SQLInputValue, type StatementSync } from "node:sqlite";
-import { nanosecondsOf, PreciseDate } from "./clock.js";
-import { ErrorCode, isNoSpace, SnapshotterError } from "./errors.js";
-import type { Info, Kind } from "./types.js";
+import { nanosecondsOf, PreciseDate } from "../clock.js";
+import { ErrorCode, isNoSpace, SnapshotterError } from "../errors.js";
+import { type Info, Kind } from "../types.js";
+import { migrateSchema } from "./migrations.js";
 
 /** One snapshot as stored. `id` never changes (commit renames the key) and is never reused. */
 export interface SnapshotRecord {
@@ -47,19 +48,24 @@ interface Row {
   updated_ns: number;
   size: number | null;
   inodes: number | null;
-  nix_paths: string;
-  nix_closure: string | null;
-  nix_layer: number;
-  linked: number;
-  flattened: string | null;
   parent_key: string | null;
+  /** From nix_layers: null when the snapshot has no row there. */
+  nix_paths: string | null;
+  nix_closure: string | null;
+  no_store_mounts: number | null;
+  linked: number | null;
+  flattened: string | null;
 }
 
-/** Every read joins the parent's key, so Stat and Walk need one query. */
-const selectRecord =
-  "SELECT s.*, p.key AS parent_key FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id";
-
-const schemaVersion = 1;
+/**
+ * Every read joins the parent's key and the nix columns, so Stat and Walk need one query. The
+ * generic table (`snapshots`) holds what containerd knows; `nix_layers` what the nix layers add,
+ * a row only for snapshots that have something there.
+ */
+const selectRecord = `SELECT s.*, p.key AS parent_key, n.paths AS nix_paths, n.closure AS nix_closure,
+    n.no_store_mounts, n.linked, n.flattened
+  FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
+  LEFT JOIN nix_layers n ON n.snapshot_id = s.id`;
 
 /**
  * WAL bounds: a checkpoint every this many pages (SQLite's default is 1,000, 4 MB) and the WAL
@@ -75,32 +81,6 @@ const walSizeLimitBytes = 512 * 1024;
  */
 const idBlockSize = 64;
 
-const schema = `
-CREATE TABLE IF NOT EXISTS meta (
-  name TEXT PRIMARY KEY,
-  value INTEGER NOT NULL
-) STRICT;
-CREATE TABLE IF NOT EXISTS snapshots (
-  id INTEGER PRIMARY KEY,
-  key TEXT NOT NULL UNIQUE,
-  kind TEXT NOT NULL CHECK (kind IN ('active', 'view', 'committed')),
-  parent_id INTEGER REFERENCES snapshots(id),
-  labels TEXT NOT NULL,
-  created INTEGER NOT NULL,
-  created_ns INTEGER NOT NULL DEFAULT 0,
-  updated INTEGER NOT NULL,
-  updated_ns INTEGER NOT NULL DEFAULT 0,
-  size INTEGER,
-  inodes INTEGER,
-  nix_paths TEXT NOT NULL DEFAULT '[]',
-  nix_closure TEXT,
-  nix_layer INTEGER NOT NULL DEFAULT 0,
-  linked INTEGER NOT NULL DEFAULT 0,
-  flattened TEXT
-) STRICT;
-CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent_id);
-`;
-
 /** Timestamps are stored as milliseconds plus the nanoseconds within the millisecond. */
 function toColumns(date: Date): [number, number] {
   const nanoseconds = nanosecondsOf(date);
@@ -113,22 +93,28 @@ function fromColumns(milliseconds: number, nanoseconds: number): PreciseDate {
 }
 
 function toRecord(row: Row): SnapshotRecord {
+  const kind = row.kind as Kind;
   return {
     id: row.id,
     key: row.key,
-    kind: row.kind as Kind,
+    kind,
     parentId: row.parent_id,
     labels: JSON.parse(row.labels) as Record<string, string>,
     created: fromColumns(row.created, row.created_ns),
     updated: fromColumns(row.updated, row.updated_ns),
     size: row.size,
     inodes: row.inodes,
-    nixPaths: JSON.parse(row.nix_paths) as string[],
+    nixPaths: row.nix_paths === null ? [] : (JSON.parse(row.nix_paths) as string[]),
     nixClosure: row.nix_closure,
-    nixLayer: row.nix_layer !== 0,
-    linked: row.linked !== 0,
+    nixLayer: (row.no_store_mounts ?? 0) !== 0,
+    linked: (row.linked ?? 0) !== 0,
     parentKey: row.parent_key ?? "",
-    flattened: row.flattened === null ? null : (JSON.parse(row.flattened) as string[]),
+    flattened:
+      row.flattened !== null
+        ? (JSON.parse(row.flattened) as string[])
+        : kind === Kind.Committed
+          ? []
+          : null,
   };
 }
 
@@ -170,22 +156,12 @@ export class MetadataStore {
     this.database.exec("PRAGMA busy_timeout = 5000");
     this.database.exec(`PRAGMA wal_autocheckpoint = ${walAutocheckpointPages}`);
     this.database.exec(`PRAGMA journal_size_limit = ${walSizeLimitBytes}`);
-    this.transaction(() => {
-      this.database.exec(schema);
-      const version = this.database.prepare("SELECT value FROM meta WHERE name = 'schema'").get() as
-        | { value: number }
-        | undefined;
-      if (version === undefined) {
-        this.database
-          .prepare("INSERT INTO meta (name, value) VALUES ('schema', ?), ('sequence', 0)")
-          .run(schemaVersion);
-      } else if (version.value !== schemaVersion) {
-        throw new SnapshotterError(
-          ErrorCode.FailedPrecondition,
-          `metadata database ${path}: schema version ${version.value}, expected ${schemaVersion}`,
-        );
-      }
-    });
+    try {
+      this.transaction(() => migrateSchema(this.database, path));
+    } catch (error) {
+      this.close();
+      throw error;
+    }
   }
 
   get isClosed(): boolean {
@@ -322,9 +298,8 @@ export class MetadataStore {
   insert(snapshot: NewSnapshot, now: Date): SnapshotRecord {
     this.ensureOpen();
     this.statement(
-      `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, created_ns, updated, updated_ns,
-           nix_paths, nix_closure, nix_layer)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, created_ns, updated, updated_ns)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ).run(
       snapshot.id,
       snapshot.key,
@@ -333,10 +308,18 @@ export class MetadataStore {
       JSON.stringify(snapshot.labels),
       ...toColumns(now),
       ...toColumns(now),
-      JSON.stringify(snapshot.nixPaths),
-      snapshot.nixClosure,
-      snapshot.nixLayer === true ? 1 : 0,
     );
+    const noStoreMounts = snapshot.nixLayer === true;
+    if (snapshot.nixPaths.length > 0 || snapshot.nixClosure !== null || noStoreMounts) {
+      this.insertNix(
+        snapshot.id,
+        snapshot.nixPaths,
+        snapshot.nixClosure,
+        noStoreMounts,
+        false,
+        null,
+      );
+    }
     return this.getById(snapshot.id)!;
   }
 
@@ -348,8 +331,8 @@ export class MetadataStore {
     this.ensureOpen();
     this.statement(
       `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, created_ns, updated, updated_ns,
-           size, inodes, nix_paths, nix_closure, nix_layer, linked, flattened)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+           size, inodes)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     ).run(
       record.id,
       record.key,
@@ -360,11 +343,43 @@ export class MetadataStore {
       ...toColumns(record.updated),
       record.size,
       record.inodes,
-      JSON.stringify(record.nixPaths),
-      record.nixClosure,
-      record.nixLayer ? 1 : 0,
-      record.linked ? 1 : 0,
-      record.flattened === null ? null : JSON.stringify(record.flattened),
+    );
+    if (
+      record.nixPaths.length > 0 ||
+      record.nixClosure !== null ||
+      record.nixLayer ||
+      record.linked ||
+      (record.flattened !== null && record.flattened.length > 0)
+    ) {
+      this.insertNix(
+        record.id,
+        record.nixPaths,
+        record.nixClosure,
+        record.nixLayer,
+        record.linked,
+        record.flattened,
+      );
+    }
+  }
+
+  private insertNix(
+    id: number,
+    paths: readonly string[],
+    closure: string | null,
+    noStoreMounts: boolean,
+    linked: boolean,
+    flattened: readonly string[] | null,
+  ): void {
+    this.statement(
+      `INSERT INTO nix_layers (snapshot_id, paths, closure, no_store_mounts, linked, flattened)
+         VALUES (?, ?, ?, ?, ?, ?)`,
+    ).run(
+      id,
+      JSON.stringify(paths),
+      closure,
+      noStoreMounts ? 1 : 0,
+      linked ? 1 : 0,
+      flattened === null ? null : JSON.stringify(flattened),
     );
   }
 
@@ -407,7 +422,7 @@ export class MetadataStore {
     this.ensureOpen();
     this.statement(
       `UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, created = ?, created_ns = ?,
-           updated = ?, updated_ns = ?, size = ?, inodes = ?, flattened = ? WHERE id = ?`,
+           updated = ?, updated_ns = ?, size = ?, inodes = ? WHERE id = ?`,
     ).run(
       name,
       JSON.stringify(labels),
@@ -415,14 +430,23 @@ export class MetadataStore {
       ...toColumns(now),
       usage.size,
       usage.inodes,
-      JSON.stringify(flattened),
       id,
     );
+    // A committed snapshot without a nix row has no store paths (flattened reads as []).
+    if (flattened.length > 0) {
+      this.statement(
+        `INSERT INTO nix_layers (snapshot_id, flattened) VALUES (?, ?)
+           ON CONFLICT (snapshot_id) DO UPDATE SET flattened = excluded.flattened`,
+      ).run(id, JSON.stringify(flattened));
+    }
   }
 
   markLinked(id: number): void {
     this.ensureOpen();
-    this.statement("UPDATE snapshots SET linked = 1 WHERE id = ?").run(id);
+    this.statement(
+      `INSERT INTO nix_layers (snapshot_id, linked) VALUES (?, 1)
+         ON CONFLICT (snapshot_id) DO UPDATE SET linked = 1`,
+    ).run(id);
   }
 
   updateLabels(id: number, labels: Record<string, string>, now: Date): void {
@@ -434,6 +458,7 @@ export class MetadataStore {
     );
   }
 
+  /** Deletes the snapshot's row (its nix_layers row goes with it: ON DELETE CASCADE). */
   delete(id: number): void {
     this.ensureOpen();
     this.statement("DELETE FROM snapshots WHERE id = ?").run(id);

@@ -3,9 +3,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { MetadataStore, type NewSnapshot } from "./metadata.js";
-import { kill9, spawnTypeScriptChild, waitForLine } from "./testing/child-process.js";
-import { Kind } from "./types.js";
+import { kill9, spawnTypeScriptChild, waitForLine } from "../testing/child-process.js";
+import { Kind } from "../types.js";
+import { MetadataStore, type NewSnapshot } from "./metastore.js";
 
 /** A snapshot without nix paths: active, no parent and no labels unless `fields` says so. */
 function plainSnapshot(id: number, key: string, fields: Partial<NewSnapshot> = {}): NewSnapshot {
@@ -21,7 +21,7 @@ function plainSnapshot(id: number, key: string, fields: Partial<NewSnapshot> = {
   };
 }
 
-const metadataModule = pathToFileURL(join(import.meta.dirname, "metadata.ts")).href;
+const metadataModule = pathToFileURL(join(import.meta.dirname, "metastore.ts")).href;
 
 let directory: string;
 

@@ -1,0 +1,177 @@
+import { randomBytes } from "node:crypto";
+import { renameSync } from "node:fs";
+import { chmod, lchown, lstat, mkdir, readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { crashAt } from "./crash-point.js";
+import { diskUsage } from "./disk-usage.js";
+import { SnapshotterError } from "./errors.js";
+import type { Logger } from "./logger.js";
+import { type OverlaySettings, overlayMounts } from "./mount-options.js";
+import { Kind, type Mount, type Usage } from "./types.js";
+
+function isErrno(error: unknown, code: string): boolean {
+  return (error as NodeJS.ErrnoException | null)?.code === code;
+}
+
+/**
+ * The overlay file system work of a snapshotter root (like containerd's `snapshots/overlay`):
+ * `<root>/snapshots/<id>/{fs,work}`, directories made under temporary names and given their
+ * final name in the metadata transaction, removals that claim a directory by renaming it first,
+ * Cleanup of directories nothing owns, and the overlay mounts of a snapshot. Knows nothing of
+ * metadata or Nix: the caller says which ids are owned.
+ */
+export class OverlayFilesystem {
+  readonly snapshotsDir: string;
+  readonly settings: OverlaySettings;
+  /** Directory names under snapshots/ that in-flight calls own (Cleanup skips them). */
+  private readonly busyNames = new Set<string>();
+
+  constructor(root: string, settings: OverlaySettings) {
+    this.snapshotsDir = join(root, "snapshots");
+    this.settings = settings;
+  }
+
+  snapshotDir(id: number): string {
+    return join(this.snapshotsDir, String(id));
+  }
+
+  upperDir(id: number): string {
+    return join(this.snapshotDir(id), "fs");
+  }
+
+  workDir(id: number): string {
+    return join(this.snapshotDir(id), "work");
+  }
+
+  /** A fresh temporary directory name for snapshot `id`, owned by the caller until {@link release}. */
+  temporaryName(id: number): string {
+    const name = `new-${id}-${randomBytes(4).toString("hex")}`;
+    this.busyNames.add(name);
+    return name;
+  }
+
+  /**
+   * Makes a new snapshot's directory under its temporary name: `fs` (owned like the parent's
+   * upper directory, as containerd does; `parentId` is asked after the directories exist) and,
+   * for an active snapshot, `work`.
+   */
+  async createTemporary(
+    temporaryName: string,
+    kind: typeof Kind.Active | typeof Kind.View,
+    parentId: () => number | undefined,
+  ): Promise<void> {
+    const temporary = join(this.snapshotsDir, temporaryName);
+    await mkdir(temporary, { mode: 0o700 });
+    const upper = join(temporary, "fs");
+    await mkdir(upper, { mode: 0o755 });
+    await chmod(upper, 0o755);
+    if (kind === Kind.Active) await mkdir(join(temporary, "work"), { mode: 0o711 });
+    crashAt("prepare:directory");
+    const parent = parentId();
+    if (parent !== undefined) {
+      // Like containerd: the new upper directory belongs to whoever owns the parent's.
+      const parentStats = await lstat(this.upperDir(parent));
+      const own = await lstat(upper);
+      if (parentStats.uid !== own.uid || parentStats.gid !== own.gid) {
+        await lchown(upper, parentStats.uid, parentStats.gid);
+      }
+    }
+  }
+
+  /**
+   * Gives a temporary directory its final name (synchronous: call it in the metadata transaction
+   * that inserts the row, so the name exists only if the row commits). Returns an undo for a
+   * transaction that fails after it.
+   */
+  publish(temporaryName: string, id: number): () => void {
+    const temporary = join(this.snapshotsDir, temporaryName);
+    const final = this.snapshotDir(id);
+    renameSync(temporary, final);
+    return () => renameSync(final, temporary);
+  }
+
+  /** Deletes a temporary directory of a call that failed. */
+  async discard(temporaryName: string): Promise<void> {
+    await rm(join(this.snapshotsDir, temporaryName), { recursive: true, force: true });
+  }
+
+  /** The call that owned `name` is done with it. */
+  release(name: string): void {
+    this.busyNames.delete(name);
+  }
+
+  /**
+   * Renames `snapshots/<name>` to a fresh `rm-*` name this call owns (until {@link release});
+   * undefined when it does not exist. Synchronous, so the caller's check that nothing owns the
+   * name and the rename happen without anything running between.
+   */
+  claimDirectory(name: string): string | undefined {
+    const removalName = `rm-${randomBytes(6).toString("hex")}`;
+    try {
+      renameSync(join(this.snapshotsDir, name), join(this.snapshotsDir, removalName));
+    } catch (error) {
+      if (isErrno(error, "ENOENT")) return undefined;
+      throw error;
+    }
+    this.busyNames.add(removalName);
+    return removalName;
+  }
+
+  /** Deletes a claimed directory (rejects when the deletion fails) and releases its name. */
+  async removeClaimed(removalName: string): Promise<void> {
+    try {
+      await rm(join(this.snapshotsDir, removalName), { recursive: true, force: true });
+    } finally {
+      this.busyNames.delete(removalName);
+    }
+  }
+
+  /**
+   * Removes directories under snapshots/ that no snapshot and no call in flight owns. Ownership
+   * is checked right before each removal (not from a list read earlier), in the same tick as
+   * the rename that claims the directory.
+   */
+  async removeOrphanedDirectories(owned: (id: number) => boolean, logger: Logger): Promise<void> {
+    let entries: string[] = [];
+    try {
+      entries = await readdir(this.snapshotsDir);
+    } catch (error) {
+      if (!isErrno(error, "ENOENT")) throw SnapshotterError.from(error, "cleanup");
+    }
+    for (const name of entries) {
+      if (this.busyNames.has(name)) continue;
+      if (/^[0-9]+$/.test(name) && owned(Number(name))) continue;
+      let removal: string | undefined;
+      try {
+        removal = this.claimDirectory(name);
+      } catch (error) {
+        throw SnapshotterError.from(error, `cleanup: snapshot directory ${name}`);
+      }
+      if (removal === undefined) continue;
+      logger.info({ directory: name }, "cleanup: removing orphaned snapshot directory");
+      try {
+        await this.removeClaimed(removal);
+      } catch (error) {
+        throw SnapshotterError.from(error, `cleanup: removing snapshot directory ${name}`);
+      }
+    }
+  }
+
+  /** The overlay (or bind) mounts of snapshot `id` on the parent chain `parentIds`. */
+  mounts(kind: Kind, id: number, parentIds: readonly number[]): Mount[] {
+    return overlayMounts(
+      {
+        kind,
+        upperDir: this.upperDir(id),
+        workDir: this.workDir(id),
+        lowerDirs: parentIds.map((parentId) => this.upperDir(parentId)),
+      },
+      this.settings,
+    );
+  }
+
+  /** Disk usage of the snapshot's own `fs` directory. */
+  usage(id: number): Promise<Usage> {
+    return diskUsage(this.upperDir(id));
+  }
+}
