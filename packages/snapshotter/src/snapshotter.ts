@@ -445,8 +445,9 @@ class OverlaySnapshotter implements Snapshotter {
     const nixStore = this.nixStore!;
     const signals: AbortSignal[] = [];
     if (callerSignal !== undefined) signals.push(callerSignal);
-    if (this.realiseTimeoutMs !== undefined)
-      signals.push(AbortSignal.timeout(this.realiseTimeoutMs));
+    const timeout =
+      this.realiseTimeoutMs === undefined ? undefined : AbortSignal.timeout(this.realiseTimeoutMs);
+    if (timeout !== undefined) signals.push(timeout);
     const signal = signals.length === 0 ? undefined : AbortSignal.any(signals);
     const toRealise =
       request.closure === undefined ? request.storePaths : [...request.storePaths, request.closure];
@@ -462,6 +463,14 @@ class OverlaySnapshotter implements Snapshotter {
         await nixStore.realise(toRealise, realiseOptions);
         break;
       } catch (error) {
+        // Nix reports any abort as Canceled: our own realise timeout is a deadline.
+        if (timeout?.aborted === true && callerSignal?.aborted !== true) {
+          throw new SnapshotterError(
+            ErrorCode.DeadlineExceeded,
+            `${what}: not done within the realise timeout (${this.realiseTimeoutMs} ms)`,
+            { cause: error },
+          );
+        }
         const failure = nixError(error, what);
         if (!realiseFailureIsAboutPaths(failure.code)) throw failure;
         // Nix failed for the paths themselves: a path missing now (not substitutable, or
