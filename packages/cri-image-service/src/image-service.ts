@@ -46,6 +46,11 @@ export interface ImageServiceOptions {
   criSyncTimeoutMs?: number;
   /** Deadline of forwarded calls when the caller gave none (ms). Default 120 000. */
   defaultTimeoutMs?: number;
+  /**
+   * Longest the realise of a `nix:0` archive may take (ms); Nix is then killed and PullImage
+   * fails with DeadlineExceeded. Default: no limit but the caller's deadline or cancellation.
+   */
+  realiseTimeoutMs?: number;
   /** Bounds on a `nix:0` archive (default {@link nixArchiveLimits}). */
   archiveLimits?: Partial<ArchiveLimits>;
 }
@@ -145,6 +150,7 @@ export function createImageService(options: ImageServiceOptions): CriImageServic
     const realised = await nixStore.realise([reference.storePath], {
       roots: { owner: reference.rootOwner },
       ...(signal ? { signal } : {}),
+      ...(options.realiseTimeoutMs !== undefined ? { timeoutMs: options.realiseTimeoutMs } : {}),
     });
     log.info(
       { substituted: realised.substituted.length, built: realised.built.length },
