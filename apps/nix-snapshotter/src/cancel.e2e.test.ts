@@ -1,8 +1,17 @@
-import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, request as httpRequest } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { ImageService } from "@nix-snapshotter/api/cri/v1";
+import {
+  containerdSkipReason,
+  startContainerd,
+  systemContainerdVersion,
+} from "@nix-snapshotter/containerd-client/testing";
 import {
   type BinaryCache,
   createNixFixtures,
@@ -305,4 +314,58 @@ describe.skipIf(skip !== "")(`cancellation against the daemon ${skip}`, () => {
     await expectNothingLeft(daemon, paths, key);
     await expectPrepareWorks(daemon, gate, paths, key);
   }, 180_000);
+
+  const containerdVersion = systemContainerdVersion() ?? "1.6";
+  const containerdSkip = containerdSkipReason(containerdVersion) ?? "";
+  it.skipIf(containerdSkip !== "")(
+    `a nix:0 PullImage cancelled while Nix realises the archive stops Nix, no root left (containerd ${containerdVersion} CRI) ${containerdSkip}`,
+    async () => {
+      // An archive store path only in the cache behind the gate (its content never gets read).
+      const work = mkdtempSync(join(tmpdir(), "cancel-cri-"));
+      cleanups.push(async () => rmSync(work, { recursive: true, force: true }));
+      const file = join(work, `nix-image-cancel-${randomBytes(4).toString("hex")}.tar`);
+      writeFileSync(file, "not read: the pull is cancelled while Nix fetches it");
+      const archive = execFileSync("nix-store", ["--add", file], { encoding: "utf8" }).trim();
+      await fixtures.root("cancel-archive", [archive]);
+      const cache = await startBinaryCache({ paths: [archive] });
+      caches.push(cache);
+      await fixtures.unroot("cancel-archive");
+      await fixtures.deletePaths([archive]);
+      expect(existsSync(archive)).toBe(false);
+      const gate = await startGate(cache.url);
+      gates.push(gate);
+
+      const containerd = await startContainerd({ version: containerdVersion, cri: true });
+      cleanups.push(() => containerd.stop());
+      const daemon = await startDaemonProcess({
+        env: { NIX_CONFIG: gate.nixConfig },
+        imageService: { containerdAddress: containerd.address },
+      });
+      cleanups.push(daemon.cleanup);
+      const images = createClient(ImageService, daemon.transport);
+      const controller = new AbortController();
+      const pending = images
+        .pullImage({ image: { image: `nix:0${archive}` } }, { signal: controller.signal })
+        .then(
+          () => undefined,
+          (error: unknown) => ConnectError.from(error),
+        );
+      await untilNixWaitsOnGate(daemon, [archive], gate);
+      expect(rootLinks(daemon.gcRootsDir).length).toBe(1);
+      controller.abort();
+      expect((await pending)?.code).toBe(Code.Canceled);
+      const pid = daemon.child.pid!;
+      await eventually(
+        () =>
+          nixProcesses(pid, [archive]).length === 0 && rootLinks(daemon.gcRootsDir).length === 0,
+      );
+      expect(nixProcesses(pid, [archive])).toEqual([]);
+      expect(rootLinks(daemon.gcRootsDir)).toEqual([]);
+      expect(existsSync(archive)).toBe(false);
+      // containerd's CRI did not get the image.
+      const status = await images.imageStatus({ image: { image: `nix:0${archive}` } });
+      expect(status.image).toBeUndefined();
+    },
+    180_000,
+  );
 });

@@ -204,7 +204,10 @@ describe("PullImage of a nix:0 reference, cancelled", () => {
     const call = { ...context(), signal: controller.signal } as HandlerContext;
     const pending = failure(
       Promise.resolve(
-        service.impl.pullImage(create(PullImageRequestSchema, { image: { image: reference } }), call),
+        service.impl.pullImage(
+          create(PullImageRequestSchema, { image: { image: reference } }),
+          call,
+        ),
       ),
     );
     await until(() => realiseSignals.length > 0);
