@@ -9,6 +9,7 @@ import {
   loadConfigFile,
   mergeConfig,
   parseConfig,
+  parseDuration,
   parseMetricsAddress,
 } from "./config.js";
 
@@ -33,6 +34,7 @@ describe("defaultConfig", () => {
       gcRootsDir: "",
       fuseOverlayfs: false,
       metricsAddress: "",
+      realiseTimeoutMs: 0,
     });
   });
 });
@@ -53,6 +55,7 @@ store_dir = "/custom/store"
 gc_roots_dir = "/nix/var/nix/gcroots/x"
 fuse_overlayfs = true
 metrics_address = "127.0.0.1:9100"
+realise_timeout = "1m30s"
 
 [image_service]
 enable = false
@@ -69,6 +72,7 @@ containerd_address = "unix:///run/containerd/other.sock"
       gcRootsDir: "/nix/var/nix/gcroots/x",
       fuseOverlayfs: true,
       metricsAddress: "127.0.0.1:9100",
+      realiseTimeoutMs: 90_000,
     });
   });
 
@@ -103,8 +107,41 @@ describe("precedence", () => {
   });
 });
 
+describe("parseDuration", () => {
+  it.each([
+    ["0", 0],
+    ["0s", 0],
+    ["250ms", 250],
+    ["1.5s", 1500],
+    ["90s", 90_000],
+    ["10m", 600_000],
+    ["1h30m", 5_400_000],
+    ["2h0m1s", 7_201_000],
+    ["24h", 86_400_000],
+  ])("reads %j as %d ms", (text, milliseconds) => {
+    expect(parseDuration(text, "realise_timeout")).toBe(milliseconds);
+  });
+
+  it.each(["", "10", "-5s", "5 s", "1d", "ten seconds", "1.s", "s", `${"1".repeat(70)}s`, "600h"])(
+    "refuses %j naming the key",
+    (text) => {
+      expect(() => parseDuration(text, "realise_timeout")).toThrow(/"realise_timeout" must be/);
+    },
+  );
+});
+
 describe("bad configuration", () => {
   const cases: Array<[string, string, RegExp]> = [
+    [
+      "realise timeout as a number",
+      `realise_timeout = 30`,
+      /"realise_timeout" must be a string, got number 30/,
+    ],
+    [
+      "realise timeout without a unit",
+      `realise_timeout = "30"`,
+      /config c\.toml: "realise_timeout" must be a duration such as "30s"/,
+    ],
     ["unknown top-level key", `adress = "/x.sock"`, /config c\.toml: unknown key "adress"/],
     [
       "unknown nested key",

@@ -34,6 +34,11 @@ export interface DaemonConfig {
   fuseOverlayfs: boolean;
   /** `host:port` or an absolute unix socket path for Prometheus metrics; `""` = off. */
   metricsAddress: string;
+  /**
+   * Longest a realise of Nix store paths may take (a nix layer's Prepare, a `nix:0` pull's
+   * archive), in milliseconds; 0 = no limit beyond the caller's own deadline.
+   */
+  realiseTimeoutMs: number;
 }
 
 /** A partial configuration: what one source (file or flags) sets. */
@@ -55,6 +60,7 @@ export function defaultConfig(): DaemonConfig {
     gcRootsDir: "",
     fuseOverlayfs: false,
     metricsAddress: "",
+    realiseTimeoutMs: 0,
   };
 }
 
@@ -161,6 +167,41 @@ const metricsAddress: Parser = (value, key) => {
   return text;
 };
 
+/** Milliseconds per unit of a duration. */
+const durationUnits: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * The longest duration accepted: Node's timers hold at most 2^31 - 1 ms (about 24.8 days); a
+ * longer one would fire after 1 ms.
+ */
+export const maxDurationMs = 2 ** 31 - 1;
+
+/**
+ * A duration as Go writes it (`"90s"`, `"10m"`, `"1h30m"`, `"1.5s"`, `"250ms"`), units `h`, `m`,
+ * `s`, `ms`; `"0"` (or any zero) = none. Returns whole milliseconds (rounded up).
+ */
+export function parseDuration(text: string, key: string): number {
+  const fail = (why: string): never => {
+    const shown = text.length > 40 ? `${text.slice(0, 40)}...` : text;
+    throw new ConfigError(`"${key}" ${why}, got ${JSON.stringify(shown)}`);
+  };
+  if (text === "0") return 0;
+  if (text.length > 64 || !/^(?:\d+(?:\.\d+)?(?:ms|h|m|s))+$/.test(text)) {
+    fail('must be a duration such as "30s", "10m" or "1h30m" ("0" = none)');
+  }
+  let total = 0;
+  for (const match of text.matchAll(/(\d+(?:\.\d+)?)(ms|h|m|s)/g)) {
+    total += Number(match[1]) * (durationUnits[match[2]!] ?? Number.NaN);
+  }
+  const milliseconds = Math.ceil(total);
+  if (!Number.isFinite(milliseconds) || milliseconds > maxDurationMs) {
+    fail(`must be at most ${maxDurationMs} ms (about 24 days)`);
+  }
+  return milliseconds;
+}
+
+const duration: Parser = (value, key) => parseDuration(string(value, key) as string, key);
+
 /** TOML key -> [field of ConfigLayer, parser]. */
 const topLevel: Record<string, [keyof ConfigLayer, Parser]> = {
   address: ["address", absolutePath()],
@@ -171,6 +212,7 @@ const topLevel: Record<string, [keyof ConfigLayer, Parser]> = {
   gc_roots_dir: ["gcRootsDir", absolutePath({ allowEmpty: true })],
   fuse_overlayfs: ["fuseOverlayfs", boolean],
   metrics_address: ["metricsAddress", metricsAddress],
+  realise_timeout: ["realiseTimeoutMs", duration],
 };
 
 const imageServiceKeys: Record<string, [keyof ImageServiceConfig, Parser]> = {

@@ -41,7 +41,12 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const { config, logger } = options;
   const env = options.env ?? process.env;
   logger.info(
-    { root: config.root, address: config.address, mountMode: config.mountMode },
+    {
+      root: config.root,
+      address: config.address,
+      mountMode: config.mountMode,
+      realiseTimeoutMs: config.realiseTimeoutMs,
+    },
     "starting nix-snapshotter",
   );
 
@@ -71,6 +76,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     nixStore: nixStorePort,
     storeDir: config.storeDir,
     fuseOverlayfs: config.fuseOverlayfs,
+    ...(config.realiseTimeoutMs > 0 ? { realiseTimeoutMs: config.realiseTimeoutMs } : {}),
   });
   metrics.snapshotsByKind(snapshotter);
 

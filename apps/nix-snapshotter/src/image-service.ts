@@ -30,6 +30,7 @@ export async function createImageService(
     logger,
     snapshotter: "nix",
     snapshotterRoot: config.root,
+    ...(config.realiseTimeoutMs > 0 ? { realiseTimeoutMs: config.realiseTimeoutMs } : {}),
   });
   logger.info(
     { containerdAddress: config.imageService.containerdAddress },

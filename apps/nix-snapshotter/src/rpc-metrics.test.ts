@@ -1,5 +1,6 @@
 import { createClient, createRouterTransport } from "@connectrpc/connect";
 import { Health } from "@nix-snapshotter/api/health/v1";
+import type { NixStore } from "@nix-snapshotter/nix-store";
 import { createHealthService } from "@nix-snapshotter/snapshotter";
 import { describe, expect, it } from "vitest";
 import { Registry } from "./metrics.js";
@@ -39,5 +40,32 @@ describe("createDaemonMetrics interceptor", () => {
       `nix_snapshotter_grpc_request_duration_seconds_count{service="${service}",method="Check",code="OK"} 2`,
     );
     expect(text).toContain("# TYPE nix_snapshotter_realise_duration_seconds histogram");
+  });
+});
+
+describe("createDaemonMetrics observedNixStore", () => {
+  it("passes the owner and the caller's signal to Nix, and counts the failure", async () => {
+    const registry = new Registry();
+    const metrics = createDaemonMetrics(registry);
+    const seen: Array<{ roots?: { owner: string }; signal?: AbortSignal }> = [];
+    const nixStore = {
+      storeDir: "/nix/store",
+      gcRootsDir: "/nonexistent",
+      async realise(_paths: readonly string[], options: (typeof seen)[number]) {
+        seen.push(options);
+        throw new Error("canceled");
+      },
+    } as unknown as NixStore;
+    const port = metrics.observedNixStore(nixStore);
+    const controller = new AbortController();
+    await expect(
+      port.realise(["/nix/store/x"], { owner: "o", signal: controller.signal }),
+    ).rejects.toThrow("canceled");
+    await expect(port.realise(["/nix/store/x"], { owner: "p" })).rejects.toThrow("canceled");
+    expect(seen[0]).toEqual({ roots: { owner: "o" }, signal: controller.signal });
+    expect(seen[1]).toEqual({ roots: { owner: "p" } });
+    expect(await registry.render()).toMatch(
+      /nix_snapshotter_realise_duration_seconds_count\{result="error"\} 2/,
+    );
   });
 });

@@ -80,10 +80,14 @@ export function createDaemonMetrics(registry: Registry) {
     const port = nixStorePortFrom(nixStore);
     return {
       ...port,
-      async realise(paths, { owner }) {
+      async realise(paths, { owner, signal }) {
         const start = performance.now();
         try {
-          const result = await nixStore.realise(paths, { roots: { owner } });
+          // The caller's signal too: without it a cancelled or timed-out Prepare left Nix running.
+          const result = await nixStore.realise(
+            paths,
+            signal ? { roots: { owner }, signal } : { roots: { owner } },
+          );
           realiseDuration.observe({ result: "ok" }, (performance.now() - start) / 1000);
           realisedPaths.inc({}, paths.length);
           substitutedPaths.inc({}, result.substituted.length);

@@ -111,6 +111,18 @@ let
         example = "127.0.0.1:9153";
         description = "Address (host:port) on which Prometheus metrics are served. Unset: no metrics.";
       };
+      realise_timeout = mkOption {
+        type = types.nullOr (types.strMatching "0|([0-9]+(\\.[0-9]+)?(ms|h|m|s))+");
+        default = null;
+        example = "10m";
+        description = ''
+          Longest one realise of Nix store paths may take (a nix layer's
+          Prepare, a `nix:0` pull's archive), as a duration such as `"90s"`,
+          `"10m"` or `"1h30m"`; Nix is then stopped and the call fails with
+          DeadlineExceeded. `"0"` or unset: no limit beyond the caller's own
+          deadline.
+        '';
+      };
     };
   };
 

@@ -10,6 +10,7 @@ import {
   PullImageRequestSchema,
   RemoveImageRequestSchema,
 } from "@nix-snapshotter/api/cri/v1";
+import type { ContainerdClient } from "@nix-snapshotter/containerd-client";
 import type { NixStore } from "@nix-snapshotter/nix-store";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -132,5 +133,87 @@ describe("CRI image service without containerd", () => {
     for (const usage of filesystems as { usedBytes?: { value: bigint } }[]) {
       expect(usage.usedBytes?.value).toBeGreaterThan(0n);
     }
+  });
+});
+
+describe("PullImage of a nix:0 reference, cancelled", () => {
+  const reference = "nix:0/nix/store/0c8x3v4aw9lpqyhjxnbss3mrdr1hw1mm-nix-image-a.tar";
+
+  /** containerd's CRI knows no image; Nix realises until its signal aborts. */
+  function setup() {
+    const realiseSignals: AbortSignal[] = [];
+    const cri = { imageStatus: async () => ({ image: undefined }) };
+    const containerd = {
+      withNamespace: () => containerd,
+      service: () => cri,
+      close() {},
+    } as unknown as ContainerdClient;
+    const nixStore = {
+      storeDir: "/nix/store",
+      gcRootsDir: "/nonexistent/gcroots",
+      realise(_paths: readonly string[], options: { signal?: AbortSignal }) {
+        const signal = options.signal!;
+        realiseSignals.push(signal);
+        return new Promise((_, reject) =>
+          signal.addEventListener("abort", () => reject(new Error("nix killed")), { once: true }),
+        );
+      },
+    } as unknown as NixStore;
+    const service = createImageService({
+      containerdAddress: "/nonexistent/containerd.sock",
+      containerd,
+      nixStore,
+      logger: pino({ level: "silent" }),
+      snapshotterRoot: "/nonexistent",
+    });
+    return { service, realiseSignals };
+  }
+
+  const until = async (condition: () => boolean) => {
+    while (!condition()) await new Promise((resolve) => setImmediate(resolve));
+  };
+
+  it("stops the shared realise only when every caller waiting on it has cancelled", async () => {
+    const { service, realiseSignals } = setup();
+    const first = new AbortController();
+    const second = new AbortController();
+    const a = service.pullNixImage(reference, { signal: first.signal }).catch((e: unknown) => e);
+    const b = service.pullNixImage(reference, { signal: second.signal }).catch((e: unknown) => e);
+    await until(() => realiseSignals.length > 0);
+    first.abort();
+    expect(await a).toMatchObject({ code: "Canceled" });
+    // One pull for both callers; the second still waits on it.
+    expect(realiseSignals.length).toBe(1);
+    expect(realiseSignals[0]?.aborted).toBe(false);
+    second.abort();
+    expect(await b).toMatchObject({ code: "Canceled" });
+    expect(realiseSignals[0]?.aborted).toBe(true);
+    // The next pull starts afresh.
+    const third = new AbortController();
+    const c = service.pullNixImage(reference, { signal: third.signal }).catch((e: unknown) => e);
+    await until(() => realiseSignals.length > 1);
+    expect(realiseSignals[1]?.aborted).toBe(false);
+    third.abort();
+    expect(await c).toMatchObject({ code: "Canceled" });
+    service.close();
+  });
+
+  it("answers PullImage with Canceled when the call's signal aborts", async () => {
+    const { service, realiseSignals } = setup();
+    const controller = new AbortController();
+    const call = { ...context(), signal: controller.signal } as HandlerContext;
+    const pending = failure(
+      Promise.resolve(
+        service.impl.pullImage(
+          create(PullImageRequestSchema, { image: { image: reference } }),
+          call,
+        ),
+      ),
+    );
+    await until(() => realiseSignals.length > 0);
+    controller.abort();
+    expect((await pending).code).toBe(Code.Canceled);
+    expect(realiseSignals[0]?.aborted).toBe(true);
+    service.close();
   });
 });

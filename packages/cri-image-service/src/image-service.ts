@@ -46,6 +46,11 @@ export interface ImageServiceOptions {
   criSyncTimeoutMs?: number;
   /** Deadline of forwarded calls when the caller gave none (ms). Default 120 000. */
   defaultTimeoutMs?: number;
+  /**
+   * Longest the realise of a `nix:0` archive may take (ms); Nix is then killed and PullImage
+   * fails with DeadlineExceeded. Default: no limit but the caller's deadline or cancellation.
+   */
+  realiseTimeoutMs?: number;
   /** Bounds on a `nix:0` archive (default {@link nixArchiveLimits}). */
   archiveLimits?: Partial<ArchiveLimits>;
 }
@@ -104,7 +109,11 @@ export function createImageService(options: ImageServiceOptions): CriImageServic
   const cri = containerd.service(ImageService);
   const criSyncTimeoutMs = options.criSyncTimeoutMs ?? 30_000;
   const defaultTimeoutMs = options.defaultTimeoutMs ?? 120_000;
-  const pulling = new Map<string, Promise<string>>();
+  /** Pulls in progress by image name: one pull, stopped when every caller waiting on it left. */
+  const pulling = new Map<
+    string,
+    { promise: Promise<string>; controller: AbortController; waiting: number }
+  >();
   const archiveLimits = resolveArchiveLimits({ ...nixArchiveLimits, ...options.archiveLimits });
 
   const callOptions = (context: HandlerContext | undefined, timeout = true): CallOptions => {
@@ -145,6 +154,7 @@ export function createImageService(options: ImageServiceOptions): CriImageServic
     const realised = await nixStore.realise([reference.storePath], {
       roots: { owner: reference.rootOwner },
       ...(signal ? { signal } : {}),
+      ...(options.realiseTimeoutMs !== undefined ? { timeoutMs: options.realiseTimeoutMs } : {}),
     });
     log.info(
       { substituted: realised.substituted.length, built: realised.built.length },
@@ -204,14 +214,66 @@ export function createImageService(options: ImageServiceOptions): CriImageServic
     }
   }
 
-  function pullNixImage(reference: string, pullOptions: { signal?: AbortSignal } = {}) {
+  function pullNixImage(
+    reference: string,
+    pullOptions: { signal?: AbortSignal } = {},
+  ): Promise<string> {
     const parsed = parseNix(reference);
-    let pending = pulling.get(parsed.name);
-    if (pending === undefined) {
-      pending = pullNix(parsed, pullOptions.signal).finally(() => pulling.delete(parsed.name));
-      pulling.set(parsed.name, pending);
+    const signal = pullOptions.signal;
+    if (signal?.aborted) {
+      return Promise.reject(
+        new ImageServiceError("Canceled", `pull of "${parsed.name}" canceled`, {
+          cause: signal.reason,
+        }),
+      );
     }
-    return pending;
+    let pull = pulling.get(parsed.name);
+    if (pull === undefined) {
+      const controller = new AbortController();
+      const entry = {
+        controller,
+        waiting: 0,
+        promise: pullNix(parsed, controller.signal).finally(() => pulling.delete(parsed.name)),
+      };
+      // Handled by every waiter; this keeps a pull whose waiters all left from being unhandled.
+      entry.promise.catch(() => {});
+      pulling.set(parsed.name, entry);
+      pull = entry;
+    }
+    const shared = pull;
+    shared.waiting += 1;
+    // Each caller waits for the shared pull or its own cancel; the pull (Nix, the archive's read,
+    // the import) stops when the last caller waiting on it cancels.
+    return new Promise<string>((resolve, reject) => {
+      let left = false;
+      const leave = () => {
+        if (left) return;
+        left = true;
+        signal?.removeEventListener("abort", onAbort);
+        shared.waiting -= 1;
+      };
+      const onAbort = () => {
+        if (left) return;
+        leave();
+        if (shared.waiting === 0) shared.controller.abort(signal?.reason);
+        reject(
+          new ImageServiceError("Canceled", `pull of "${parsed.name}" canceled`, {
+            cause: signal?.reason,
+          }),
+        );
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      shared.promise.then(
+        (id) => {
+          leave();
+          resolve(id);
+        },
+        (error: unknown) => {
+          leave();
+          reject(error);
+        },
+      );
+    });
   }
 
   /** The reference with a `nix:0` one validated and normalised; others unchanged. */

@@ -135,8 +135,9 @@ export class NixLayers {
     const owner = this.owner(id);
     const signals: AbortSignal[] = [];
     if (callerSignal !== undefined) signals.push(callerSignal);
-    if (this.realiseTimeoutMs !== undefined)
-      signals.push(AbortSignal.timeout(this.realiseTimeoutMs));
+    const timeout =
+      this.realiseTimeoutMs === undefined ? undefined : AbortSignal.timeout(this.realiseTimeoutMs);
+    if (timeout !== undefined) signals.push(timeout);
     const signal = signals.length === 0 ? undefined : AbortSignal.any(signals);
     const toRealise =
       request.closure === undefined ? request.storePaths : [...request.storePaths, request.closure];
@@ -152,6 +153,14 @@ export class NixLayers {
         await nixStore.realise(toRealise, realiseOptions);
         break;
       } catch (error) {
+        // Nix reports any abort as Canceled: our own realise timeout is a deadline.
+        if (timeout?.aborted === true && callerSignal?.aborted !== true) {
+          throw new SnapshotterError(
+            ErrorCode.DeadlineExceeded,
+            `${what}: not done within the realise timeout (${this.realiseTimeoutMs} ms)`,
+            { cause: error },
+          );
+        }
         const failure = nixError(error, what);
         if (!realiseFailureIsAboutPaths(failure.code)) throw failure;
         // Nix failed for the paths themselves: a path missing now (not substitutable, or

@@ -47,9 +47,10 @@ async function wrap<T>(run: () => Promise<T>): Promise<T> {
 
 /**
  * A Snapshotter that calls a Snapshots gRPC server (the daemon) the way containerd's proxy
- * plugin does: each method is one RPC, gRPC codes come back as SnapshotterError codes. Lets the
- * conformance suite and benchmarks drive the daemon over its socket. `close()` does not close the
- * transport.
+ * plugin does: each method is one RPC, gRPC codes come back as SnapshotterError codes. The
+ * `signal` of prepare, view and commit cancels the RPC: the server sees the cancellation and the
+ * call fails with `Canceled`. Lets the conformance suite and benchmarks drive the daemon over its
+ * socket. `close()` does not close the transport.
  */
 export function createRemoteSnapshotter(
   transport: Transport,
@@ -58,6 +59,15 @@ export function createRemoteSnapshotter(
   const client = createClient(Snapshots, transport);
   const callOptions = options.callOptions ?? {};
   const snapshotter = "nix";
+  /** The call options with the caller's signal (and the configured one, if any) added. */
+  const withSignal = (signal: AbortSignal | undefined): CallOptions => {
+    if (signal === undefined) return callOptions;
+    const configured = callOptions.signal;
+    return {
+      ...callOptions,
+      signal: configured === undefined ? signal : AbortSignal.any([configured, signal]),
+    };
+  };
 
   async function* list(filters: readonly string[] = []): AsyncIterable<Info> {
     try {
@@ -105,7 +115,7 @@ export function createRemoteSnapshotter(
         (
           await client.prepare(
             { snapshotter, key, parent, labels: { ...prepareOptions.labels } },
-            callOptions,
+            withSignal(prepareOptions.signal),
           )
         ).mounts.map(mountFromMessage),
       ),
@@ -114,7 +124,7 @@ export function createRemoteSnapshotter(
         (
           await client.view(
             { snapshotter, key, parent, labels: { ...viewOptions.labels } },
-            callOptions,
+            withSignal(viewOptions.signal),
           )
         ).mounts.map(mountFromMessage),
       ),
@@ -122,7 +132,7 @@ export function createRemoteSnapshotter(
       wrap(async () => {
         await client.commit(
           { snapshotter, name, key, labels: { ...commitOptions.labels } },
-          callOptions,
+          withSignal(commitOptions.signal),
         );
       }),
     remove: (key) =>

@@ -325,3 +325,88 @@ describe("createRemoteSnapshotter", () => {
     ).toBe(true);
   });
 });
+
+describe("cancellation", () => {
+  /**
+   * A snapshotter whose prepare, view and commit wait until their signal aborts (and fail as the
+   * real one does, Canceled), recording each signal they were given.
+   */
+  function setupWaiting() {
+    const signals: Array<AbortSignal | undefined> = [];
+    const entered: string[] = [];
+    const wait = (rpc: string, signal: AbortSignal | undefined) => {
+      signals.push(signal);
+      entered.push(rpc);
+      return new Promise<never>((_, reject) => {
+        const fail = () =>
+          reject(new SnapshotterError(ErrorCode.Canceled, `${rpc} canceled`, { cause: signal }));
+        if (signal?.aborted) fail();
+        signal?.addEventListener("abort", fail, { once: true });
+      });
+    };
+    const snapshotter: Snapshotter = {
+      ...createMemorySnapshotter(),
+      prepare: (_key, _parent, options = {}) => wait("prepare", options.signal),
+      view: (_key, _parent, options = {}) => wait("view", options.signal),
+      commit: (_name, _key, options = {}) => wait("commit", options.signal),
+    };
+    const transport = createRouterTransport((router) => {
+      router.service(Snapshots, createSnapshotsService(snapshotter));
+    });
+    return { signals, entered, transport };
+  }
+
+  async function untilEntered(entered: string[], count: number) {
+    while (entered.length < count) await new Promise((resolve) => setImmediate(resolve));
+  }
+
+  it("passes each waiting call's signal, aborted when the client cancels", async () => {
+    const { signals, entered, transport } = setupWaiting();
+    const client = createClient(Snapshots, transport);
+    const calls = [
+      (signal: AbortSignal) => client.prepare({ key: "p" }, { signal }),
+      (signal: AbortSignal) => client.view({ key: "v" }, { signal }),
+      (signal: AbortSignal) => client.commit({ name: "n", key: "c" }, { signal }),
+    ];
+    for (const [index, start] of calls.entries()) {
+      const controller = new AbortController();
+      const pending = codeOf(start(controller.signal));
+      await untilEntered(entered, index + 1);
+      expect(signals[index]?.aborted).toBe(false);
+      controller.abort();
+      expect(await pending).toBe(Code.Canceled);
+      expect(signals[index]?.aborted).toBe(true);
+    }
+    expect(entered).toEqual(["prepare", "view", "commit"]);
+  });
+
+  it("aborts the snapshotter's signal when the call's deadline passes", async () => {
+    const { signals, entered, transport } = setupWaiting();
+    const client = createClient(Snapshots, transport);
+    const code = await codeOf(client.prepare({ key: "p" }, { timeoutMs: 50 }));
+    expect(code).toBe(Code.DeadlineExceeded);
+    expect(entered).toEqual(["prepare"]);
+    expect(signals[0]?.aborted).toBe(true);
+  });
+
+  it("createRemoteSnapshotter: the options' signal cancels the RPC", async () => {
+    const { signals, entered, transport } = setupWaiting();
+    const configured = new AbortController();
+    const remote = createRemoteSnapshotter(transport, {
+      callOptions: { signal: configured.signal },
+    });
+    const controller = new AbortController();
+    const pending = remote.prepare("k", "", { signal: controller.signal }).catch((error) => error);
+    await untilEntered(entered, 1);
+    controller.abort();
+    const error = await pending;
+    expect(SnapshotterError.is(error, ErrorCode.Canceled)).toBe(true);
+    expect(signals[0]?.aborted).toBe(true);
+    // The configured signal still applies beside a call's own.
+    const second = remote.view("v", "", { signal: new AbortController().signal }).catch((e) => e);
+    await untilEntered(entered, 2);
+    configured.abort();
+    expect(SnapshotterError.is(await second, ErrorCode.Canceled)).toBe(true);
+    expect(signals[1]?.aborted).toBe(true);
+  });
+});

@@ -86,21 +86,23 @@ export function createSnapshotsService(
   }
 
   return {
-    prepare(request) {
+    prepare(request, context) {
       return call("Prepare", request.key, async () => {
         checkLabels(request.labels, request.key);
         const mounts = await snapshotter.prepare(request.key, request.parent, {
           labels: { ...request.labels },
+          signal: context.signal,
         });
         return create(PrepareSnapshotResponseSchema, { mounts: mountsToMessages(mounts) });
       });
     },
 
-    view(request) {
+    view(request, context) {
       return call("View", request.key, async () => {
         checkLabels(request.labels, request.key);
         const mounts = await snapshotter.view(request.key, request.parent, {
           labels: { ...request.labels },
+          signal: context.signal,
         });
         return create(ViewSnapshotResponseSchema, { mounts: mountsToMessages(mounts) });
       });
@@ -113,10 +115,13 @@ export function createSnapshotsService(
       });
     },
 
-    commit(request) {
+    commit(request, context) {
       return call("Commit", request.key, async () => {
         checkLabels(request.labels, request.name);
-        await snapshotter.commit(request.name, request.key, { labels: { ...request.labels } });
+        await snapshotter.commit(request.name, request.key, {
+          labels: { ...request.labels },
+          signal: context.signal,
+        });
         return create(EmptySchema);
       });
     },
