@@ -12,6 +12,7 @@ import {
   writeFile,
 } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { CodedError, errorCodeOf, messageOf } from "@nix-snapshotter/errdefs";
 import { nowNanoseconds, PreciseDate } from "./clock.js";
 import { crashAt } from "./crash-point.js";
 import { diskUsage } from "./disk-usage.js";
@@ -80,24 +81,17 @@ function validateLabels(labels: Readonly<Record<string, string>>): void {
 const spaceReserveBytes = 256 * 1024;
 export const spaceReserveName = "space-reserve";
 
-/** Nix store errors carry gRPC code names; keep them, anything else is Unavailable. */
+/**
+ * A Nix store failure keeps its code (a coded error of any package, or an abort reason: a
+ * timeout is DeadlineExceeded, a cancel Canceled); anything else is Unavailable.
+ */
 function nixError(error: unknown, message: string): SnapshotterError {
-  const name = (error as { name?: unknown } | null)?.name;
-  if (name === "TimeoutError" || name === "AbortError") {
-    const detail = error instanceof Error ? error.message : String(error);
-    return new SnapshotterError(
-      name === "TimeoutError" ? ErrorCode.DeadlineExceeded : ErrorCode.Canceled,
-      `${message}: ${detail}`,
-      { cause: error },
-    );
-  }
-  const code = (error as { code?: unknown } | null)?.code;
-  const known =
-    typeof code === "string" && Object.hasOwn(ErrorCode, code)
-      ? ErrorCode[code as keyof typeof ErrorCode]
-      : ErrorCode.Unavailable;
-  const detail = error instanceof Error ? error.message : String(error);
-  return new SnapshotterError(known, `${message}: ${detail}`, { cause: error });
+  const code = errorCodeOf(error);
+  const kept =
+    CodedError.is(error) || code === ErrorCode.Canceled || code === ErrorCode.DeadlineExceeded;
+  return new SnapshotterError(kept ? code : ErrorCode.Unavailable, `${message}: ${messageOf(error)}`, {
+    cause: error,
+  });
 }
 
 /**

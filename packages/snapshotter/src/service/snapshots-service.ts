@@ -1,6 +1,7 @@
 import { create } from "@bufbuild/protobuf";
 import { EmptySchema } from "@bufbuild/protobuf/wkt";
 import { Code, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
+import { toConnectError } from "@nix-snapshotter/errdefs/connect";
 import {
   ListSnapshotsResponseSchema,
   MountsResponseSchema,
@@ -13,7 +14,6 @@ import {
 import type { Logger } from "../logger.js";
 import type { Info, Snapshotter } from "../types.js";
 import { infoFromMessage, infoToMessage, mountsToMessages, usageToMessage } from "./convert.js";
-import { toConnectError } from "./errors.js";
 import {
   checkLabelLimits,
   defaultLabelLimits,
