@@ -40,7 +40,9 @@ export class CodedError extends Error {
     let type: unknown = new.target;
     while (typeof type === "function") {
       if (Object.hasOwn(type, "marker")) {
-        Object.defineProperty(this, (type as unknown as { marker: symbol }).marker, { value: true });
+        Object.defineProperty(this, (type as unknown as { marker: symbol }).marker, {
+          value: true,
+        });
       }
       if (type === CodedError) break;
       type = Object.getPrototypeOf(type);

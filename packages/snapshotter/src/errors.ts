@@ -1,11 +1,11 @@
 import { CodedError, type CodedErrorOptions, ErrorCode } from "@nix-snapshotter/errdefs";
 
+export { isNoSpace } from "@nix-snapshotter/errdefs";
 /**
  * The snapshotter's codes: the workspace's one code set (`@nix-snapshotter/errdefs`), gRPC's codes
  * by name; the service adapter converts them to a gRPC status.
  */
 export { ErrorCode };
-export { isNoSpace } from "@nix-snapshotter/errdefs";
 
 export type SnapshotterErrorOptions = CodedErrorOptions;
 

@@ -89,9 +89,13 @@ function nixError(error: unknown, message: string): SnapshotterError {
   const code = errorCodeOf(error);
   const kept =
     CodedError.is(error) || code === ErrorCode.Canceled || code === ErrorCode.DeadlineExceeded;
-  return new SnapshotterError(kept ? code : ErrorCode.Unavailable, `${message}: ${messageOf(error)}`, {
-    cause: error,
-  });
+  return new SnapshotterError(
+    kept ? code : ErrorCode.Unavailable,
+    `${message}: ${messageOf(error)}`,
+    {
+      cause: error,
+    },
+  );
 }
 
 /**

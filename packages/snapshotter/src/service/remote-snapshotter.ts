@@ -24,7 +24,10 @@ function mountFromMessage(message: MountMessage): Mount {
 
 function infoOf(message: InfoMessage | undefined, key: string): Info {
   if (!message || kindFromMessage(message.kind) === undefined) {
-    throw new SnapshotterError(ErrorCode.Internal, `server sent no valid info for snapshot "${key}"`);
+    throw new SnapshotterError(
+      ErrorCode.Internal,
+      `server sent no valid info for snapshot "${key}"`,
+    );
   }
   return infoFromMessage(message);
 }

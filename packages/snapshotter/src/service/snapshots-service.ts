@@ -1,7 +1,6 @@
 import { create } from "@bufbuild/protobuf";
 import { EmptySchema } from "@bufbuild/protobuf/wkt";
 import { Code, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import { toConnectError } from "@nix-snapshotter/errdefs/connect";
 import {
   ListSnapshotsResponseSchema,
   MountsResponseSchema,
@@ -11,6 +10,7 @@ import {
   UpdateSnapshotResponseSchema,
   ViewSnapshotResponseSchema,
 } from "@nix-snapshotter/api/snapshots/v1";
+import { toConnectError } from "@nix-snapshotter/errdefs/connect";
 import type { Logger } from "../logger.js";
 import type { Info, Snapshotter } from "../types.js";
 import { infoFromMessage, infoToMessage, mountsToMessages, usageToMessage } from "./convert.js";
