@@ -59,6 +59,7 @@ export class CodedError extends Error {
     error: unknown,
     ...codes: readonly ErrorCode[]
   ): error is T {
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the class is() was called on (a subclass's marker)
     return hasMarker(error, this.marker, codes);
   }
 
@@ -73,6 +74,7 @@ export class CodedError extends Error {
     error: unknown,
     message?: string,
   ): T {
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the class from() was called on
     if (hasMarker(error, this.marker, [])) return error as T;
     const detail = messageOf(error);
     return new this(errorCodeOf(error), message === undefined ? detail : `${message}: ${detail}`, {
