@@ -97,7 +97,7 @@ describe("containerd client", () => {
         .version({}, { namespace: "hang", timeoutMs: 0, signal: controller.signal })
         .catch((caught: unknown) => caught);
       controller.abort();
-      expect(isContainerdError(await pending, "Cancelled")).toBe(true);
+      expect(isContainerdError(await pending, "Canceled")).toBe(true);
     } finally {
       client.close();
       server.forceShutdown();

@@ -103,7 +103,7 @@ export function createContainerdClient(options: ContainerdClientOptions): Contai
     const context: CallContext = {
       client() {
         if (closed) {
-          throw new ContainerdError("Cancelled", `client of containerd at ${address} is closed`);
+          throw new ContainerdError("Canceled", `client of containerd at ${address} is closed`);
         }
         return grpcClient;
       },

@@ -1,73 +1,59 @@
-import { status as Status } from "@grpc/grpc-js";
+import { Metadata, type ServiceError, type StatusObject } from "@grpc/grpc-js";
+import {
+  CodedError,
+  type CodedErrorOptions,
+  codeFromGrpcStatus,
+  codeToGrpcStatus,
+  type ErrorCode,
+  errorCodeOf,
+  messageOf,
+} from "@nix-snapshotter/errdefs";
 
-/** The closed set of error codes, named as gRPC names them (containerd's errdefs map onto them). */
-export type ContainerdErrorCode =
-  | "Cancelled"
-  | "Unknown"
-  | "InvalidArgument"
-  | "DeadlineExceeded"
-  | "NotFound"
-  | "AlreadyExists"
-  | "PermissionDenied"
-  | "ResourceExhausted"
-  | "FailedPrecondition"
-  | "Aborted"
-  | "OutOfRange"
-  | "Unimplemented"
-  | "Internal"
-  | "Unavailable"
-  | "DataLoss"
-  | "Unauthenticated";
+/** The workspace's one code set (`@nix-snapshotter/errdefs`); containerd's errdefs map onto it. */
+export type ContainerdErrorCode = ErrorCode;
 
-export interface ContainerdErrorOptions {
-  cause?: unknown;
-}
+export type ContainerdErrorOptions = CodedErrorOptions;
 
-/** Every failure of this package: a gRPC code name and a message naming what was involved. */
-export class ContainerdError extends Error {
-  readonly code: ContainerdErrorCode;
-
-  constructor(code: ContainerdErrorCode, message: string, options: ContainerdErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "ContainerdError";
-    this.code = code;
-  }
-}
-
-const codeNames: Record<number, ContainerdErrorCode> = {
-  [Status.CANCELLED]: "Cancelled",
-  [Status.UNKNOWN]: "Unknown",
-  [Status.INVALID_ARGUMENT]: "InvalidArgument",
-  [Status.DEADLINE_EXCEEDED]: "DeadlineExceeded",
-  [Status.NOT_FOUND]: "NotFound",
-  [Status.ALREADY_EXISTS]: "AlreadyExists",
-  [Status.PERMISSION_DENIED]: "PermissionDenied",
-  [Status.RESOURCE_EXHAUSTED]: "ResourceExhausted",
-  [Status.FAILED_PRECONDITION]: "FailedPrecondition",
-  [Status.ABORTED]: "Aborted",
-  [Status.OUT_OF_RANGE]: "OutOfRange",
-  [Status.UNIMPLEMENTED]: "Unimplemented",
-  [Status.INTERNAL]: "Internal",
-  [Status.UNAVAILABLE]: "Unavailable",
-  [Status.DATA_LOSS]: "DataLoss",
-  [Status.UNAUTHENTICATED]: "Unauthenticated",
-};
-
-/** The code name of a numeric gRPC status (`Unknown` for anything outside the set). */
-export function codeFromStatus(code: number): ContainerdErrorCode {
-  return codeNames[code] ?? "Unknown";
-}
-
-/** The numeric gRPC status of a code name. */
-export function statusFromCode(code: ContainerdErrorCode): number {
-  for (const [number, name] of Object.entries(codeNames)) if (name === code) return Number(number);
-  return Status.UNKNOWN;
+/** Every failure of this package: a code and a message naming the RPC and what was involved. */
+export class ContainerdError extends CodedError {
+  static override readonly marker: symbol = Symbol.for(
+    "@nix-snapshotter/containerd-client.ContainerdError",
+  );
+  override readonly name: string = "ContainerdError";
 }
 
 /** True when `error` is a {@link ContainerdError} with one of the given codes (any code if none). */
-export function isContainerdError(
-  error: unknown,
-  ...codes: ContainerdErrorCode[]
-): error is ContainerdError {
-  return error instanceof ContainerdError && (codes.length === 0 || codes.includes(error.code));
+export function isContainerdError(error: unknown, ...codes: ErrorCode[]): error is ContainerdError {
+  return ContainerdError.is(error, ...codes);
+}
+
+/**
+ * The one conversion from a grpc-js status: a failed call to containerd becomes a ContainerdError
+ * whose message names the RPC (and the server, when it is not reachable).
+ */
+export function toContainerdError(error: unknown, rpc: string, target: string): ContainerdError {
+  if (ContainerdError.is(error)) return error;
+  const serviceError = error as Partial<ServiceError> | null;
+  if (typeof serviceError?.code === "number") {
+    const code = codeFromGrpcStatus(serviceError.code);
+    const details = serviceError.details || serviceError.message || "no details";
+    const message =
+      code === "Unavailable"
+        ? `${rpc}: ${target} is not reachable: ${details}`
+        : `${rpc}: ${details}`;
+    return new ContainerdError(code, message, { cause: error });
+  }
+  return new ContainerdError("Unknown", `${rpc}: ${messageOf(error)}`, { cause: error });
+}
+
+/**
+ * The other direction, for a grpc-js server (test doubles of containerd): the status a coded error
+ * (or anything else, as `CodedError.from` codes it) is answered with.
+ */
+export function toGrpcStatus(error: unknown): StatusObject {
+  return {
+    code: codeToGrpcStatus(errorCodeOf(error)),
+    details: messageOf(error),
+    metadata: new Metadata(),
+  };
 }

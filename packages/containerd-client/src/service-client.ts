@@ -12,9 +12,8 @@ import {
   type ClientDuplexStream,
   type CallOptions as GrpcCallOptions,
   Metadata,
-  type ServiceError,
 } from "@grpc/grpc-js";
-import { ContainerdError, codeFromStatus } from "./errors.js";
+import { ContainerdError, toContainerdError } from "./errors.js";
 
 /** gRPC metadata key carrying the namespace of every containerd call. */
 export const namespaceHeader = "containerd-namespace";
@@ -84,24 +83,6 @@ function serializer<D extends DescMessage>(schema: D) {
 
 function deserializer<D extends DescMessage>(schema: D) {
   return (bytes: Buffer): MessageShape<D> => fromBinary(schema, bytes);
-}
-
-/** Turns a grpc-js error into a ContainerdError that names the RPC and the server. */
-export function toContainerdError(error: unknown, rpc: string, target: string): ContainerdError {
-  if (error instanceof ContainerdError) return error;
-  const serviceError = error as Partial<ServiceError>;
-  if (typeof serviceError.code === "number") {
-    const code = codeFromStatus(serviceError.code);
-    const details = serviceError.details || serviceError.message || "no details";
-    const message =
-      code === "Unavailable"
-        ? `${rpc}: ${target} is not reachable: ${details}`
-        : `${rpc}: ${details}`;
-    return new ContainerdError(code, message, { cause: error });
-  }
-  return new ContainerdError("Unknown", `${rpc}: ${(error as Error)?.message ?? String(error)}`, {
-    cause: error,
-  });
 }
 
 function metadataOf(context: CallContext, options: CallOptions | undefined): Metadata {

@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError, createContextValues, type HandlerContext } from "@connectrpc/connect";
+import { Server, ServerCredentials, type sendUnaryData } from "@grpc/grpc-js";
 import {
   ImageService,
   ImageStatusRequestSchema,
@@ -10,7 +11,9 @@ import {
   PullImageRequestSchema,
   RemoveImageRequestSchema,
 } from "@nix-snapshotter/api/cri/v1";
-import type { ContainerdClient } from "@nix-snapshotter/containerd-client";
+import { type ContainerdClient, toGrpcStatus } from "@nix-snapshotter/containerd-client";
+import { CodedError, type ErrorCode, errorCodes } from "@nix-snapshotter/errdefs";
+import { fromConnectError } from "@nix-snapshotter/errdefs/connect";
 import type { NixStore } from "@nix-snapshotter/nix-store";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -215,5 +218,53 @@ describe("PullImage of a nix:0 reference, cancelled", () => {
     expect((await pending).code).toBe(Code.Canceled);
     expect(realiseSignals[0]?.aborted).toBe(true);
     service.close();
+  });
+});
+
+describe("CRI image service errors", () => {
+  it("answers each code containerd's CRI fails with, and the kubelet's side reads it back", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "cri-image-service-codes-"));
+    const socket = join(dir, "containerd.sock");
+    // containerd's CRI ImageService over grpc-js: ListImages fails with the next code in turn.
+    const pending = [...errorCodes];
+    const server = new Server();
+    server.register(
+      `/${ImageService.typeName}/${ImageService.method.listImages.name}`,
+      (_call: unknown, callback: sendUnaryData<unknown>) => {
+        const code = pending.shift() ?? "Internal";
+        callback(toGrpcStatus(new CodedError(code, `containerd refused with ${code}`)));
+      },
+      () => Buffer.alloc(0),
+      (bytes: Buffer) => bytes,
+      "unary",
+    );
+    await new Promise<void>((resolve, reject) =>
+      server.bindAsync(`unix://${socket}`, ServerCredentials.createInsecure(), (error) =>
+        error ? reject(error) : resolve(),
+      ),
+    );
+    const service = createImageService({
+      containerdAddress: socket,
+      nixStore: recordingNixStore([]),
+      logger: pino({ level: "silent" }),
+      snapshotterRoot: dir,
+    });
+    try {
+      for (const code of errorCodes) {
+        const error = await failure(
+          Promise.resolve(service.impl.listImages(create(ListImagesRequestSchema), context())),
+        );
+        expect(Code[error.code], error.rawMessage).toBe(code);
+        expect(error.rawMessage).toMatch(/^ListImages: /);
+        expect(error.rawMessage).toContain(`containerd refused with ${code}`);
+        const back = fromConnectError(error);
+        expect(back.code).toBe(code satisfies ErrorCode);
+        expect(back.message).toBe(error.rawMessage);
+      }
+    } finally {
+      service.close();
+      await new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -16,6 +16,7 @@ import {
   isContainerdError,
   Label,
 } from "@nix-snapshotter/containerd-client";
+import { toConnectError } from "@nix-snapshotter/errdefs/connect";
 import type { NixStore } from "@nix-snapshotter/nix-store";
 import {
   type ArchiveImage,
@@ -24,7 +25,7 @@ import {
   resolveArchiveLimits,
 } from "@nix-snapshotter/oci";
 import type { Logger } from "pino";
-import { ImageServiceError, toConnectError } from "./errors.js";
+import { ImageServiceError } from "./errors.js";
 import { filesystemUsage } from "./image-fs-info.js";
 import { isNixReference, type NixImageReference, parseNixImageReference } from "./nix-reference.js";
 

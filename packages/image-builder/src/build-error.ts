@@ -1,34 +1,29 @@
-import { OciError } from "@nix-snapshotter/oci";
+import { CodedError, type CodedErrorOptions, type ErrorCode } from "@nix-snapshotter/errdefs";
 
-/** The closed set of error codes of image building, named as gRPC names them. */
-export type ImageBuildErrorCode =
-  | "InvalidArgument"
-  | "NotFound"
-  | "FailedPrecondition"
-  | "DataLoss"
-  | "Internal";
+/** The workspace's one code set (`@nix-snapshotter/errdefs`). */
+export type ImageBuildErrorCode = ErrorCode;
 
-export interface ImageBuildErrorOptions {
-  cause?: unknown;
-}
+export type ImageBuildErrorOptions = CodedErrorOptions;
 
 /** Every failure of `buildImage` and its helpers is an `ImageBuildError`. */
-export class ImageBuildError extends Error {
-  readonly code: ImageBuildErrorCode;
-
-  constructor(code: ImageBuildErrorCode, message: string, options: ImageBuildErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "ImageBuildError";
-    this.code = code;
-  }
+export class ImageBuildError extends CodedError {
+  static override readonly marker: symbol = Symbol.for(
+    "@nix-snapshotter/image-builder.ImageBuildError",
+  );
+  override readonly name: string = "ImageBuildError";
 }
 
-/** Re-throws an `OciError` (or any error) as an `ImageBuildError` with `context` in front. */
+/**
+ * Re-throws any error as an `ImageBuildError` with `context` in front: another package's coded
+ * error (an `OciError`) keeps its code, a missing file is NotFound, anything else as
+ * `CodedError.from` codes it.
+ */
 export function asBuildError(error: unknown, context: string): ImageBuildError {
-  if (error instanceof ImageBuildError) return error;
-  if (error instanceof OciError) {
-    return new ImageBuildError(error.code, `${context}: ${error.message}`, { cause: error });
+  if (ImageBuildError.is(error)) return error;
+  if (!CodedError.is(error) && (error as NodeJS.ErrnoException | null)?.code === "ENOENT") {
+    return new ImageBuildError("NotFound", `${context}: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
-  const code = (error as NodeJS.ErrnoException).code === "ENOENT" ? "NotFound" : "Internal";
-  return new ImageBuildError(code, `${context}: ${(error as Error).message}`, { cause: error });
+  return ImageBuildError.from(error, context);
 }

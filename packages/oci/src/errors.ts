@@ -1,24 +1,17 @@
-/** The closed set of error codes, named as gRPC names them. */
-export type OciErrorCode =
-  | "InvalidArgument"
-  | "NotFound"
-  | "FailedPrecondition"
-  | "DataLoss"
-  | "Internal";
+import { CodedError, type CodedErrorOptions, type ErrorCode } from "@nix-snapshotter/errdefs";
 
-export interface OciErrorOptions {
-  cause?: unknown;
-}
+/** The workspace's one code set (`@nix-snapshotter/errdefs`). */
+export type OciErrorCode = ErrorCode;
 
-/** Every failure of this package is an `OciError` with one of the codes above. */
-export class OciError extends Error {
-  readonly code: OciErrorCode;
+export type OciErrorOptions = CodedErrorOptions;
 
-  constructor(code: OciErrorCode, message: string, options: OciErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "OciError";
-    this.code = code;
-  }
+/**
+ * Every failure of this package is an `OciError` (`InvalidArgument`, `NotFound`,
+ * `FailedPrecondition`, `DataLoss` or `Internal` in practice).
+ */
+export class OciError extends CodedError {
+  static override readonly marker: symbol = Symbol.for("@nix-snapshotter/oci.OciError");
+  override readonly name: string = "OciError";
 }
 
 export function invalidArgument(message: string, options?: OciErrorOptions): OciError {

@@ -13,7 +13,7 @@ export {
   timestampParts,
 } from "./clock.js";
 export type { SnapshotterErrorOptions } from "./errors.js";
-export { ErrorCode, errorCodeName, SnapshotterError } from "./errors.js";
+export { ErrorCode, SnapshotterError } from "./errors.js";
 export type { FieldAdaptor, Filter } from "./filters.js";
 export { infoAdaptor, parseFilters } from "./filters.js";
 export { defaultGcRootOwnerPrefix } from "./gc-root-owner.js";

@@ -1,3 +1,4 @@
+import { CodedError, errorCodeOf, messageOf } from "@nix-snapshotter/errdefs";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import { ensureMountpoints, linkStorePaths } from "./link-tree.js";
 import type { Logger } from "./logger.js";
@@ -11,24 +12,17 @@ import {
 import type { NixStorePort, RootLeftover } from "./nix-store-port.js";
 import type { MetadataStore, SnapshotRecord } from "./storage/metastore.js";
 
-/** Nix store errors carry gRPC code names; keep them, anything else is Unavailable. */
+/**
+ * A Nix store failure keeps its code (a coded error of any package, or an abort reason: a
+ * timeout is DeadlineExceeded, a cancel Canceled); anything else is Unavailable.
+ */
 export function nixError(error: unknown, message: string): SnapshotterError {
-  const name = (error as { name?: unknown } | null)?.name;
-  if (name === "TimeoutError" || name === "AbortError") {
-    const detail = error instanceof Error ? error.message : String(error);
-    return new SnapshotterError(
-      name === "TimeoutError" ? ErrorCode.DeadlineExceeded : ErrorCode.Canceled,
-      `${message}: ${detail}`,
-      { cause: error },
-    );
-  }
-  const code = (error as { code?: unknown } | null)?.code;
-  const known =
-    typeof code === "string" && Object.hasOwn(ErrorCode, code)
-      ? ErrorCode[code as keyof typeof ErrorCode]
-      : ErrorCode.Unavailable;
-  const detail = error instanceof Error ? error.message : String(error);
-  return new SnapshotterError(known, `${message}: ${detail}`, { cause: error });
+  const code = errorCodeOf(error);
+  const kept =
+    CodedError.is(error) || code === ErrorCode.Canceled || code === ErrorCode.DeadlineExceeded;
+  return new SnapshotterError(kept ? code : ErrorCode.Unavailable, `${message}: ${messageOf(error)}`, {
+    cause: error,
+  });
 }
 
 /**

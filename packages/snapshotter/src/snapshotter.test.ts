@@ -321,7 +321,7 @@ describe("nix layers", () => {
   it("answers NotFound naming the path when one vanished while Nix worked, whatever Nix said", async () => {
     const s = await make("bind");
     const [kept, vanishing] = [await nix.add(nix.path("kept")), await nix.add(nix.path("gone"))];
-    for (const code of ["Unavailable", "Internal", "NotFound"]) {
+    for (const code of [ErrorCode.Unavailable, ErrorCode.Internal, ErrorCode.NotFound]) {
       nix.valid.add(vanishing);
       nix.realiseFailures.push({
         error: new FakeNixStoreError(code, "realise of 2 store path(s) failed"),

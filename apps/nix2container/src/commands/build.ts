@@ -5,7 +5,6 @@ import {
   buildImage,
   type Closure,
   closureStorePaths,
-  ImageBuildError,
   readClosure,
   writeImageArchive,
 } from "@nix-snapshotter/image-builder";
@@ -14,11 +13,10 @@ import {
   isCanonicalStorePath,
   type LayerCompression,
   normalizeReference,
-  OciError,
   parseJson,
 } from "@nix-snapshotter/oci";
 import { type Command, Option } from "commander";
-import { CliError } from "../cli-error.js";
+import { CliError, toCliError } from "../cli-error.js";
 import { createLogger, globalOptions } from "../global-options.js";
 import { writeFileAtomic } from "../write-file-atomic.js";
 
@@ -47,11 +45,7 @@ async function readInput(path: string, what: string): Promise<Buffer> {
 }
 
 function describe(error: unknown): never {
-  if (error instanceof CliError) throw error;
-  if (error instanceof ImageBuildError || error instanceof OciError) {
-    throw new CliError(error.message, { cause: error });
-  }
-  throw error;
+  throw toCliError(error);
 }
 
 async function readCopyToRoot(path: string | undefined): Promise<string[]> {

@@ -1,10 +1,10 @@
 import { realpath } from "node:fs/promises";
+import { CodedError } from "@nix-snapshotter/errdefs";
 import {
   type ArchiveImage,
   defaultArchiveLimits,
   formatBytes,
   loadArchiveFile,
-  OciError,
   readNixLayerAnnotations,
 } from "@nix-snapshotter/oci";
 import type { Command } from "commander";
@@ -105,7 +105,7 @@ export function registerInspectCommand(program: Command): void {
         // at is then opened without following links and must be a regular file.
         result = inspectImage(await loadArchiveFile(await realpath(path)));
       } catch (error) {
-        if (error instanceof OciError || (error as NodeJS.ErrnoException).code !== undefined)
+        if (CodedError.is(error) || (error as NodeJS.ErrnoException).code !== undefined)
           throw new CliError(`cannot read archive "${path}": ${(error as Error).message}`, {
             cause: error,
           });

@@ -1,19 +1,14 @@
 import { realpath } from "node:fs/promises";
 import { resolve } from "node:path";
 import {
-  ContainerdError,
   createContainerdClient,
   type ImportResult,
   importArchive,
 } from "@nix-snapshotter/containerd-client";
-import {
-  isCanonicalStorePath,
-  loadArchiveFile,
-  nixReferencePrefix,
-  OciError,
-} from "@nix-snapshotter/oci";
+import { CodedError } from "@nix-snapshotter/errdefs";
+import { isCanonicalStorePath, loadArchiveFile, nixReferencePrefix } from "@nix-snapshotter/oci";
 import { type Command, Option } from "commander";
-import { CliError } from "../cli-error.js";
+import { CliError, toCliError } from "../cli-error.js";
 import { globalOptions } from "../global-options.js";
 
 export interface RunLoadOptions {
@@ -61,7 +56,7 @@ export async function runLoad(
         image = await loadArchiveFile(real);
       } catch (error) {
         const message =
-          error instanceof OciError || (error as NodeJS.ErrnoException).code !== undefined
+          CodedError.is(error) || (error as NodeJS.ErrnoException).code !== undefined
             ? (error as Error).message
             : String(error);
         throw new CliError(`archive "${archive}": ${message}`, { cause: error });
@@ -78,10 +73,7 @@ export async function runLoad(
         for (const name of result.names) stdout.write(`${name}\n`);
         results.push(result);
       } catch (error) {
-        if (error instanceof ContainerdError || error instanceof OciError) {
-          throw new CliError(`archive "${archive}": ${error.message}`, { cause: error });
-        }
-        throw error;
+        throw toCliError(error, { context: `archive "${archive}"` });
       }
     }
   } finally {

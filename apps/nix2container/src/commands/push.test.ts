@@ -1,6 +1,7 @@
+import { RegistryError } from "@nix-snapshotter/image-builder";
 import { describe, expect, it } from "vitest";
-import { CliError } from "../cli-error.js";
-import { formatBytes, pushTarget, renderProgress } from "./push.js";
+import { CliError, toCliError } from "../cli-error.js";
+import { formatBytes, plainHttpHint, pushTarget, renderProgress } from "./push.js";
 
 describe("push helpers", () => {
   it("normalises --ref like docker and adds the latest tag", () => {
@@ -30,6 +31,27 @@ describe("push helpers", () => {
     ]) {
       expect(() => pushTarget(ref), ref).toThrow(CliError);
     }
+  });
+
+  it("adds the --plain-http advice the registry client leaves to the CLI", () => {
+    const https = new RegistryError(
+      "InvalidArgument",
+      'registry "127.0.0.1:5000": GET /v2/: HTTP 400 (the registry speaks HTTPS, the request was plain HTTP)',
+      { registrySpeaks: "https" },
+    );
+    const shown = toCliError(https, { hint: plainHttpHint(https) });
+    expect(shown).toBeInstanceOf(CliError);
+    expect((shown as CliError).message).toBe(`${https.message} (drop --plain-http)`);
+    const http = new RegistryError(
+      "Unavailable",
+      "unreachable (the registry does not speak TLS here)",
+      {
+        registrySpeaks: "http",
+      },
+    );
+    expect(plainHttpHint(http)).toBe(" (use --plain-http for a plain-HTTP registry)");
+    expect(plainHttpHint(new RegistryError("NotFound", "not found"))).toBe("");
+    expect(plainHttpHint(new Error("other"))).toBe("");
   });
 
   it("formats sizes in binary units", () => {

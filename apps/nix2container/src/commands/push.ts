@@ -12,13 +12,12 @@ import {
 } from "@nix-snapshotter/image-builder";
 import {
   familiarReference,
-  OciError,
   parseReference,
   type RegistryReference,
   withDefaultTag,
 } from "@nix-snapshotter/oci";
 import type { Command } from "commander";
-import { CliError } from "../cli-error.js";
+import { CliError, toCliError } from "../cli-error.js";
 import { createLogger, globalOptions } from "../global-options.js";
 
 interface PushFlags {
@@ -44,14 +43,21 @@ export interface RunPushOptions {
   output?: PushOutput;
 }
 
+/** The CLI's advice when the registry speaks the other protocol than `--plain-http` chose. */
+export function plainHttpHint(error: unknown): string {
+  if (!RegistryError.is(error)) return "";
+  if (error.registrySpeaks === "https") return " (drop --plain-http)";
+  if (error.registrySpeaks === "http") return " (use --plain-http for a plain-HTTP registry)";
+  return "";
+}
+
 /** Parses `--ref` (or the archive's own name): only registry references can be pushed to. */
 export function pushTarget(ref: string): RegistryReference {
   let parsed: ReturnType<typeof parseReference>;
   try {
     parsed = parseReference(ref);
   } catch (error) {
-    if (error instanceof OciError) throw new CliError(error.message, { cause: error });
-    throw error;
+    throw toCliError(error);
   }
   if (parsed.kind === "nix") {
     throw new CliError(
@@ -190,10 +196,7 @@ export async function runPush(
   try {
     source = createArchiveImageSource(data);
   } catch (error) {
-    if (error instanceof RegistryError) {
-      throw new CliError(`archive "${archivePath}": ${error.message}`, { cause: error });
-    }
-    throw error;
+    throw toCliError(error, { context: `archive "${archivePath}"` });
   }
   const target = early ?? archiveReference(source);
   if (target.digest !== undefined && target.digest !== source.rootDescriptor.digest) {
@@ -228,8 +231,7 @@ export async function runPush(
     return result;
   } catch (error) {
     reporter.abort();
-    if (error instanceof RegistryError) throw new CliError(error.message, { cause: error });
-    throw error;
+    throw toCliError(error, { hint: plainHttpHint(error) });
   } finally {
     client.close();
   }

@@ -195,7 +195,7 @@ describe("RegistryClient", () => {
     expect(calls).toBe(2);
   });
 
-  it("suggests --plain-http when an HTTPS request meets a plain-HTTP server", async () => {
+  it("says so when an HTTPS request meets a plain-HTTP server, naming no CLI flag", async () => {
     const client = createRegistryClient({
       registry: "127.0.0.1:5000",
       credentials: staticCredentials(undefined),
@@ -204,7 +204,11 @@ describe("RegistryClient", () => {
         throw Object.assign(new Error("write EPROTO ... wrong version number"), { code: "EPROTO" });
       },
     });
-    await expect(client.hasBlob("app", digest)).rejects.toThrow(/use --plain-http/);
+    const error = await client.hasBlob("app", digest).catch((caught: unknown) => caught);
+    expect(error).toBeInstanceOf(RegistryError);
+    expect((error as RegistryError).message).toContain("(the registry does not speak TLS here)");
+    expect((error as RegistryError).message).not.toContain("--");
+    expect((error as RegistryError).registrySpeaks).toBe("http");
   });
 
   it("refuses hostile registry hosts and maps docker.io to its API host", () => {

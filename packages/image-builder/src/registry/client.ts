@@ -448,11 +448,15 @@ export class RegistryClient {
       );
     }
     const message = describe(error);
-    const hint = tlsHint(error, this.baseUrl);
+    const tls = tlsProblem(error, this.baseUrl);
     return new RegistryError(
       "Unavailable",
-      `${where} unreachable at ${this.baseUrl.origin}: ${message}${hint}${isRetryableError(error) ? ` (gave up after ${this.#retry.attempts} attempts)` : ""}`,
-      { registry: this.registry, cause: error },
+      `${where} unreachable at ${this.baseUrl.origin}: ${message}${tls?.hint ?? ""}${isRetryableError(error) ? ` (gave up after ${this.#retry.attempts} attempts)` : ""}`,
+      {
+        registry: this.registry,
+        cause: error,
+        ...(tls?.registrySpeaks === undefined ? {} : { registrySpeaks: tls.registrySpeaks }),
+      },
     );
   }
 
@@ -575,8 +579,8 @@ export class RegistryClient {
         const httpsToHttp = status === 400 && /HTTP request to an HTTPS server/i.test(body);
         throw new RegistryError(
           codeForStatus(status),
-          `${where}: ${spec.method} ${spec.subject}: HTTP ${status}${suffix}${httpsToHttp ? " (the registry speaks HTTPS: drop --plain-http)" : ""}`,
-          options,
+          `${where}: ${spec.method} ${spec.subject}: HTTP ${status}${suffix}${httpsToHttp ? " (the registry speaks HTTPS, the request was plain HTTP)" : ""}`,
+          httpsToHttp ? { ...options, registrySpeaks: "https" } : options,
         );
       }
     }
@@ -640,14 +644,20 @@ function describe(error: unknown): string {
   return String(error);
 }
 
-function tlsHint(error: unknown, baseUrl: URL): string {
-  if (baseUrl.protocol !== "https:") return "";
+/** What went wrong with TLS, said without advice about any program's flags. */
+function tlsProblem(
+  error: unknown,
+  baseUrl: URL,
+): { hint: string; registrySpeaks?: "http" } | undefined {
+  if (baseUrl.protocol !== "https:") return undefined;
   const text = describe(error);
   if (/wrong version number|EPROTO|packet length too long|ERR_SSL/i.test(text)) {
-    return " (the registry does not speak TLS here: use --plain-http for a plain-HTTP registry)";
+    return { hint: " (the registry does not speak TLS here)", registrySpeaks: "http" };
   }
   if (/CERT|self[- ]signed|unable to (get|verify)|altname/i.test(text)) {
-    return " (the registry's TLS certificate is not trusted: add its CA with NODE_EXTRA_CA_CERTS=<file.pem>)";
+    return {
+      hint: " (the registry's TLS certificate is not trusted: add its CA with NODE_EXTRA_CA_CERTS=<file.pem>)",
+    };
   }
-  return "";
+  return undefined;
 }

@@ -1,45 +1,45 @@
-/** The closed set of error codes of registry operations, named as gRPC names them. */
-export type RegistryErrorCode =
-  | "InvalidArgument"
-  | "NotFound"
-  | "AlreadyExists"
-  | "PermissionDenied"
-  | "Unauthenticated"
-  | "FailedPrecondition"
-  | "ResourceExhausted"
-  | "Unavailable"
-  | "DataLoss"
-  | "Internal";
+import { CodedError, type CodedErrorOptions, type ErrorCode } from "@nix-snapshotter/errdefs";
 
-export interface RegistryErrorOptions {
-  cause?: unknown;
+/** The workspace's one code set (`@nix-snapshotter/errdefs`). */
+export type RegistryErrorCode = ErrorCode;
+
+export interface RegistryErrorOptions extends CodedErrorOptions {
   /** Registry host (`ghcr.io`, `127.0.0.1:5000`) the failure concerns. */
   registry?: string;
   /** Repository inside the registry. */
   repository?: string;
   /** HTTP status of the response that caused the failure, if any. */
   status?: number;
+  /**
+   * The protocol the registry was found to speak when the client spoke the other one: `"https"`
+   * when a plain-HTTP request met an HTTPS server, `"http"` when a TLS handshake met a plain-HTTP
+   * server. A program adds its own advice (the CLI names its `--plain-http` flag).
+   */
+  registrySpeaks?: "https" | "http";
 }
 
-/** Every failure of the registry client is a `RegistryError` with one of the codes above. */
-export class RegistryError extends Error {
-  readonly code: RegistryErrorCode;
+/** Every failure of the registry client is a `RegistryError`. */
+export class RegistryError extends CodedError {
+  static override readonly marker: symbol = Symbol.for(
+    "@nix-snapshotter/image-builder.RegistryError",
+  );
+  override readonly name: string = "RegistryError";
   readonly registry: string | undefined;
   readonly repository: string | undefined;
   readonly status: number | undefined;
+  readonly registrySpeaks: "https" | "http" | undefined;
 
-  constructor(code: RegistryErrorCode, message: string, options: RegistryErrorOptions = {}) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
-    this.name = "RegistryError";
-    this.code = code;
+  constructor(code: ErrorCode, message: string, options: RegistryErrorOptions = {}) {
+    super(code, message, options);
     this.registry = options.registry;
     this.repository = options.repository;
     this.status = options.status;
+    this.registrySpeaks = options.registrySpeaks;
   }
 }
 
 /** The error code for an HTTP status that is not a success. */
-export function codeForStatus(status: number): RegistryErrorCode {
+export function codeForStatus(status: number): ErrorCode {
   switch (status) {
     case 400:
     case 405:

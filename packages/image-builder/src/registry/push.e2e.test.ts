@@ -444,11 +444,17 @@ describe.skipIf(missing.length > 0)(
       expect((error as RegistryError).message).not.toContain("gave up after");
 
       const plainToTls = client(registry, { plainHttp: true });
-      await expect(plainToTls.ping()).rejects.toThrow(/drop --plain-http/);
+      const httpsError = await plainToTls.ping().catch((caught: unknown) => caught);
+      expect((httpsError as RegistryError).message).toMatch(/the registry speaks HTTPS/);
+      expect((httpsError as RegistryError).message).not.toContain("--plain-http");
+      expect((httpsError as RegistryError).registrySpeaks).toBe("https");
 
       const plain = await start();
       const tlsToPlain = client(plain, { plainHttp: false });
-      await expect(tlsToPlain.ping()).rejects.toThrow(/use --plain-http/);
+      const httpError = await tlsToPlain.ping().catch((caught: unknown) => caught);
+      expect((httpError as RegistryError).message).toMatch(/does not speak TLS/);
+      expect((httpError as RegistryError).message).not.toContain("--plain-http");
+      expect((httpError as RegistryError).registrySpeaks).toBe("http");
     });
 
     it("reports an unreachable registry clearly", async () => {

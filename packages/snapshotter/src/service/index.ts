@@ -1,5 +1,5 @@
+export { toConnectError } from "@nix-snapshotter/errdefs/connect";
 export { infoFromMessage, infoToMessage, mountToMessage, usageToMessage } from "./convert.js";
-export { codeName, toConnectError } from "./errors.js";
 export type { HealthService } from "./health-service.js";
 export { createHealthService, ServingStatus } from "./health-service.js";
 export type { LabelLimits } from "./label-limits.js";

@@ -1,9 +1,10 @@
 import { create } from "@bufbuild/protobuf";
 import { FieldMaskSchema } from "@bufbuild/protobuf/wkt";
-import { type CallOptions, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import { type CallOptions, createClient, type Transport } from "@connectrpc/connect";
 import { type Info as InfoMessage, Snapshots } from "@nix-snapshotter/api/snapshots/v1";
 import type { Mount as MountMessage } from "@nix-snapshotter/api/types";
-import { type ErrorCode, SnapshotterError } from "../errors.js";
+import { fromConnectError } from "@nix-snapshotter/errdefs/connect";
+import { ErrorCode, SnapshotterError } from "../errors.js";
 import type { Info, Mount, Snapshotter } from "../types.js";
 import { infoFromMessage, kindFromMessage } from "./convert.js";
 
@@ -23,18 +24,17 @@ function mountFromMessage(message: MountMessage): Mount {
 
 function infoOf(message: InfoMessage | undefined, key: string): Info {
   if (!message || kindFromMessage(message.kind) === undefined) {
-    throw new SnapshotterError(13 as ErrorCode, `server sent no valid info for snapshot "${key}"`);
+    throw new SnapshotterError(
+      ErrorCode.Internal,
+      `server sent no valid info for snapshot "${key}"`,
+    );
   }
   return infoFromMessage(message);
 }
 
 /** gRPC status -> SnapshotterError with the same code and message. */
 function fromConnect(error: unknown): SnapshotterError {
-  if (error instanceof SnapshotterError) return error;
-  const connectError = ConnectError.from(error);
-  return new SnapshotterError(connectError.code as number as ErrorCode, connectError.rawMessage, {
-    cause: error,
-  });
+  return SnapshotterError.from(fromConnectError(error));
 }
 
 async function wrap<T>(run: () => Promise<T>): Promise<T> {

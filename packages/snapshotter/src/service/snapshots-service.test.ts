@@ -3,6 +3,7 @@ import { FieldMaskSchema, timestampDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
 import { Health, HealthCheckResponse_ServingStatus } from "@nix-snapshotter/api/health/v1";
 import { InfoSchema, Kind as KindMessage, Snapshots } from "@nix-snapshotter/api/snapshots/v1";
+import { errorCodes } from "@nix-snapshotter/errdefs";
 import { describe, expect, it } from "vitest";
 import { ErrorCode, SnapshotterError } from "../errors.js";
 import { type Info, Kind, type Mount, type Snapshotter, type Usage } from "../types.js";
@@ -323,6 +324,29 @@ describe("createRemoteSnapshotter", () => {
         ErrorCode.Internal,
       ),
     ).toBe(true);
+  });
+
+  it("carries every code to a gRPC status and back to the same SnapshotterError code", async () => {
+    const failing: Snapshotter = {
+      ...createMemorySnapshotter(),
+      async stat(key) {
+        throw new SnapshotterError(key as ErrorCode, `snapshot "${key}" refused`);
+      },
+    };
+    const transport = createRouterTransport((router) => {
+      router.service(Snapshots, createSnapshotsService(failing));
+    });
+    const client = createClient(Snapshots, transport);
+    const remote = createRemoteSnapshotter(transport);
+    for (const code of errorCodes) {
+      const status = await client.stat({ snapshotter: "nix", key: code }).catch(ConnectError.from);
+      expect(status).toBeInstanceOf(ConnectError);
+      expect(Code[(status as ConnectError).code]).toBe(code);
+      expect((status as ConnectError).rawMessage).toBe(`snapshot "${code}" refused`);
+      const error = await remote.stat(code).catch((caught: unknown) => caught);
+      expect(SnapshotterError.is(error, code), String(error)).toBe(true);
+      expect((error as Error).message).toBe(`snapshot "${code}" refused`);
+    }
   });
 });
 

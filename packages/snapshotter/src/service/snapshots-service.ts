@@ -10,10 +10,10 @@ import {
   UpdateSnapshotResponseSchema,
   ViewSnapshotResponseSchema,
 } from "@nix-snapshotter/api/snapshots/v1";
+import { toConnectError } from "@nix-snapshotter/errdefs/connect";
 import type { Logger } from "../logger.js";
 import type { Info, Snapshotter } from "../types.js";
 import { infoFromMessage, infoToMessage, mountsToMessages, usageToMessage } from "./convert.js";
-import { toConnectError } from "./errors.js";
 import {
   checkLabelLimits,
   defaultLabelLimits,

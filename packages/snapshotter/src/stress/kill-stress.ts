@@ -46,7 +46,7 @@ type Event =
   | { type: "ack"; op: "commit"; key: string; name: string }
   | { type: "ack"; op: "remove"; key: string }
   | { type: "ack"; op: "cleanup" }
-  | { type: "refused"; op: string; key: string; code: number; message: string };
+  | { type: "refused"; op: string; key: string; code: string; message: string };
 
 function labelsOf(paths: readonly string[]): Record<string, string> {
   if (paths.length === 0) return {};
@@ -93,7 +93,7 @@ async function worker(configPath: string): Promise<void> {
   const pick = <T>(items: readonly T[]): T | undefined =>
     items.length === 0 ? undefined : items[Math.floor(Math.random() * items.length)];
   const refused = (op: string, key: string, error: unknown) => {
-    const code = error instanceof SnapshotterError ? error.code : -1;
+    const code = SnapshotterError.is(error) ? error.code : "not a SnapshotterError";
     print({
       type: "refused",
       op,

@@ -13,6 +13,7 @@ import {
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { CodedError, codeFromGrpcStatus } from "@nix-snapshotter/errdefs";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ErrorCode } from "../errors.js";
 import { type Info, Kind, type Mount, type Snapshotter } from "../types.js";
@@ -40,14 +41,15 @@ export interface ConformanceOptions {
   skip?: string | false;
 }
 
-/** The numeric gRPC code of a rejected call (SnapshotterError and ConnectError both carry it). */
-async function codeOf(promise: Promise<unknown>): Promise<number | "ok"> {
+/** The code of a rejected call (a SnapshotterError, or a ConnectError's gRPC status). */
+async function codeOf(promise: Promise<unknown>): Promise<ErrorCode | "ok"> {
   try {
     await promise;
     return "ok";
   } catch (error) {
+    if (CodedError.is(error)) return error.code;
     const code = (error as { code?: unknown } | null)?.code;
-    if (typeof code === "number") return code;
+    if (typeof code === "number") return codeFromGrpcStatus(code);
     throw error;
   }
 }

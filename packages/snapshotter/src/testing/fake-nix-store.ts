@@ -1,5 +1,6 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
+import { CodedError } from "@nix-snapshotter/errdefs";
 import type { NixStorePort } from "../nix-store-port.js";
 
 export interface FakeNixStoreOptions {
@@ -7,14 +8,9 @@ export interface FakeNixStoreOptions {
   storeDir: string;
 }
 
-/** An error with a gRPC code name, as `@nix-snapshotter/nix-store` throws. */
-export class FakeNixStoreError extends Error {
-  readonly code: string;
-
-  constructor(code: string, message: string) {
-    super(message);
-    this.code = code;
-  }
+/** A coded error, as `@nix-snapshotter/nix-store` throws. */
+export class FakeNixStoreError extends CodedError {
+  override readonly name: string = "FakeNixStoreError";
 }
 
 /**

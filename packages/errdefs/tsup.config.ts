@@ -1,0 +1,4 @@
+import { defineConfig } from "tsup";
+import { libraryOptions } from "../../tsup.base.js";
+
+export default defineConfig({ ...libraryOptions, entry: ["src/index.ts", "src/connect/index.ts"] });
