@@ -13,8 +13,8 @@ import {
 import type { NixStore } from "@nix-snapshotter/nix-store";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { hostileReferences } from "./hostile-references.js";
 import { createImageService } from "./image-service.js";
+import { hostileReferences } from "./testing/hostile-references.js";
 
 /** A NixStore that records every use: hostile input must never reach it. */
 function recordingNixStore(calls: string[]): NixStore {

@@ -28,10 +28,12 @@ export {
   checkStorePathName,
   DEFAULT_STORE_DIR,
   isStorePath,
+  isValidStoreDir,
   NIX_BASE32_ALPHABET,
   parseStorePath,
   parseStorePaths,
   STORE_PATH_HASH_LENGTH,
   STORE_PATH_MAX_NAME_LENGTH,
+  storePathOf,
   validateStoreDir,
 } from "./store-path.js";

@@ -61,7 +61,6 @@ export {
   usageToMessage,
 } from "./service/index.js";
 export { createSnapshotter, maxLabelSize } from "./snapshotter.js";
-export { isCanonicalStorePath } from "./store-path.js";
 export type {
   Info,
   Mount,

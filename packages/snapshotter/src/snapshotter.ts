@@ -12,6 +12,7 @@ import {
   writeFile,
 } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { isValidStoreDir } from "@nix-snapshotter/nix-store";
 import { nowNanoseconds, PreciseDate } from "./clock.js";
 import { crashAt } from "./crash-point.js";
 import { diskUsage } from "./disk-usage.js";
@@ -30,7 +31,6 @@ import {
   parseNixLabels,
 } from "./nix-labels.js";
 import type { NixStorePort, RootLeftover } from "./nix-store-port.js";
-import { isValidStoreDir } from "./store-path.js";
 import {
   type Info,
   Kind,
