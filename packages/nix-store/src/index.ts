@@ -10,6 +10,7 @@ export {
   validateRootOwner,
 } from "./gc-roots.js";
 export type { Logger } from "./logger.js";
+export { silentLogger } from "./logger.js";
 export type { RealiseProgress } from "./nix-log.js";
 export type {
   NixStore,

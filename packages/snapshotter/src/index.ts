@@ -17,8 +17,6 @@ export { ErrorCode, errorCodeName, SnapshotterError } from "./errors.js";
 export type { FieldAdaptor, Filter } from "./filters.js";
 export { infoAdaptor, parseFilters } from "./filters.js";
 export { defaultGcRootOwnerPrefix } from "./gc-root-owner.js";
-export type { Logger } from "./logger.js";
-export { silentLogger } from "./logger.js";
 export type {
   GoMetaStore,
   GoSnapshot,

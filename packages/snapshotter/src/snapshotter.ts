@@ -12,7 +12,7 @@ import {
   writeFile,
 } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { isValidStoreDir } from "@nix-snapshotter/nix-store";
+import { isValidStoreDir, type Logger, silentLogger } from "@nix-snapshotter/nix-store";
 import { nowNanoseconds, PreciseDate } from "./clock.js";
 import { crashAt } from "./crash-point.js";
 import { diskUsage } from "./disk-usage.js";
@@ -20,7 +20,6 @@ import { ErrorCode, SnapshotterError } from "./errors.js";
 import { infoAdaptor, parseFilters } from "./filters.js";
 import { defaultGcRootOwnerPrefix } from "./gc-root-owner.js";
 import { ensureMountpoints, linkStorePaths } from "./link-tree.js";
-import { type Logger, silentLogger } from "./logger.js";
 import { mergePaths } from "./merge-paths.js";
 import { MetadataStore, type SnapshotRecord } from "./metadata.js";
 import { type OverlaySettings, overlayMounts, storePathMounts } from "./mount-options.js";

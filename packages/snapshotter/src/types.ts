@@ -1,4 +1,4 @@
-import type { Logger } from "./logger.js";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import type { NixStorePort } from "./nix-store-port.js";
 
 /** The kind of a snapshot, with the spelling containerd's filters use (`kind==active`). */

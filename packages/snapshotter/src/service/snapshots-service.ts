@@ -10,7 +10,7 @@ import {
   UpdateSnapshotResponseSchema,
   ViewSnapshotResponseSchema,
 } from "@nix-snapshotter/api/snapshots/v1";
-import type { Logger } from "../logger.js";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import type { Info, Snapshotter } from "../types.js";
 import { infoFromMessage, infoToMessage, mountsToMessages, usageToMessage } from "./convert.js";
 import { toConnectError } from "./errors.js";
