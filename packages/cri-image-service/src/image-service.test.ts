@@ -124,6 +124,37 @@ describe("CRI image service without containerd", () => {
     expect(calls).toEqual([]);
   });
 
+  it("logs a failed call once, at warn, with its code and the error under err (pino's serializer)", async () => {
+    const lines: string[] = [];
+    const logged = createImageService({
+      containerdAddress: join(dir, "containerd.sock"),
+      nixStore: recordingNixStore(calls),
+      logger: pino({ level: "debug" }, { write: (line: string) => void lines.push(line) }),
+      snapshotterRoot: dir,
+    });
+    try {
+      const pull = await failure(
+        Promise.resolve(
+          logged.impl.pullImage(
+            create(PullImageRequestSchema, { image: { image: "nix:0/etc/passwd" } }),
+            context(),
+          ),
+        ),
+      );
+      expect(pull.code).toBe(Code.InvalidArgument);
+    } finally {
+      logged.close();
+    }
+    const entries = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+    const failures = entries.filter((entry) => (entry.level as number) >= 40);
+    expect(failures).toHaveLength(1);
+    expect(failures[0]).toMatchObject({ level: 40, rpc: "PullImage", code: "InvalidArgument" });
+    const err = failures[0]!.err as { type: string; message: string; stack: string };
+    expect(err.message).toContain("/etc/passwd");
+    expect(typeof err.type).toBe("string");
+    expect(err.stack).toMatch(/\n\s+at /);
+  });
+
   it("answers ImageFsInfo while containerd is away, for the snapshotter root and the store", async () => {
     const response = await service.impl.imageFsInfo({} as never, context());
     const filesystems = (response as { imageFilesystems: { fsId?: { mountpoint: string } }[] })
