@@ -1,4 +1,9 @@
 import { defineConfig } from "tsup";
-import { appOptions } from "../../tsup.base.js";
+import { appOptions, libraryOptions } from "../../tsup.base.js";
 
-export default defineConfig({ ...appOptions, entry: ["src/main.ts"] });
+export default defineConfig({
+  ...appOptions,
+  entry: { main: "src/main.ts", "testing/index": "src/testing/index.ts" },
+  // Declarations only for the test harness (`nix-snapshotter/testing`, used by bench/).
+  dts: { ...libraryOptions.dts, entry: { "testing/index": "src/testing/index.ts" } },
+});

@@ -15,14 +15,8 @@ import { createContainerdClient, importArchive } from "@nix-snapshotter/containe
 import { type Containerd, startContainerd } from "@nix-snapshotter/containerd-client/testing";
 import { buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
 import { createNixFixtures, type SyntheticClosure } from "@nix-snapshotter/nix-store/testing";
-import {
-  type Daemon,
-  type Figure,
-  layeredArchive,
-  median,
-  startDaemon,
-  workDirectory,
-} from "./harness.js";
+import { type DaemonProcess, startDaemonProcess } from "nix-snapshotter/testing";
+import { type Figure, layeredArchive, median, workDirectory } from "./harness.js";
 
 export const startSection = "Container start time vs closure size";
 
@@ -46,14 +40,14 @@ export async function benchContainerStart(
 ): Promise<StartResult> {
   const fixtures = await createNixFixtures({ label: "bench-start" });
   const work = await workDirectory("bench-start-");
-  const daemons: Daemon[] = [];
+  const daemons: DaemonProcess[] = [];
   let containerd: Containerd | undefined;
   const closures: SyntheticClosure[] = [];
   try {
     const busybox = await fixtures.busybox();
-    const bind = await startDaemon("bind");
+    const bind = await startDaemonProcess({ mountMode: "bind", logLevel: "warn" });
     daemons.push(bind);
-    const hardlink = await startDaemon("hardlink");
+    const hardlink = await startDaemonProcess({ mountMode: "hardlink", logLevel: "warn" });
     daemons.push(hardlink);
     containerd = await startContainerd({
       version: "1.7",
@@ -148,7 +142,7 @@ export async function benchContainerStart(
     return { figures, points, containerdVersion: containerd.versionLine };
   } finally {
     await containerd?.stop();
-    for (const daemon of daemons) await daemon.stop();
+    for (const daemon of daemons) await daemon.cleanup();
     for (const synthetic of closures) {
       await synthetic.release();
       await fixtures.deletePaths(synthetic.paths).catch(() => undefined);

@@ -1,13 +1,11 @@
-/** Pieces shared by the benchmarks of this folder: the daemon process, images, timing. */
-import { type ChildProcess, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, openSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { connect } from "node:net";
+/**
+ * Pieces shared by the benchmarks of this folder: images, timing. The daemon process is the app's
+ * own test harness, `startDaemonProcess` of `nix-snapshotter/testing`.
+ */
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { TEST_GC_ROOTS_PARENT } from "@nix-snapshotter/nix-store/testing";
 import { hostPathEntries, testImageArchive } from "@nix-snapshotter/oci/testing";
 import type { NixMountMode } from "@nix-snapshotter/snapshotter";
 
@@ -32,101 +30,10 @@ export interface Missing {
 
 export const repositoryRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
-const delay = (milliseconds: number) => new Promise((resolve) => setTimeout(resolve, milliseconds));
-
 export function median(values: readonly number[]): number {
   if (values.length === 0) throw new Error("median of nothing");
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)]!;
-}
-
-export interface Daemon {
-  address: string;
-  dir: string;
-  child: ChildProcess;
-  log(): Promise<string>;
-  stop(): Promise<void>;
-}
-
-/**
- * Runs the built daemon (apps/nix-snapshotter/dist/main.js) with a private config, root, socket
- * and GC roots directory, and waits until its socket accepts connections.
- */
-export async function startDaemon(
-  mountMode: NixMountMode,
-  options: { env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {},
-): Promise<Daemon> {
-  const entry = join(repositoryRoot, "apps", "nix-snapshotter", "dist", "main.js");
-  if (!existsSync(entry)) throw new Error(`${entry} missing: run pnpm build`);
-  const dir = await mkdtemp(join(tmpdir(), `bench-daemon-${mountMode}-`));
-  const address = join(dir, "nix-snapshotter.sock");
-  const gcRootsDir = join(
-    TEST_GC_ROOTS_PARENT,
-    `bench-${mountMode}-${process.pid}-${randomBytes(4).toString("hex")}`,
-  );
-  const configPath = join(dir, "config.toml");
-  await writeFile(
-    configPath,
-    [
-      `address = ${JSON.stringify(address)}`,
-      `root = ${JSON.stringify(join(dir, "root"))}`,
-      `mount_mode = ${JSON.stringify(mountMode)}`,
-      `gc_roots_dir = ${JSON.stringify(gcRootsDir)}`,
-      "[image_service]",
-      "enable = false",
-      "",
-    ].join("\n"),
-  );
-  const logPath = join(dir, "daemon.log");
-  const logFd = openSync(logPath, "a");
-  const child = spawn(
-    process.execPath,
-    [...(options.nodeArgs ?? []), entry, "-c", configPath, "-l", "warn"],
-    {
-      env: { ...process.env, NIX_SNAPSHOTTER_LOG_FORMAT: "json", ...options.env },
-      stdio: ["ignore", logFd, logFd],
-    },
-  );
-  closeSync(logFd);
-  let exited = false;
-  const exit = new Promise<void>((resolve) =>
-    child.once("exit", () => {
-      exited = true;
-      resolve();
-    }),
-  );
-  const log = () => readFile(logPath, "utf8").catch(() => "");
-  const stop = async () => {
-    if (!exited) child.kill("SIGTERM");
-    await Promise.race([exit, delay(20_000)]);
-    if (!exited) child.kill("SIGKILL");
-    await exit;
-    await rm(gcRootsDir, { recursive: true, force: true });
-    await rm(dir, { recursive: true, force: true });
-  };
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (exited) {
-      const text = await log();
-      await stop();
-      throw new Error(`daemon exited before it was ready:\n${text}`);
-    }
-    const ready = await new Promise<boolean>((resolve) => {
-      const socket = connect(address);
-      socket.once("connect", () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once("error", () => resolve(false));
-    });
-    if (ready) break;
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`daemon did not listen on ${address}`);
-    }
-    await delay(50);
-  }
-  return { address, dir, child, log, stop };
 }
 
 /**

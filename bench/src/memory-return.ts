@@ -15,7 +15,7 @@ import { readFile } from "node:fs/promises";
 import { connect } from "node:net";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { createRemoteSnapshotter, type Snapshotter } from "@nix-snapshotter/snapshotter";
-import { startDaemon } from "./harness.js";
+import { startDaemonProcess } from "nix-snapshotter/testing";
 
 interface Variant {
   name: string;
@@ -84,7 +84,9 @@ async function cycle(snapshotter: Snapshotter, id: string): Promise<void> {
 }
 
 async function run(variant: Variant, cycles: number, concurrency: number, quietSeconds: number) {
-  const daemon = await startDaemon("hardlink", {
+  const daemon = await startDaemonProcess({
+    mountMode: "hardlink",
+    logLevel: "warn",
     ...(variant.env ? { env: variant.env } : {}),
     ...(variant.nodeArgs ? { nodeArgs: variant.nodeArgs } : {}),
   });
@@ -121,7 +123,7 @@ async function run(variant: Variant, cycles: number, concurrency: number, quietS
     return { variant, ready, end, quiet, rate: cycles / seconds };
   } finally {
     sessionManager.abort();
-    await daemon.stop();
+    await daemon.cleanup();
   }
 }
 

@@ -2,13 +2,14 @@
  * `pnpm bench` at the root: runs every benchmark of the project and writes docs/benchmarks.md,
  * docs/benchmarks/start-time.svg and the figures of the README's Benchmarks section.
  *
- * The packages' own benchmarks run as child processes with `--json` (their last stdout line is
- * `{"figures": [...]}`); the benchmarks that need the daemon and containerd together live here.
+ * The benchmarks of one package each (realise, image, mounts, pull) run as child processes with
+ * `--json` (their last stdout line is `{"figures": [...]}`); those that need the daemon and
+ * containerd together run in this process.
  * A benchmark that fails becomes a "not measured yet" row naming the reason; the run goes on.
  *
  * Flags: `--only a,b` runs only those benchmarks (names below) and `--no-write` prints without
  * writing files. Environment: BENCH_START_SIZES (default 10,100,1000,5000), BENCH_START_RUNS
- * (default 5), plus each package's own (NIX_STORE_BENCH_SIZES, BENCH_ITERATIONS...).
+ * (default 5), plus each benchmark's own (NIX_STORE_BENCH_SIZES, BENCH_ITERATIONS...).
  */
 import { execFile, spawn } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
@@ -29,25 +30,25 @@ const sections: Section[] = [
     title: "Roots and realise vs per-path sequential",
     description:
       "GC roots plus `nix-store --realise` of N store paths that are already valid: ours is one batch (roots first, then one Nix process); the baseline is the Go implementation's loop of one `nix-store --realise --add-root` per path.",
-    source: "`packages/nix-store/src/bench/realise-bench.ts`",
+    source: "`bench/src/realise.ts`",
   },
   {
     title: "Substitution from a slow cache",
     description:
       "The same two strategies substituting 200 store paths from a local HTTP binary cache that waits 20 ms before each answer.",
-    source: "`packages/nix-store/src/bench/realise-bench.ts`",
+    source: "`bench/src/realise.ts`",
   },
   {
     title: "Image generation vs tar | gzip",
     description:
       "`buildImage` + `writeImageArchive` in memory (ours) against `tar | gzip -6` of the same mountpoint tree already on disk (baseline, excluding the time to create the tree); median of 5 runs. The size rows compare the mountpoint layer's bytes.",
-    source: "`packages/image-builder/src/bench/build-image.ts`",
+    source: "`bench/src/build-image.ts`",
   },
   {
     title: "Mounts latency vs closure size",
     description:
       "p50 of 200 `Mounts` calls for a container on a nix layer of N store paths (ours, bind or hardlink mode) against a container on a plain overlay chain (baseline, mount mode none), in process, without mounting: the snapshotter's own work per call. Ours does more work by design; the figure shows what it costs.",
-    source: "`packages/snapshotter/src/bench/mounts.ts`",
+    source: "`bench/src/mounts.ts`",
   },
   {
     title: startSection,
@@ -71,7 +72,7 @@ const sections: Section[] = [
     title: "PullImage of a nix:0 image",
     description:
       "The CRI ImageService's PullImage of a `nix:0` reference whose closure is in the store (ours) against `ctr images import` of the same closure packed as an ordinary layered image (baseline), on the same containerd 1.6 (hardlink mode).",
-    source: "`packages/cri-image-service/src/bench/pull.ts`",
+    source: "`bench/src/pull.ts`",
   },
 ];
 
@@ -90,8 +91,8 @@ interface PackageBench {
 const packageBenches: PackageBench[] = [
   {
     name: "realise",
-    directory: "packages/nix-store",
-    entry: "dist/bench/realise-bench.js",
+    directory: "bench",
+    entry: "dist/realise.js",
     section: (figure) =>
       figure.startsWith("substitute") ? sections[1]!.title : sections[0]!.title,
     sections: [sections[0]!.title, sections[1]!.title],
@@ -100,22 +101,22 @@ const packageBenches: PackageBench[] = [
   },
   {
     name: "image",
-    directory: "packages/image-builder",
-    entry: "dist/bench/build-image.js",
+    directory: "bench",
+    entry: "dist/build-image.js",
     section: () => sections[2]!.title,
     sections: [sections[2]!.title],
   },
   {
     name: "mounts",
-    directory: "packages/snapshotter",
-    entry: "dist/bench/mounts.js",
+    directory: "bench",
+    entry: "dist/mounts.js",
     section: () => sections[3]!.title,
     sections: [sections[3]!.title],
   },
   {
     name: "pull",
-    directory: "packages/cri-image-service",
-    entry: "dist/bench/pull.js",
+    directory: "bench",
+    entry: "dist/pull.js",
     section: () => sections[7]!.title,
     sections: [sections[7]!.title],
     env: { BENCH_ITERATIONS: "5" },
@@ -158,9 +159,7 @@ function runPackageBench(
       if (code !== 0 || last === undefined) {
         const reason =
           stderr.trim().split("\n").at(-1) ?? `exit ${code ?? signal}, no JSON figures printed`;
-        reject(
-          new Error(`${bench.directory} benchmark failed (exit ${code ?? signal}): ${reason}`),
-        );
+        reject(new Error(`${bench.name} benchmark failed (exit ${code ?? signal}): ${reason}`));
         return;
       }
       resolve((JSON.parse(last) as { figures: [] }).figures);
@@ -208,7 +207,7 @@ async function main(): Promise<void> {
   let points: StartPoint[] = [];
 
   for (const bench of packageBenches.filter((entry) => wanted(entry.name))) {
-    log(`${bench.directory}: running ${bench.entry} --json`);
+    log(`${bench.name}: running ${bench.directory}/${bench.entry} --json`);
     try {
       for (const figure of await runPackageBench(bench)) {
         figures.push({ ...figure, section: bench.section(figure.figure) });

@@ -12,7 +12,8 @@ import {
   createContainerdClient,
 } from "@nix-snapshotter/containerd-client";
 import { type Containerd, startContainerd } from "@nix-snapshotter/containerd-client/testing";
-import { type Daemon, type Figure, startDaemon } from "./harness.js";
+import { type DaemonProcess, startDaemonProcess } from "nix-snapshotter/testing";
+import type { Figure } from "./harness.js";
 
 export const cyclesSection = "Snapshot op cycles through containerd";
 
@@ -76,10 +77,10 @@ async function throughput(
 export async function benchSnapshotCycles(
   progress: (line: string) => void,
 ): Promise<{ figures: Figure[]; containerdVersion: string }> {
-  let daemon: Daemon | undefined;
+  let daemon: DaemonProcess | undefined;
   let containerd: Containerd | undefined;
   try {
-    daemon = await startDaemon("hardlink");
+    daemon = await startDaemonProcess({ mountMode: "hardlink", logLevel: "warn" });
     containerd = await startContainerd({ version: "1.6", proxyPlugins: { nix: daemon.address } });
     const client = createContainerdClient({
       address: containerd.address,
@@ -111,6 +112,6 @@ export async function benchSnapshotCycles(
     return { figures, containerdVersion: containerd.versionLine };
   } finally {
     await containerd?.stop();
-    await daemon?.stop();
+    await daemon?.cleanup();
   }
 }

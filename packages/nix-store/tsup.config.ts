@@ -3,5 +3,5 @@ import { libraryOptions } from "../../tsup.base.js";
 
 export default defineConfig({
   ...libraryOptions,
-  entry: ["src/index.ts", "src/testing/index.ts", "src/bench/realise-bench.ts"],
+  entry: ["src/index.ts", "src/testing/index.ts"],
 });

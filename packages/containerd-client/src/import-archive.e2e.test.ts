@@ -3,7 +3,6 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type ContainerdClient, createContainerdClient } from "./client.js";
 import { isContainerdError } from "./errors.js";
 import { importArchive } from "./import-archive.js";
-import { busyboxArchive, busyboxDockerArchive } from "./test-images.js";
 import {
   type Containerd,
   type ContainerdVersion,
@@ -11,6 +10,7 @@ import {
   runContainer,
   startContainerd,
 } from "./testing/containerd.js";
+import { busyboxArchive, busyboxDockerArchive } from "./testing/test-images.js";
 
 const versions: ContainerdVersion[] = ["1.6", "1.7", "2.1"];
 

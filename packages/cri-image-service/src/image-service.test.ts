@@ -17,8 +17,8 @@ import { fromConnectError } from "@nix-snapshotter/errdefs/connect";
 import type { NixStore } from "@nix-snapshotter/nix-store";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { hostileReferences } from "./hostile-references.js";
 import { createImageService } from "./image-service.js";
+import { hostileReferences } from "./testing/hostile-references.js";
 
 /** A NixStore that records every use: hostile input must never reach it. */
 function recordingNixStore(calls: string[]): NixStore {
@@ -126,6 +126,37 @@ describe("CRI image service without containerd", () => {
     expect(pull.code).toBe(Code.Unavailable);
     // A valid nix:0 pull asks containerd first: nothing is realised while it is away.
     expect(calls).toEqual([]);
+  });
+
+  it("logs a failed call once, at warn, with its code and the error under err (pino's serializer)", async () => {
+    const lines: string[] = [];
+    const logged = createImageService({
+      containerdAddress: join(dir, "containerd.sock"),
+      nixStore: recordingNixStore(calls),
+      logger: pino({ level: "debug" }, { write: (line: string) => void lines.push(line) }),
+      snapshotterRoot: dir,
+    });
+    try {
+      const pull = await failure(
+        Promise.resolve(
+          logged.impl.pullImage(
+            create(PullImageRequestSchema, { image: { image: "nix:0/etc/passwd" } }),
+            context(),
+          ),
+        ),
+      );
+      expect(pull.code).toBe(Code.InvalidArgument);
+    } finally {
+      logged.close();
+    }
+    const entries = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+    const failures = entries.filter((entry) => (entry.level as number) >= 40);
+    expect(failures).toHaveLength(1);
+    expect(failures[0]).toMatchObject({ level: 40, rpc: "PullImage", code: "InvalidArgument" });
+    const err = failures[0]!.err as { type: string; message: string; stack: string };
+    expect(err.message).toContain("/etc/passwd");
+    expect(typeof err.type).toBe("string");
+    expect(err.stack).toMatch(/\n\s+at /);
   });
 
   it("answers ImageFsInfo while containerd is away, for the snapshotter root and the store", async () => {

@@ -1,7 +1,7 @@
 import { lstat } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { create, type MessageInitShape } from "@bufbuild/protobuf";
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { Code, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import {
   ImageService,
   ImageSpecSchema,
@@ -17,14 +17,13 @@ import {
   Label,
 } from "@nix-snapshotter/containerd-client";
 import { toConnectError } from "@nix-snapshotter/errdefs/connect";
-import type { NixStore } from "@nix-snapshotter/nix-store";
+import type { Logger, NixStore } from "@nix-snapshotter/nix-store";
 import {
   type ArchiveImage,
   type ArchiveLimits,
   loadArchiveFile,
   resolveArchiveLimits,
 } from "@nix-snapshotter/oci";
-import type { Logger } from "pino";
 import { ImageServiceError } from "./errors.js";
 import { filesystemUsage } from "./image-fs-info.js";
 import { isNixReference, type NixImageReference, parseNixImageReference } from "./nix-reference.js";
@@ -281,11 +280,16 @@ export function createImageService(options: ImageServiceOptions): CriImageServic
   const normalise = (reference: string): string =>
     isNixReference(reference) ? parseNix(reference).name : reference;
 
+  // Where a call's failure is handled, so where it is logged, once (NotFound, the answer to
+  // ImageStatus of an image not pulled yet, at debug).
   const forward = async <T>(rpc: string, run: () => Promise<T>): Promise<T> => {
     try {
       return await run();
     } catch (error) {
-      throw toConnectError(error, rpc);
+      const connectError = toConnectError(error, rpc);
+      const level = connectError.code === Code.NotFound ? "debug" : "warn";
+      logger[level]({ rpc, code: Code[connectError.code], err: error }, connectError.rawMessage);
+      throw connectError;
     }
   };
 

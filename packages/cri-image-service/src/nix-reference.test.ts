@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ImageServiceError } from "./errors.js";
-import { hash, hostileReferences, storePath } from "./hostile-references.js";
 import { isNixReference, parseNixImageReference } from "./nix-reference.js";
+import { hash, hostileReferences, storePath } from "./testing/hostile-references.js";
 
 describe("parseNixImageReference", () => {
   it("accepts a canonical store path with no tag or latest", () => {

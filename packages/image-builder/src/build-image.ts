@@ -1,12 +1,11 @@
+import { DEFAULT_STORE_DIR, isStorePath } from "@nix-snapshotter/nix-store";
 import {
   type ArchiveImage,
   compress,
   type Descriptor,
   type Digest,
-  defaultStoreDir,
   type History,
   type ImageConfig,
-  isCanonicalStorePath,
   type LayerCompression,
   layerMediaType,
   loadArchiveImage,
@@ -79,7 +78,7 @@ function blob(mediaType: string, data: Uint8Array): Descriptor {
 
 function validateStorePaths(paths: readonly string[], what: string, storeDir: string): void {
   for (const path of paths) {
-    if (typeof path !== "string" || !isCanonicalStorePath(path, storeDir)) {
+    if (typeof path !== "string" || !isStorePath(path, { storeDir })) {
       throw new ImageBuildError(
         "InvalidArgument",
         `${what} "${String(path)}" is not a canonical store path (${storeDir}/<32 nix-base32 characters>-<name>)`,
@@ -110,7 +109,7 @@ function loadBase(
  * releases (the tar, the JSON and so the diff_id never vary).
  */
 export async function buildImage(options: BuildImageOptions): Promise<BuiltImage> {
-  const storeDir = options.storeDir ?? defaultStoreDir;
+  const storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
   const fileSystem = options.fileSystem ?? createNodeFileSystem();
   const annotationForm = options.annotationForm ?? "auto";
   const closureInfo = "closureInfo" in options.closure ? options.closure.closureInfo : undefined;

@@ -1,5 +1,5 @@
 import { posix } from "node:path";
-import { defaultStoreDir, isCanonicalStorePath } from "@nix-snapshotter/oci";
+import { DEFAULT_STORE_DIR, isStorePath } from "@nix-snapshotter/nix-store";
 import { asBuildError, ImageBuildError } from "./build-error.js";
 import { createNodeFileSystem, type StoreFileSystem } from "./file-system.js";
 
@@ -25,13 +25,13 @@ export interface ReadClosureOptions {
 export function parseStorePathList(
   text: string,
   source: string,
-  storeDir = defaultStoreDir,
+  storeDir = DEFAULT_STORE_DIR,
 ): string[] {
   const result: string[] = [];
   text.split("\n").forEach((rawLine, index) => {
     const line = rawLine.endsWith("\r") ? rawLine.slice(0, -1) : rawLine;
     if (line.trim() === "") return;
-    if (!isCanonicalStorePath(line, storeDir)) {
+    if (!isStorePath(line, { storeDir })) {
       throw new ImageBuildError(
         "InvalidArgument",
         `${source}:${index + 1}: "${line}" is not a canonical store path (${storeDir}/<hash>-<name>)`,
@@ -52,16 +52,16 @@ export async function readClosure(
   options: ReadClosureOptions = {},
 ): Promise<Closure> {
   const fileSystem = options.fileSystem ?? createNodeFileSystem();
-  const storeDir = options.storeDir ?? defaultStoreDir;
+  const storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
   let listPath = path;
   let closureInfo: string | undefined;
   try {
-    if (isCanonicalStorePath(path, storeDir) && (await fileSystem.stat(path)) === "directory") {
+    if (isStorePath(path, { storeDir }) && (await fileSystem.stat(path)) === "directory") {
       closureInfo = path;
       listPath = posix.join(path, "store-paths");
     } else if (
       posix.basename(path) === "store-paths" &&
-      isCanonicalStorePath(posix.dirname(path), storeDir)
+      isStorePath(posix.dirname(path), { storeDir })
     ) {
       closureInfo = posix.dirname(path);
     }

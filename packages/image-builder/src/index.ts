@@ -34,7 +34,6 @@ export type {
   RegistryCredentials,
   RegistryErrorCode,
   RegistryErrorOptions,
-  RegistryLogger,
   RequestBody,
   RequestListener,
   RetryPolicy,

@@ -1,5 +1,6 @@
 import { posix } from "node:path";
-import { storePathOf, type TarWriteEntry } from "@nix-snapshotter/oci";
+import { storePathOf } from "@nix-snapshotter/nix-store";
+import type { TarWriteEntry } from "@nix-snapshotter/oci";
 import { asBuildError, ImageBuildError } from "./build-error.js";
 import type { StoreFileSystem } from "./file-system.js";
 
@@ -62,7 +63,7 @@ class LayerTree {
 async function resolveCopyToRoot(path: string, options: MountpointLayerOptions): Promise<string> {
   let current = path;
   for (let hops = 0; hops <= maxSymlinkHops; hops++) {
-    if (storePathOf(current, options.storeDir) === undefined) {
+    if (storePathOf(current, { storeDir: options.storeDir }) === undefined) {
       throw new ImageBuildError(
         "InvalidArgument",
         current === path
@@ -157,8 +158,8 @@ export async function planMountpointLayer(
     try {
       const root = await resolveCopyToRoot(copyToRoot, options);
       for (const path of new Set([
-        storePathOf(copyToRoot, options.storeDir),
-        storePathOf(root, options.storeDir),
+        storePathOf(copyToRoot, { storeDir: options.storeDir }),
+        storePathOf(root, { storeDir: options.storeDir }),
       ])) {
         if (path !== undefined && !inClosure.has(path)) {
           throw new ImageBuildError(

@@ -10,6 +10,7 @@ export {
   validateRootOwner,
 } from "./gc-roots.js";
 export type { Logger } from "./logger.js";
+export { silentLogger } from "./logger.js";
 export type { RealiseProgress } from "./nix-log.js";
 export type {
   NixStore,
@@ -28,10 +29,12 @@ export {
   checkStorePathName,
   DEFAULT_STORE_DIR,
   isStorePath,
+  isValidStoreDir,
   NIX_BASE32_ALPHABET,
   parseStorePath,
   parseStorePaths,
   STORE_PATH_HASH_LENGTH,
   STORE_PATH_MAX_NAME_LENGTH,
+  storePathOf,
   validateStoreDir,
 } from "./store-path.js";

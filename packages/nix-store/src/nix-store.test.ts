@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { isNixStoreError } from "./errors.js";
+import type { Logger } from "./logger.js";
 import { classifyFailure, createNixStore, parseRegistration } from "./nix-store.js";
 import type { SpawnHook } from "./run-process.js";
 
@@ -47,6 +48,25 @@ function scriptedSpawn(answer: (call: Call) => Script): { spawn: SpawnHook; call
     return child;
   };
   return { spawn, calls };
+}
+
+/** A Logger that keeps every entry, children's included. */
+function recordingLogger(
+  entries: { level: string; object: Record<string, unknown>; message?: string }[],
+): Logger {
+  const at =
+    (level: string) =>
+    (object: Record<string, unknown>, message?: string): void => {
+      entries.push(message === undefined ? { level, object } : { level, object, message });
+    };
+  const logger: Logger = {
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warn"),
+    error: at("error"),
+    child: () => logger,
+  };
+  return logger;
 }
 
 const good = `/nix/store/${"1".repeat(32)}-good`;
@@ -230,7 +250,7 @@ describe("createNixStore: how Nix is called", () => {
     });
   });
 
-  it("reports which paths failed, with Nix's stderr, and drops the roots it created", async () => {
+  it("reports which paths failed, with Nix's stderr, drops the roots it created, and leaves logging the failure to its caller", async () => {
     const { spawn } = scriptedSpawn((call) => {
       const version = versionAnswer("2.8.0")(call);
       if (version !== undefined) return version;
@@ -243,9 +263,17 @@ describe("createNixStore: how Nix is called", () => {
       // --check-validity --print-invalid: `other` is invalid
       return { stdout: `${other}\n` };
     });
-    const store = createNixStore({ spawn, gcRootsDir: join(dir, "roots"), gcLockShortcut: false });
+    const entries: { level: string; object: Record<string, unknown>; message?: string }[] = [];
+    const store = createNixStore({
+      spawn,
+      gcRootsDir: join(dir, "roots"),
+      gcLockShortcut: false,
+      logger: recordingLogger(entries),
+    });
     const error = await store.realise([good, other], { roots: { owner: "9" } }).catch((e) => e);
     expect(isNixStoreError(error, "NotFound")).toBe(true);
+    // Thrown, not logged: the caller that handles it logs it once.
+    expect(entries.filter((entry) => entry.level !== "debug")).toEqual([]);
     expect(error.failedPaths).toEqual([other]);
     expect(error.message).toContain(other);
     expect(error.stderrTail).toContain("no substituter that can build it");

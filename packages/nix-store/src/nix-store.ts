@@ -646,12 +646,12 @@ export function createNixStore(options: NixStoreOptions = {}): NixStore {
         // This call created the owner's roots: do not leave them behind.
         await gcRoots.remove(owner).catch((cleanupError: unknown) => {
           logger.warn(
-            { owner, error: String(cleanupError) },
+            { owner, err: cleanupError },
             "cannot remove GC roots after a failed realise",
           );
         });
       }
-      logger.warn({ paths: list.length, owner, error: String(error) }, "realise failed");
+      // Not logged here: the caller that handles the failure logs it once (the gRPC adapters).
       throw error;
     }
   }

@@ -2,9 +2,11 @@ import { describe, expect, it } from "vitest";
 import { isNixStoreError } from "./errors.js";
 import {
   isStorePath,
+  isValidStoreDir,
   NIX_BASE32_ALPHABET,
   parseStorePath,
   parseStorePaths,
+  storePathOf,
   validateStoreDir,
 } from "./store-path.js";
 
@@ -113,12 +115,38 @@ describe("validateStoreDir", () => {
     "/nix/../store",
     "/nix/./store",
     "/nix//store",
+    "/nix/st\0re",
   ])("rejects %j", (storeDir) => {
     expect(() => validateStoreDir(storeDir)).toThrow(/store directory/);
+    expect(isValidStoreDir(storeDir)).toBe(false);
+    expect(isStorePath(`${storeDir}/${hash}-x`, { storeDir })).toBe(false);
   });
 
   it("accepts canonical absolute directories", () => {
     expect(validateStoreDir("/gnu/store")).toBe("/gnu/store");
+    expect(isValidStoreDir("/gnu/store")).toBe(true);
+    expect(isStorePath(`/gnu/store/${hash}-x`, { storeDir: "/gnu/store" })).toBe(true);
+  });
+});
+
+describe("storePathOf", () => {
+  it("finds the store path a path lies in", () => {
+    expect(storePathOf(`/nix/store/${hash}-x`)).toBe(`/nix/store/${hash}-x`);
+    expect(storePathOf(`/nix/store/${hash}-x/bin/sh`)).toBe(`/nix/store/${hash}-x`);
+    expect(storePathOf(`/s/${hash}-x/lib`, { storeDir: "/s" })).toBe(`/s/${hash}-x`);
+  });
+
+  it.each([
+    "/etc/passwd",
+    "/nix/store",
+    `/nix/store/${hash}-x/../y`,
+    `/nix/store/${hash}-x/./bin`,
+    `/nix/store/${hash}-x//bin`,
+    `/nix/store//${hash}-x`,
+    `/nix/store/${hash}-.hidden/bin`,
+    `/nix/store-evil/${hash}-x`,
+  ])("gives nothing for %j", (path) => {
+    expect(storePathOf(path)).toBeUndefined();
   });
 });
 

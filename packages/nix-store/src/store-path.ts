@@ -34,24 +34,37 @@ export interface StorePathOptions {
   storeDir?: string;
 }
 
+/** Why `storeDir` is not an absolute, canonical directory path, or undefined when it is one. */
+function storeDirProblem(storeDir: string): string | undefined {
+  if (typeof storeDir !== "string" || storeDir.length === 0) return "is empty";
+  if (!storeDir.startsWith("/")) return "is not absolute";
+  if (storeDir === "/") return "is the file system root";
+  if (storeDir.endsWith("/")) return "ends with a slash";
+  if (storeDir.includes("\0") || storeDir.includes("\n")) return "contains a control byte";
+  for (const component of storeDir.slice(1).split("/")) {
+    if (component === "" || component === "." || component === "..") return "is not canonical";
+  }
+  return undefined;
+}
+
 /**
  * Checks that `storeDir` is an absolute, canonical directory path (no `.` or `..` components,
  * no empty components, no trailing slash, not `/`). Returns it unchanged.
  */
 export function validateStoreDir(storeDir: string): string {
-  const bad = (why: string) =>
-    new NixStoreError("InvalidArgument", `store directory ${JSON.stringify(storeDir)} ${why}`);
-  if (typeof storeDir !== "string" || storeDir.length === 0) throw bad("is empty");
-  if (!storeDir.startsWith("/")) throw bad("is not absolute");
-  if (storeDir === "/") throw bad("is the file system root");
-  if (storeDir.endsWith("/")) throw bad("ends with a slash");
-  if (storeDir.includes("\0") || storeDir.includes("\n")) throw bad("contains a control byte");
-  for (const component of storeDir.slice(1).split("/")) {
-    if (component === "" || component === "." || component === "..") {
-      throw bad("is not canonical");
-    }
+  const problem = storeDirProblem(storeDir);
+  if (problem !== undefined) {
+    throw new NixStoreError(
+      "InvalidArgument",
+      `store directory ${JSON.stringify(storeDir)} ${problem}`,
+    );
   }
   return storeDir;
+}
+
+/** True when `storeDir` is one `validateStoreDir` accepts. Never throws. */
+export function isValidStoreDir(storeDir: string): boolean {
+  return storeDirProblem(storeDir) === undefined;
 }
 
 /** Checks a store path name with the strictest rules of the Nix versions we support. */
@@ -68,39 +81,65 @@ export function checkStorePathName(name: string): string | undefined {
 }
 
 /**
+ * Why `path` is not exactly `<storeDir>/<32 base-32 chars>-<name>` (nothing before, nothing
+ * after), or undefined when it is. `storeDir` must be valid already.
+ */
+function storePathProblem(path: unknown, storeDir: string): string | undefined {
+  if (typeof path !== "string") return "is not a string";
+  if (path.length === 0) return "is empty";
+  const prefix = `${storeDir}/`;
+  if (!path.startsWith(prefix)) return `is not in the store directory ${storeDir}`;
+  const baseName = path.slice(prefix.length);
+  if (baseName.includes("/")) return "has components after the store path";
+  if (baseName.length < STORE_PATH_HASH_LENGTH + 2) return "is too short";
+  if (!hashPattern.test(baseName.slice(0, STORE_PATH_HASH_LENGTH))) {
+    return "has a hash that is not 32 characters of Nix base-32";
+  }
+  if (baseName[STORE_PATH_HASH_LENGTH] !== "-") return "has no dash after the hash";
+  return checkStorePathName(baseName.slice(STORE_PATH_HASH_LENGTH + 1));
+}
+
+/**
  * Parses and validates a store path: exactly `<storeDir>/<32 base-32 chars>-<name>`, nothing
  * before, nothing after. Throws `NixStoreError` with code `InvalidArgument` otherwise.
  */
 export function parseStorePath(path: string, options: StorePathOptions = {}): StorePath {
   const storeDir = validateStoreDir(options.storeDir ?? DEFAULT_STORE_DIR);
-  const bad = (why: string) =>
-    new NixStoreError("InvalidArgument", `store path ${JSON.stringify(path)} ${why}`, {
+  const problem = storePathProblem(path, storeDir);
+  if (problem !== undefined) {
+    throw new NixStoreError("InvalidArgument", `store path ${JSON.stringify(path)} ${problem}`, {
       failedPaths: typeof path === "string" ? [path] : [],
     });
-  if (typeof path !== "string") throw bad("is not a string");
-  if (path.length === 0) throw bad("is empty");
-  const prefix = `${storeDir}/`;
-  if (!path.startsWith(prefix)) throw bad(`is not in the store directory ${storeDir}`);
-  const baseName = path.slice(prefix.length);
-  if (baseName.includes("/")) throw bad("has components after the store path");
-  if (baseName.length < STORE_PATH_HASH_LENGTH + 2) throw bad("is too short");
+  }
+  const baseName = path.slice(storeDir.length + 1);
   const hash = baseName.slice(0, STORE_PATH_HASH_LENGTH);
-  if (!hashPattern.test(hash)) throw bad("has a hash that is not 32 characters of Nix base-32");
-  if (baseName[STORE_PATH_HASH_LENGTH] !== "-") throw bad("has no dash after the hash");
   const name = baseName.slice(STORE_PATH_HASH_LENGTH + 1);
-  const problem = checkStorePathName(name);
-  if (problem !== undefined) throw bad(problem);
   return { path, storeDir, baseName, hash, name };
 }
 
-/** True when `path` is a canonical store path in `storeDir`. Never throws. */
+/**
+ * True when `path` is a canonical store path in `storeDir` (the check of `parseStorePath`);
+ * false also when the store directory is not valid. Never throws.
+ */
 export function isStorePath(path: unknown, options: StorePathOptions = {}): path is string {
-  try {
-    parseStorePath(path as string, options);
-    return true;
-  } catch {
-    return false;
+  const storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
+  return isValidStoreDir(storeDir) && storePathProblem(path, storeDir) === undefined;
+}
+
+/**
+ * The store path that `path` lies in (itself or an ancestor), or undefined when `path` is not
+ * inside the store. `path` must be absolute and normalised: a `.`, `..` or empty segment below
+ * the store directory gives undefined.
+ */
+export function storePathOf(path: string, options: StorePathOptions = {}): string | undefined {
+  const storeDir = options.storeDir ?? DEFAULT_STORE_DIR;
+  if (!isValidStoreDir(storeDir) || !path.startsWith(`${storeDir}/`)) return undefined;
+  const segments = path.slice(storeDir.length + 1).split("/");
+  if (segments.some((segment) => segment === "" || segment === "." || segment === "..")) {
+    return undefined;
   }
+  const candidate = `${storeDir}/${segments[0]}`;
+  return isStorePath(candidate, options) ? candidate : undefined;
 }
 
 /**

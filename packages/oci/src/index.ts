@@ -69,12 +69,6 @@ export {
   referenceName,
   withDefaultTag,
 } from "./reference.js";
-export {
-  defaultStoreDir,
-  isCanonicalStorePath,
-  nixBase32Alphabet,
-  storePathOf,
-} from "./store-path.js";
 export type { ReadTarOptions, TarEntryType, TarReadEntry, TarWriteEntry } from "./tar.js";
 export {
   encodeTarEntry,

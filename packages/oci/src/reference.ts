@@ -1,7 +1,7 @@
+import { DEFAULT_STORE_DIR, isStorePath } from "@nix-snapshotter/nix-store";
 import { quoteTruncated } from "./archive-limits.js";
 import { type Digest, parseDigest } from "./digest.js";
 import { invalidArgument } from "./errors.js";
-import { defaultStoreDir, isCanonicalStorePath } from "./store-path.js";
 
 /** Prefix of references resolved through Nix: `nix:0/nix/store/<hash>-<name>.tar`. */
 export const nixReferencePrefix = "nix:0";
@@ -75,7 +75,7 @@ function parseNixReference(reference: string, storeDir: string): NixReference {
     reference,
   );
   const [storePath, tag] = splitTag(withoutDigest, reference);
-  if (!isCanonicalStorePath(storePath, storeDir)) {
+  if (!isStorePath(storePath, { storeDir })) {
     throw invalidArgument(
       `reference ${quoteTruncated(reference)}: ${quoteTruncated(storePath)} is not a canonical store path (${storeDir}/<32 nix-base32 characters>-<name>)`,
     );
@@ -98,7 +98,7 @@ export function parseReference(
 ): ImageReference {
   if (reference === "") throw invalidArgument("reference is empty");
   if (reference.startsWith(`${nixReferencePrefix}/`)) {
-    return parseNixReference(reference, options.storeDir ?? defaultStoreDir);
+    return parseNixReference(reference, options.storeDir ?? DEFAULT_STORE_DIR);
   }
   if (reference !== reference.trim() || /\s/.test(reference)) {
     throw invalidArgument(`reference ${quoteTruncated(reference)}: contains white space`);

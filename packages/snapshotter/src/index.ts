@@ -17,8 +17,6 @@ export { ErrorCode, SnapshotterError } from "./errors.js";
 export type { FieldAdaptor, Filter } from "./filters.js";
 export { infoAdaptor, parseFilters } from "./filters.js";
 export { defaultGcRootOwnerPrefix } from "./gc-root-owner.js";
-export type { Logger } from "./logger.js";
-export { silentLogger } from "./logger.js";
 export type {
   GoMetaStore,
   GoSnapshot,
@@ -68,7 +66,6 @@ export {
   usageToMessage,
 } from "./service/index.js";
 export { createSnapshotter, maxLabelSize } from "./snapshotter.js";
-export { isCanonicalStorePath } from "./store-path.js";
 export type {
   Info,
   Mount,

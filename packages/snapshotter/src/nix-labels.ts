@@ -1,6 +1,6 @@
+import { isStorePath } from "@nix-snapshotter/nix-store";
 import { Annotation } from "@nix-snapshotter/oci";
 import { ErrorCode, SnapshotterError } from "./errors.js";
-import { isCanonicalStorePath } from "./store-path.js";
 
 /** `"true"` marks a layer whose store paths come from the labels below. */
 export const nixLayerLabel: string = Annotation.NixLayer;
@@ -68,11 +68,11 @@ export function parseNixLabels(
         );
       }
       const path = legacy && !value.includes("/") ? `${storeDir}/${value}` : value;
-      if (!isCanonicalStorePath(path, storeDir)) throw invalid(label, value, storeDir);
+      if (!isStorePath(path, { storeDir })) throw invalid(label, value, storeDir);
       indexed.push({ index: Number(suffix), path, label });
     } else if (label === nixClosureLabel) {
       any = true;
-      if (!isCanonicalStorePath(value, storeDir)) throw invalid(label, value, storeDir);
+      if (!isStorePath(value, { storeDir })) throw invalid(label, value, storeDir);
       closure = value;
     }
   }
@@ -103,7 +103,7 @@ export function parseClosureStorePaths(
   const paths = new Set<string>();
   for (const line of lines) {
     if (line === "") continue;
-    if (!isCanonicalStorePath(line, storeDir)) {
+    if (!isStorePath(line, { storeDir })) {
       throw new SnapshotterError(
         ErrorCode.InvalidArgument,
         `label "${nixClosureLabel}": closure ${closure} lists ${JSON.stringify(line)}, which is not a store path under ${storeDir}`,

@@ -1,7 +1,7 @@
 import { CodedError, errorCodeOf, messageOf } from "@nix-snapshotter/errdefs";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import { ensureMountpoints, linkStorePaths } from "./link-tree.js";
-import type { Logger } from "./logger.js";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import { mergePaths } from "./merge-paths.js";
 import {
   type NixLayerRequest,

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { crashAt } from "./crash-point.js";
 import { diskUsage } from "./disk-usage.js";
 import { SnapshotterError } from "./errors.js";
-import type { Logger } from "./logger.js";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import { type OverlaySettings, overlayMounts } from "./mount-options.js";
 import { Kind, type Mount, type Usage } from "./types.js";
 

@@ -1,11 +1,11 @@
 import { existsSync } from "node:fs";
 import { chmod, mkdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
+import { isValidStoreDir, type Logger, silentLogger } from "@nix-snapshotter/nix-store";
 import { nowNanoseconds, PreciseDate } from "./clock.js";
 import { crashAt } from "./crash-point.js";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import { defaultGcRootOwnerPrefix } from "./gc-root-owner.js";
-import { type Logger, silentLogger } from "./logger.js";
 import {
   defaultMountMode,
   type MountModeContext,
@@ -30,7 +30,6 @@ import {
   validateLabels,
   withoutEmptyLabels,
 } from "./storage/snapshots.js";
-import { isValidStoreDir } from "./store-path.js";
 import {
   type Info,
   Kind,

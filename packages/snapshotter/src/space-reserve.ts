@@ -1,6 +1,6 @@
 import { rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { Logger } from "./logger.js";
+import type { Logger } from "@nix-snapshotter/nix-store";
 
 /**
  * A file of this size under the root keeps space for Remove on a full disk: when its commit

@@ -1,4 +1,4 @@
-import type { Logger } from "./logger.js";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import type { MountMode } from "./mount-modes/index.js";
 
 export type { MountMode } from "./mount-modes/index.js";

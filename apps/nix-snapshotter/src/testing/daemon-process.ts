@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { createClient, type Transport } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 import { Health } from "@nix-snapshotter/api/health/v1";
+import { TEST_GC_ROOTS_PARENT } from "@nix-snapshotter/nix-store/testing";
 import {
   createRemoteSnapshotter,
   defaultMountMode,
@@ -20,7 +21,7 @@ import {
 export const daemonEntry = fileURLToPath(new URL("../../dist/main.js", import.meta.url));
 
 /** Parent of every test daemon's GC roots directory (see docs/development.md). */
-export const testGcRootsParent = "/nix/var/nix/gcroots/nix-snapshotter-tests";
+export const testGcRootsParent = TEST_GC_ROOTS_PARENT;
 
 export interface DaemonProcessOptions {
   /** One of the snapshotter's `nixMountModes` (default: the first). */
@@ -36,6 +37,10 @@ export interface DaemonProcessOptions {
   /** GC roots directory (default: a fresh one under {@link testGcRootsParent}). */
   gcRootsDir?: string;
   env?: NodeJS.ProcessEnv;
+  /** Node flags before the daemon's entry (e.g. `--max-semi-space-size=4`). */
+  nodeArgs?: string[];
+  /** The daemon's `-l` (default `debug`; the benchmarks pass `warn`). */
+  logLevel?: string;
   /** Milliseconds to wait for the health service (default 30 000). */
   readyTimeoutMs?: number;
   /** Serve the CRI ImageService, forwarding to containerd at this socket (default: disabled). */
@@ -79,7 +84,8 @@ const delay = (milliseconds: number) => new Promise((resolve) => setTimeout(reso
 
 /**
  * Runs the built daemon as a child process with a private config, root, socket and GC roots
- * directory, and waits until its health service answers SERVING.
+ * directory, and waits until its health service answers SERVING. The e2e tests of this app and
+ * the benchmarks (bench/, through the `nix-snapshotter/testing` export) use it.
  */
 export async function startDaemonProcess(
   options: DaemonProcessOptions = {},
@@ -114,11 +120,12 @@ export async function startDaemonProcess(
   const child = spawn(
     process.execPath,
     [
+      ...(options.nodeArgs ?? []),
       daemonEntry,
       "-c",
       configPath,
       "-l",
-      "debug",
+      options.logLevel ?? "debug",
       ...(options.addressFlag ? ["--address", options.addressFlag] : []),
       ...(options.rootFlag ? ["--root", options.rootFlag] : []),
       ...(options.args ?? []),

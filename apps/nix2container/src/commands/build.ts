@@ -8,9 +8,8 @@ import {
   readClosure,
   writeImageArchive,
 } from "@nix-snapshotter/image-builder";
+import { DEFAULT_STORE_DIR, isStorePath } from "@nix-snapshotter/nix-store";
 import {
-  defaultStoreDir,
-  isCanonicalStorePath,
   type LayerCompression,
   normalizeReference,
   parseJson,
@@ -59,7 +58,7 @@ async function readCopyToRoot(path: string | undefined): Promise<string[]> {
 
 /** The default reference `nix:0<OUT>:latest`, valid only when OUT is a store path. */
 function defaultReference(out: string, storeDir: string): string {
-  if (!isCanonicalStorePath(out, storeDir)) {
+  if (!isStorePath(out, { storeDir })) {
     throw new CliError(
       `output "${out}" is not a store path, so the default reference nix:0${out}:latest would be invalid; pass --ref`,
     );
@@ -70,7 +69,8 @@ function defaultReference(out: string, storeDir: string): string {
 async function runBuild(outArgument: string, flags: BuildFlags, command: Command): Promise<void> {
   const logger = createLogger(globalOptions(command).logLevel).child({ command: "build" });
   const out = resolve(outArgument);
-  const storeDir = flags.storeDir;
+  // Trailing slashes dropped, as Nix canonicalises NIX_STORE_DIR.
+  const storeDir = flags.storeDir.replace(/(.)\/+$/, "$1");
   try {
     const name = normalizeReference(flags.ref ?? defaultReference(out, storeDir), { storeDir });
     const config =
@@ -153,7 +153,7 @@ export function registerBuildCommand(program: Command): void {
     .addOption(
       new Option("--store-dir <dir>", "Nix store directory")
         .env("NIX_STORE_DIR")
-        .default(defaultStoreDir),
+        .default(DEFAULT_STORE_DIR),
     )
     .action(async (out: string, flags: BuildFlags, command: Command) =>
       runBuild(out, flags, command),

@@ -6,7 +6,8 @@ import {
   importArchive,
 } from "@nix-snapshotter/containerd-client";
 import { CodedError } from "@nix-snapshotter/errdefs";
-import { isCanonicalStorePath, loadArchiveFile, nixReferencePrefix } from "@nix-snapshotter/oci";
+import { isStorePath } from "@nix-snapshotter/nix-store";
+import { loadArchiveFile, nixReferencePrefix } from "@nix-snapshotter/oci";
 import { type Command, Option } from "commander";
 import { CliError, toCliError } from "../cli-error.js";
 import { globalOptions } from "../global-options.js";
@@ -62,7 +63,7 @@ export async function runLoad(
         throw new CliError(`archive "${archive}": ${message}`, { cause: error });
       }
       const names =
-        image.names.length === 0 && isCanonicalStorePath(real)
+        image.names.length === 0 && isStorePath(real)
           ? [`${nixReferencePrefix}${real}`]
           : undefined;
       try {

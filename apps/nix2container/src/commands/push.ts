@@ -8,8 +8,8 @@ import {
   type PushResult,
   pushImage,
   RegistryError,
-  type RegistryLogger,
 } from "@nix-snapshotter/image-builder";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import {
   familiarReference,
   parseReference,
@@ -39,7 +39,7 @@ export interface RunPushOptions {
   /** docker config directory (default `$DOCKER_CONFIG` or `~/.docker`). */
   dockerConfig?: string;
   /** Receives request logs (debug) and retries (warn); default: the CLI's logger at `logLevel`. */
-  logger?: RegistryLogger;
+  logger?: Logger;
   output?: PushOutput;
 }
 

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import { Authenticator, repositoryScope, TransientError } from "./auth.js";
 import { parseChallenges } from "./challenge.js";
 import { type CredentialsProvider, createDockerCredentialsProvider } from "./credentials.js";
@@ -30,12 +31,6 @@ export interface BlobDescriptor {
   size: number;
 }
 
-/** pino-compatible logger; the client logs requests at debug and retries at warn. */
-export interface RegistryLogger {
-  debug(object: object, message: string): void;
-  warn(object: object, message: string): void;
-}
-
 /** Called after each HTTP exchange with the registry (not the token server). */
 export type RequestListener = (event: { method: string; url: string; status: number }) => void;
 
@@ -51,7 +46,8 @@ export interface RegistryClientOptions {
   transport?: HttpTransport;
   /** CA certificates (PEM) to trust for the registry's HTTPS (default: Node's, plus NODE_EXTRA_CA_CERTS). */
   ca?: string | Buffer | Array<string | Buffer>;
-  logger?: RegistryLogger;
+  /** pino (nix-store's `Logger` contract): requests at debug, retried failures at warn. */
+  logger?: Logger;
   onRequest?: RequestListener;
   userAgent?: string;
   /** Waits between retries (default setTimeout); tests pass a fake. */
@@ -120,7 +116,7 @@ export class RegistryClient {
   readonly #ownTransport: { close(): void } | undefined;
   readonly #auth: Authenticator;
   readonly #retry: RetryPolicy;
-  readonly #logger: RegistryLogger | undefined;
+  readonly #logger: Logger | undefined;
   readonly #onRequest: RequestListener | undefined;
   readonly #userAgent: string;
   readonly #sleep: (milliseconds: number) => Promise<void>;
@@ -428,7 +424,7 @@ export class RegistryClient {
             registry: this.registry,
             attempt: retry + 1,
             delay: Math.round(delay),
-            error: describe(error),
+            err: error,
           },
           "transient registry failure, retrying",
         );

@@ -7,7 +7,6 @@ export type {
   BlobDescriptor,
   FetchedManifest,
   RegistryClientOptions,
-  RegistryLogger,
   RequestListener,
   UploadBlobOptions,
 } from "./client.js";

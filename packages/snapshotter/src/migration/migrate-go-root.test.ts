@@ -4,7 +4,7 @@ import { cp, lstat, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { pathToFileURL } from "node:url";
-import { createNixStore } from "@nix-snapshotter/nix-store";
+import { createNixStore, type Logger } from "@nix-snapshotter/nix-store";
 import {
   createNixFixtures,
   type NixFixtures,
@@ -15,7 +15,6 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { nanosecondsOf } from "../clock.js";
 import { ErrorCode, SnapshotterError } from "../errors.js";
 import { defaultGcRootOwnerPrefix } from "../gc-root-owner.js";
-import type { Logger } from "../logger.js";
 import { nixStorePortFrom } from "../nix-store-adapter.js";
 import type { NixStorePort } from "../nix-store-port.js";
 import { createSnapshotter } from "../snapshotter.js";

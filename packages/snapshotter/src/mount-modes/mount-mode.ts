@@ -1,4 +1,4 @@
-import type { Logger } from "../logger.js";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import type { RealisedLayer } from "../nix-layers.js";
 import type { MetadataStore, SnapshotRecord } from "../storage/metastore.js";
 import type { Mount } from "../types.js";

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ErrorCode, SnapshotterError } from "../errors.js";
-import { silentLogger } from "../logger.js";
+import { silentLogger } from "@nix-snapshotter/nix-store";
 import { MetadataStore, type SnapshotRecord } from "../storage/metastore.js";
 import { Kind } from "../types.js";
 import { bindMode } from "./bind.js";

@@ -11,7 +11,7 @@ import {
   ViewSnapshotResponseSchema,
 } from "@nix-snapshotter/api/snapshots/v1";
 import { toConnectError } from "@nix-snapshotter/errdefs/connect";
-import type { Logger } from "../logger.js";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import type { Info, Snapshotter } from "../types.js";
 import { infoFromMessage, infoToMessage, mountsToMessages, usageToMessage } from "./convert.js";
 import {

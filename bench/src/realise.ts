@@ -1,10 +1,10 @@
 /**
- * Benchmark: GC roots + realise of N already-valid paths with this package (one batch) against
+ * Benchmark: GC roots + realise of N already-valid paths with @nix-snapshotter/nix-store (one batch) against
  * the per-path sequential `nix-store --realise --add-root` loop of the Go implementation, and the
  * same for substituting 200 paths from a local HTTP binary cache with 20 ms latency per request.
  * Both sides run in the same process, on the same paths, one after the other.
  *
- * Run (as root, after `pnpm build`): `pnpm --filter @nix-snapshotter/nix-store bench`.
+ * Run (as root, after `pnpm build`): `pnpm --filter @nix-snapshotter/bench bench:realise`.
  * NIX_STORE_BENCH_SIZES=100,1000 limits the sizes; NIX_STORE_BENCH_SUBSTITUTE=0 skips the cache part.
  */
 import { execFile } from "node:child_process";
@@ -13,9 +13,13 @@ import { cpus, loadavg, release } from "node:os";
 import { basename, join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
-import { createNixStore } from "../nix-store.js";
-import { serveBinaryCache, startBinaryCache } from "../testing/binary-cache.js";
-import { createNixFixtures, nixE2eSkipReason } from "../testing/fixtures.js";
+import { createNixStore } from "@nix-snapshotter/nix-store";
+import {
+  createNixFixtures,
+  nixE2eSkipReason,
+  serveBinaryCache,
+  startBinaryCache,
+} from "@nix-snapshotter/nix-store/testing";
 
 const exec = promisify(execFile);
 

@@ -1,6 +1,6 @@
 // Benchmark: PullImage of a `nix:0` image whose closure is in the store, against `ctr images
 // import` of the same closure packed as an ordinary layered image, in the same run, on the same
-// containerd. Run as root after `pnpm build`: `pnpm --filter @nix-snapshotter/cri-image-service bench`.
+// containerd. Run as root after `pnpm build`: `pnpm --filter @nix-snapshotter/bench bench:pull`.
 //
 // Environment: BENCH_CONTAINERD (1.6 | 1.7 | 2.1, default 1.6), BENCH_MOUNT_MODE (hardlink |
 // bind, default hardlink on 1.6 else bind), BENCH_ITERATIONS (default 7).
@@ -18,6 +18,7 @@ import {
   type ContainerdVersion,
   startContainerd,
 } from "@nix-snapshotter/containerd-client/testing";
+import { createImageService } from "@nix-snapshotter/cri-image-service";
 import { buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
 import { createNixStore } from "@nix-snapshotter/nix-store";
 import { createNixFixtures, TEST_GC_ROOTS_PARENT } from "@nix-snapshotter/nix-store/testing";
@@ -28,7 +29,6 @@ import {
   nixStorePortFrom,
 } from "@nix-snapshotter/snapshotter";
 import { pino } from "pino";
-import { createImageService } from "../image-service.js";
 
 const execFileAsync = promisify(execFile);
 const version = (process.env.BENCH_CONTAINERD ?? "1.6") as ContainerdVersion;

@@ -4,16 +4,20 @@
  * chain (mount mode none) measured in the same run. No mounts are made: this measures the
  * snapshotter's own work per Mounts call (database, flattening, option building).
  *
- *     pnpm --filter @nix-snapshotter/snapshotter bench
+ *     pnpm --filter @nix-snapshotter/bench bench:mounts
  */
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { nixLayerLabel, nixStorePathLabelPrefix } from "../nix-labels.js";
-import { createSnapshotter } from "../snapshotter.js";
-import { FakeNixStore } from "../testing/fake-nix-store.js";
-import type { MountMode, Snapshotter } from "../types.js";
+import {
+  createSnapshotter,
+  type MountMode,
+  nixLayerLabel,
+  nixStorePathLabelPrefix,
+  type Snapshotter,
+} from "@nix-snapshotter/snapshotter";
+import { FakeNixStore } from "@nix-snapshotter/snapshotter/testing";
 
 const iterations = 200;
 

@@ -1,16 +1,19 @@
 // Benchmark: buildImage for synthetic closures of 100, 1,000 and 10,000 store paths, against
 // `tar | gzip` of the same mountpoint tree created in a temporary directory, in the same run.
-// Run with `pnpm --filter @nix-snapshotter/image-builder bench` (after `pnpm build`).
+// Run with `pnpm --filter @nix-snapshotter/bench bench:image` (after `pnpm build`).
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { nixBase32Alphabet } from "@nix-snapshotter/oci";
-import { buildImage } from "../build-image.js";
-import { writeImageArchive } from "../export-archive.js";
-import { createMemoryFileSystem, type MemoryNode } from "../file-system.js";
+import {
+  buildImage,
+  createMemoryFileSystem,
+  type MemoryNode,
+  writeImageArchive,
+} from "@nix-snapshotter/image-builder";
+import { NIX_BASE32_ALPHABET } from "@nix-snapshotter/nix-store";
 
 const sizes = [100, 1_000, 10_000];
 const runs = 5;
@@ -19,7 +22,7 @@ function syntheticStorePath(index: number): string {
   const digest = createHash("sha256").update(`synthetic-${index}`).digest();
   let hash = "";
   for (let position = 0; position < 32; position++)
-    hash += nixBase32Alphabet[digest[position]! % 32];
+    hash += NIX_BASE32_ALPHABET[digest[position]! % 32];
   return `/nix/store/${hash}-synthetic-package-${index}`;
 }
 
