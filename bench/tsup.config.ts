@@ -5,6 +5,7 @@ export default defineConfig({
     "run-all": "src/run-all.ts",
     "demo-closures": "src/demo-closures.ts",
     "memory-return": "src/memory-return.ts",
+    "proxy-cycles": "src/proxy-cycles-cli.ts",
   },
   format: ["esm"],
   dts: false,
