@@ -6,6 +6,7 @@ export default defineConfig({
     "demo-closures": "src/demo-closures.ts",
     "memory-return": "src/memory-return.ts",
     "proxy-cycles": "src/proxy-cycles-cli.ts",
+    "start-annotation-forms": "src/start-annotation-forms-cli.ts",
   },
   format: ["esm"],
   dts: false,
