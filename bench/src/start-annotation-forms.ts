@@ -4,8 +4,8 @@
  * (`nix-layer` + one `nix-store-path.<i>` per path), the closure form only (`nix-closure`), or
  * both, against the closure as an ordinary one-layer image on containerd's overlayfs, on one
  * containerd 1.7 with the daemon as the `nix-hardlink` proxy snapshotter. Runs are interleaved
- * (one of each variant in turn) so that load drifting over the run hits every variant alike; the
- * figure is the median. The closure-info path is made with `nix-store --add` (a directory with a
+ * (one of each variant in turn, the order rotating from run to run) so that load drifting over
+ * the run hits every variant alike; the figure is the median. The closure-info path is made with `nix-store --add` (a directory with a
  * `store-paths` file): it has no references, so the fixtures' roots keep the closure alive.
  *
  * `node bench/dist/start-annotation-forms.js` (root). BENCH_FORMS_SIZES (default 1000,5000),
@@ -65,7 +65,11 @@ export async function benchStartAnnotationForms(
       namespace: containerd.namespace,
     });
     const points: FormsPoint[] = [];
+    // containerd collects a snapshot that nothing references, and a Remove schedules a
+    // collection: the bench's own snapshots live in a lease.
+    const call = { lease: "nix-snapshotter-bench-forms" };
     try {
+      await client.leases.create({ id: call.lease, labels: {} });
       const entrypoint = [`${busybox.storePath}/bin/true`];
       for (const count of sizes) {
         progress(`annotation forms: ${count} paths: creating the closure`);
@@ -120,7 +124,10 @@ export async function benchStartAnnotationForms(
         const samples = Object.fromEntries(variants.map((variant) => [variant, [] as number[]]));
         progress(`annotation forms: ${storePaths.length} paths: ${runs} interleaved runs`);
         for (let run = 0; run < runs; run++) {
-          for (const variant of variants) {
+          // Each run starts with another variant: a start may overlap with what the previous
+          // removal left running (containerd's collection, the daemon's deletions).
+          const order = variants.map((_, index) => variants[(index + run) % variants.length]!);
+          for (const variant of order) {
             const start = performance.now();
             await containerd.ctr([
               "run",
@@ -141,9 +148,9 @@ export async function benchStartAnnotationForms(
             const snapshotter = variant === "layered" ? "overlayfs" : "nix-hardlink";
             const key = `forms-snapshot-${count}-${variant}-${run}`;
             const start = performance.now();
-            await client.snapshots.prepare({ snapshotter, key, parent: tops[variant]! });
-            await client.snapshots.mounts({ snapshotter, key });
-            await client.snapshots.remove({ snapshotter, key });
+            await client.snapshots.prepare({ snapshotter, key, parent: tops[variant]! }, call);
+            await client.snapshots.mounts({ snapshotter, key }, call);
+            await client.snapshots.remove({ snapshotter, key }, call);
             snapshotSamples[variant]!.push(performance.now() - start);
           }
         }
