@@ -7,8 +7,9 @@
  * the same run, so the two numbers differ only by the server. A cycle is Prepare + Mounts +
  * Commit + View + Stat + Remove(view) + Remove(committed) of plain snapshots.
  *
- * Run alone: `node bench/dist/proxy-cycles.js` (root; src/proxy-cycles-cli.ts). BENCH_PROXY_ROUNDS (default 2) runs the
- * pair that many times, alternating which server goes first; the figure is the upper median (of 2: the better round).
+ * Run alone: `node bench/dist/proxy-cycles.js` (root; src/proxy-cycles-cli.ts).
+ * BENCH_PROXY_ROUNDS (default 2) runs the pair that many times, alternating which server goes
+ * first; the figure is the upper median (of 2 rounds: the better one).
  */
 import { execFile, spawn } from "node:child_process";
 import { connect } from "node:net";
