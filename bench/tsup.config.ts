@@ -9,6 +9,8 @@ export default defineConfig({
     "build-image": "src/build-image.ts",
     mounts: "src/mounts.ts",
     pull: "src/pull.ts",
+    "proxy-cycles": "src/proxy-cycles-cli.ts",
+    "start-annotation-forms": "src/start-annotation-forms-cli.ts",
   },
   format: ["esm"],
   dts: false,

@@ -57,6 +57,8 @@ export function renderMarkdown(report: Report): string {
     "number with a baseline measured in the same run on the same machine. **Advantage** is how",
     "many times better ours is: baseline / ours for times and bytes, ours / baseline for rates;",
     "above 1 we win, below 1 we lose. Times are medians unless the section says otherwise.",
+    "Where the time goes in each figure still short of its goal (profiles, hand-written):",
+    "[benchmarks/where-the-time-goes.md](benchmarks/where-the-time-goes.md).",
     "",
     "## Machine and versions",
     "",

@@ -19,6 +19,7 @@ import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
 import { benchContainerStart, type StartPoint, startSection } from "./container-start.js";
 import { type Figure, type Missing, repositoryRoot } from "./harness.js";
+import { benchProxyCycles, proxyCyclesSection } from "./proxy-cycles.js";
 import { benchRegistryBytes, registrySection } from "./registry-bytes.js";
 import { renderMarkdown, renderReadmeFigures, renderStartPlot, type Section } from "./report.js";
 import { benchSnapshotCycles, cyclesSection } from "./snapshot-cycles.js";
@@ -69,6 +70,12 @@ const sections: Section[] = [
     source: "`bench/src/snapshot-cycles.ts`",
   },
   {
+    title: proxyCyclesSection,
+    description:
+      "Cycles per second of the same cycle over the proxy Snapshots API on a unix socket, no containerd in between: the daemon (ours) against containerd 1.6's own overlay snapshotter served by a small Go program (`snapshots/overlay` + `contrib/snapshotservice`, baseline). Both driven by one Go client using containerd's `snapshots/proxy` on one connection, as containerd dials a proxy plugin; built in the run from Debian's packaged Go sources. Upper median of 2 rounds (the better one), alternating which server goes first. Where the time goes: [benchmarks/where-the-time-goes.md](benchmarks/where-the-time-goes.md).",
+    source: "`bench/src/proxy-cycles.ts`, `bench/src/go-snapshot-cycles/main.go`",
+  },
+  {
     title: "PullImage of a nix:0 image",
     description:
       "The CRI ImageService's PullImage of a `nix:0` reference whose closure is in the store (ours) against `ctr images import` of the same closure packed as an ordinary layered image (baseline), on the same containerd 1.6 (hardlink mode).",
@@ -117,13 +124,13 @@ const packageBenches: PackageBench[] = [
     name: "pull",
     directory: "bench",
     entry: "dist/pull.js",
-    section: () => sections[7]!.title,
-    sections: [sections[7]!.title],
+    section: () => sections[8]!.title,
+    sections: [sections[8]!.title],
     env: { BENCH_ITERATIONS: "5" },
   },
 ];
 
-const ownBenches = ["start", "registry", "cycles"] as const;
+const ownBenches = ["start", "registry", "cycles", "proxy"] as const;
 
 function log(line: string): void {
   process.stderr.write(`bench: ${line}\n`);
@@ -237,8 +244,16 @@ async function main(): Promise<void> {
     cycles: async () => {
       figures.push(...(await benchSnapshotCycles(log)).figures);
     },
+    proxy: async () => {
+      figures.push(...(await benchProxyCycles(log)).figures);
+    },
   };
-  const ownSections = { start: startSection, registry: registrySection, cycles: cyclesSection };
+  const ownSections = {
+    start: startSection,
+    registry: registrySection,
+    cycles: cyclesSection,
+    proxy: proxyCyclesSection,
+  };
   for (const name of ownBenches.filter(wanted)) {
     log(`${name}: running`);
     try {

@@ -126,6 +126,17 @@ describe("buildImage", () => {
     ).rejects.toThrow(/needs a closure from a closure-info/);
   });
 
+  it("writes only the closure label in the closure form; the mountpoints stay", async () => {
+    const closure = { closureInfo, storePaths: [glibc, hello] };
+    const image = await buildImage({ closure, fileSystem, annotationForm: "closure", ...platform });
+    expect(image.layer.annotations).toEqual({ [Annotation.NixClosure]: closureInfo });
+    const perPath = await buildImage({ closure, fileSystem, ...platform });
+    expect(image.diffId).toBe(perPath.diffId);
+    await expect(
+      buildImage({ closure: [hello], fileSystem, annotationForm: "closure", ...platform }),
+    ).rejects.toThrow(/"closure" needs a closure from a closure-info/);
+  });
+
   it("merges overlapping copyToRoots: directories merge, the first one wins other clashes", async () => {
     const image = await buildImage({
       closure: [hello, tools],

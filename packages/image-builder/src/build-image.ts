@@ -1,5 +1,6 @@
 import { DEFAULT_STORE_DIR, isStorePath } from "@nix-snapshotter/nix-store";
 import {
+  Annotation,
   type ArchiveImage,
   compress,
   type Descriptor,
@@ -26,8 +27,11 @@ import { planMountpointLayer } from "./mountpoint-layer.js";
  * Which nix annotations the layer carries. `auto` (default): the per-path form always, plus the
  * closure form when the closure came from a closure-info store path. `per-path`: only the
  * per-path form. `both`: both forms; the closure must come from a closure-info store path.
+ * `closure`: only the closure form (`nix-closure`, no `nix-layer` or `nix-store-path.<i>`): one
+ * label whatever the closure's size, read by nix-snapshotter from v0.3 only; the closure must
+ * come from a closure-info store path. See docs/image-format.md for the figures behind `auto`.
  */
-export type AnnotationForm = "auto" | "per-path" | "both";
+export type AnnotationForm = "auto" | "per-path" | "both" | "closure";
 
 export interface BuildImageOptions {
   /**
@@ -114,10 +118,10 @@ export async function buildImage(options: BuildImageOptions): Promise<BuiltImage
   const annotationForm = options.annotationForm ?? "auto";
   const closureInfo = "closureInfo" in options.closure ? options.closure.closureInfo : undefined;
   if (closureInfo !== undefined) validateStorePaths([closureInfo], "closure-info", storeDir);
-  if (annotationForm === "both" && closureInfo === undefined) {
+  if ((annotationForm === "both" || annotationForm === "closure") && closureInfo === undefined) {
     throw new ImageBuildError(
       "InvalidArgument",
-      'annotation form "both" needs a closure from a closure-info store path',
+      `annotation form "${annotationForm}" needs a closure from a closure-info store path`,
     );
   }
   const rawStorePaths = closureStorePaths(options.closure);
@@ -158,10 +162,10 @@ export async function buildImage(options: BuildImageOptions): Promise<BuiltImage
   const layerData = compress(layerTar, compression);
   const layer: Descriptor = {
     ...blob(layerMediaType(compression), layerData),
-    annotations: nixLayerAnnotations(
-      storePaths,
-      annotationForm === "per-path" ? undefined : closureInfo,
-    ),
+    annotations:
+      annotationForm === "closure"
+        ? { [Annotation.NixClosure]: closureInfo! }
+        : nixLayerAnnotations(storePaths, annotationForm === "per-path" ? undefined : closureInfo),
   };
 
   const baseLayers = base?.layers ?? [];

@@ -17,8 +17,10 @@ const maxSymlinkHops = 40;
 
 /** Compares tar names component by component, so parents sort before their children. */
 export function compareEntryNames(left: string, right: string): number {
-  const a = left.split("/");
-  const b = right.split("/");
+  return compareSegments(left.split("/"), right.split("/"));
+}
+
+function compareSegments(a: readonly string[], b: readonly string[]): number {
   for (let index = 0; index < Math.min(a.length, b.length); index++) {
     const x = a[index]!;
     const y = b[index]!;
@@ -53,9 +55,13 @@ class LayerTree {
   }
 
   sorted(): TarWriteEntry[] {
-    return [...this.entries.values()].sort((left, right) =>
-      compareEntryNames(left.name, right.name),
-    );
+    // The order of compareEntryNames, with each name split once instead of at every comparison.
+    const keyed = [...this.entries.values()].map((entry) => ({
+      entry,
+      segments: entry.name.split("/"),
+    }));
+    keyed.sort((left, right) => compareSegments(left.segments, right.segments));
+    return keyed.map((item) => item.entry);
   }
 }
 

@@ -46,7 +46,13 @@ export function compress(
 ): Buffer {
   switch (compression) {
     case "gzip": {
-      const output = zlib.gzipSync(data, { level: options.level ?? 6 });
+      // gzip's own default (level 6, zlib's default strategy and memLevel). The output chunk is
+      // sized to the input (within 16 KiB..4 MiB) so that a layer's deflate stream comes out in a
+      // few chunks instead of one per 16 KiB; the compressed bytes do not depend on it.
+      const output = zlib.gzipSync(data, {
+        level: options.level ?? 6,
+        chunkSize: Math.min(Math.max(data.byteLength >>> 2, 16 * 1024), 4 * 1024 * 1024),
+      });
       output[9] = 0xff;
       return output;
     }

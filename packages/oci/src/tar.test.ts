@@ -1,5 +1,6 @@
+import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
-import { encodeTarEntry, readTar, tarTrailer, writeTar } from "./tar.js";
+import { encodeTarEntry, readTar, type TarWriteEntry, tarTrailer, writeTar } from "./tar.js";
 
 function rawHeader(name: string, typeflag: string, linkname = "", size = 0): Buffer {
   // Build one entry with encodeTarEntry, then patch name/linkname to hostile values and fix the
@@ -44,6 +45,42 @@ describe("tar", () => {
   it("is deterministic", () => {
     const entries = [{ name: "a", type: "file" as const, data: Buffer.from("x") }];
     expect(writeTar(entries).equals(writeTar(entries))).toBe(true);
+  });
+
+  it("writes the same bytes as the writer it replaced, across buffer growth", () => {
+    // 1.3 MB: the output buffer grows from 64 KiB several times. The digest is of the archive the
+    // previous writer (one Buffer per header, padding and data, then Buffer.concat) produced for
+    // these entries; pax records, the ustar prefix, links and an oversized uid included.
+    const entries: TarWriteEntry[] = [];
+    for (let index = 0; index < 400; index++) {
+      entries.push({ name: `nix/store/${"a".repeat(32)}-package-${index}`, type: "directory" });
+      entries.push({
+        name: `dir-${index}/file`,
+        type: "file",
+        data: Buffer.alloc(index * 7, index),
+        mode: 0o755,
+        uid: index,
+        gid: 2 * index,
+        mtime: 1000 + index,
+      });
+    }
+    entries.push(
+      { name: "big", type: "file", data: Buffer.alloc(300_000, 7) },
+      { name: `long/${"x".repeat(150)}/${"y".repeat(90)}`, type: "file", data: Buffer.from("hi") },
+      {
+        name: `verylong-${"z".repeat(300)}`,
+        type: "symlink",
+        linkname: `target-${"q".repeat(200)}`,
+      },
+      { name: "hard", type: "hardlink", linkname: "big" },
+      { name: "\u00fcber", type: "file", data: Buffer.from("u"), uid: 0o7777777 + 5 },
+    );
+    const archive = writeTar(entries);
+    expect(archive.byteLength).toBe(1_380_864);
+    expect(createHash("sha256").update(archive).digest("hex")).toBe(
+      "d25e26ca410cf74e55bbd728cbcf35755655b16d426a0ef382a99f865e54a15c",
+    );
+    expect(readTar(archive).map((entry) => entry.name)).toHaveLength(entries.length);
   });
 
   it("stores long names in the ustar prefix or in pax records", () => {

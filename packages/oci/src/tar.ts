@@ -23,6 +23,17 @@ function writeString(header: Buffer, offset: number, length: number, value: stri
 }
 
 function writeOctal(header: Buffer, offset: number, length: number, value: number): void {
+  // Digits written in place (this runs five times per entry); a value too large for the field
+  // keeps the string path, which writes its leading digits as before.
+  if (Number.isSafeInteger(value) && value >= 0 && value < 8 ** (length - 1)) {
+    let rest = value;
+    for (let index = offset + length - 2; index >= offset; index--) {
+      header[index] = 0x30 + (rest % 8);
+      rest = Math.floor(rest / 8);
+    }
+    header[offset + length - 1] = 0;
+    return;
+  }
   header.write(`${value.toString(8).padStart(length - 1, "0")}\0`, offset, length, "ascii");
 }
 
@@ -33,9 +44,10 @@ function paxRecord(key: string, value: string): string {
   return `${length}${body}`;
 }
 
-function padding(size: number): Buffer {
+/** Bytes of padding after `size` bytes of data, up to the next block. */
+function paddingLength(size: number): number {
   const rest = size % blockSize;
-  return rest === 0 ? Buffer.alloc(0) : Buffer.alloc(blockSize - rest);
+  return rest === 0 ? 0 : blockSize - rest;
 }
 
 /** Splits a long name into ustar prefix (<=155 bytes) and name (<=100 bytes), when possible. */
@@ -60,7 +72,7 @@ const typeFlags: Record<TarEntryType, string> = {
   directory: "5",
 };
 
-function header(fields: {
+interface HeaderFields {
   name: string;
   prefix: string;
   mode: number;
@@ -70,8 +82,11 @@ function header(fields: {
   mtime: number;
   typeflag: string;
   linkname: string;
-}): Buffer {
-  const block = Buffer.alloc(blockSize);
+}
+
+/** Writes one header block at `offset` of `target`, whose block must be zero-filled. */
+function writeHeader(target: Buffer, offset: number, fields: HeaderFields): void {
+  const block = target.subarray(offset, offset + blockSize);
   writeString(block, 0, 100, fields.name);
   writeOctal(block, 100, 8, fields.mode);
   writeOctal(block, 108, 8, fields.uid);
@@ -80,21 +95,63 @@ function header(fields: {
   writeOctal(block, 136, 12, fields.mtime);
   block.fill(0x20, 148, 156);
   writeString(block, 156, 1, fields.typeflag);
-  writeString(block, 157, 100, fields.linkname);
+  if (fields.linkname !== "") writeString(block, 157, 100, fields.linkname);
   writeString(block, 257, 6, "ustar\0");
   writeString(block, 263, 2, "00");
-  writeString(block, 345, 155, fields.prefix);
+  if (fields.prefix !== "") writeString(block, 345, 155, fields.prefix);
   let sum = 0;
-  for (const byte of block) sum += byte;
-  block.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, 8, "ascii");
-  return block;
+  for (let index = 0; index < blockSize; index++) sum += block[index]!;
+  writeOctal(block, 148, 7, sum);
+  block[155] = 0x20;
 }
 
 /**
- * Encodes one entry (its pax header when needed, its header, data and padding). Output depends
- * only on the entry: same entries, same bytes.
+ * A tar archive written into one buffer that grows by doubling: one allocation for many entries
+ * instead of a header, a padding and a concatenation per entry.
  */
-export function encodeTarEntry(entry: TarWriteEntry): Buffer[] {
+class TarBuffer {
+  private buffer: Buffer;
+  length = 0;
+
+  constructor(capacity: number) {
+    this.buffer = Buffer.alloc(Math.max(capacity, blockSize * 2));
+  }
+
+  /** Reserves `size` zero bytes at the end and returns their offset. */
+  reserve(size: number): number {
+    const needed = this.length + size;
+    if (needed > this.buffer.byteLength) {
+      let capacity = this.buffer.byteLength * 2;
+      while (capacity < needed) capacity *= 2;
+      const grown = Buffer.alloc(capacity);
+      this.buffer.copy(grown, 0, 0, this.length);
+      this.buffer = grown;
+    }
+    const offset = this.length;
+    this.length = needed;
+    return offset;
+  }
+
+  /** Appends `data` and its padding to the next block. */
+  appendPadded(data: Uint8Array): void {
+    const offset = this.reserve(data.byteLength + paddingLength(data.byteLength));
+    this.buffer.set(data, offset);
+  }
+
+  appendHeader(fields: HeaderFields): void {
+    const offset = this.reserve(blockSize);
+    writeHeader(this.buffer, offset, fields);
+  }
+
+  /** The bytes written; copied to a buffer of their own when more than an eighth is slack. */
+  result(): Buffer {
+    const written = this.buffer.subarray(0, this.length);
+    return this.buffer.byteLength - this.length > this.length / 8 ? Buffer.from(written) : written;
+  }
+}
+
+/** Appends one entry (its pax header when needed, its header, data and padding) to `target`. */
+function appendEntry(target: TarBuffer, entry: TarWriteEntry): void {
   let name = entry.name;
   if (name === "" || name.includes("\0"))
     throw invalidArgument(`tar entry "${name}": invalid name`);
@@ -125,45 +182,44 @@ export function encodeTarEntry(entry: TarWriteEntry): Buffer[] {
     records.push(paxRecord("size", String(data.byteLength)));
     headerSize = 0;
   }
-  const chunks: Buffer[] = [];
   if (records.length > 0) {
     const body = Buffer.from(records.join(""), "utf8");
     const paxName = `PaxHeaders.0/${posix.basename(name)}`.slice(0, 100);
-    chunks.push(
-      header({
-        name: Buffer.from(paxName).subarray(0, 100).toString("latin1"),
-        prefix: "",
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        size: body.byteLength,
-        mtime: 0,
-        typeflag: "x",
-        linkname: "",
-      }),
-      body,
-      padding(body.byteLength),
-    );
+    target.appendHeader({
+      name: Buffer.from(paxName).subarray(0, 100).toString("latin1"),
+      prefix: "",
+      mode: 0o644,
+      uid: 0,
+      gid: 0,
+      size: body.byteLength,
+      mtime: 0,
+      typeflag: "x",
+      linkname: "",
+    });
+    target.appendPadded(body);
   }
-  chunks.push(
-    header({
-      name: split[1],
-      prefix: split[0],
-      mode,
-      uid,
-      gid,
-      size: headerSize,
-      mtime,
-      typeflag: typeFlags[entry.type],
-      linkname: headerLinkname,
-    }),
-  );
-  if (data.byteLength > 0)
-    chunks.push(
-      Buffer.from(data.buffer, data.byteOffset, data.byteLength),
-      padding(data.byteLength),
-    );
-  return chunks;
+  target.appendHeader({
+    name: split[1],
+    prefix: split[0],
+    mode,
+    uid,
+    gid,
+    size: headerSize,
+    mtime,
+    typeflag: typeFlags[entry.type],
+    linkname: headerLinkname,
+  });
+  if (data.byteLength > 0) target.appendPadded(data);
+}
+
+/**
+ * Encodes one entry (its pax header when needed, its header, data and padding). Output depends
+ * only on the entry: same entries, same bytes.
+ */
+export function encodeTarEntry(entry: TarWriteEntry): Buffer[] {
+  const target = new TarBuffer(blockSize + (entry.data?.byteLength ?? 0));
+  appendEntry(target, entry);
+  return [target.result()];
 }
 
 /** The end-of-archive marker: two zero blocks. */
@@ -173,10 +229,10 @@ export function tarTrailer(): Buffer {
 
 /** Writes a whole tar archive in memory, entries in the given order. */
 export function writeTar(entries: Iterable<TarWriteEntry>): Buffer {
-  const chunks: Buffer[] = [];
-  for (const entry of entries) chunks.push(...encodeTarEntry(entry));
-  chunks.push(tarTrailer());
-  return Buffer.concat(chunks);
+  const target = new TarBuffer(64 * 1024);
+  for (const entry of entries) appendEntry(target, entry);
+  target.reserve(blockSize * 2);
+  return target.result();
 }
 
 /** An entry read from an archive. `data` is a view into the archive buffer. */

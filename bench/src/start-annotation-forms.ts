@@ -1,0 +1,190 @@
+/**
+ * Container start in hardlink mode for each nix annotation form: the same closure (busybox plus
+ * N synthetic store paths) as three nix images whose layer carries the per-path form only
+ * (`nix-layer` + one `nix-store-path.<i>` per path), the closure form only (`nix-closure`), or
+ * both, against the closure as an ordinary one-layer image on containerd's overlayfs, on one
+ * containerd 1.7 with the daemon as the `nix-hardlink` proxy snapshotter. Runs are interleaved
+ * (one of each variant in turn, the order rotating from run to run) so that load drifting over
+ * the run hits every variant alike; the figure is the median. The closure-info path is made with `nix-store --add` (a directory with a
+ * `store-paths` file): it has no references, so the fixtures' roots keep the closure alive.
+ *
+ * `node bench/dist/start-annotation-forms.js` (root). BENCH_FORMS_SIZES (default 1000,5000),
+ * BENCH_FORMS_RUNS (default 5), BENCH_DAEMON_NODE_ARGS (flags of the daemon's node, e.g.
+ * `--cpu-prof --cpu-prof-dir=<dir>`).
+ */
+import { execFile } from "node:child_process";
+import { mkdir, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { promisify } from "node:util";
+import { createContainerdClient, importArchive } from "@nix-snapshotter/containerd-client";
+import { type Containerd, startContainerd } from "@nix-snapshotter/containerd-client/testing";
+import { type AnnotationForm, buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
+import { createNixFixtures, type SyntheticClosure } from "@nix-snapshotter/nix-store/testing";
+import { type Daemon, layeredArchive, median, startDaemon, workDirectory } from "./harness.js";
+
+const execFileAsync = promisify(execFile);
+
+const forms = ["per-path", "closure", "both"] as const satisfies readonly AnnotationForm[];
+
+export interface FormsPoint {
+  paths: number;
+  /** Median start time per nix form, and of the layered image. */
+  ms: Record<(typeof forms)[number] | "layered", number>;
+  /** Bytes of the nix image's manifest per form (the labels containerd stores). */
+  manifestBytes: Record<(typeof forms)[number], number>;
+  /**
+   * Median of Prepare + Mounts + Remove of a container's snapshot on the image's top layer
+   * through containerd's Snapshots API: the snapshot part of a start, without mount and runc.
+   */
+  snapshotMs: Record<(typeof forms)[number] | "layered", number>;
+}
+
+export async function benchStartAnnotationForms(
+  sizes: readonly number[],
+  runs: number,
+  progress: (line: string) => void,
+): Promise<FormsPoint[]> {
+  const fixtures = await createNixFixtures({ label: "bench-forms" });
+  const work = await workDirectory("bench-forms-");
+  let daemon: Daemon | undefined;
+  let containerd: Containerd | undefined;
+  const closures: SyntheticClosure[] = [];
+  const closureInfos: string[] = [];
+  try {
+    const busybox = await fixtures.busybox();
+    daemon = await startDaemon("hardlink", {
+      nodeArgs: process.env.BENCH_DAEMON_NODE_ARGS?.split(" ").filter(Boolean) ?? [],
+    });
+    containerd = await startContainerd({
+      version: "1.7",
+      proxyPlugins: { "nix-hardlink": daemon.address },
+    });
+    const client = createContainerdClient({
+      address: containerd.address,
+      namespace: containerd.namespace,
+    });
+    const points: FormsPoint[] = [];
+    // containerd collects a snapshot that nothing references, and a Remove schedules a
+    // collection: the bench's own snapshots live in a lease.
+    const call = { lease: "nix-snapshotter-bench-forms" };
+    try {
+      await client.leases.create({ id: call.lease, labels: {} });
+      const entrypoint = [`${busybox.storePath}/bin/true`];
+      for (const count of sizes) {
+        progress(`annotation forms: ${count} paths: creating the closure`);
+        const synthetic = await fixtures.syntheticClosure({
+          count,
+          name: `bench-forms-${count}`,
+          closureInfo: false,
+        });
+        closures.push(synthetic);
+        const storePaths = [...new Set([...busybox.closure, ...synthetic.paths])].sort();
+        const infoDirectory = join(work.path, `closure-info-${count}`);
+        await mkdir(infoDirectory);
+        await writeFile(join(infoDirectory, "store-paths"), `${storePaths.join("\n")}\n`);
+        const { stdout } = await execFileAsync("nix-store", ["--add", infoDirectory]);
+        const closureInfo = stdout.trim();
+        closureInfos.push(closureInfo);
+        await fixtures.root(`forms-closure-info-${count}`, [closureInfo]);
+
+        const references: Record<string, string> = {};
+        const tops: Record<string, string> = {};
+        const manifestBytes = {} as FormsPoint["manifestBytes"];
+        for (const form of forms) {
+          const image = await buildImage({
+            config: { Entrypoint: entrypoint },
+            closure: { closureInfo, storePaths },
+            annotationForm: form,
+          });
+          manifestBytes[form] = image.manifestDescriptor.size;
+          const name = `docker.io/bench/forms-${count}-${form}:1`;
+          const imported = await importArchive(
+            client,
+            writeImageArchive(image, { names: [name] }),
+            {
+              snapshotter: "nix-hardlink",
+              names: [name],
+            },
+          );
+          tops[form] = imported.chainIds.at(-1)!;
+          references[form] = name;
+        }
+        const layered = await layeredArchive(
+          `docker.io/bench/forms-layered-${count}:1`,
+          storePaths,
+          entrypoint,
+        );
+        tops.layered = (
+          await importArchive(client, layered.archive, { snapshotter: "overlayfs" })
+        ).chainIds.at(-1)!;
+        references.layered = `docker.io/bench/forms-layered-${count}:1`;
+
+        const variants = [...forms, "layered"] as const;
+        const samples = Object.fromEntries(variants.map((variant) => [variant, [] as number[]]));
+        progress(`annotation forms: ${storePaths.length} paths: ${runs} interleaved runs`);
+        for (let run = 0; run < runs; run++) {
+          // Each run starts with another variant: a start may overlap with what the previous
+          // removal left running (containerd's collection, the daemon's deletions).
+          const order = variants.map((_, index) => variants[(index + run) % variants.length]!);
+          for (const variant of order) {
+            const start = performance.now();
+            await containerd.ctr([
+              "run",
+              "--rm",
+              "--snapshotter",
+              variant === "layered" ? "overlayfs" : "nix-hardlink",
+              references[variant]!,
+              `forms-${count}-${variant}-${run}`,
+            ]);
+            samples[variant]!.push(performance.now() - start);
+          }
+        }
+        const snapshotSamples = Object.fromEntries(
+          variants.map((variant) => [variant, [] as number[]]),
+        );
+        for (let run = 0; run < runs; run++) {
+          for (const variant of variants) {
+            const snapshotter = variant === "layered" ? "overlayfs" : "nix-hardlink";
+            const key = `forms-snapshot-${count}-${variant}-${run}`;
+            const start = performance.now();
+            await client.snapshots.prepare({ snapshotter, key, parent: tops[variant]! }, call);
+            await client.snapshots.mounts({ snapshotter, key }, call);
+            await client.snapshots.remove({ snapshotter, key }, call);
+            snapshotSamples[variant]!.push(performance.now() - start);
+          }
+        }
+        const snapshotMs = Object.fromEntries(
+          variants.map((variant) => [variant, median(snapshotSamples[variant]!)]),
+        ) as FormsPoint["snapshotMs"];
+        const ms = Object.fromEntries(
+          variants.map((variant) => [variant, median(samples[variant]!)]),
+        ) as FormsPoint["ms"];
+        points.push({ paths: storePaths.length, ms, manifestBytes, snapshotMs });
+        progress(
+          `annotation forms: ${storePaths.length} paths: ${variants
+            .map(
+              (variant) =>
+                `${variant} ${ms[variant].toFixed(0)} ms (${(ms.layered / ms[variant]).toFixed(2)}x)`,
+            )
+            .join(", ")}; snapshot Prepare+Mounts+Remove: ${variants
+            .map((variant) => `${variant} ${snapshotMs[variant].toFixed(0)} ms`)
+            .join(", ")}`,
+        );
+      }
+    } finally {
+      client.close();
+    }
+    return points;
+  } finally {
+    await containerd?.stop();
+    await daemon?.stop();
+    for (const synthetic of closures) {
+      await synthetic.release();
+      await fixtures.deletePaths(synthetic.paths).catch(() => undefined);
+    }
+    await fixtures.cleanup();
+    await fixtures.deletePaths(closureInfos).catch(() => undefined);
+    await work.remove();
+  }
+}
