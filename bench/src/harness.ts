@@ -7,7 +7,6 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { hostPathEntries, testImageArchive } from "@nix-snapshotter/oci/testing";
-import type { NixMountMode } from "@nix-snapshotter/snapshotter";
 
 /** One figure of the report: our number and the baseline measured in the same run. */
 export interface Figure {

@@ -16,7 +16,8 @@ import { connect } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { buildGoProgram, goProgramsUnavailable } from "@nix-snapshotter/snapshotter/testing";
-import { type Figure, median, repositoryRoot, startDaemon, workDirectory } from "./harness.js";
+import { startDaemonProcess } from "nix-snapshotter/testing";
+import { type Figure, median, repositoryRoot, workDirectory } from "./harness.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -116,7 +117,11 @@ export async function benchProxyCycles(
   progress("proxy cycles: building go-snapshot-cycles (GOPATH mode, Debian's containerd 1.6)");
   const binary = await buildGoProgram(source, "go-snapshot-cycles");
   const rounds = options.rounds ?? Number(process.env.BENCH_PROXY_ROUNDS ?? 2);
-  const daemon = await startDaemon("hardlink", { nodeArgs: options.nodeArgs ?? [] });
+  const daemon = await startDaemonProcess({
+    mountMode: "hardlink",
+    logLevel: "warn",
+    nodeArgs: options.nodeArgs ?? [],
+  });
   let overlay: ProxyServer | undefined;
   try {
     overlay = await startGoOverlay(binary);
@@ -160,6 +165,6 @@ export async function benchProxyCycles(
     return { figures };
   } finally {
     await overlay?.stop();
-    await daemon.stop();
+    await daemon.cleanup();
   }
 }

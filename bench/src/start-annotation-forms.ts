@@ -21,7 +21,8 @@ import { createContainerdClient, importArchive } from "@nix-snapshotter/containe
 import { type Containerd, startContainerd } from "@nix-snapshotter/containerd-client/testing";
 import { type AnnotationForm, buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
 import { createNixFixtures, type SyntheticClosure } from "@nix-snapshotter/nix-store/testing";
-import { type Daemon, layeredArchive, median, startDaemon, workDirectory } from "./harness.js";
+import { type DaemonProcess, startDaemonProcess } from "nix-snapshotter/testing";
+import { layeredArchive, median, workDirectory } from "./harness.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -47,13 +48,15 @@ export async function benchStartAnnotationForms(
 ): Promise<FormsPoint[]> {
   const fixtures = await createNixFixtures({ label: "bench-forms" });
   const work = await workDirectory("bench-forms-");
-  let daemon: Daemon | undefined;
+  let daemon: DaemonProcess | undefined;
   let containerd: Containerd | undefined;
   const closures: SyntheticClosure[] = [];
   const closureInfos: string[] = [];
   try {
     const busybox = await fixtures.busybox();
-    daemon = await startDaemon("hardlink", {
+    daemon = await startDaemonProcess({
+      mountMode: "hardlink",
+      logLevel: "warn",
       nodeArgs: process.env.BENCH_DAEMON_NODE_ARGS?.split(" ").filter(Boolean) ?? [],
     });
     containerd = await startContainerd({
@@ -178,7 +181,7 @@ export async function benchStartAnnotationForms(
     return points;
   } finally {
     await containerd?.stop();
-    await daemon?.stop();
+    await daemon?.cleanup();
     for (const synthetic of closures) {
       await synthetic.release();
       await fixtures.deletePaths(synthetic.paths).catch(() => undefined);

@@ -1,7 +1,7 @@
 import { CodedError, errorCodeOf, messageOf } from "@nix-snapshotter/errdefs";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import { ensureMountpoints, linkStorePaths } from "./link-tree.js";
-import type { Logger } from "@nix-snapshotter/nix-store";
 import { mergePaths } from "./merge-paths.js";
 import {
   type NixLayerRequest,
@@ -20,9 +20,13 @@ export function nixError(error: unknown, message: string): SnapshotterError {
   const code = errorCodeOf(error);
   const kept =
     CodedError.is(error) || code === ErrorCode.Canceled || code === ErrorCode.DeadlineExceeded;
-  return new SnapshotterError(kept ? code : ErrorCode.Unavailable, `${message}: ${messageOf(error)}`, {
-    cause: error,
-  });
+  return new SnapshotterError(
+    kept ? code : ErrorCode.Unavailable,
+    `${message}: ${messageOf(error)}`,
+    {
+      cause: error,
+    },
+  );
 }
 
 /**

@@ -2,10 +2,10 @@ import { randomBytes } from "node:crypto";
 import { renameSync } from "node:fs";
 import { chmod, lchown, lstat, mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import { crashAt } from "./crash-point.js";
 import { diskUsage } from "./disk-usage.js";
 import { SnapshotterError } from "./errors.js";
-import type { Logger } from "@nix-snapshotter/nix-store";
 import { type OverlaySettings, overlayMounts } from "./mount-options.js";
 import { Kind, type Mount, type Usage } from "./types.js";
 

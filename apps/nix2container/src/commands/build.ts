@@ -9,11 +9,7 @@ import {
   writeImageArchive,
 } from "@nix-snapshotter/image-builder";
 import { DEFAULT_STORE_DIR, isStorePath } from "@nix-snapshotter/nix-store";
-import {
-  type LayerCompression,
-  normalizeReference,
-  parseJson,
-} from "@nix-snapshotter/oci";
+import { type LayerCompression, normalizeReference, parseJson } from "@nix-snapshotter/oci";
 import { type Command, Option } from "commander";
 import { CliError, toCliError } from "../cli-error.js";
 import { createLogger, globalOptions } from "../global-options.js";

@@ -1,9 +1,9 @@
 import { mkdtemp, rm, symlink } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { silentLogger } from "@nix-snapshotter/nix-store";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ErrorCode, SnapshotterError } from "../errors.js";
-import { silentLogger } from "@nix-snapshotter/nix-store";
 import { MetadataStore, type SnapshotRecord } from "../storage/metastore.js";
 import { Kind } from "../types.js";
 import { bindMode } from "./bind.js";
