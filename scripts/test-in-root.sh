@@ -102,11 +102,27 @@ if [ "${1:-}" = "--inside" ]; then
     set -e
   else
     what="e2e ${e2e_selection[*]}"
+    # The other containerd releases (1.6 from bookworm, 2.1 from sid) and gVisor's runsc, fetched
+    # once before the tests: the harness fetches them at collection time in every test file's
+    # worker at once, and a file whose fetch fails or times out skips (with the reason in its
+    # name). Here a failure is one line of this run's output.
+    fetch_started=$SECONDS
+    fetched=()
+    for release in bookworm sid; do
+      if bash scripts/fetch-containerd.sh "$release" >/dev/null; then fetched+=("containerd-$release")
+      else line "fetch: containerd from $release failed (its tests will skip)"; fi
+    done
+    if bash scripts/fetch-runsc.sh >/dev/null; then fetched+=(runsc-sid)
+    else line "fetch: runsc from sid failed (the gVisor tests will skip)"; fi
+    line "fetch: ${fetched[*]:-nothing} ($((SECONDS - fetch_started)) s)"
+    started=$SECONDS
     # shellcheck source=bootstrap.sh
     BOOTSTRAP_SKIP_INSTALL=1 source scripts/bootstrap.sh
     set +e
+    # verbose: skipped tests are listed by name, and their names say why they skip.
     pnpm run build >/dev/null &&
-      NIX_SNAPSHOTTER_TEST_SUMMARY="$results" pnpm exec vitest run --project e2e "${e2e_selection[@]}"
+      NIX_SNAPSHOTTER_TEST_SUMMARY="$results" pnpm exec vitest run --project e2e \
+        --reporter=verbose --reporter=./scripts/summary-reporter.ts "${e2e_selection[@]}"
     code=$?
     set -e
   fi
