@@ -220,7 +220,9 @@ cleanup() {
   elif grep -qF " $run/" /proc/self/mountinfo; then
     echo "test-in-root: $run still has mounts; not deleted" >&2
   else
+    local removing=$SECONDS
     rm -rf --one-file-system "$run"
+    echo "test-in-root: teardown: the copy deleted ($((SECONDS - removing)) s)" >&2
   fi
   exit "$code"
 }
