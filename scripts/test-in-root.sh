@@ -284,7 +284,7 @@ phase "clone: $head into /root/src/nix-snapshotter (mode 0700) ($((SECONDS - sta
 # Phases 3 to 6.
 passed_env=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
   LC_ALL=C.UTF-8 TMPDIR=/tmp DEBIAN_FRONTEND=noninteractive CI="${CI:-1}"
-  NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt)
+  NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt NIX_SNAPSHOTTER_SUITE="$suite")
 for name in TERM NO_COLOR FORCE_COLOR; do
   [ -n "${!name+x}" ] && passed_env+=("$name=${!name}")
 done
