@@ -10,7 +10,7 @@ packages=(
   containerd runc containernetworking-plugins
   nix-bin nix-setup-systemd
   docker-registry skopeo apache2-utils
-  busybox-static patchelf fuse-overlayfs jq iproute2 util-linux redis-server
+  busybox-static patchelf fuse-overlayfs jq iproute2 util-linux redis-server time
   golang-github-containerd-containerd-dev golang-go
   ca-certificates git openssl
   shellcheck
