@@ -295,6 +295,14 @@ let
       description = "string";
       check = isString;
     };
+    # nixpkgs' types.strMatching: a string the whole of which the regular expression matches.
+    strMatching =
+      pattern:
+      mkType {
+        name = "strMatching ${builtins.toJSON pattern}";
+        description = "string matching the pattern ${pattern}";
+        check = x: isString x && builtins.match pattern x != null;
+      };
     nonEmptyStr = mkType {
       name = "nonEmptyStr";
       description = "non-empty string";
