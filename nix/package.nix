@@ -102,8 +102,11 @@ stdenv.mkDerivation (finalAttrs: {
     find "$lib_dir/packages" "$lib_dir/apps" -maxdepth 2 -name src -type d -prune -exec rm -rf {} +
 
     for app in nix-snapshotter nix2container; do
+      # The daemon's Node flags: apps/nix-snapshotter/src/node-flags.ts says why.
+      node_flags=""
+      if [ "$app" = nix-snapshotter ]; then node_flags="--max-semi-space-size=4 "; fi
       makeWrapper ${lib.getExe nodejs_24} "$out/bin/$app" \
-        --add-flags "$lib_dir/apps/$app/dist/main.js" \
+        --add-flags "$node_flags$lib_dir/apps/$app/dist/main.js" \
         --suffix PATH : ${lib.makeBinPath [ nix ]}
     done
 

@@ -5,8 +5,9 @@
  */
 import { benchProxyCycles } from "./proxy-cycles.js";
 
-const nodeArgs = process.env.BENCH_DAEMON_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
-benchProxyCycles((line) => process.stderr.write(`bench: ${line}\n`), { nodeArgs })
+// Unset: the daemon's own flags (as it ships); set (even empty): exactly these.
+const nodeArgs = process.env.BENCH_DAEMON_NODE_ARGS?.split(" ").filter(Boolean);
+benchProxyCycles((line) => process.stderr.write(`bench: ${line}\n`), nodeArgs ? { nodeArgs } : {})
   .then(({ figures }) => {
     for (const figure of figures) {
       process.stdout.write(

@@ -120,7 +120,7 @@ export async function benchProxyCycles(
   const daemon = await startDaemonProcess({
     mountMode: "hardlink",
     logLevel: "warn",
-    nodeArgs: options.nodeArgs ?? [],
+    ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}),
   });
   let overlay: ProxyServer | undefined;
   try {

@@ -57,7 +57,9 @@ export async function benchStartAnnotationForms(
     daemon = await startDaemonProcess({
       mountMode: "hardlink",
       logLevel: "warn",
-      nodeArgs: process.env.BENCH_DAEMON_NODE_ARGS?.split(" ").filter(Boolean) ?? [],
+      ...(process.env.BENCH_DAEMON_NODE_ARGS === undefined
+        ? {}
+        : { nodeArgs: process.env.BENCH_DAEMON_NODE_ARGS.split(" ").filter(Boolean) }),
     });
     containerd = await startContainerd({
       version: "1.7",

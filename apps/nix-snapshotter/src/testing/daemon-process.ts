@@ -16,6 +16,7 @@ import {
   type NixMountMode,
   type Snapshotter,
 } from "@nix-snapshotter/snapshotter";
+import { daemonNodeFlags } from "../node-flags.js";
 
 /** The built daemon (`pnpm build` first). */
 export const daemonEntry = fileURLToPath(new URL("../../dist/main.js", import.meta.url));
@@ -37,7 +38,7 @@ export interface DaemonProcessOptions {
   /** GC roots directory (default: a fresh one under {@link testGcRootsParent}). */
   gcRootsDir?: string;
   env?: NodeJS.ProcessEnv;
-  /** Node flags before the daemon's entry (e.g. `--max-semi-space-size=4`). */
+  /** Node flags before the daemon's entry (default: `daemonNodeFlags`, as the daemon ships). */
   nodeArgs?: string[];
   /** The daemon's `-l` (default `debug`; the benchmarks pass `warn`). */
   logLevel?: string;
@@ -120,7 +121,7 @@ export async function startDaemonProcess(
   const child = spawn(
     process.execPath,
     [
-      ...(options.nodeArgs ?? []),
+      ...(options.nodeArgs ?? daemonNodeFlags),
       daemonEntry,
       "-c",
       configPath,
