@@ -153,6 +153,27 @@ if [ -n "${NIX_SNAPSHOTTER-nix-snapshotter}" ]; then
   # shellcheck disable=SC2086
   ${NIX_SNAPSHOTTER:-nix-snapshotter} --config "$config" &
   snapshotter=$!
+  # containerd's proxy plugin dials the socket once at its first call and, if nobody listens yet,
+  # fails that call and backs off (seen: an import failing with "dial ... timeout" when
+  # containerd won the race). Start containerd once the daemon listens, as the modules' units
+  # are ordered (Type=notify).
+  socket="$(sed -n 's/^address *= *"\(.*\)"$/\1/p' "$config" | head -n 1)"
+  socket="${socket:-/run/nix-snapshotter/nix-snapshotter.sock}"
+  for _ in $(seq 600); do
+    [ -S "$socket" ] && break
+    if ! kill -0 "$snapshotter" 2>/dev/null; then
+      wait "$snapshotter" || true
+      echo "start.sh: nix-snapshotter exited before it listened on $socket" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  if [ ! -S "$socket" ]; then
+    echo "start.sh: nix-snapshotter did not listen on $socket within 60 s" >&2
+    kill -TERM "$snapshotter" 2>/dev/null || true
+    wait "$snapshotter" || true
+    exit 1
+  fi
 fi
 "$CONTAINERD" --config "$containerd_config" &
 containerd=$!
