@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { isAbsolute } from "node:path";
+import { CodedError, ErrorCode } from "@nix-snapshotter/errdefs";
 import { hostPlatform } from "@nix-snapshotter/image-builder";
 import { parse, TomlError } from "smol-toml";
 import type { AnnotationSetting } from "./image-service.js";
@@ -52,8 +53,14 @@ export type ConfigLayer = Partial<RegistryConfig>;
 export const defaultConfigPath = "/etc/nix-registry/config.toml";
 export const GC_ROOTS_PARENT = "/nix/var/nix/gcroots/";
 
-export class ConfigError extends Error {
-  override readonly name = "ConfigError";
+/** A configuration value refused (InvalidArgument, naming the key or file). */
+export class ConfigError extends CodedError {
+  static override readonly marker: symbol = Symbol.for("nix-registry.ConfigError");
+
+  constructor(message: string) {
+    super(ErrorCode.InvalidArgument, message);
+    this.name = "ConfigError";
+  }
 }
 
 export function defaultConfig(): RegistryConfig {

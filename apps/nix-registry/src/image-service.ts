@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
+import { ErrorCode } from "@nix-snapshotter/errdefs";
 import { buildImage, readClosure, type StoreFileSystem } from "@nix-snapshotter/image-builder";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import { MediaType, sha256Digest } from "@nix-snapshotter/oci";
-import type { Logger } from "pino";
 import { RegistryError } from "./errors.js";
 import type { ImageRecord, ImageStore } from "./image-store.js";
 import { type ImageName, platforms, quote } from "./names.js";
@@ -55,12 +56,11 @@ export function createNixSteps(
       try {
         return { revision: await gitRevision(set, gitRef, { deadline }), gitRef };
       } catch (error) {
-        if (error instanceof NixError && error.code === "Failed") {
+        if (NixError.is(error, ErrorCode.Unknown)) {
           throw new RegistryError(
-            "MANIFEST_UNKNOWN",
+            ErrorCode.NotFound,
             `tag ${quote(tag)}: no branch ${quote(gitRef)} in the package set's repository (${error.message})`,
-            undefined,
-            { cause: error },
+            { subject: "manifest", cause: error },
           );
         }
         throw error;
@@ -147,26 +147,22 @@ function unknownNames(check: InputsCheck): RegistryError | undefined {
   ];
   if (check.names.length === 0) problems.push("the name expands to no package");
   if (problems.length === 0) return undefined;
-  return new RegistryError("NAME_UNKNOWN", `unknown packages: ${problems.join("; ")}`, {
-    missing: check.missing,
-    notPackages: check.notPackages,
+  return new RegistryError(ErrorCode.NotFound, `unknown packages: ${problems.join("; ")}`, {
+    subject: "name",
+    detail: { missing: check.missing, notPackages: check.notPackages },
   });
 }
 
+/** Any error of a build or check as the registry's, naming `what` (a timeout says NIX_TIMEOUT). */
 function asRegistryError(error: unknown, what: string): RegistryError {
-  if (error instanceof RegistryError) return error;
-  if (error instanceof NixError && error.code === "Timeout") {
+  if (NixError.is(error, ErrorCode.DeadlineExceeded)) {
     return new RegistryError(
-      "UNAVAILABLE",
+      ErrorCode.DeadlineExceeded,
       `${what}: Nix did not finish within NIX_TIMEOUT`,
-      undefined,
-      {
-        cause: error,
-      },
+      { cause: error },
     );
   }
-  const message = error instanceof Error ? error.message : String(error);
-  return new RegistryError("UNKNOWN", `${what}: ${message}`, undefined, { cause: error });
+  return RegistryError.from(error, what);
 }
 
 export function createImageService(options: ImageServiceOptions): ImageService {
@@ -221,8 +217,9 @@ export function createImageService(options: ImageServiceOptions): ImageService {
     const platform = platforms[name.platform];
     if (platform === undefined || !options.platforms.includes(name.platform)) {
       throw new RegistryError(
-        "MANIFEST_UNKNOWN",
+        ErrorCode.NotFound,
         `platform ${quote(name.platform)} is not served by this registry (served: ${options.platforms.join(", ")})`,
+        { subject: "manifest" },
       );
     }
     return platform;

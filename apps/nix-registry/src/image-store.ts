@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import type { Logger } from "pino";
+import type { Logger } from "@nix-snapshotter/nix-store";
 
 /**
  * Content-addressed storage of built images on the file system (`STORAGE_PATH`):

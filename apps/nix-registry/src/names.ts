@@ -1,3 +1,6 @@
+import { ErrorCode } from "@nix-snapshotter/errdefs";
+import { RegistryError } from "./errors.js";
+
 /**
  * Image names as Nixery has them: `[arm64/]<package>[/<package>...]`, each package a top-level
  * attribute of the package set. Everything here runs before Nix sees anything: a name that does
@@ -42,8 +45,14 @@ export const MAX_NAME_LENGTH = 255;
 const componentPattern = /^[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*$/;
 const identifierStart = /^[a-z]/;
 
-export class NameError extends Error {
-  override readonly name = "NameError";
+/** A name refused before Nix: InvalidArgument about the `name` (NAME_INVALID at the HTTP edge). */
+export class NameError extends RegistryError {
+  static override readonly marker: symbol = Symbol.for("nix-registry.NameError");
+
+  constructor(message: string) {
+    super(ErrorCode.InvalidArgument, message, { subject: "name" });
+    this.name = "NameError";
+  }
 }
 
 /** A parsed, validated image name. */

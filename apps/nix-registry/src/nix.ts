@@ -1,6 +1,7 @@
 import { stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { CodedError, type CodedErrorOptions, ErrorCode } from "@nix-snapshotter/errdefs";
 import { defaultSpawn, isStorePath } from "@nix-snapshotter/nix-store";
 
 /** The fixed expressions shipped with the app (`nix/` beside `dist/` and `src/`). */
@@ -15,16 +16,23 @@ export const gitRevisionExpression = fileURLToPath(
 /** Most bytes kept of a Nix process's standard output and of its standard error (the tail). */
 const MAX_OUTPUT = 1024 * 1024;
 
-export type NixErrorCode = "Timeout" | "Failed" | "Canceled";
+/**
+ * A Nix program that failed (Unknown: its error output says why), passed its deadline
+ * (DeadlineExceeded) or was canceled (Canceled); `stderr` is the tail of its error output.
+ */
+export class NixError extends CodedError {
+  static override readonly marker: symbol = Symbol.for("nix-registry.NixError");
 
-export class NixError extends Error {
-  override readonly name = "NixError";
+  readonly stderr: string;
+
   constructor(
-    readonly code: NixErrorCode,
+    code: ErrorCode,
     message: string,
-    readonly stderr = "",
+    options: CodedErrorOptions & { stderr?: string } = {},
   ) {
-    super(message);
+    super(code, message, options.cause === undefined ? {} : { cause: options.cause });
+    this.name = "NixError";
+    this.stderr = options.stderr ?? "";
   }
 }
 
@@ -68,14 +76,14 @@ export function runNix(
     });
     let stdout = "";
     let stderr = "";
-    let stopped: NixErrorCode | undefined;
+    let stopped: "Timeout" | "Canceled" | undefined;
     child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
       if (stdout.length < MAX_OUTPUT) stdout += chunk;
     });
     child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
       stderr = (stderr + chunk).slice(-MAX_OUTPUT);
     });
-    const kill = (code: NixErrorCode) => {
+    const kill = (code: "Timeout" | "Canceled") => {
       stopped ??= code;
       try {
         if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
@@ -93,20 +101,28 @@ export function runNix(
     };
     child.once("error", (error) => {
       done();
-      reject(new NixError("Failed", `cannot run ${command}: ${error.message}`));
+      reject(
+        new NixError(ErrorCode.FailedPrecondition, `cannot run ${command}: ${error.message}`, {
+          cause: error,
+        }),
+      );
     });
     child.once("close", (code, signal) => {
       done();
       if (stopped === "Timeout") {
-        reject(new NixError("Timeout", `${program} killed: NIX_TIMEOUT passed`, stderr));
+        reject(
+          new NixError(ErrorCode.DeadlineExceeded, `${program} killed: NIX_TIMEOUT passed`, {
+            stderr,
+          }),
+        );
       } else if (stopped === "Canceled") {
-        reject(new NixError("Canceled", `${program} canceled`, stderr));
+        reject(new NixError(ErrorCode.Canceled, `${program} canceled`, { stderr }));
       } else if (code !== 0) {
         reject(
           new NixError(
-            "Failed",
+            ErrorCode.Unknown,
             `${program} failed (${code ?? signal}): ${nixErrorSummary(stderr)}`,
-            stderr,
+            { stderr },
           ),
         );
       } else resolve(stdout);
@@ -143,7 +159,7 @@ function parseCheck(stdout: string, storeDir: string): InputsCheck {
   try {
     value = JSON.parse(stdout);
   } catch {
-    throw new NixError("Failed", "nix-instantiate printed no JSON for the package check");
+    throw new NixError(ErrorCode.Unknown, "nix-instantiate printed no JSON for the package check");
   }
   const record = value as Record<string, unknown>;
   const closureInfo = record.closureInfo ?? null;
@@ -156,12 +172,12 @@ function parseCheck(stdout: string, storeDir: string): InputsCheck {
     !isStringArray(record.outPaths) ||
     (closureInfo !== null && typeof closureInfo !== "string")
   ) {
-    throw new NixError("Failed", "the package check's JSON is not of the expected shape");
+    throw new NixError(ErrorCode.Unknown, "the package check's JSON is not of the expected shape");
   }
   for (const path of [...record.outPaths, ...(closureInfo === null ? [] : [closureInfo])]) {
     if (!isStorePath(path, { storeDir })) {
       throw new NixError(
-        "Failed",
+        ErrorCode.Unknown,
         `the package set gave ${JSON.stringify(path)}, not a store path`,
       );
     }
@@ -269,7 +285,10 @@ export async function queryClosure(
   const closure = stdout.split("\n").filter((line) => line !== "");
   for (const path of closure) {
     if (!isStorePath(path, { storeDir: set.storeDir })) {
-      throw new NixError("Failed", `nix-store listed ${JSON.stringify(path)}, not a store path`);
+      throw new NixError(
+        ErrorCode.Unknown,
+        `nix-store listed ${JSON.stringify(path)}, not a store path`,
+      );
     }
   }
   return closure.sort();
@@ -325,7 +344,7 @@ export async function gitRevision(
   const rev = JSON.parse(stdout) as unknown;
   if (typeof rev !== "string" || !/^[0-9a-f]{40}$/.test(rev)) {
     throw new NixError(
-      "Failed",
+      ErrorCode.Unknown,
       `git revision of ${gitRef}: unexpected output ${stdout.slice(0, 200)}`,
     );
   }
@@ -347,7 +366,7 @@ export async function packageSetRevision(
   const path = JSON.parse(stdout) as unknown;
   if (typeof path !== "string" || !isStorePath(path, { storeDir: set.storeDir })) {
     throw new NixError(
-      "Failed",
+      ErrorCode.Unknown,
       `revision of ${set.pkgsPath}: unexpected output ${stdout.slice(0, 200)}`,
     );
   }

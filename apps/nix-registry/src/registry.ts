@@ -2,7 +2,7 @@ import { mkdir } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { StoreFileSystem } from "@nix-snapshotter/image-builder";
-import type { Logger } from "pino";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import type { RegistryConfig } from "./config.js";
 import { createImageService, createNixSteps, type NixSteps } from "./image-service.js";
 import { createImageStore } from "./image-store.js";

@@ -2,6 +2,7 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ErrorCode } from "@nix-snapshotter/errdefs";
 import { sha256Digest } from "@nix-snapshotter/oci";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -278,7 +279,10 @@ describe("the registry's routes", () => {
   });
 
   it("reports a Nix timeout as UNAVAILABLE and keeps no entry", async () => {
-    fake.failWith = new NixError("Timeout", "nix-build killed: NIX_TIMEOUT passed");
+    fake.failWith = new NixError(
+      ErrorCode.DeadlineExceeded,
+      "nix-build killed: NIX_TIMEOUT passed",
+    );
     const response = await send(port, "/v2/hello/manifests/latest");
     expect(response.status).toBe(503);
     expect(errorOf(response).message).toMatch(/did not finish within NIX_TIMEOUT/);
