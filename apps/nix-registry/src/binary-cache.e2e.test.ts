@@ -1,16 +1,20 @@
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { nixE2eSkipReason, TEST_GC_ROOTS_PARENT } from "@nix-snapshotter/nix-store/testing";
-import { pino } from "pino";
+import { nixE2eSkipReason } from "@nix-snapshotter/nix-store/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { defaultConfig } from "./config.js";
-import { type RunningRegistry, startRegistry } from "./registry.js";
-import { createStandInSet, type StandInSet } from "./testing/stand-in-set.js";
+import {
+  createStandInSet,
+  get,
+  OFFLINE_NIX_CONFIG,
+  type RegistryProcess,
+  registryEntry,
+  type StandInSet,
+  startRegistryProcess,
+} from "./testing/index.js";
 
 /**
  * The binary cache export: each image's closure is copied (signed) into the registry's binary
@@ -18,29 +22,16 @@ import { createStandInSet, type StandInSet } from "./testing/stand-in-set.js";
  * (`--store <dir>`), empty at the start, trusting only the registry's public key.
  */
 const execFileAsync = promisify(execFile);
-const skip = nixE2eSkipReason(["nix-build", "nix-instantiate", "nix-store", "nix"]);
-
-function get(port: number, path: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const request = httpRequest({ host: "127.0.0.1", port, path }, (response) => {
-      let body = "";
-      response.setEncoding("utf8").on("data", (chunk: string) => {
-        body += chunk;
-      });
-      response.on("end", () => resolve({ status: response.statusCode ?? 0, body }));
-    });
-    request.on("error", reject);
-    request.end();
-  });
-}
+const skip =
+  nixE2eSkipReason(["nix-build", "nix-instantiate", "nix-store", "nix"]) ??
+  (existsSync(registryEntry) ? undefined : "run pnpm build first");
 
 describe.skipIf(skip !== undefined)(
   `nix-registry's binary cache${skip ? ` (skipped: ${skip})` : ""}`,
   () => {
     let dir: string;
     let set: StandInSet;
-    let registry: RunningRegistry;
-    let rootsDir: string;
+    let registry: RegistryProcess;
     let publicKey: string;
     const savedNixConfig = process.env.NIX_CONFIG;
 
@@ -55,29 +46,20 @@ describe.skipIf(skip !== undefined)(
         join(dir, "key.pub"),
       ]);
       publicKey = (await readFile(join(dir, "key.pub"), "utf8")).trim();
-      process.env.NIX_CONFIG = "substituters =\nsandbox = false";
-      rootsDir = join(TEST_GC_ROOTS_PARENT, `registry-cache-${unique}`);
-      registry = await startRegistry({
-        config: {
-          ...defaultConfig(),
-          host: "127.0.0.1",
-          port: 0,
-          pkgsPath: set.path,
-          storagePath: join(dir, "storage"),
-          gcRootsDir: rootsDir,
-          nixTimeout: 240,
-          binaryCache: true,
-          binaryCacheSecretKeyFile: join(dir, "key.sec"),
-        },
-        logger: pino({ level: "silent" }),
+      // The node's Nix below: offline too.
+      process.env.NIX_CONFIG = OFFLINE_NIX_CONFIG;
+      registry = await startRegistryProcess({
+        dir,
+        pkgsPath: set.path,
+        gcRootsName: `registry-cache-${unique}`,
+        binaryCacheSecretKeyFile: join(dir, "key.sec"),
       });
     });
 
     afterAll(async () => {
-      await registry?.close();
+      await registry?.remove();
       if (savedNixConfig === undefined) delete process.env.NIX_CONFIG;
       else process.env.NIX_CONFIG = savedNixConfig;
-      if (rootsDir) await rm(rootsDir, { recursive: true, force: true });
       await set?.remove();
       if (dir) await rm(dir, { recursive: true, force: true });
     });
