@@ -9,7 +9,9 @@ import { type ImageName, platforms, quote } from "./names.js";
 import {
   buildInputs,
   checkInputs,
+  commitPattern,
   exportToBinaryCache,
+  gitRefRevision,
   gitRevision,
   type InputsCheck,
   NixError,
@@ -21,7 +23,10 @@ import {
 
 /** The Nix steps, a seam for unit tests (the real ones run nix-instantiate and nix-build). */
 export interface NixSteps {
-  /** The source revision of a tag: `latest` for a local set; for a git set, a branch or HEAD. */
+  /**
+   * The source revision of a tag: `latest` for a local set; for a git set, a branch, a git tag or
+   * a full commit hash (`latest`: the configured default branch).
+   */
   revision(tag: string, deadline: number): Promise<SourceRevision>;
   check(
     names: readonly string[],
@@ -41,30 +46,43 @@ export interface NixSteps {
   exportPaths(paths: readonly string[], deadline: number): Promise<void>;
 }
 
-/** The tag served for a local package set, and the ref it means for a git one (HEAD). */
+/** The tag served for a local package set; for a git one, its default branch. */
 export const LATEST_TAG = "latest";
 
 export function createNixSteps(
   set: PackageSetOptions,
   binaryCache?: { dir: string; secretKeyFile: string },
+  /** The branch `latest` names in a git set; `""`: the repository's HEAD. */
+  defaultBranch = "",
 ): NixSteps {
   const git = set.gitUrl !== undefined && set.gitUrl !== "";
   return {
     revision: async (tag, deadline) => {
       if (!git) return { revision: await packageSetRevision(set, { deadline }) };
-      const gitRef = tag === LATEST_TAG ? "HEAD" : tag;
-      try {
-        return { revision: await gitRevision(set, gitRef, { deadline }), gitRef };
-      } catch (error) {
-        if (NixError.is(error, ErrorCode.Unknown)) {
+      if (commitPattern.test(tag)) {
+        try {
+          return { revision: await gitRevision(set, tag, { deadline }), gitRef: tag };
+        } catch (error) {
+          if (!NixError.is(error, ErrorCode.Unknown)) throw error;
           throw new RegistryError(
             ErrorCode.NotFound,
-            `tag ${quote(tag)}: no branch ${quote(gitRef)} in the package set's repository (${error.message})`,
+            `tag ${quote(tag)}: no such commit in the package set's repository (${error.message})`,
             { subject: "manifest", cause: error },
           );
         }
-        throw error;
       }
+      const ref = tag === LATEST_TAG ? (defaultBranch === "" ? "HEAD" : defaultBranch) : tag;
+      const source = await gitRefRevision(set, ref, { deadline });
+      if (source === undefined) {
+        throw new RegistryError(
+          ErrorCode.NotFound,
+          tag === LATEST_TAG
+            ? `tag "latest": the package set's repository has no branch ${quote(ref)} (its default branch)`
+            : `tag ${quote(tag)}: no branch, git tag or commit of that name in the package set's repository`,
+          { subject: "manifest" },
+        );
+      }
+      return source;
     },
     check: (names, system, source, deadline) =>
       checkInputs(set, source, names, system, { deadline }),
@@ -94,7 +112,7 @@ export interface ImageServiceOptions {
   annotationForm: AnnotationSetting;
   /** A fixed revision of a local set (`""`: computed by Nix from the package set's source). */
   revision: string;
-  /** Whether tags other than `latest` name branches of a git package set. */
+  /** Whether tags other than `latest` name branches, git tags or commits of a git package set. */
   gitTags: boolean;
   /** Export each built closure to the binary cache before the image is served. */
   binaryCache: boolean;
@@ -271,7 +289,7 @@ export function createImageService(options: ImageServiceOptions): ImageService {
         // The packages first: a node that pulls the image can substitute them at once.
         const closureInfo = "closureInfo" in closure ? [closure.closureInfo] : [];
         exported = [...image.storePaths, ...closureInfo];
-        unpin = options.store.pin(exported);
+        unpin = await options.store.pin(exported);
         await options.nix.exportPaths(exported, deadline);
       }
       const index = Buffer.from(
@@ -310,7 +328,14 @@ export function createImageService(options: ImageServiceOptions): ImageService {
       await options.store.discardRoots(rootsDir);
       throw error;
     } finally {
-      unpin?.();
+      if (unpin !== undefined) {
+        unpin();
+        // What an export killed earlier left (the registry restarted since) or this one failed
+        // to finish: removed once no export runs.
+        await options.store.collectOrphans().catch((error: unknown) => {
+          log.warn({ err: error }, "binary cache collection failed");
+        });
+      }
     }
   };
 

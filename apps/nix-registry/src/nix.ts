@@ -195,7 +195,7 @@ function parseCheck(stdout: string, storeDir: string): InputsCheck {
 export interface SourceRevision {
   /** The cache key's revision: the source's store hash, or the git commit. */
   revision: string;
-  /** For a git set: the ref the tag named (`HEAD` for `latest`). */
+  /** For a git set: the ref the tag resolved through (`refs/heads/main`, `refs/tags/v1`), or the commit. */
   gitRef?: string;
 }
 
@@ -208,17 +208,7 @@ function inputArgs(
 ): string[] {
   const git =
     set.gitUrl !== undefined && set.gitUrl !== ""
-      ? [
-          "--argstr",
-          "gitUrl",
-          set.gitUrl,
-          "--argstr",
-          "gitRef",
-          source.gitRef ?? "HEAD",
-          "--argstr",
-          "gitRev",
-          source.revision,
-        ]
+      ? ["--argstr", "gitUrl", set.gitUrl, "--argstr", "gitRev", source.revision]
       : [];
   return [
     imageInputsExpression,
@@ -320,10 +310,45 @@ export async function exportToBinaryCache(
   );
 }
 
-/** The commit `gitRef` of the set's git repository points at. */
+/** A full commit hash, as a tag may name one. */
+export const commitPattern = /^[0-9a-f]{40}$/;
+
+/**
+ * The commit a branch or a git tag of the set's repository points at (`git ls-remote`, the name
+ * an argument, no shell): a branch wins over a tag of the same name, an annotated tag is peeled
+ * to its commit; `HEAD` is the repository's default branch. Undefined when no ref has the name.
+ * `name` must have passed the tag or branch grammar (it never starts with `-`).
+ */
+export async function gitRefRevision(
+  set: PackageSetOptions,
+  name: string,
+  options: Omit<RunNixOptions, "nixBin" | "env">,
+): Promise<SourceRevision | undefined> {
+  const wanted =
+    name === "HEAD"
+      ? ["HEAD"]
+      : [`refs/heads/${name}`, `refs/tags/${name}^{}`, `refs/tags/${name}`];
+  const stdout = await runNix("git", ["ls-remote", set.gitUrl ?? "", ...wanted], {
+    ...options,
+    nixBin: "",
+    env: { ...(set.env ?? process.env), GIT_TERMINAL_PROMPT: "0" },
+  });
+  const found = new Map<string, string>();
+  for (const line of stdout.split("\n")) {
+    const [hash, ref] = line.split("\t");
+    if (hash !== undefined && ref !== undefined && commitPattern.test(hash)) found.set(ref, hash);
+  }
+  for (const ref of wanted) {
+    const revision = found.get(ref);
+    if (revision !== undefined) return { revision, gitRef: ref.replace(/\^\{\}$/, "") };
+  }
+  return undefined;
+}
+
+/** Checks that `commit` is in the set's git repository (Nix fetches it); gives it back. */
 export async function gitRevision(
   set: PackageSetOptions,
-  gitRef: string,
+  commit: string,
   options: Omit<RunNixOptions, "nixBin" | "env">,
 ): Promise<string> {
   const stdout = await runNix(
@@ -336,16 +361,16 @@ export async function gitRevision(
       "gitUrl",
       set.gitUrl ?? "",
       "--argstr",
-      "gitRef",
-      gitRef,
+      "gitRev",
+      commit,
     ],
     { ...options, nixBin: set.nixBin, ...(set.env ? { env: set.env } : {}) },
   );
   const rev = JSON.parse(stdout) as unknown;
-  if (typeof rev !== "string" || !/^[0-9a-f]{40}$/.test(rev)) {
+  if (typeof rev !== "string" || !commitPattern.test(rev)) {
     throw new NixError(
       ErrorCode.Unknown,
-      `git revision of ${gitRef}: unexpected output ${stdout.slice(0, 200)}`,
+      `git revision of ${commit}: unexpected output ${stdout.slice(0, 200)}`,
     );
   }
   return rev;

@@ -53,6 +53,7 @@ export async function startRegistry(options: StartRegistryOptions): Promise<Runn
         config.binaryCache
           ? { dir: binaryCacheDir, secretKeyFile: config.binaryCacheSecretKeyFile }
           : undefined,
+        config.defaultBranch,
       ),
     logger,
     nixTimeoutSeconds: config.nixTimeout,
