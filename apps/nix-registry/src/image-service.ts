@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { ErrorCode } from "@nix-snapshotter/errdefs";
+import { CodedError, ErrorCode } from "@nix-snapshotter/errdefs";
 import { buildImage, readClosure, type StoreFileSystem } from "@nix-snapshotter/image-builder";
 import type { Logger } from "@nix-snapshotter/nix-store";
 import { MediaType, sha256Digest } from "@nix-snapshotter/oci";
@@ -243,15 +243,69 @@ export function createImageService(options: ImageServiceOptions): ImageService {
     return platform;
   };
 
+  /** The platforms an image of `name` offers: the `arm64/` one it names, else every one served. */
+  const platformsOf = (name: ImageName): string[] =>
+    name.platformExplicit ? [name.platform] : [...options.platforms];
+
+  /** Builds the image of one platform (its own check: outputs differ per system). */
+  const buildPlatform = async (
+    name: ImageName,
+    platformKey: string,
+    source: SourceRevision,
+    rootsDir: string,
+    deadline: number,
+    firstCheck: InputsCheck | undefined,
+  ) => {
+    const platform = platforms[platformKey]!;
+    const check =
+      firstCheck ?? (await options.nix.check(name.packages, platform.system, source, deadline));
+    const unknown = unknownNames(check);
+    if (unknown) throw unknown;
+    await options.nix.build(
+      name.packages,
+      platform.system,
+      source,
+      `${rootsDir}/result-${platformKey}`,
+      deadline,
+    );
+    const closure =
+      check.closureInfo !== null
+        ? await readClosure(check.closureInfo, {
+            storeDir: options.storeDir,
+            ...(options.fileSystem ? { fileSystem: options.fileSystem } : {}),
+          })
+        : await options.nix.closure(check.outPaths, deadline);
+    const image = await buildImage({
+      closure,
+      copyToRoot: check.outPaths,
+      config: { Env: imageEnv(check.names) },
+      architecture: platform.architecture,
+      os: platform.os,
+      annotationForm:
+        options.annotationForm === "both" && check.closureInfo !== null ? "both" : "per-path",
+      storeDir: options.storeDir,
+      ...(options.fileSystem ? { fileSystem: options.fileSystem } : {}),
+    });
+    const closureInfo = "closureInfo" in closure ? [closure.closureInfo] : [];
+    return { key: platformKey, platform, image, exported: [...image.storePaths, ...closureInfo] };
+  };
+
   const build = async (
     name: ImageName,
     key: string,
     source: SourceRevision,
   ): Promise<ImageRecord> => {
-    const platform = checkPlatform(name);
+    checkPlatform(name);
+    const wanted = platformsOf(name);
     const deadline = deadlineFromNow();
     const log = options.logger.child({ repository: name.repository, key });
-    const check = await options.nix.check(name.packages, platform.system, source, deadline);
+    // Names are checked once, on the first platform, before anything is built.
+    const check = await options.nix.check(
+      name.packages,
+      platforms[wanted[0]!]!.system,
+      source,
+      deadline,
+    );
     const unknown = unknownNames(check);
     if (unknown) throw unknown;
     let exported: string[] | undefined;
@@ -259,36 +313,41 @@ export function createImageService(options: ImageServiceOptions): ImageService {
     const rootsDir = await options.store.newRootsDir(key);
     try {
       options.onEvent?.("build");
-      log.info({ packages: check.names, platform: name.platform }, "building image");
-      await options.nix.build(
-        name.packages,
-        platform.system,
-        source,
-        `${rootsDir}/result`,
-        deadline,
-      );
-      const closure =
-        check.closureInfo !== null
-          ? await readClosure(check.closureInfo, {
-              storeDir: options.storeDir,
-              ...(options.fileSystem ? { fileSystem: options.fileSystem } : {}),
-            })
-          : await options.nix.closure(check.outPaths, deadline);
-      const image = await buildImage({
-        closure,
-        copyToRoot: check.outPaths,
-        config: { Env: imageEnv(check.names) },
-        architecture: platform.architecture,
-        os: platform.os,
-        annotationForm:
-          options.annotationForm === "both" && check.closureInfo !== null ? "both" : "per-path",
-        storeDir: options.storeDir,
-        ...(options.fileSystem ? { fileSystem: options.fileSystem } : {}),
-      });
+      log.info({ packages: check.names, platforms: wanted }, "building image");
+      const built: Awaited<ReturnType<typeof buildPlatform>>[] = [];
+      let firstError: unknown;
+      for (const platformKey of wanted) {
+        try {
+          built.push(
+            await buildPlatform(
+              name,
+              platformKey,
+              source,
+              rootsDir,
+              deadline,
+              platformKey === wanted[0] ? check : undefined,
+            ),
+          );
+        } catch (error) {
+          // A timeout or cancel ends the whole image; a platform Nix cannot build is left out.
+          if (
+            wanted.length === 1 ||
+            CodedError.is(error, ErrorCode.DeadlineExceeded, ErrorCode.Canceled)
+          ) {
+            throw error;
+          }
+          firstError ??= error;
+          log.warn(
+            { err: error, platform: platformKey },
+            "platform left out of the image index: its closure cannot be built or substituted here",
+          );
+        }
+      }
+      if (built.length === 0) throw firstError;
+      const chosen = built.find((entry) => entry.key === name.platform) ?? built[0]!;
       if (options.binaryCache) {
         // The packages first: a node that pulls the image can substitute them at once.
-        const closureInfo = "closureInfo" in closure ? [closure.closureInfo] : [];
-        exported = [...image.storePaths, ...closureInfo];
+        exported = [...new Set(built.flatMap((entry) => entry.exported))];
         unpin = await options.store.pin(exported);
         await options.nix.exportPaths(exported, deadline);
       }
@@ -296,33 +355,42 @@ export function createImageService(options: ImageServiceOptions): ImageService {
         JSON.stringify({
           schemaVersion: 2,
           mediaType: MediaType.ImageIndex,
-          manifests: [
-            {
-              ...image.manifestDescriptor,
-              platform: { architecture: platform.architecture, os: platform.os },
-            },
-          ],
+          manifests: built.map((entry) => ({
+            ...entry.image.manifestDescriptor,
+            platform: { architecture: entry.platform.architecture, os: entry.platform.os },
+          })),
         }),
       );
       const indexDigest = sha256Digest(index);
-      const blobs = new Map<string, Uint8Array>(image.blobs);
+      const blobs = new Map<string, Uint8Array>();
+      for (const entry of built) {
+        for (const [digest, data] of entry.image.blobs) blobs.set(digest, data);
+      }
       blobs.set(indexDigest, index);
       const record = await options.store.commit(
         {
           key,
           revision: source.revision,
           packages: check.names,
-          platform: name.platform,
+          platform: chosen.key,
+          platforms: built.map((entry) => entry.key),
           index: indexDigest,
-          manifest: image.manifestDescriptor.digest,
-          storePaths: image.storePaths.length,
+          manifest: chosen.image.manifestDescriptor.digest,
+          storePaths: chosen.image.storePaths.length,
           ...(exported === undefined ? {} : { exported }),
           createdAt: new Date().toISOString(),
         },
         blobs,
         rootsDir,
       );
-      log.info({ index: indexDigest, storePaths: image.storePaths.length }, "image built");
+      log.info(
+        {
+          index: indexDigest,
+          platforms: built.map((entry) => entry.key),
+          storePaths: chosen.image.storePaths.length,
+        },
+        "image built",
+      );
       return record;
     } catch (error) {
       await options.store.discardRoots(rootsDir);
@@ -343,7 +411,7 @@ export function createImageService(options: ImageServiceOptions): ImageService {
     async image(name, tag) {
       checkPlatform(name);
       const source = await revision(tag);
-      const key = cacheKey(source.revision, name.packages, name.platform);
+      const key = cacheKey(source.revision, name.packages, platformsOf(name).join(","));
       const cached = options.store.get(key);
       if (cached !== undefined) {
         options.onEvent?.("cacheHit");

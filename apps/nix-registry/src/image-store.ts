@@ -21,7 +21,10 @@ export interface ImageRecord {
   revision: string;
   /** Package names after `shell` expansion. */
   packages: string[];
+  /** Platform of `manifest` (the one served to clients that take no index). */
   platform: string;
+  /** Platforms the index lists (older records: `platform` alone). */
+  platforms?: string[];
   /** Digest of the OCI image index served for the tag. */
   index: string;
   /** Digest of the platform's image manifest. */

@@ -61,6 +61,8 @@ export interface ImageName {
   repository: string;
   /** The requested platform key (`amd64` by default, `arm64` when the name starts with it). */
   platform: string;
+  /** Whether the name chose the platform (`arm64/...`); otherwise the index offers every platform served. */
+  platformExplicit: boolean;
   /** Package attribute names, in request order, duplicates removed (`shell` kept as is). */
   packages: string[];
 }
@@ -87,8 +89,10 @@ export function parseImageName(
   }
   const components = repository.split("/");
   let platform = defaultPlatform;
+  let platformExplicit = false;
   if (components.length > 1 && components[0] === "arm64") {
     platform = "arm64";
+    platformExplicit = true;
     components.shift();
   }
   if (components.length > limits.maxComponents) {
@@ -113,5 +117,5 @@ export function parseImageName(
     }
     if (!packages.includes(component)) packages.push(component);
   }
-  return { repository, platform, packages };
+  return { repository, platform, platformExplicit, packages };
 }

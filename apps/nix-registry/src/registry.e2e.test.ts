@@ -86,7 +86,14 @@ describe.skipIf(skip !== undefined)(
       return { registry: started, port: started.port };
     };
     const builds = async () =>
-      (await invocations()).filter((line) => line.startsWith("nix-build ")).length;
+      (await invocations()).filter(
+        (line) => line.startsWith("nix-build ") && line.includes(" system x86_64-linux "),
+      ).length;
+    /** nix-build attempts for arm64 (offered too: the index lists what could be built). */
+    const armAttempts = async () =>
+      (await invocations()).filter(
+        (line) => line.startsWith("nix-build ") && line.includes(" system aarch64-linux "),
+      ).length;
 
     beforeAll(async () => {
       dir = await mkdtemp(join(tmpdir(), "nix-registry-e2e-"));
@@ -159,8 +166,18 @@ describe.skipIf(skip !== undefined)(
         "--raw",
         `docker://${reference()}`,
       ]);
-      const index = JSON.parse(stdout) as { mediaType: string; manifests: { digest: string }[] };
+      const index = JSON.parse(stdout) as {
+        mediaType: string;
+        manifests: { digest: string; platform: { architecture: string } }[];
+      };
       expect(index.mediaType).toBe("application/vnd.oci.image.index.v1+json");
+      // amd64 and arm64 are offered; this host's Nix cannot build for aarch64-linux, so the index
+      // lists amd64 alone and the log says why arm64 was left out.
+      expect(index.manifests.map((entry) => entry.platform.architecture)).toEqual(["amd64"]);
+      expect(await armAttempts()).toBe(1);
+      expect(await registry.log()).toMatch(
+        /"platform":"arm64".*platform left out of the image index/,
+      );
       const manifest = JSON.parse(
         (
           await execFileAsync("skopeo", [
