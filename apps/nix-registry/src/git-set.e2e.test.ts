@@ -141,5 +141,11 @@ describe.skipIf(skip !== undefined)(
         expect(JSON.parse(response.body).errors[0].message, tag).toContain("is not a valid tag");
       }
     });
+
+    it("stops on SIGTERM, exiting 0", async () => {
+      await registry.stop();
+      expect(registry.process.child.exitCode).toBe(0);
+      expect(await registry.log()).toContain('"signal":"SIGTERM"');
+    });
   },
 );
