@@ -101,6 +101,7 @@ export async function startRegistryProcess(
     });
   } catch (error) {
     await stopProcess(started);
+    await rm(gcRootsDir, { recursive: true, force: true });
     throw error;
   }
   const kill = async () => {
