@@ -11,6 +11,7 @@ export default defineConfig({
     pull: "src/pull.ts",
     "proxy-cycles": "src/proxy-cycles-cli.ts",
     "start-annotation-forms": "src/start-annotation-forms-cli.ts",
+    "registry-latency": "src/registry-latency.ts",
   },
   format: ["esm"],
   dts: false,

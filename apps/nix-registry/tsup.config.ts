@@ -1,7 +1,9 @@
 import { defineConfig } from "tsup";
-import { appOptions } from "../../tsup.base.js";
+import { appOptions, libraryOptions } from "../../tsup.base.js";
 
 export default defineConfig({
   ...appOptions,
-  entry: { main: "src/main.ts", "bench/latency": "src/bench/latency.ts" },
+  entry: { main: "src/main.ts", "testing/index": "src/testing/index.ts" },
+  // Declarations only for the test harness (`nix-registry/testing`, used by bench/).
+  dts: { ...libraryOptions.dts, entry: { "testing/index": "src/testing/index.ts" } },
 });

@@ -81,6 +81,12 @@ const sections: Section[] = [
       "The CRI ImageService's PullImage of a `nix:0` reference whose closure is in the store (ours) against `ctr images import` of the same closure packed as an ordinary layered image (baseline), on the same containerd 1.6 (hardlink mode).",
     source: "`bench/src/pull.ts`",
   },
+  {
+    title: "nix-registry vs docker-registry",
+    description:
+      "The on-demand registry (`apps/nix-registry`, the built daemon, a stand-in package set made from the host's busybox) against Debian's `docker-registry` serving the same images pushed in advance, both on 127.0.0.1. Cached manifest: p50 and p99 of 1,000 sequential `GET /v2/hello/busybox/manifests/latest` on one keep-alive connection, alternating blocks of 100. First pull: manifest by tag then every blob, median over five images not served yet; for nix-registry that is the Nix evaluation, the realisation of a closure already in the store (built by an earlier registry to push the same images) and the image generation.",
+    source: "`bench/src/registry-latency.ts`",
+  },
 ];
 
 interface PackageBench {
@@ -127,6 +133,13 @@ const packageBenches: PackageBench[] = [
     section: () => sections[8]!.title,
     sections: [sections[8]!.title],
     env: { BENCH_ITERATIONS: "5" },
+  },
+  {
+    name: "registry-latency",
+    directory: "bench",
+    entry: "dist/registry-latency.js",
+    section: () => sections[9]!.title,
+    sections: [sections[9]!.title],
   },
 ];
 

@@ -1,8 +1,10 @@
-# The commit a branch of nix-registry's git package set points at (the tag `latest` asks for
-# HEAD). Both values come from the registry: the URL from its configuration, the ref from a tag
-# that passed the tag grammar; they arrive as --argstr strings.
-{ gitUrl, gitRef }:
+# Checks that a commit of nix-registry's git package set exists (in any of its refs) and gives it
+# back. Both values come from the registry: the URL from its configuration, the commit from a tag
+# that passed the tag grammar (40 hex digits) or from `git ls-remote`; they arrive as --argstr
+# strings.
+{ gitUrl, gitRev }:
 (builtins.fetchGit {
   url = gitUrl;
-  ref = gitRef;
+  rev = gitRev;
+  allRefs = true;
 }).rev

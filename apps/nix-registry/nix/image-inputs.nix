@@ -5,10 +5,9 @@
   # Absolute path of the package set (a file or a directory with default.nix), from the
   # registry's configuration. A function of { system } (like nixpkgs) or an attribute set.
   pkgsPath,
-  # Or a git repository (from the configuration; "" = use pkgsPath), its ref and the commit
-  # nix-registry resolved it to.
+  # Or a git repository (from the configuration; "" = use pkgsPath) and the commit nix-registry
+  # resolved the tag to (a branch, a git tag or the commit itself: any ref may hold it).
   gitUrl ? "",
-  gitRef ? "HEAD",
   gitRev ? "",
   # JSON list of attribute names, e.g. ["hello","busybox"]; "shell" is a meta-package.
   namesJson,
@@ -23,8 +22,8 @@ let
     else
       import (builtins.fetchGit {
         url = gitUrl;
-        ref = gitRef;
         rev = gitRev;
+        allRefs = true;
       });
   set = if builtins.isFunction source then source { inherit system; } else source;
   has = name: builtins.hasAttr name set;

@@ -52,6 +52,24 @@ describe("configuration", () => {
     ).toThrow(/both set/);
   });
 
+  it("takes a git branch name as the default branch, and nothing else", () => {
+    expect(fileLayer({ default_branch: "release/24.05" }).defaultBranch).toBe("release/24.05");
+    expect(envLayer({ NIX_REGISTRY_DEFAULT_BRANCH: "main" }).defaultBranch).toBe("main");
+    expect(defaultConfig().defaultBranch).toBe("");
+    for (const bad of [
+      "-main",
+      "a..b",
+      "a//b",
+      "main/",
+      "main.lock",
+      "a/.b",
+      "x".repeat(256),
+      "a b",
+    ]) {
+      expect(() => fileLayer({ default_branch: bad }), bad).toThrow(/must be a git branch name/);
+    }
+  });
+
   it("layers defaults, file, environment and flags in that order", async () => {
     const dir = await mkdtemp(join(tmpdir(), "nix-registry-config-"));
     try {

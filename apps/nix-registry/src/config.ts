@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { isAbsolute } from "node:path";
+import { CodedError, ErrorCode } from "@nix-snapshotter/errdefs";
 import { hostPlatform } from "@nix-snapshotter/image-builder";
 import { parse, TomlError } from "smol-toml";
 import type { AnnotationSetting } from "./image-service.js";
@@ -12,8 +13,10 @@ export interface RegistryConfig {
   port: number;
   /** The package set: a local file or directory (PKGS_PATH, NIXERY_PKGS_PATH). */
   pkgsPath: string;
-  /** Or a git repository URL (PKGS_REPO, NIXERY_PKGS_REPO): tags are its branches. */
+  /** Or a git repository URL (PKGS_REPO, NIXERY_PKGS_REPO): tags name its branches, git tags, commits. */
   pkgsRepo: string;
+  /** The branch `latest` names in a git package set; `""` = the repository's HEAD. */
+  defaultBranch: string;
   /** Seconds the Nix steps of one image may take (NIX_TIMEOUT). */
   nixTimeout: number;
   /** Only `filesystem` (STORAGE_BACKEND). */
@@ -52,8 +55,14 @@ export type ConfigLayer = Partial<RegistryConfig>;
 export const defaultConfigPath = "/etc/nix-registry/config.toml";
 export const GC_ROOTS_PARENT = "/nix/var/nix/gcroots/";
 
-export class ConfigError extends Error {
-  override readonly name = "ConfigError";
+/** A configuration value refused (InvalidArgument, naming the key or file). */
+export class ConfigError extends CodedError {
+  static override readonly marker: symbol = Symbol.for("nix-registry.ConfigError");
+
+  constructor(message: string) {
+    super(ErrorCode.InvalidArgument, message);
+    this.name = "ConfigError";
+  }
 }
 
 export function defaultConfig(): RegistryConfig {
@@ -63,6 +72,7 @@ export function defaultConfig(): RegistryConfig {
     port: 8080,
     pkgsPath: "",
     pkgsRepo: "",
+    defaultBranch: "",
     nixTimeout: 60,
     storageBackend: "filesystem",
     storagePath: "/var/lib/nix-registry",
@@ -161,12 +171,33 @@ const gitUrl: Parser = (value, key) => {
   return text;
 };
 
+/**
+ * A git branch name: the tag grammar plus `/` between components, at most 255 characters, none
+ * of what git refuses (`..`, `//`, a `.lock` or `/` end, a component starting with `.`).
+ */
+const branch: Parser = (value, key) => {
+  const text = string(value, key) as string;
+  if (text === "") return text;
+  if (
+    !/^[A-Za-z0-9_][A-Za-z0-9._/-]{0,254}$/.test(text) ||
+    text.includes("..") ||
+    text.includes("//") ||
+    text.includes("/.") ||
+    text.endsWith("/") ||
+    text.endsWith(".lock")
+  ) {
+    throw new ConfigError(`"${key}" must be a git branch name, got ${JSON.stringify(text)}`);
+  }
+  return text;
+};
+
 /** TOML key -> [field, parser, environment variables (first set wins)]. */
 const keys: Record<string, [keyof RegistryConfig, Parser, string[]]> = {
   host: ["host", string, ["HOST"]],
   port: ["port", integer(0, 65_535), ["PORT"]],
   pkgs_path: ["pkgsPath", absolutePath, ["PKGS_PATH", "NIXERY_PKGS_PATH"]],
   pkgs_repo: ["pkgsRepo", gitUrl, ["PKGS_REPO", "NIXERY_PKGS_REPO"]],
+  default_branch: ["defaultBranch", branch, ["NIX_REGISTRY_DEFAULT_BRANCH"]],
   nix_timeout: ["nixTimeout", integer(1, 86_400), ["NIX_TIMEOUT"]],
   storage_backend: ["storageBackend", oneOf("filesystem"), ["STORAGE_BACKEND"]],
   storage_path: ["storagePath", absolutePath, ["STORAGE_PATH"]],

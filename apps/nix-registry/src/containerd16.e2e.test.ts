@@ -16,17 +16,16 @@ import {
   nixE2eSkipReason,
   TEST_GC_ROOTS_PARENT,
 } from "@nix-snapshotter/nix-store/testing";
-import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { defaultConfig } from "./config.js";
-import { type RunningRegistry, startRegistry } from "./registry.js";
 import {
+  createStandInSet,
+  type RegistryProcess,
+  registryEntry,
+  type StandInSet,
   type Started,
-  snapshotterEntry,
-  startSnapshotter,
-  stopProcess,
-} from "./testing/processes.js";
-import { createStandInSet, type StandInSet } from "./testing/stand-in-set.js";
+  startRegistryProcess,
+} from "./testing/index.js";
+import { snapshotterEntry, startSnapshotter, stopProcess } from "./testing/processes.js";
 
 /**
  * containerd 1.6 passes no layer annotations on `ctr` pulls and ignores `Mount.target`: there a
@@ -39,7 +38,9 @@ const skip =
   nixE2eSkipReason(["nix-store", "nix-build", "nix-instantiate"]) ??
   (existsSync("/bin/busybox") ? undefined : "no /bin/busybox (busybox-static)") ??
   (findProgram("skopeo") ? undefined : "skopeo missing") ??
-  (existsSync(snapshotterEntry) ? undefined : "run pnpm build first") ??
+  (existsSync(snapshotterEntry) && existsSync(registryEntry)
+    ? undefined
+    : "run pnpm build first") ??
   containerdSkipReason("1.6");
 
 describe.skipIf(skip !== undefined)(
@@ -47,31 +48,20 @@ describe.skipIf(skip !== undefined)(
   () => {
     let dir: string;
     let set: StandInSet;
-    let registry: RunningRegistry;
+    let registry: RegistryProcess;
     let snapshotter: Started;
     let containerd: Containerd;
-    let registryRoots: string;
     let snapshotterRoots: string;
-    const savedNixConfig = process.env.NIX_CONFIG;
 
     beforeAll(async () => {
       dir = await mkdtemp(join(tmpdir(), "nix-registry-1-6-"));
       const unique = `${process.pid}-${Date.now()}`;
       set = await createStandInSet(`registry-1-6-${unique}`);
-      process.env.NIX_CONFIG = "substituters =\nsandbox = false";
-      registryRoots = join(TEST_GC_ROOTS_PARENT, `registry-1-6-${unique}`);
       snapshotterRoots = join(TEST_GC_ROOTS_PARENT, `registry-1-6-daemon-${unique}`);
-      registry = await startRegistry({
-        config: {
-          ...defaultConfig(),
-          host: "127.0.0.1",
-          port: 0,
-          pkgsPath: set.path,
-          storagePath: join(dir, "storage"),
-          gcRootsDir: registryRoots,
-          nixTimeout: 240,
-        },
-        logger: pino({ level: "silent" }),
+      registry = await startRegistryProcess({
+        dir,
+        pkgsPath: set.path,
+        gcRootsName: `registry-1-6-${unique}`,
       });
       const daemon = await startSnapshotter(dir, snapshotterRoots, "hardlink");
       snapshotter = daemon.process;
@@ -81,12 +71,8 @@ describe.skipIf(skip !== undefined)(
     afterAll(async () => {
       await containerd?.stop();
       await stopProcess(snapshotter);
-      await registry?.close();
-      if (savedNixConfig === undefined) delete process.env.NIX_CONFIG;
-      else process.env.NIX_CONFIG = savedNixConfig;
-      for (const roots of [registryRoots, snapshotterRoots]) {
-        if (roots) await rm(roots, { recursive: true, force: true });
-      }
+      await registry?.remove();
+      if (snapshotterRoots) await rm(snapshotterRoots, { recursive: true, force: true });
       await set?.remove();
       if (dir) await rm(dir, { recursive: true, force: true });
     });

@@ -1,50 +1,36 @@
 import { execFile } from "node:child_process";
+import { existsSync } from "node:fs";
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
-import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import {
-  findProgram,
-  nixE2eSkipReason,
-  TEST_GC_ROOTS_PARENT,
-} from "@nix-snapshotter/nix-store/testing";
-import { pino } from "pino";
+import { findProgram, nixE2eSkipReason } from "@nix-snapshotter/nix-store/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { defaultConfig } from "./config.js";
-import { type RunningRegistry, startRegistry } from "./registry.js";
-import { createStandInSet, type StandInSet } from "./testing/stand-in-set.js";
+import {
+  createStandInSet,
+  get,
+  type RegistryProcess,
+  registryEntry,
+  type StandInSet,
+  startRegistryProcess,
+} from "./testing/index.js";
 
 /**
- * A package set in a git repository (`pkgs_repo`): `latest` is HEAD, another tag names a branch,
- * each resolved by real Nix (fetchGit) to the commit that keys the cache.
+ * A package set in a real git repository made here (`pkgs_repo`): `latest` is the configured
+ * default branch (`main`, while the repository's HEAD is on `dev`); another tag names a branch, a
+ * git tag (annotated, peeled to its commit) or a full commit hash. `git ls-remote` resolves
+ * branches and tags, Nix (fetchGit, all refs) checks commits; the commit keys the cache.
  */
 const execFileAsync = promisify(execFile);
 const skip =
   nixE2eSkipReason(["nix-build", "nix-instantiate", "nix-store"]) ??
-  (findProgram("git") ? undefined : "git missing");
+  (findProgram("git") ? undefined : "git missing") ??
+  (existsSync(registryEntry) ? undefined : "run pnpm build first");
 
-function get(
-  port: number,
-  path: string,
-): Promise<{ status: number; digest: string; body: string }> {
-  return new Promise((resolve, reject) => {
-    const request = httpRequest({ host: "127.0.0.1", port, path }, (response) => {
-      let body = "";
-      response.setEncoding("utf8").on("data", (chunk: string) => {
-        body += chunk;
-      });
-      response.on("end", () =>
-        resolve({
-          status: response.statusCode ?? 0,
-          digest: String(response.headers["docker-content-digest"] ?? ""),
-          body,
-        }),
-      );
-    });
-    request.on("error", reject);
-    request.end();
-  });
+/** A GET and the digest the registry answered it with. */
+async function getDigest(port: number, path: string) {
+  const response = await get(port, path);
+  return { ...response, digest: String(response.headers["docker-content-digest"] ?? "") };
 }
 
 describe.skipIf(skip !== undefined)(
@@ -52,9 +38,8 @@ describe.skipIf(skip !== undefined)(
   () => {
     let dir: string;
     let sets: StandInSet[] = [];
-    let registry: RunningRegistry;
-    let rootsDir: string;
-    const savedNixConfig = process.env.NIX_CONFIG;
+    let registry: RegistryProcess;
+    let devCommit: string;
 
     beforeAll(async () => {
       dir = await mkdtemp(join(tmpdir(), "nix-registry-git-"));
@@ -62,6 +47,7 @@ describe.skipIf(skip !== undefined)(
       sets = [
         await createStandInSet(`git-main-${unique}`),
         await createStandInSet(`git-dev-${unique}`),
+        await createStandInSet(`git-v1-${unique}`),
       ];
       const repo = join(dir, "repo");
       const git = (...args: string[]) =>
@@ -74,62 +60,92 @@ describe.skipIf(skip !== undefined)(
           "user.email=test@localhost",
           ...args,
         ]);
+      const commitSet = async (index: number, message: string) => {
+        await copyFile(join(sets[index]!.path, "default.nix"), join(repo, "default.nix"));
+        await git("add", "default.nix");
+        await git("commit", "-qm", message);
+      };
       await execFileAsync("git", ["init", "-q", "-b", "main", repo]);
-      await copyFile(join(sets[0]!.path, "default.nix"), join(repo, "default.nix"));
-      await git("add", "default.nix");
-      await git("commit", "-qm", "main");
-      await git("checkout", "-qb", "dev");
-      await copyFile(join(sets[1]!.path, "default.nix"), join(repo, "default.nix"));
-      await git("commit", "-qam", "dev");
+      await commitSet(0, "main");
+      await git("checkout", "-qb", "release");
+      await commitSet(2, "release 1");
+      await git("tag", "-a", "v1", "-m", "version 1");
       await git("checkout", "-q", "main");
-      process.env.NIX_CONFIG = "substituters =\nsandbox = false";
-      rootsDir = join(TEST_GC_ROOTS_PARENT, `registry-git-${unique}`);
-      registry = await startRegistry({
-        config: {
-          ...defaultConfig(),
-          host: "127.0.0.1",
-          port: 0,
-          pkgsRepo: `file://${repo}`,
-          storagePath: join(dir, "storage"),
-          gcRootsDir: rootsDir,
-          nixTimeout: 240,
-        },
-        logger: pino({ level: "silent" }),
+      await git("checkout", "-qb", "dev");
+      await commitSet(1, "dev");
+      devCommit = (await git("rev-parse", "HEAD")).stdout.trim();
+      // The repository's HEAD stays on dev: `latest` must follow the configured branch.
+      registry = await startRegistryProcess({
+        dir,
+        pkgsRepo: `file://${repo}`,
+        gcRootsName: `registry-git-${unique}`,
+        env: { NIX_REGISTRY_DEFAULT_BRANCH: "main" },
       });
     });
 
     afterAll(async () => {
-      await registry?.close();
-      if (savedNixConfig === undefined) delete process.env.NIX_CONFIG;
-      else process.env.NIX_CONFIG = savedNixConfig;
-      if (rootsDir) await rm(rootsDir, { recursive: true, force: true });
+      await registry?.remove();
       for (const set of sets) await set.remove();
       if (dir) await rm(dir, { recursive: true, force: true });
     });
 
-    it("serves latest from HEAD and a branch by its name, as different images", async () => {
-      const latest = await get(registry.port, "/v2/hello/manifests/latest");
-      expect(latest.status, latest.body).toBe(200);
-      const dev = await get(registry.port, "/v2/hello/manifests/dev");
-      expect(dev.status, dev.body).toBe(200);
-      expect(dev.digest).not.toBe(latest.digest);
-      // Each branch's image names that branch's build of hello.
-      const manifestOf = async (digest: string) => {
-        const index = JSON.parse((await get(registry.port, `/v2/hello/manifests/${digest}`)).body);
-        return (await get(registry.port, `/v2/hello/manifests/${index.manifests[0].digest}`)).body;
+    /** The manifest (not the index) of `tag`: each revision's image names its own hello. */
+    const manifestOf = async (tag: string) => {
+      const index = await getDigest(registry.port, `/v2/hello/manifests/${tag}`);
+      expect(index.status, `${tag}: ${index.body}`).toBe(200);
+      const digest = JSON.parse(index.body).manifests[0].digest;
+      return {
+        index: index.digest,
+        manifest: (await get(registry.port, `/v2/hello/manifests/${digest}`)).body,
       };
-      expect(await manifestOf(latest.digest)).not.toBe(await manifestOf(dev.digest));
-      const again = await get(registry.port, "/v2/hello/manifests/latest");
-      expect(again.digest).toBe(latest.digest);
+    };
+
+    it("serves latest from the configured default branch, not the repository's HEAD", async () => {
+      const latest = await manifestOf("latest");
+      const main = await manifestOf("main");
+      const dev = await manifestOf("dev");
+      expect(latest.index).toBe(main.index);
+      expect(dev.index).not.toBe(latest.index);
+      expect(dev.manifest).not.toBe(latest.manifest);
+      expect((await manifestOf("latest")).index).toBe(latest.index);
     });
 
-    it("answers MANIFEST_UNKNOWN for a branch the repository lacks", async () => {
+    it("serves a git tag (annotated, peeled) and a full commit hash", async () => {
+      const v1 = await manifestOf("v1");
+      const release = await manifestOf("release");
+      expect(v1.index).toBe(release.index);
+      expect(v1.index).not.toBe((await manifestOf("main")).index);
+      // The commit of dev is the same revision as the branch: the same cached image.
+      expect((await manifestOf(devCommit)).index).toBe((await manifestOf("dev")).index);
+    });
+
+    it("answers MANIFEST_UNKNOWN for a ref or commit the repository lacks", async () => {
       const response = await get(registry.port, "/v2/hello/manifests/no-such-branch");
       expect(response.status).toBe(404);
       expect(JSON.parse(response.body).errors[0]).toMatchObject({
         code: "MANIFEST_UNKNOWN",
-        message: expect.stringContaining('no branch "no-such-branch"'),
+        message: expect.stringContaining('"no-such-branch": no branch, git tag or commit'),
       });
+      const commit = await get(registry.port, `/v2/hello/manifests/${"0".repeat(40)}`);
+      expect(commit.status).toBe(404);
+      expect(JSON.parse(commit.body).errors[0]).toMatchObject({
+        code: "MANIFEST_UNKNOWN",
+        message: expect.stringContaining("no such commit"),
+      });
+    });
+
+    it("refuses tags outside the grammar before git or Nix sees them", async () => {
+      for (const tag of ["-upload-pack=touch", "a..b", "x".repeat(129), "main.lock"]) {
+        const response = await get(registry.port, `/v2/hello/manifests/${tag}`);
+        expect(response.status, tag).toBe(404);
+        expect(JSON.parse(response.body).errors[0].message, tag).toContain("is not a valid tag");
+      }
+    });
+
+    it("stops on SIGTERM, exiting 0", async () => {
+      await registry.stop();
+      expect(registry.process.child.exitCode).toBe(0);
+      expect(await registry.log()).toContain('"signal":"SIGTERM"');
     });
   },
 );

@@ -1,14 +1,17 @@
 import { createHash } from "node:crypto";
+import { CodedError, ErrorCode } from "@nix-snapshotter/errdefs";
 import { buildImage, readClosure, type StoreFileSystem } from "@nix-snapshotter/image-builder";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import { MediaType, sha256Digest } from "@nix-snapshotter/oci";
-import type { Logger } from "pino";
 import { RegistryError } from "./errors.js";
 import type { ImageRecord, ImageStore } from "./image-store.js";
 import { type ImageName, platforms, quote } from "./names.js";
 import {
   buildInputs,
   checkInputs,
+  commitPattern,
   exportToBinaryCache,
+  gitRefRevision,
   gitRevision,
   type InputsCheck,
   NixError,
@@ -20,7 +23,10 @@ import {
 
 /** The Nix steps, a seam for unit tests (the real ones run nix-instantiate and nix-build). */
 export interface NixSteps {
-  /** The source revision of a tag: `latest` for a local set; for a git set, a branch or HEAD. */
+  /**
+   * The source revision of a tag: `latest` for a local set; for a git set, a branch, a git tag or
+   * a full commit hash (`latest`: the configured default branch).
+   */
   revision(tag: string, deadline: number): Promise<SourceRevision>;
   check(
     names: readonly string[],
@@ -40,31 +46,43 @@ export interface NixSteps {
   exportPaths(paths: readonly string[], deadline: number): Promise<void>;
 }
 
-/** The tag served for a local package set, and the ref it means for a git one (HEAD). */
+/** The tag served for a local package set; for a git one, its default branch. */
 export const LATEST_TAG = "latest";
 
 export function createNixSteps(
   set: PackageSetOptions,
   binaryCache?: { dir: string; secretKeyFile: string },
+  /** The branch `latest` names in a git set; `""`: the repository's HEAD. */
+  defaultBranch = "",
 ): NixSteps {
   const git = set.gitUrl !== undefined && set.gitUrl !== "";
   return {
     revision: async (tag, deadline) => {
       if (!git) return { revision: await packageSetRevision(set, { deadline }) };
-      const gitRef = tag === LATEST_TAG ? "HEAD" : tag;
-      try {
-        return { revision: await gitRevision(set, gitRef, { deadline }), gitRef };
-      } catch (error) {
-        if (error instanceof NixError && error.code === "Failed") {
+      if (commitPattern.test(tag)) {
+        try {
+          return { revision: await gitRevision(set, tag, { deadline }), gitRef: tag };
+        } catch (error) {
+          if (!NixError.is(error, ErrorCode.Unknown)) throw error;
           throw new RegistryError(
-            "MANIFEST_UNKNOWN",
-            `tag ${quote(tag)}: no branch ${quote(gitRef)} in the package set's repository (${error.message})`,
-            undefined,
-            { cause: error },
+            ErrorCode.NotFound,
+            `tag ${quote(tag)}: no such commit in the package set's repository (${error.message})`,
+            { subject: "manifest", cause: error },
           );
         }
-        throw error;
       }
+      const ref = tag === LATEST_TAG ? (defaultBranch === "" ? "HEAD" : defaultBranch) : tag;
+      const source = await gitRefRevision(set, ref, { deadline });
+      if (source === undefined) {
+        throw new RegistryError(
+          ErrorCode.NotFound,
+          tag === LATEST_TAG
+            ? `tag "latest": the package set's repository has no branch ${quote(ref)} (its default branch)`
+            : `tag ${quote(tag)}: no branch, git tag or commit of that name in the package set's repository`,
+          { subject: "manifest" },
+        );
+      }
+      return source;
     },
     check: (names, system, source, deadline) =>
       checkInputs(set, source, names, system, { deadline }),
@@ -94,7 +112,7 @@ export interface ImageServiceOptions {
   annotationForm: AnnotationSetting;
   /** A fixed revision of a local set (`""`: computed by Nix from the package set's source). */
   revision: string;
-  /** Whether tags other than `latest` name branches of a git package set. */
+  /** Whether tags other than `latest` name branches, git tags or commits of a git package set. */
   gitTags: boolean;
   /** Export each built closure to the binary cache before the image is served. */
   binaryCache: boolean;
@@ -147,26 +165,22 @@ function unknownNames(check: InputsCheck): RegistryError | undefined {
   ];
   if (check.names.length === 0) problems.push("the name expands to no package");
   if (problems.length === 0) return undefined;
-  return new RegistryError("NAME_UNKNOWN", `unknown packages: ${problems.join("; ")}`, {
-    missing: check.missing,
-    notPackages: check.notPackages,
+  return new RegistryError(ErrorCode.NotFound, `unknown packages: ${problems.join("; ")}`, {
+    subject: "name",
+    detail: { missing: check.missing, notPackages: check.notPackages },
   });
 }
 
+/** Any error of a build or check as the registry's, naming `what` (a timeout says NIX_TIMEOUT). */
 function asRegistryError(error: unknown, what: string): RegistryError {
-  if (error instanceof RegistryError) return error;
-  if (error instanceof NixError && error.code === "Timeout") {
+  if (NixError.is(error, ErrorCode.DeadlineExceeded)) {
     return new RegistryError(
-      "UNAVAILABLE",
+      ErrorCode.DeadlineExceeded,
       `${what}: Nix did not finish within NIX_TIMEOUT`,
-      undefined,
-      {
-        cause: error,
-      },
+      { cause: error },
     );
   }
-  const message = error instanceof Error ? error.message : String(error);
-  return new RegistryError("UNKNOWN", `${what}: ${message}`, undefined, { cause: error });
+  return RegistryError.from(error, what);
 }
 
 export function createImageService(options: ImageServiceOptions): ImageService {
@@ -221,11 +235,59 @@ export function createImageService(options: ImageServiceOptions): ImageService {
     const platform = platforms[name.platform];
     if (platform === undefined || !options.platforms.includes(name.platform)) {
       throw new RegistryError(
-        "MANIFEST_UNKNOWN",
+        ErrorCode.NotFound,
         `platform ${quote(name.platform)} is not served by this registry (served: ${options.platforms.join(", ")})`,
+        { subject: "manifest" },
       );
     }
     return platform;
+  };
+
+  /** The platforms an image of `name` offers: the `arm64/` one it names, else every one served. */
+  const platformsOf = (name: ImageName): string[] =>
+    name.platformExplicit ? [name.platform] : [...options.platforms];
+
+  /** Builds the image of one platform (its own check: outputs differ per system). */
+  const buildPlatform = async (
+    name: ImageName,
+    platformKey: string,
+    source: SourceRevision,
+    rootsDir: string,
+    deadline: number,
+    firstCheck: InputsCheck | undefined,
+  ) => {
+    const platform = platforms[platformKey]!;
+    const check =
+      firstCheck ?? (await options.nix.check(name.packages, platform.system, source, deadline));
+    const unknown = unknownNames(check);
+    if (unknown) throw unknown;
+    await options.nix.build(
+      name.packages,
+      platform.system,
+      source,
+      `${rootsDir}/result-${platformKey}`,
+      deadline,
+    );
+    const closure =
+      check.closureInfo !== null
+        ? await readClosure(check.closureInfo, {
+            storeDir: options.storeDir,
+            ...(options.fileSystem ? { fileSystem: options.fileSystem } : {}),
+          })
+        : await options.nix.closure(check.outPaths, deadline);
+    const image = await buildImage({
+      closure,
+      copyToRoot: check.outPaths,
+      config: { Env: imageEnv(check.names) },
+      architecture: platform.architecture,
+      os: platform.os,
+      annotationForm:
+        options.annotationForm === "both" && check.closureInfo !== null ? "both" : "per-path",
+      storeDir: options.storeDir,
+      ...(options.fileSystem ? { fileSystem: options.fileSystem } : {}),
+    });
+    const closureInfo = "closureInfo" in closure ? [closure.closureInfo] : [];
+    return { key: platformKey, platform, image, exported: [...image.storePaths, ...closureInfo] };
   };
 
   const build = async (
@@ -233,10 +295,17 @@ export function createImageService(options: ImageServiceOptions): ImageService {
     key: string,
     source: SourceRevision,
   ): Promise<ImageRecord> => {
-    const platform = checkPlatform(name);
+    checkPlatform(name);
+    const wanted = platformsOf(name);
     const deadline = deadlineFromNow();
     const log = options.logger.child({ repository: name.repository, key });
-    const check = await options.nix.check(name.packages, platform.system, source, deadline);
+    // Names are checked once, on the first platform, before anything is built.
+    const check = await options.nix.check(
+      name.packages,
+      platforms[wanted[0]!]!.system,
+      source,
+      deadline,
+    );
     const unknown = unknownNames(check);
     if (unknown) throw unknown;
     let exported: string[] | undefined;
@@ -244,76 +313,97 @@ export function createImageService(options: ImageServiceOptions): ImageService {
     const rootsDir = await options.store.newRootsDir(key);
     try {
       options.onEvent?.("build");
-      log.info({ packages: check.names, platform: name.platform }, "building image");
-      await options.nix.build(
-        name.packages,
-        platform.system,
-        source,
-        `${rootsDir}/result`,
-        deadline,
-      );
-      const closure =
-        check.closureInfo !== null
-          ? await readClosure(check.closureInfo, {
-              storeDir: options.storeDir,
-              ...(options.fileSystem ? { fileSystem: options.fileSystem } : {}),
-            })
-          : await options.nix.closure(check.outPaths, deadline);
-      const image = await buildImage({
-        closure,
-        copyToRoot: check.outPaths,
-        config: { Env: imageEnv(check.names) },
-        architecture: platform.architecture,
-        os: platform.os,
-        annotationForm:
-          options.annotationForm === "both" && check.closureInfo !== null ? "both" : "per-path",
-        storeDir: options.storeDir,
-        ...(options.fileSystem ? { fileSystem: options.fileSystem } : {}),
-      });
+      log.info({ packages: check.names, platforms: wanted }, "building image");
+      const built: Awaited<ReturnType<typeof buildPlatform>>[] = [];
+      let firstError: unknown;
+      for (const platformKey of wanted) {
+        try {
+          built.push(
+            await buildPlatform(
+              name,
+              platformKey,
+              source,
+              rootsDir,
+              deadline,
+              platformKey === wanted[0] ? check : undefined,
+            ),
+          );
+        } catch (error) {
+          // A timeout or cancel ends the whole image; a platform Nix cannot build is left out.
+          if (
+            wanted.length === 1 ||
+            CodedError.is(error, ErrorCode.DeadlineExceeded, ErrorCode.Canceled)
+          ) {
+            throw error;
+          }
+          firstError ??= error;
+          log.warn(
+            { err: error, platform: platformKey },
+            "platform left out of the image index: its closure cannot be built or substituted here",
+          );
+        }
+      }
+      if (built.length === 0) throw firstError;
+      const chosen = built.find((entry) => entry.key === name.platform) ?? built[0]!;
       if (options.binaryCache) {
         // The packages first: a node that pulls the image can substitute them at once.
-        const closureInfo = "closureInfo" in closure ? [closure.closureInfo] : [];
-        exported = [...image.storePaths, ...closureInfo];
-        unpin = options.store.pin(exported);
+        exported = [...new Set(built.flatMap((entry) => entry.exported))];
+        unpin = await options.store.pin(exported);
         await options.nix.exportPaths(exported, deadline);
       }
       const index = Buffer.from(
         JSON.stringify({
           schemaVersion: 2,
           mediaType: MediaType.ImageIndex,
-          manifests: [
-            {
-              ...image.manifestDescriptor,
-              platform: { architecture: platform.architecture, os: platform.os },
-            },
-          ],
+          manifests: built.map((entry) => ({
+            ...entry.image.manifestDescriptor,
+            platform: { architecture: entry.platform.architecture, os: entry.platform.os },
+          })),
         }),
       );
       const indexDigest = sha256Digest(index);
-      const blobs = new Map<string, Uint8Array>(image.blobs);
+      const blobs = new Map<string, Uint8Array>();
+      for (const entry of built) {
+        for (const [digest, data] of entry.image.blobs) blobs.set(digest, data);
+      }
       blobs.set(indexDigest, index);
       const record = await options.store.commit(
         {
           key,
           revision: source.revision,
           packages: check.names,
-          platform: name.platform,
+          platform: chosen.key,
+          platforms: built.map((entry) => entry.key),
           index: indexDigest,
-          manifest: image.manifestDescriptor.digest,
-          storePaths: image.storePaths.length,
+          manifest: chosen.image.manifestDescriptor.digest,
+          storePaths: chosen.image.storePaths.length,
           ...(exported === undefined ? {} : { exported }),
           createdAt: new Date().toISOString(),
         },
         blobs,
         rootsDir,
       );
-      log.info({ index: indexDigest, storePaths: image.storePaths.length }, "image built");
+      log.info(
+        {
+          index: indexDigest,
+          platforms: built.map((entry) => entry.key),
+          storePaths: chosen.image.storePaths.length,
+        },
+        "image built",
+      );
       return record;
     } catch (error) {
       await options.store.discardRoots(rootsDir);
       throw error;
     } finally {
-      unpin?.();
+      if (unpin !== undefined) {
+        unpin();
+        // What an export killed earlier left (the registry restarted since) or this one failed
+        // to finish: removed once no export runs.
+        await options.store.collectOrphans().catch((error: unknown) => {
+          log.warn({ err: error }, "binary cache collection failed");
+        });
+      }
     }
   };
 
@@ -321,7 +411,7 @@ export function createImageService(options: ImageServiceOptions): ImageService {
     async image(name, tag) {
       checkPlatform(name);
       const source = await revision(tag);
-      const key = cacheKey(source.revision, name.packages, name.platform);
+      const key = cacheKey(source.revision, name.packages, platformsOf(name).join(","));
       const cached = options.store.get(key);
       if (cached !== undefined) {
         options.onEvent?.("cacheHit");

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
-import type { Logger } from "pino";
+import type { Logger } from "@nix-snapshotter/nix-store";
 
 /**
  * Content-addressed storage of built images on the file system (`STORAGE_PATH`):
@@ -21,7 +21,10 @@ export interface ImageRecord {
   revision: string;
   /** Package names after `shell` expansion. */
   packages: string[];
+  /** Platform of `manifest` (the one served to clients that take no index). */
   platform: string;
+  /** Platforms the index lists (older records: `platform` alone). */
+  platforms?: string[];
   /** Digest of the OCI image index served for the tag. */
   index: string;
   /** Digest of the platform's image manifest. */
@@ -74,8 +77,17 @@ export interface ImageStore {
   blob(digest: string): Promise<BlobLocation | undefined>;
   readBlob(digest: string, maxBytes: number): Promise<Uint8Array | undefined>;
   size(): number;
-  /** Keeps these store paths' narinfos while an export for a new entry runs; returns unpin. */
-  pin(paths: readonly string[]): () => void;
+  /**
+   * Keeps these store paths' narinfos while an export for a new entry runs (waiting for an
+   * orphan collection to finish first); returns unpin.
+   */
+  pin(paths: readonly string[]): Promise<() => void>;
+  /**
+   * Removes what exports killed before their narinfo left in the binary cache: NARs no narinfo
+   * names and Nix's temporary upload files. Runs only while no export does (none is pinned), and
+   * exports wait for it. Called at open and after each export.
+   */
+  collectOrphans(): Promise<void>;
 }
 
 export function createImageStore(options: ImageStoreOptions): ImageStore {
@@ -157,6 +169,47 @@ export function createImageStore(options: ImageStoreOptions): ImageStore {
     }
   };
 
+  let orphanCollection: Promise<void> | undefined;
+  /** Nix's file:// binary cache writes `<file>.tmp.<pid>.<n>` and renames it into place. */
+  const isUploadTemp = (file: string) => /\.tmp\.\d+\.\d+$/.test(file) || file.endsWith(".tmp");
+
+  const collectOrphans = async () => {
+    const dir = options.binaryCacheDir;
+    if (dir === undefined || pinned.size > 0 || orphanCollection !== undefined) return;
+    const run = async () => {
+      const named = new Set<string>();
+      const narOf = async (file: string) => {
+        const text = await readFile(join(dir, file), "utf8").catch(() => "");
+        return /^URL: nar\/([0-9a-z]{52}\.nar(?:\.[a-z0-9]+)?)$/m.exec(text)?.[1];
+      };
+      let removed = 0;
+      for (const file of await readdir(dir).catch(() => [] as string[])) {
+        if (file.endsWith(".narinfo")) {
+          const nar = await narOf(file);
+          if (nar !== undefined) named.add(nar);
+        } else if (isUploadTemp(file)) {
+          await rm(join(dir, file), { force: true });
+          removed++;
+        }
+      }
+      for (const file of await readdir(join(dir, "nar")).catch(() => [] as string[])) {
+        if (named.has(file)) continue;
+        await rm(join(dir, "nar", file), { force: true });
+        removed++;
+      }
+      if (removed > 0) {
+        options.logger.info(
+          { files: removed },
+          "removed binary cache files of an interrupted export (NARs without narinfo, temporary files)",
+        );
+      }
+    };
+    orphanCollection = run().finally(() => {
+      orphanCollection = undefined;
+    });
+    await orphanCollection;
+  };
+
   const collectBlobs = async () => {
     const live = new Set<string>();
     for (const record of records.values()) {
@@ -231,6 +284,7 @@ export function createImageStore(options: ImageStoreOptions): ImageStore {
       }
       await collectBlobs();
       await collectBinaryCache();
+      await collectOrphans();
       await evict();
     },
 
@@ -294,7 +348,10 @@ export function createImageStore(options: ImageStoreOptions): ImageStore {
 
     size: () => records.size,
 
-    pin(paths) {
+    collectOrphans,
+
+    async pin(paths) {
+      while (orphanCollection !== undefined) await orphanCollection;
       const added = [...paths];
       for (const path of added) pinned.set(path, (pinned.get(path) ?? 0) + 1);
       return () => {

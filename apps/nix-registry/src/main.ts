@@ -71,22 +71,40 @@ async function main(argv: readonly string[]): Promise<void> {
   }
   const logger = createLogger(level);
   logger.debug({ config }, "configuration");
-  const registry = await startRegistry({ config, logger }).catch((error: unknown) => {
-    logger.fatal({ err: error }, "cannot start");
-    fail(error instanceof Error ? error.message : String(error));
-  });
+  // Signal handlers go in before the registry starts, as the daemon's do: a service manager (or
+  // a test) may send SIGTERM while it is still opening its storage; Node's default action would
+  // end the process there.
+  let registry: Awaited<ReturnType<typeof startRegistry>> | undefined;
+  let stopRequested = false;
   let signals = 0;
+  const shutDown = (running: NonNullable<typeof registry>) => {
+    running.close().then(
+      () => process.exit(0),
+      (error: unknown) => {
+        logger.error({ err: error }, "error while shutting down");
+        process.exit(1);
+      },
+    );
+  };
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;
+    if (signals > 1) {
+      logger.warn({ signal }, "second signal; exiting without waiting for requests in flight");
+      process.exit(130);
+    }
     logger.info({ signal }, "got signal");
-    if (signals > 1) process.exit(130);
-    registry.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
+    if (registry) shutDown(registry);
+    else stopRequested = true;
   };
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
+  try {
+    registry = await startRegistry({ config, logger });
+  } catch (error) {
+    logger.fatal({ err: error }, "cannot start");
+    fail(error instanceof Error ? error.message : String(error));
+  }
+  if (stopRequested) shutDown(registry);
 }
 
 main(process.argv).catch((error: unknown) => {

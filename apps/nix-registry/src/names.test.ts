@@ -9,10 +9,12 @@ describe("parseImageName", () => {
     expect(parseImageName("hello/busybox", "amd64")).toEqual({
       repository: "hello/busybox",
       platform: "amd64",
+      platformExplicit: false,
       packages: ["hello", "busybox"],
     });
     expect(parseImageName("arm64/shell/git", "amd64")).toMatchObject({
       platform: "arm64",
+      platformExplicit: true,
       packages: ["shell", "git"],
     });
     // `arm64` alone is a package name, not a platform with no packages.

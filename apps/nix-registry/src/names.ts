@@ -1,3 +1,6 @@
+import { ErrorCode } from "@nix-snapshotter/errdefs";
+import { RegistryError } from "./errors.js";
+
 /**
  * Image names as Nixery has them: `[arm64/]<package>[/<package>...]`, each package a top-level
  * attribute of the package set. Everything here runs before Nix sees anything: a name that does
@@ -42,8 +45,14 @@ export const MAX_NAME_LENGTH = 255;
 const componentPattern = /^[a-z0-9]+(?:(?:_|__|-+)[a-z0-9]+)*$/;
 const identifierStart = /^[a-z]/;
 
-export class NameError extends Error {
-  override readonly name = "NameError";
+/** A name refused before Nix: InvalidArgument about the `name` (NAME_INVALID at the HTTP edge). */
+export class NameError extends RegistryError {
+  static override readonly marker: symbol = Symbol.for("nix-registry.NameError");
+
+  constructor(message: string) {
+    super(ErrorCode.InvalidArgument, message, { subject: "name" });
+    this.name = "NameError";
+  }
 }
 
 /** A parsed, validated image name. */
@@ -52,6 +61,8 @@ export interface ImageName {
   repository: string;
   /** The requested platform key (`amd64` by default, `arm64` when the name starts with it). */
   platform: string;
+  /** Whether the name chose the platform (`arm64/...`); otherwise the index offers every platform served. */
+  platformExplicit: boolean;
   /** Package attribute names, in request order, duplicates removed (`shell` kept as is). */
   packages: string[];
 }
@@ -78,8 +89,10 @@ export function parseImageName(
   }
   const components = repository.split("/");
   let platform = defaultPlatform;
+  let platformExplicit = false;
   if (components.length > 1 && components[0] === "arm64") {
     platform = "arm64";
+    platformExplicit = true;
     components.shift();
   }
   if (components.length > limits.maxComponents) {
@@ -104,5 +117,5 @@ export function parseImageName(
     }
     if (!packages.includes(component)) packages.push(component);
   }
-  return { repository, platform, packages };
+  return { repository, platform, platformExplicit, packages };
 }

@@ -1,6 +1,7 @@
 import { stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { CodedError, type CodedErrorOptions, ErrorCode } from "@nix-snapshotter/errdefs";
 import { defaultSpawn, isStorePath } from "@nix-snapshotter/nix-store";
 
 /** The fixed expressions shipped with the app (`nix/` beside `dist/` and `src/`). */
@@ -15,16 +16,23 @@ export const gitRevisionExpression = fileURLToPath(
 /** Most bytes kept of a Nix process's standard output and of its standard error (the tail). */
 const MAX_OUTPUT = 1024 * 1024;
 
-export type NixErrorCode = "Timeout" | "Failed" | "Canceled";
+/**
+ * A Nix program that failed (Unknown: its error output says why), passed its deadline
+ * (DeadlineExceeded) or was canceled (Canceled); `stderr` is the tail of its error output.
+ */
+export class NixError extends CodedError {
+  static override readonly marker: symbol = Symbol.for("nix-registry.NixError");
 
-export class NixError extends Error {
-  override readonly name = "NixError";
+  readonly stderr: string;
+
   constructor(
-    readonly code: NixErrorCode,
+    code: ErrorCode,
     message: string,
-    readonly stderr = "",
+    options: CodedErrorOptions & { stderr?: string } = {},
   ) {
-    super(message);
+    super(code, message, options.cause === undefined ? {} : { cause: options.cause });
+    this.name = "NixError";
+    this.stderr = options.stderr ?? "";
   }
 }
 
@@ -68,14 +76,14 @@ export function runNix(
     });
     let stdout = "";
     let stderr = "";
-    let stopped: NixErrorCode | undefined;
+    let stopped: "Timeout" | "Canceled" | undefined;
     child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
       if (stdout.length < MAX_OUTPUT) stdout += chunk;
     });
     child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
       stderr = (stderr + chunk).slice(-MAX_OUTPUT);
     });
-    const kill = (code: NixErrorCode) => {
+    const kill = (code: "Timeout" | "Canceled") => {
       stopped ??= code;
       try {
         if (child.pid !== undefined) process.kill(-child.pid, "SIGKILL");
@@ -93,20 +101,28 @@ export function runNix(
     };
     child.once("error", (error) => {
       done();
-      reject(new NixError("Failed", `cannot run ${command}: ${error.message}`));
+      reject(
+        new NixError(ErrorCode.FailedPrecondition, `cannot run ${command}: ${error.message}`, {
+          cause: error,
+        }),
+      );
     });
     child.once("close", (code, signal) => {
       done();
       if (stopped === "Timeout") {
-        reject(new NixError("Timeout", `${program} killed: NIX_TIMEOUT passed`, stderr));
+        reject(
+          new NixError(ErrorCode.DeadlineExceeded, `${program} killed: NIX_TIMEOUT passed`, {
+            stderr,
+          }),
+        );
       } else if (stopped === "Canceled") {
-        reject(new NixError("Canceled", `${program} canceled`, stderr));
+        reject(new NixError(ErrorCode.Canceled, `${program} canceled`, { stderr }));
       } else if (code !== 0) {
         reject(
           new NixError(
-            "Failed",
+            ErrorCode.Unknown,
             `${program} failed (${code ?? signal}): ${nixErrorSummary(stderr)}`,
-            stderr,
+            { stderr },
           ),
         );
       } else resolve(stdout);
@@ -143,7 +159,7 @@ function parseCheck(stdout: string, storeDir: string): InputsCheck {
   try {
     value = JSON.parse(stdout);
   } catch {
-    throw new NixError("Failed", "nix-instantiate printed no JSON for the package check");
+    throw new NixError(ErrorCode.Unknown, "nix-instantiate printed no JSON for the package check");
   }
   const record = value as Record<string, unknown>;
   const closureInfo = record.closureInfo ?? null;
@@ -156,12 +172,12 @@ function parseCheck(stdout: string, storeDir: string): InputsCheck {
     !isStringArray(record.outPaths) ||
     (closureInfo !== null && typeof closureInfo !== "string")
   ) {
-    throw new NixError("Failed", "the package check's JSON is not of the expected shape");
+    throw new NixError(ErrorCode.Unknown, "the package check's JSON is not of the expected shape");
   }
   for (const path of [...record.outPaths, ...(closureInfo === null ? [] : [closureInfo])]) {
     if (!isStorePath(path, { storeDir })) {
       throw new NixError(
-        "Failed",
+        ErrorCode.Unknown,
         `the package set gave ${JSON.stringify(path)}, not a store path`,
       );
     }
@@ -179,7 +195,7 @@ function parseCheck(stdout: string, storeDir: string): InputsCheck {
 export interface SourceRevision {
   /** The cache key's revision: the source's store hash, or the git commit. */
   revision: string;
-  /** For a git set: the ref the tag named (`HEAD` for `latest`). */
+  /** For a git set: the ref the tag resolved through (`refs/heads/main`, `refs/tags/v1`), or the commit. */
   gitRef?: string;
 }
 
@@ -192,17 +208,7 @@ function inputArgs(
 ): string[] {
   const git =
     set.gitUrl !== undefined && set.gitUrl !== ""
-      ? [
-          "--argstr",
-          "gitUrl",
-          set.gitUrl,
-          "--argstr",
-          "gitRef",
-          source.gitRef ?? "HEAD",
-          "--argstr",
-          "gitRev",
-          source.revision,
-        ]
+      ? ["--argstr", "gitUrl", set.gitUrl, "--argstr", "gitRev", source.revision]
       : [];
   return [
     imageInputsExpression,
@@ -269,7 +275,10 @@ export async function queryClosure(
   const closure = stdout.split("\n").filter((line) => line !== "");
   for (const path of closure) {
     if (!isStorePath(path, { storeDir: set.storeDir })) {
-      throw new NixError("Failed", `nix-store listed ${JSON.stringify(path)}, not a store path`);
+      throw new NixError(
+        ErrorCode.Unknown,
+        `nix-store listed ${JSON.stringify(path)}, not a store path`,
+      );
     }
   }
   return closure.sort();
@@ -301,10 +310,45 @@ export async function exportToBinaryCache(
   );
 }
 
-/** The commit `gitRef` of the set's git repository points at. */
+/** A full commit hash, as a tag may name one. */
+export const commitPattern = /^[0-9a-f]{40}$/;
+
+/**
+ * The commit a branch or a git tag of the set's repository points at (`git ls-remote`, the name
+ * an argument, no shell): a branch wins over a tag of the same name, an annotated tag is peeled
+ * to its commit; `HEAD` is the repository's default branch. Undefined when no ref has the name.
+ * `name` must have passed the tag or branch grammar (it never starts with `-`).
+ */
+export async function gitRefRevision(
+  set: PackageSetOptions,
+  name: string,
+  options: Omit<RunNixOptions, "nixBin" | "env">,
+): Promise<SourceRevision | undefined> {
+  const wanted =
+    name === "HEAD"
+      ? ["HEAD"]
+      : [`refs/heads/${name}`, `refs/tags/${name}^{}`, `refs/tags/${name}`];
+  const stdout = await runNix("git", ["ls-remote", set.gitUrl ?? "", ...wanted], {
+    ...options,
+    nixBin: "",
+    env: { ...(set.env ?? process.env), GIT_TERMINAL_PROMPT: "0" },
+  });
+  const found = new Map<string, string>();
+  for (const line of stdout.split("\n")) {
+    const [hash, ref] = line.split("\t");
+    if (hash !== undefined && ref !== undefined && commitPattern.test(hash)) found.set(ref, hash);
+  }
+  for (const ref of wanted) {
+    const revision = found.get(ref);
+    if (revision !== undefined) return { revision, gitRef: ref.replace(/\^\{\}$/, "") };
+  }
+  return undefined;
+}
+
+/** Checks that `commit` is in the set's git repository (Nix fetches it); gives it back. */
 export async function gitRevision(
   set: PackageSetOptions,
-  gitRef: string,
+  commit: string,
   options: Omit<RunNixOptions, "nixBin" | "env">,
 ): Promise<string> {
   const stdout = await runNix(
@@ -317,16 +361,16 @@ export async function gitRevision(
       "gitUrl",
       set.gitUrl ?? "",
       "--argstr",
-      "gitRef",
-      gitRef,
+      "gitRev",
+      commit,
     ],
     { ...options, nixBin: set.nixBin, ...(set.env ? { env: set.env } : {}) },
   );
   const rev = JSON.parse(stdout) as unknown;
-  if (typeof rev !== "string" || !/^[0-9a-f]{40}$/.test(rev)) {
+  if (typeof rev !== "string" || !commitPattern.test(rev)) {
     throw new NixError(
-      "Failed",
-      `git revision of ${gitRef}: unexpected output ${stdout.slice(0, 200)}`,
+      ErrorCode.Unknown,
+      `git revision of ${commit}: unexpected output ${stdout.slice(0, 200)}`,
     );
   }
   return rev;
@@ -347,7 +391,7 @@ export async function packageSetRevision(
   const path = JSON.parse(stdout) as unknown;
   if (typeof path !== "string" || !isStorePath(path, { storeDir: set.storeDir })) {
     throw new NixError(
-      "Failed",
+      ErrorCode.Unknown,
       `revision of ${set.pkgsPath}: unexpected output ${stdout.slice(0, 200)}`,
     );
   }

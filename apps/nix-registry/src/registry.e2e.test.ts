@@ -28,16 +28,15 @@ import {
 } from "@nix-snapshotter/nix-store/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
+  createStandInSet,
   get,
+  type RegistryProcess,
   registryEntry,
+  type StandInSet,
   type Started,
-  snapshotterEntry,
-  startProcess,
-  startSnapshotter,
-  stopProcess,
-  waitFor,
-} from "./testing/processes.js";
-import { createStandInSet, type StandInSet } from "./testing/stand-in-set.js";
+  startRegistryProcess as startRegistry,
+} from "./testing/index.js";
+import { snapshotterEntry, startSnapshotter, stopProcess } from "./testing/processes.js";
 
 /**
  * The registry as nodes use it: the built daemon on 127.0.0.1 with a stand-in package set made
@@ -63,7 +62,7 @@ describe.skipIf(skip !== undefined)(
   () => {
     let dir: string;
     let set: StandInSet;
-    let registry: Started;
+    let registry: RegistryProcess;
     let snapshotter: Started;
     let containerd: Containerd;
     let port: number;
@@ -73,39 +72,32 @@ describe.skipIf(skip !== undefined)(
       (await readFile(join(dir, "nix-invocations.log"), "utf8").catch(() => ""))
         .split("\n")
         .filter(Boolean);
-    const registryEnv = (bin: string) => ({
-      HOST: "127.0.0.1",
-      PORT: "0",
-      PKGS_PATH: set.path,
-      STORAGE_BACKEND: "filesystem",
-      STORAGE_PATH: join(dir, "storage"),
-      NIX_TIMEOUT: "240",
-      NIX_REGISTRY_GC_ROOTS_DIR: registryRoots,
-      NIX_REGISTRY_NIX_BIN: bin,
-      NIX_REGISTRY_PLATFORMS: "amd64,arm64",
-      NIX_REGISTRY_LOG_FORMAT: "json",
-      // Offline: no substituter; the stand-in set's builders use host programs.
-      NIX_CONFIG: "substituters =\nsandbox = false",
-    });
+    let unique: string;
     const startRegistryProcess = async (logName: string) => {
-      const started = startProcess(
-        registryEntry,
-        ["-l", "debug"],
-        registryEnv(join(dir, "nix-bin")),
-        join(dir, logName),
-      );
-      const bound = await waitFor("nix-registry", started, async () => {
-        const match = /"address":"127\.0\.0\.1:(\d+)"/.exec(await started.log());
-        return match ? Number(match[1]) : undefined;
+      const started = await startRegistry({
+        dir,
+        pkgsPath: set.path,
+        gcRootsName: `registry-${unique}`,
+        nixBin: join(dir, "nix-bin"),
+        platforms: ["amd64", "arm64"],
+        logName,
       });
-      return { registry: started, port: bound };
+      registryRoots = started.gcRootsDir;
+      return { registry: started, port: started.port };
     };
     const builds = async () =>
-      (await invocations()).filter((line) => line.startsWith("nix-build ")).length;
+      (await invocations()).filter(
+        (line) => line.startsWith("nix-build ") && line.includes(" system x86_64-linux "),
+      ).length;
+    /** nix-build attempts for arm64 (offered too: the index lists what could be built). */
+    const armAttempts = async () =>
+      (await invocations()).filter(
+        (line) => line.startsWith("nix-build ") && line.includes(" system aarch64-linux "),
+      ).length;
 
     beforeAll(async () => {
       dir = await mkdtemp(join(tmpdir(), "nix-registry-e2e-"));
-      const unique = `${process.pid}-${randomBytes(4).toString("hex")}`;
+      unique = `${process.pid}-${randomBytes(4).toString("hex")}`;
       // A new marker each run: new store paths, so the first pull really builds.
       set = await createStandInSet(`registry-e2e-${unique}`);
       const bin = join(dir, "nix-bin");
@@ -118,7 +110,6 @@ describe.skipIf(skip !== undefined)(
         );
         await chmod(join(bin, program), 0o755);
       }
-      registryRoots = join(TEST_GC_ROOTS_PARENT, `registry-${unique}`);
       snapshotterRoots = join(TEST_GC_ROOTS_PARENT, `registry-daemon-${unique}`);
       ({ registry, port } = await startRegistryProcess("registry.log"));
 
@@ -131,8 +122,7 @@ describe.skipIf(skip !== undefined)(
     afterAll(async () => {
       await containerd?.stop();
       await stopProcess(snapshotter);
-      await stopProcess(registry);
-      if (registryRoots) await rm(registryRoots, { recursive: true, force: true });
+      await registry?.remove();
       if (snapshotterRoots) await rm(snapshotterRoots, { recursive: true, force: true });
       await set?.remove();
       if (dir) await rm(dir, { recursive: true, force: true });
@@ -176,8 +166,18 @@ describe.skipIf(skip !== undefined)(
         "--raw",
         `docker://${reference()}`,
       ]);
-      const index = JSON.parse(stdout) as { mediaType: string; manifests: { digest: string }[] };
+      const index = JSON.parse(stdout) as {
+        mediaType: string;
+        manifests: { digest: string; platform: { architecture: string } }[];
+      };
       expect(index.mediaType).toBe("application/vnd.oci.image.index.v1+json");
+      // amd64 and arm64 are offered; this host's Nix cannot build for aarch64-linux, so the index
+      // lists amd64 alone and the log says why arm64 was left out.
+      expect(index.manifests.map((entry) => entry.platform.architecture)).toEqual(["amd64"]);
+      expect(await armAttempts()).toBe(1);
+      expect(await registry.log()).toMatch(
+        /"platform":"arm64".*platform left out of the image index/,
+      );
       const manifest = JSON.parse(
         (
           await execFileAsync("skopeo", [
@@ -293,8 +293,7 @@ describe.skipIf(skip !== undefined)(
       expect((await readdir(registryRoots)).some((name) => name.startsWith(".building-"))).toBe(
         true,
       );
-      registry.child.kill("SIGKILL");
-      await registry.exited;
+      await registry.kill();
       expect(await pending).toBeInstanceOf(Error);
       // nix-build dies with the registry (pdeathsig), so it creates no root after the restart.
       let left = await processesMentioning(set.path);

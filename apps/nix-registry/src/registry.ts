@@ -2,7 +2,7 @@ import { mkdir } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import type { StoreFileSystem } from "@nix-snapshotter/image-builder";
-import type { Logger } from "pino";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import type { RegistryConfig } from "./config.js";
 import { createImageService, createNixSteps, type NixSteps } from "./image-service.js";
 import { createImageStore } from "./image-store.js";
@@ -53,6 +53,7 @@ export async function startRegistry(options: StartRegistryOptions): Promise<Runn
         config.binaryCache
           ? { dir: binaryCacheDir, secretKeyFile: config.binaryCacheSecretKeyFile }
           : undefined,
+        config.defaultBranch,
       ),
     logger,
     nixTimeoutSeconds: config.nixTimeout,

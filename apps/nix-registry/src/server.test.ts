@@ -2,6 +2,7 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { request as httpRequest } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { ErrorCode } from "@nix-snapshotter/errdefs";
 import { sha256Digest } from "@nix-snapshotter/oci";
 import { pino } from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -278,7 +279,10 @@ describe("the registry's routes", () => {
   });
 
   it("reports a Nix timeout as UNAVAILABLE and keeps no entry", async () => {
-    fake.failWith = new NixError("Timeout", "nix-build killed: NIX_TIMEOUT passed");
+    fake.failWith = new NixError(
+      ErrorCode.DeadlineExceeded,
+      "nix-build killed: NIX_TIMEOUT passed",
+    );
     const response = await send(port, "/v2/hello/manifests/latest");
     expect(response.status).toBe(503);
     expect(errorOf(response).message).toMatch(/did not finish within NIX_TIMEOUT/);
@@ -287,6 +291,71 @@ describe("the registry's routes", () => {
     fake.failWith = undefined;
     expect((await send(port, "/v2/hello/manifests/latest")).status).toBe(200);
     expect(fake.builds()).toBe(2);
+  });
+});
+
+describe("platforms", () => {
+  interface Index {
+    manifests: { digest: string; platform: { architecture: string; os: string } }[];
+  }
+  const indexOf = async (path: string) => {
+    const response = await send(port, path, { headers: { accept: OCI_INDEX } });
+    expect(response.status, response.body.toString()).toBe(200);
+    return JSON.parse(response.body.toString()) as Index;
+  };
+
+  it("lists one manifest per platform served, built for each system", async () => {
+    await start({ platforms: ["amd64", "arm64"] });
+    const index = await indexOf("/v2/hello/manifests/latest");
+    expect(index.manifests.map((entry) => entry.platform)).toEqual([
+      { architecture: "amd64", os: "linux" },
+      { architecture: "arm64", os: "linux" },
+    ]);
+    expect(fake.calls.filter((call) => call.step === "build").map((call) => call.system)).toEqual([
+      "x86_64-linux",
+      "aarch64-linux",
+    ]);
+    // Each manifest is served, with its own config's architecture.
+    for (const entry of index.manifests) {
+      const manifest = JSON.parse(
+        (await send(port, `/v2/hello/manifests/${entry.digest}`)).body.toString(),
+      ) as { config: { digest: string } };
+      const config = JSON.parse(
+        (await send(port, `/v2/hello/blobs/${manifest.config.digest}`)).body.toString(),
+      ) as { architecture: string };
+      expect(config.architecture).toBe(entry.platform.architecture);
+    }
+    // A client that takes no index gets the default (first) platform's manifest.
+    const only = await send(port, "/v2/hello/manifests/latest", {
+      headers: { accept: OCI_MANIFEST },
+    });
+    expect(only.headers["docker-content-digest"]).toBe(index.manifests[0]!.digest);
+  });
+
+  it("leaves out a platform Nix cannot build, and fails only when none can be built", async () => {
+    await start({ platforms: ["amd64", "arm64"] });
+    fake.failSystems.add("aarch64-linux");
+    const index = await indexOf("/v2/hello/manifests/latest");
+    expect(index.manifests.map((entry) => entry.platform.architecture)).toEqual(["amd64"]);
+    // arm64 asked for by name: that platform alone, and its failure is the answer.
+    const arm = await send(port, "/v2/arm64/hello/manifests/latest");
+    expect(arm.status).toBe(500);
+    expect(errorOf(arm).message).toContain("'aarch64-linux' with features {} is required");
+    fake.failSystems.add("x86_64-linux");
+    const none = await send(port, "/v2/busybox/manifests/latest");
+    expect(none.status).toBe(500);
+    expect(await readdir(join(dir, "gcroots"))).toHaveLength(1);
+  });
+
+  it("keeps a timeout fatal for the whole image", async () => {
+    await start({ platforms: ["amd64", "arm64"] });
+    fake.failWith = new NixError(
+      ErrorCode.DeadlineExceeded,
+      "nix-build killed: NIX_TIMEOUT passed",
+    );
+    const response = await send(port, "/v2/hello/manifests/latest");
+    expect(response.status).toBe(503);
+    expect(fake.builds()).toBe(1);
   });
 });
 

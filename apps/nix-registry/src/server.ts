@@ -8,9 +8,10 @@ import {
   type ServerResponse,
 } from "node:http";
 import { join } from "node:path";
+import { ErrorCode } from "@nix-snapshotter/errdefs";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import { MediaType } from "@nix-snapshotter/oci";
-import type { Logger } from "pino";
-import { type DistributionErrorCode, RegistryError, statusOf } from "./errors.js";
+import { RegistryError, type RegistryErrorOptions, toDistributionError } from "./errors.js";
 import type { ImageService } from "./image-service.js";
 import { type ImageStore, isDigest } from "./image-store.js";
 import type { RegistryMetrics } from "./metrics.js";
@@ -107,22 +108,36 @@ export function createRegistryHandler(options: RegistryServerOptions) {
     response.end(request.method === "HEAD" ? undefined : body);
   };
 
-  const fail = (
-    request: IncomingMessage,
-    response: ServerResponse,
-    code: DistributionErrorCode,
-    message: string,
-    detail?: unknown,
-    status = statusOf[code],
-    headers: OutgoingHttpHeaders = {},
-  ) => {
+  /** The HTTP edge of errors: every error body and status comes from {@link toDistributionError}. */
+  const fail = (request: IncomingMessage, response: ServerResponse, error: unknown) => {
+    const answer = toDistributionError(error);
     const body = Buffer.from(
       JSON.stringify({
-        errors: [{ code, message, ...(detail === undefined ? {} : { detail }) }],
+        errors: [
+          {
+            code: answer.code,
+            message: answer.message,
+            ...(answer.detail === undefined ? {} : { detail: answer.detail }),
+          },
+        ],
       }),
     );
-    send(request, response, status, { "content-type": "application/json", ...headers }, body);
+    send(
+      request,
+      response,
+      answer.status,
+      { "content-type": "application/json", ...answer.headers },
+      body,
+    );
+    return answer;
   };
+  const refuse = (
+    request: IncomingMessage,
+    response: ServerResponse,
+    code: ErrorCode,
+    message: string,
+    options: RegistryErrorOptions,
+  ) => void fail(request, response, new RegistryError(code, message, options));
 
   const serveBlob = async (
     request: IncomingMessage,
@@ -131,9 +146,16 @@ export function createRegistryHandler(options: RegistryServerOptions) {
   ): Promise<void> => {
     const location = await options.store.blob(digest);
     if (location === undefined) {
-      return fail(request, response, "BLOB_UNKNOWN", `blob ${digest} unknown to this registry`, {
-        digest,
-      });
+      return refuse(
+        request,
+        response,
+        ErrorCode.NotFound,
+        `blob ${digest} unknown to this registry`,
+        {
+          subject: "blob",
+          detail: { digest },
+        },
+      );
     }
     response.writeHead(200, {
       "docker-distribution-api-version": "registry/2.0",
@@ -229,16 +251,21 @@ export function createRegistryHandler(options: RegistryServerOptions) {
     const tags = /^\/v2\/(.+)\/tags\/list$/.exec(path);
     const target = tags ? { name: tags[1]!, kind: "tags", reference: "" } : manifestRoute(path);
     if (target === undefined) {
-      fail(request, response, "UNSUPPORTED", `no such endpoint: ${quote(path)}`, undefined, 404);
+      refuse(request, response, ErrorCode.NotFound, `no such endpoint: ${quote(path)}`, {
+        subject: "endpoint",
+      });
       return "unknown";
     }
     let name: ReturnType<typeof parseImageName>;
     try {
       name = parseImageName(target.name, options.defaultPlatform, options.nameLimits);
     } catch (error) {
-      if (!(error instanceof NameError)) throw error;
+      if (!NameError.is(error)) throw error;
       metrics.event("refusedName");
-      fail(request, response, "NAME_INVALID", error.message, { name: target.name.slice(0, 256) });
+      refuse(request, response, ErrorCode.InvalidArgument, error.message, {
+        subject: "name",
+        detail: { name: target.name.slice(0, 256) },
+      });
       return target.kind;
     }
     if (target.kind === "tags") {
@@ -249,11 +276,12 @@ export function createRegistryHandler(options: RegistryServerOptions) {
     }
     if (target.kind === "blobs") {
       if (!isDigest(target.reference)) {
-        fail(
+        refuse(
           request,
           response,
-          "DIGEST_INVALID",
+          ErrorCode.InvalidArgument,
           `${quote(target.reference)} is not a sha256 digest`,
+          { subject: "digest" },
         );
         return "blobs";
       }
@@ -264,7 +292,13 @@ export function createRegistryHandler(options: RegistryServerOptions) {
     const reference = target.reference;
     if (reference.includes(":")) {
       if (!isDigest(reference)) {
-        fail(request, response, "DIGEST_INVALID", `${quote(reference)} is not a sha256 digest`);
+        refuse(
+          request,
+          response,
+          ErrorCode.InvalidArgument,
+          `${quote(reference)} is not a sha256 digest`,
+          { subject: "digest" },
+        );
         return "manifests";
       }
       const data = await options.store.readBlob(reference, MAX_MANIFEST_BYTES);
@@ -281,8 +315,9 @@ export function createRegistryHandler(options: RegistryServerOptions) {
         }
       })();
       if (data === undefined || mediaType === undefined) {
-        fail(request, response, "MANIFEST_UNKNOWN", `manifest ${reference} unknown`, {
-          digest: reference,
+        refuse(request, response, ErrorCode.NotFound, `manifest ${reference} unknown`, {
+          subject: "manifest",
+          detail: { digest: reference },
         });
         return "manifests";
       }
@@ -290,25 +325,29 @@ export function createRegistryHandler(options: RegistryServerOptions) {
       return "manifests";
     }
     if (!isTag(reference)) {
-      fail(request, response, "MANIFEST_UNKNOWN", `${quote(reference)} is not a valid tag`);
+      refuse(request, response, ErrorCode.NotFound, `${quote(reference)} is not a valid tag`, {
+        subject: "manifest",
+      });
       return "manifests";
     }
     if (!options.service.servesTag(reference)) {
-      fail(
+      refuse(
         request,
         response,
-        "MANIFEST_UNKNOWN",
+        ErrorCode.NotFound,
         `tag ${quote(reference)} unknown: this registry serves "${SERVED_TAG}" (the package set as configured)`,
+        { subject: "manifest" },
       );
       return "manifests";
     }
     const wanted = negotiate(request.headers.accept);
     if (wanted === undefined) {
-      fail(
+      refuse(
         request,
         response,
-        "MANIFEST_UNKNOWN",
+        ErrorCode.NotFound,
         `no manifest of an accepted media type: this registry serves ${MediaType.ImageIndex} and ${MediaType.ImageManifest}`,
+        { subject: "manifest" },
       );
       return "manifests";
     }
@@ -317,7 +356,7 @@ export function createRegistryHandler(options: RegistryServerOptions) {
     const data = await options.store.readBlob(digest, MAX_MANIFEST_BYTES);
     if (data === undefined) {
       throw new RegistryError(
-        "UNKNOWN",
+        ErrorCode.DataLoss,
         `stored ${wanted} ${digest} of ${quote(name.repository)} is missing`,
       );
     }
@@ -339,38 +378,32 @@ export function createRegistryHandler(options: RegistryServerOptions) {
     try {
       if (rawUrl.length > options.maxUrlLength) {
         metrics.event("refusedName");
-        return fail(
+        return refuse(
           request,
           response,
-          "NAME_INVALID",
+          ErrorCode.InvalidArgument,
           `request URL of ${rawUrl.length} bytes is longer than ${options.maxUrlLength}`,
-          undefined,
-          414,
-          { connection: "close" },
+          { subject: "url" },
         );
       }
       if (request.method !== "GET" && request.method !== "HEAD") {
-        return fail(
+        return refuse(
           request,
           response,
-          "UNSUPPORTED",
+          ErrorCode.Unimplemented,
           `${quote(request.method ?? "", 16)} is not supported: this registry is read-only (images are built from their names)`,
-          undefined,
-          405,
-          { allow: "GET, HEAD", connection: "close" },
+          { subject: "method" },
         );
       }
       const count = inFlight.get(client) ?? 0;
       if (count >= options.maxRequestsPerClient) {
         metrics.event("throttled");
-        return fail(
+        return refuse(
           request,
           response,
-          "TOOMANYREQUESTS",
+          ErrorCode.ResourceExhausted,
           `more than ${options.maxRequestsPerClient} requests in flight from this client`,
-          undefined,
-          429,
-          { "retry-after": "1" },
+          { subject: "client" },
         );
       }
       inFlight.set(client, count + 1);
@@ -384,16 +417,15 @@ export function createRegistryHandler(options: RegistryServerOptions) {
         else inFlight.set(client, left);
       }
     } catch (error) {
-      const registryError =
-        error instanceof RegistryError
-          ? error
-          : new RegistryError("UNKNOWN", error instanceof Error ? error.message : String(error));
-      if (registryError.status >= 500) {
-        logger.error({ err: error, url: rawUrl.slice(0, 512) }, "request failed");
-      }
       if (!response.headersSent) {
-        fail(request, response, registryError.code, registryError.message, registryError.detail);
-      } else response.destroy();
+        const answer = fail(request, response, error);
+        if (answer.status >= 500) {
+          logger.error({ err: error, url: rawUrl.slice(0, 512) }, "request failed");
+        }
+      } else {
+        logger.error({ err: error, url: rawUrl.slice(0, 512) }, "request failed after its headers");
+        response.destroy();
+      }
     } finally {
       metrics.request(routeName, response.statusCode);
       logger.debug(

@@ -1,8 +1,9 @@
 import { mkdir, symlink } from "node:fs/promises";
 import { dirname } from "node:path";
+import { ErrorCode } from "@nix-snapshotter/errdefs";
 import { createMemoryFileSystem, type StoreFileSystem } from "@nix-snapshotter/image-builder";
 import type { NixSteps } from "../image-service.js";
-import type { InputsCheck } from "../nix.js";
+import { type InputsCheck, NixError } from "../nix.js";
 
 /**
  * TEST DOUBLE of the registry's Nix steps (unit tests only): a package set of three store paths
@@ -24,6 +25,8 @@ export interface FakeNix {
   hold: Promise<void> | undefined;
   /** Makes the next builds fail with this error. */
   failWith: Error | undefined;
+  /** Systems whose builds fail as Nix fails for a platform it cannot build for. */
+  failSystems: Set<string>;
 }
 
 export function createFakeNix(options: { closureInfo?: boolean } = {}): FakeNix {
@@ -46,6 +49,7 @@ export function createFakeNix(options: { closureInfo?: boolean } = {}): FakeNix 
     builds: () => fake.calls.filter((call) => call.step === "build").length,
     hold: undefined,
     failWith: undefined,
+    failSystems: new Set(),
     steps: {
       async revision(tag) {
         fake.calls.push({ step: "revision", names: [tag] });
@@ -70,6 +74,12 @@ export function createFakeNix(options: { closureInfo?: boolean } = {}): FakeNix 
         fake.calls.push({ step: "build", names, system });
         await fake.hold;
         if (fake.failWith) throw fake.failWith;
+        if (fake.failSystems.has(system)) {
+          throw new NixError(
+            ErrorCode.Unknown,
+            `nix-build failed (1): error: a '${system}' with features {} is required to build it`,
+          );
+        }
         await mkdir(dirname(outLink), { recursive: true });
         await symlink(storePaths.hello, outLink);
       },

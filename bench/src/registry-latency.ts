@@ -2,19 +2,23 @@
  * Benchmark: nix-registry against Debian's docker-registry serving the same images pushed in
  * advance, in one run on 127.0.0.1. Needs root, Nix, /bin/busybox and docker-registry.
  *
- * - Cached manifest: sequential `GET /v2/<name>/manifests/latest` (Accept: OCI manifest) on a
- *   keep-alive connection, p50 and p99.
+ * - Cached manifest: sequential `GET /v2/<name>/manifests/latest` (Accept: OCI manifest) on one
+ *   keep-alive connection, p50 and p99, alternating blocks of 100 between the two registries.
  * - First pull: manifest by tag, then config and layer blobs, of an image the registry has not
  *   served yet. For nix-registry that includes the Nix evaluation, the realisation (the closure
- *   is already in the store: built once beforehand to push the same image to docker-registry)
- *   and the image generation; docker-registry serves the pushed blobs.
+ *   is already in the store: a first registry built it to push the same image to
+ *   docker-registry) and the image generation; docker-registry serves the pushed blobs.
  *
- * Run: `pnpm build && node apps/nix-registry/dist/bench/latency.js [requests]`.
+ * Both nix-registries are the built daemon (`nix-registry/testing`'s process harness) with the
+ * app's stand-in package set (made offline from the host's busybox).
+ *
+ * Run alone: `node bench/dist/registry-latency.js [requests] [--json]` (default 1000 requests
+ * each; BENCH_REGISTRY_REQUESTS also sets it). `pnpm bench` runs it as a child process with
+ * `--json` (section "nix-registry vs docker-registry").
  */
 import { randomBytes } from "node:crypto";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { Agent, request as httpRequest } from "node:http";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   createMemoryImageSource,
@@ -23,12 +27,9 @@ import {
   staticCredentials,
 } from "@nix-snapshotter/image-builder";
 import { startRegistry as startDockerRegistry } from "@nix-snapshotter/image-builder/testing";
-import { TEST_GC_ROOTS_PARENT } from "@nix-snapshotter/nix-store/testing";
 import { type Digest, MediaType, sha256Digest } from "@nix-snapshotter/oci";
-import { pino } from "pino";
-import { defaultConfig } from "../config.js";
-import { type RunningRegistry, startRegistry } from "../registry.js";
-import { createStandInSet } from "../testing/stand-in-set.js";
+import { createStandInSet, type RegistryProcess, startRegistryProcess } from "nix-registry/testing";
+import { median, workDirectory } from "./harness.js";
 
 const agent = new Agent({ keepAlive: true, maxSockets: 1 });
 
@@ -47,9 +48,10 @@ function get(base: string, path: string, accept?: string): Promise<Buffer> {
         const chunks: Buffer[] = [];
         response.on("data", (chunk: Buffer) => chunks.push(chunk));
         response.on("end", () => {
+          const body = Buffer.concat(chunks);
           if (response.statusCode !== 200) {
-            reject(new Error(`${path}: ${response.statusCode} ${Buffer.concat(chunks)}`));
-          } else resolve(Buffer.concat(chunks));
+            reject(new Error(`${path}: ${response.statusCode} ${body.toString().slice(0, 300)}`));
+          } else resolve(body);
         });
       },
     );
@@ -70,39 +72,47 @@ async function pull(base: string, name: string): Promise<number> {
   return performance.now() - started;
 }
 
-function percentile(values: readonly number[], fraction: number): number {
+export function percentile(values: readonly number[], fraction: number): number {
+  if (values.length === 0) throw new Error("percentile of nothing");
   const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil(fraction * sorted.length) - 1)]!;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(fraction * sorted.length) - 1))]!;
 }
 
-async function main(): Promise<void> {
+export interface RegistryLatencyFigure {
+  figure: string;
+  ours: number;
+  baseline: number;
+  unit: "ms";
+}
+
+/** Runs the benchmark; `log` gets progress lines. */
+export async function benchRegistryLatency(
+  requests: number,
+  log: (line: string) => void,
+): Promise<{ figures: RegistryLatencyFigure[]; firstNix: number[]; firstDocker: number[] }> {
   if (process.getuid?.() !== 0) throw new Error("run as root (Nix builds, GC roots)");
-  const requests = Number(process.argv[2] ?? 1000);
   const unique = `${process.pid}-${randomBytes(4).toString("hex")}`;
-  const dir = await mkdtemp(join(tmpdir(), "nix-registry-bench-"));
+  const work = await workDirectory("nix-registry-bench-");
   const set = await createStandInSet(`registry-bench-${unique}`);
-  process.env.NIX_CONFIG = "substituters =\nsandbox = false";
-  const registries: RunningRegistry[] = [];
+  const registries: RegistryProcess[] = [];
   const start = async (label: string) => {
-    const registry = await startRegistry({
-      config: {
-        ...defaultConfig(),
-        host: "127.0.0.1",
-        port: 0,
-        pkgsPath: set.path,
-        storagePath: join(dir, label),
-        gcRootsDir: join(TEST_GC_ROOTS_PARENT, `registry-bench-${label}-${unique}`),
-        nixTimeout: 600,
-      },
-      logger: pino({ level: "warn" }),
+    const dir = join(work.path, label);
+    await mkdir(dir, { recursive: true });
+    const registry = await startRegistryProcess({
+      dir,
+      pkgsPath: set.path,
+      gcRootsName: `registry-bench-${label}-${unique}`,
+      nixTimeout: 600,
+      // info: the harness waits for the "listening" line; requests are logged at debug only.
+      logLevel: "info",
     });
     registries.push(registry);
-    return `http://127.0.0.1:${registry.port}`;
+    return registry.url;
   };
   const docker = await startDockerRegistry();
   try {
     const names = ["hello", "busybox", "hello/busybox", "shell", "coreutils"];
-    // Build each image once (a first nix-registry), push the same image to docker-registry.
+    log(`registry-latency: building ${names.length} images once, pushing them to docker-registry`);
     const builder = await start("builder");
     const client = createRegistryClient({
       registry: docker.host,
@@ -141,7 +151,7 @@ async function main(): Promise<void> {
       });
     }
 
-    // First pulls: a fresh nix-registry (empty cache) against docker-registry.
+    log("registry-latency: first pulls from a fresh nix-registry and docker-registry");
     const fresh = await start("fresh");
     const firstNix: number[] = [];
     const firstDocker: number[] = [];
@@ -150,48 +160,77 @@ async function main(): Promise<void> {
       firstNix.push(await pull(fresh, name));
     }
 
-    // Cached manifests, alternating blocks of 100.
+    log(`registry-latency: ${requests} cached manifest requests each`);
     const cachedNix: number[] = [];
     const cachedDocker: number[] = [];
     for (let done = 0; done < requests; done += 100) {
+      const block = Math.min(100, requests - done);
       for (const [base, into] of [
         [fresh, cachedNix],
         [docker.url, cachedDocker],
       ] as const) {
-        for (let index = 0; index < 100; index++) {
+        for (let index = 0; index < block; index++) {
           const started = performance.now();
           await get(base, "/v2/hello/busybox/manifests/latest", MediaType.ImageManifest);
           into.push(performance.now() - started);
         }
       }
     }
-    const row = (what: string, nix: number[], dockerValues: number[]) =>
-      `| ${what} | ${percentile(nix, 0.5).toFixed(2)} / ${percentile(nix, 0.99).toFixed(2)} ms | ${percentile(dockerValues, 0.5).toFixed(2)} / ${percentile(dockerValues, 0.99).toFixed(2)} ms | ${(percentile(nix, 0.5) / percentile(dockerValues, 0.5)).toFixed(2)}x |`;
-    process.stdout.write(
-      [
-        `| measure (p50 / p99) | nix-registry | docker-registry | ratio (p50) |`,
-        `| --- | --- | --- | --- |`,
-        row(`cached manifest, ${cachedNix.length} requests each`, cachedNix, cachedDocker),
-        row(`first pull (manifest + blobs), ${names.length} images each`, firstNix, firstDocker),
-        "",
-        `first pulls, nix-registry (ms): ${firstNix.map((value) => value.toFixed(0)).join(", ")}`,
-        `first pulls, docker-registry (ms): ${firstDocker.map((value) => value.toFixed(1)).join(", ")}`,
-        "",
-      ].join("\n"),
-    );
+    return {
+      figures: [
+        {
+          figure: `cached manifest p50 (${cachedNix.length} requests)`,
+          ours: percentile(cachedNix, 0.5),
+          baseline: percentile(cachedDocker, 0.5),
+          unit: "ms",
+        },
+        {
+          figure: `cached manifest p99 (${cachedNix.length} requests)`,
+          ours: percentile(cachedNix, 0.99),
+          baseline: percentile(cachedDocker, 0.99),
+          unit: "ms",
+        },
+        {
+          figure: `first pull, median of ${names.length} images`,
+          ours: median(firstNix),
+          baseline: median(firstDocker),
+          unit: "ms",
+        },
+      ],
+      firstNix,
+      firstDocker,
+    };
   } finally {
     agent.destroy();
-    for (const registry of registries) await registry.close();
+    for (const registry of registries) await registry.remove();
     await docker.stop();
-    for (const label of ["builder", "fresh"]) {
-      await rm(join(TEST_GC_ROOTS_PARENT, `registry-bench-${label}-${unique}`), {
-        recursive: true,
-        force: true,
-      });
-    }
     await set.remove();
-    await rm(dir, { recursive: true, force: true });
+    await work.remove();
   }
+}
+
+async function main(): Promise<void> {
+  const argument = process.argv.slice(2).find((value) => /^\d+$/.test(value));
+  const requests = Number(argument ?? process.env.BENCH_REGISTRY_REQUESTS ?? 1000);
+  if (!Number.isSafeInteger(requests) || requests < 1)
+    throw new Error("requests: a positive count");
+  const result = await benchRegistryLatency(requests, (line) => process.stderr.write(`${line}\n`));
+  if (process.argv.includes("--json")) {
+    process.stdout.write(`${JSON.stringify({ figures: result.figures })}\n`);
+    return;
+  }
+  const lines = [
+    "| figure | nix-registry | docker-registry | ratio |",
+    "| --- | --- | --- | --- |",
+    ...result.figures.map(
+      (figure) =>
+        `| ${figure.figure} | ${figure.ours.toFixed(2)} ms | ${figure.baseline.toFixed(2)} ms | ${(figure.ours / figure.baseline).toFixed(2)}x |`,
+    ),
+    "",
+    `first pulls, nix-registry (ms): ${result.firstNix.map((value) => value.toFixed(0)).join(", ")}`,
+    `first pulls, docker-registry (ms): ${result.firstDocker.map((value) => value.toFixed(1)).join(", ")}`,
+  ];
+  process.stdout.write(`${lines.join("\n")}\n`);
 }
 
 main().catch((error: unknown) => {
