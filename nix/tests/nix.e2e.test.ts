@@ -248,6 +248,7 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
         "preload-containerd",
         "preload-containerd-rootless",
         "k3s",
+        "nix-registry",
       ]),
     );
     expect(parsed.home).toEqual(
@@ -362,6 +363,14 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
               "services.preload-containerd.rootless.targets",
               "services.k3s.moreFlags",
               "services.k3s.snapshotter",
+              "services.nix-registry.enable",
+              "services.nix-registry.package",
+              "services.nix-registry.user",
+              "services.nix-registry.openFirewall",
+              "services.nix-registry.settings.port",
+              "services.nix-registry.settings.pkgs_repo",
+              "services.nix-registry.settings.nix_timeout",
+              "services.nix-registry.settings.binary_cache_secret_key_file",
             ]
           : [
               "services.nix-snapshotter.rootless.enable",
@@ -517,6 +526,117 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
     ]);
   });
 
+  it("renders services.nix-registry: its TOML, unit, user, firewall and credential", async () => {
+    const module = `{
+      services.nix-registry = {
+        enable = true;
+        openFirewall = true;
+        settings = {
+          pkgs_repo = "https://example.org/pkgs.git";
+          port = 5000;
+          host = "127.0.0.1";
+          nix_timeout = 300;
+          storage_path = "/srv/nix-registry";
+          binary_cache = true;
+          binary_cache_secret_key_file = "/etc/nix-registry/cache.sec";
+          max_images = 64;
+        };
+      };
+    }`;
+    const summary = await evalJson<Summary>("modules.nix", "summary", moduleArg(module));
+    const unit = summary.units["nix-registry"];
+    expect(unit?.wantedBy).toEqual(["multi-user.target"]);
+    expect(unit?.after).toEqual(["network.target", "nix-daemon.service"]);
+    expect(unit?.serviceConfig).toMatchObject({
+      Type: "exec",
+      User: "nix-registry",
+      Group: "nix-registry",
+      Restart: "on-failure",
+      CacheDirectory: "nix-registry",
+      LoadCredential: "binary-cache-secret-key:/etc/nix-registry/cache.sec",
+    });
+    expect(String(unit?.serviceConfig.ExecStart)).toMatch(
+      /^\/nix\/store\/[a-z0-9]{32}-nix-registry-host\/bin\/nix-registry --config \/nix\/store\/[a-z0-9]{32}-nix-registry\.toml$/,
+    );
+    // Both writable directories, made for the service's user before each start (as root: "+").
+    expect(
+      (unit?.serviceConfig.ExecStartPre as string[]).map((line) =>
+        line.replace(/^\+\/nix\/store\/[a-z0-9]{32}-coreutils/, "+coreutils"),
+      ),
+    ).toEqual([
+      "+coreutils/bin/install -d -m 0750 -o nix-registry -g nix-registry /srv/nix-registry",
+      "+coreutils/bin/install -d -m 0750 -o nix-registry -g nix-registry /nix/var/nix/gcroots/nix-registry",
+    ]);
+    const facts = JSON.parse(
+      await exec("nix-instantiate", [
+        "--eval",
+        "--strict",
+        "--json",
+        join(testsDir, "modules.nix"),
+        "-A",
+        "registryFacts",
+        ...baseArgs(),
+        ...moduleArg(module),
+      ]),
+    ) as {
+      users: { users: Record<string, { isSystemUser: boolean; group: string }>; groups: object };
+      ports: number[];
+      environment: Record<string, string>;
+    };
+    expect(facts.ports).toEqual([5000]);
+    expect(facts.users.users["nix-registry"]).toMatchObject({
+      isSystemUser: true,
+      group: "nix-registry",
+    });
+    expect(Object.keys(facts.users.groups)).toEqual(["nix-registry"]);
+    // The key reaches the registry as systemd's copy, never through the store.
+    expect(facts.environment.NIX_REGISTRY_BINARY_CACHE_SECRET_KEY_FILE).toBe(
+      "%d/binary-cache-secret-key",
+    );
+    // The rendered file (the registry parses one in the systemd test below): the key file is
+    // left out (it comes from the environment), null options are absent.
+    const text = JSON.parse(
+      await exec("nix-instantiate", [
+        "--eval",
+        "--strict",
+        "--json",
+        join(testsDir, "modules.nix"),
+        "-A",
+        "config.services.nix-registry.configFile.text",
+        ...baseArgs(),
+        ...moduleArg(module),
+      ]),
+    ) as string;
+    expect(text.trim().split("\n").sort()).toEqual([
+      "binary_cache = true",
+      'gc_roots_dir = "/nix/var/nix/gcroots/nix-registry"',
+      'host = "127.0.0.1"',
+      "max_images = 64",
+      "nix_timeout = 300",
+      'pkgs_repo = "https://example.org/pkgs.git"',
+      "port = 5000",
+      'storage_path = "/srv/nix-registry"',
+    ]);
+
+    // A user of one's own is not created; root runs it for a single-user Nix.
+    const asRoot = JSON.parse(
+      await exec("nix-instantiate", [
+        "--eval",
+        "--strict",
+        "--json",
+        join(testsDir, "modules.nix"),
+        "-A",
+        "registryFacts",
+        ...baseArgs(),
+        ...moduleArg(
+          `{ services.nix-registry = { enable = true; user = "root"; group = "root"; settings.pkgs_path = "/srv/pkgs"; }; }`,
+        ),
+      ]),
+    ) as { users: { users: object; groups: object }; ports: number[]; environment: object };
+    expect([asRoot.users, asRoot.ports]).toEqual([{ users: {}, groups: {} }, []]);
+    expect(asRoot.environment).not.toHaveProperty("NIX_REGISTRY_BINARY_CACHE_SECRET_KEY_FILE");
+  });
+
   it("rejects hostile or mistaken configurations with an error naming the option", async () => {
     const evalError = (module: string, kind = "nixos") =>
       execFailure("nix-instantiate", [
@@ -554,6 +674,35 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
         `{ imports = [ { virtualisation.containerd.defaultRuntime = "runc"; } ]; virtualisation.containerd = { enable = true; defaultRuntime = "crun"; }; }`,
       ),
     ).toMatch(/defaultRuntime' has conflicting definition values/);
+    // services.nix-registry: the assertions name what is wrong, as nixpkgs reports them.
+    expect(
+      await evalError(
+        `{ services.nix-registry = { enable = true; settings = { pkgs_path = "/srv/a"; pkgs_repo = "/srv/b"; }; }; }`,
+      ),
+    ).toMatch(/set exactly one of settings\.pkgs_path and settings\.pkgs_repo/);
+    expect(await evalError(`{ services.nix-registry.enable = true; }`)).toMatch(
+      /set exactly one of settings\.pkgs_path and settings\.pkgs_repo/,
+    );
+    expect(
+      await evalError(
+        `{ services.nix-registry = { enable = true; settings = { pkgs_path = "/srv/a"; binary_cache = true; }; }; }`,
+      ),
+    ).toMatch(/binary_cache needs settings\.binary_cache_secret_key_file/);
+    expect(
+      await evalError(
+        `{ services.nix-registry = { enable = true; settings = { pkgs_path = "/srv/a"; binary_cache = true; binary_cache_secret_key_file = "/nix/store/x-key"; }; }; }`,
+      ),
+    ).toMatch(/must be an absolute path outside the Nix store/);
+    expect(
+      await evalError(
+        `{ services.nix-registry = { enable = true; settings = { pkgs_path = "/srv/a"; gc_roots_dir = "/var/lib/roots"; }; }; }`,
+      ),
+    ).toMatch(/gc_roots_dir must be below \/nix\/var\/nix\/gcroots\//);
+    expect(
+      await evalError(
+        `{ services.nix-registry = { enable = true; settings = { pkgs_path = "/srv/a"; nix_timeout = 0; }; }; }`,
+      ),
+    ).toMatch(/settings\.nix_timeout.*not of type/s);
   });
 });
 
