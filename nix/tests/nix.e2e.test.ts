@@ -6,7 +6,7 @@
 import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, realpathSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
@@ -560,7 +560,7 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
     );
     // Both writable directories, made for the service's user before each start (as root: "+").
     expect(
-      (unit?.serviceConfig.ExecStartPre as string[]).map((line) =>
+      ((unit?.serviceConfig.ExecStartPre ?? []) as string[]).map((line) =>
         line.replace(/^\+\/nix\/store\/[a-z0-9]{32}-coreutils/, "+coreutils"),
       ),
     ).toEqual([
@@ -734,6 +734,64 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
     return stdout.trim().split("\n").at(-1) ?? "";
   }
 
+  /** A package set of one package built from the host's /bin/sh (no nixpkgs here). */
+  async function registryPackageSet(): Promise<string> {
+    const directory = join(gcRoots, "registry-package-set");
+    await mkdir(directory, { recursive: true });
+    await writeFile(
+      join(directory, "default.nix"),
+      `{ system ? builtins.currentSystem }: {
+        greeting = derivation {
+          name = "greeting";
+          inherit system;
+          builder = "/bin/sh";
+          args = [ "-c" "mkdir -p $out/bin; printf '#!/bin/sh\\necho hello from ${salt}\\n' > $out/bin/greeting" ];
+        };
+      }\n`,
+    );
+    return directory;
+  }
+
+  /** Polls /v2/ until it answers (at most 60 s), failing early if the process exits. */
+  async function waitForRegistry(
+    port: number,
+    child: ChildProcess | undefined,
+    log: () => string,
+  ): Promise<void> {
+    for (let attempt = 0; attempt < 240; attempt++) {
+      if (child !== undefined && child.exitCode !== null) {
+        throw new Error(`nix-registry exited with ${child.exitCode}: ${log()}`);
+      }
+      const response = await fetch(`http://127.0.0.1:${port}/v2/`).catch(() => undefined);
+      if (response !== undefined) {
+        await response.arrayBuffer();
+        return;
+      }
+      await new Promise((done) => setTimeout(done, 250));
+    }
+    throw new Error(`nix-registry did not answer on port ${port}: ${log()}`);
+  }
+
+  /** The base route, an unknown package (Nix evaluates) and a built image (Nix builds). */
+  async function expectRegistryServes(port: number): Promise<void> {
+    const base = await fetch(`http://127.0.0.1:${port}/v2/`);
+    expect(base.status).toBe(200);
+    expect(base.headers.get("docker-distribution-api-version")).toBe("registry/2.0");
+    const unknown = await fetch(`http://127.0.0.1:${port}/v2/no-such-package/manifests/latest`);
+    expect(unknown.status).toBe(404);
+    expect(JSON.stringify(await unknown.json())).toContain("no-such-package");
+    const manifest = await fetch(`http://127.0.0.1:${port}/v2/greeting/manifests/latest`, {
+      headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
+    });
+    const body = await manifest.text();
+    expect(manifest.status, body).toBe(200);
+    const parsed = JSON.parse(body) as { layers: { annotations?: Record<string, string> }[] };
+    const annotations = Object.values(parsed.layers[0]?.annotations ?? {});
+    expect(annotations.some((value) => /^\/nix\/store\/[a-z0-9]{32}-greeting$/.test(value))).toBe(
+      true,
+    );
+  }
+
   it("gives k3s on this containerd the CRI settings of k3s' own containerd (docs/k3s.md)", async (context) => {
     const extra = moduleArg(`{
       virtualisation.containerd = { enable = true; nixSnapshotterIntegration = true; k3sIntegration = true; };
@@ -823,6 +881,65 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
       expect(daemonHelp).toMatch(/^Usage: nix-snapshotter /);
       const wrapper = await readFile(join(out, "bin/nix-snapshotter"), "utf8");
       expect(wrapper).toContain(`${out}/lib/nix-snapshotter/apps/nix-snapshotter/dist/main.js`);
+      // The registry: its wrapper, the sibling package holding only it, its fixed expressions.
+      const registryHelp = await exec(join(out, "bin/nix-registry"), ["--help"]);
+      expect(registryHelp).toMatch(/^Usage: nix-registry /);
+      const registryWrapper = await readFile(join(out, "bin/nix-registry"), "utf8");
+      expect(registryWrapper).toContain(
+        `${out}/lib/nix-snapshotter/apps/nix-registry/dist/main.js`,
+      );
+      // Nix, git and setpriv on the PATH it appends (the stand-in's links to the host's).
+      const pathBins = registryWrapper
+        .split("\n")
+        .filter((line) => line.includes("PATH"))
+        .flatMap((line) => [...line.matchAll(/\/nix\/store\/[a-z0-9]{32}-[^/:'"]+\/bin/g)])
+        .map((match) => match[0]);
+      for (const program of ["nix-build", "nix-instantiate", "nix-store", "git", "setpriv"]) {
+        expect(
+          pathBins.some((bin) => existsSync(join(bin, program))),
+          program,
+        ).toBe(true);
+      }
+      expect(
+        existsSync(join(out, "lib/nix-snapshotter/apps/nix-registry/nix/image-inputs.nix")),
+      ).toBe(true);
+      expect(existsSync(join(out, "lib/nix-snapshotter/apps/nix-registry/src"))).toBe(false);
+      const registry = await build("package-build.nix", "registry", extra);
+      expect(registry).toMatch(/^\/nix\/store\/[a-z0-9]{32}-nix-registry-\d+\.\d+\.\d+$/);
+      expect(realpathSync(join(registry, "bin/nix-registry"))).toBe(
+        realpathSync(join(out, "bin/nix-registry")),
+      );
+      // It starts from the package alone and answers the distribution API's base route.
+      // It starts from the package alone (Nix from its wrapper's PATH only), answers the
+      // distribution API and builds an image of a package set with Nix.
+      const packageSet = await registryPackageSet();
+      const storage = await mkdtemp(join(tmpdir(), "nix-registry-package-"));
+      const port = await freePort();
+      const registryProcess = spawn(join(registry, "bin/nix-registry"), [], {
+        env: {
+          PATH: "/nonexistent",
+          NIX_CONFIG: "sandbox = false",
+          HOST: "127.0.0.1",
+          PORT: String(port),
+          PKGS_PATH: packageSet,
+          STORAGE_PATH: storage,
+          NIX_REGISTRY_GC_ROOTS_DIR: join(gcRoots, "registry-package"),
+          NIX_REGISTRY_LOG_FORMAT: "json",
+        },
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      let log = "";
+      registryProcess.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
+        if (log.length < 1_000_000) log += chunk;
+      });
+      try {
+        await waitForRegistry(port, registryProcess, () => log);
+        await expectRegistryServes(port);
+      } finally {
+        registryProcess.kill("SIGTERM");
+        await new Promise((done) => registryProcess.once("close", done));
+        await rm(storage, { recursive: true, force: true });
+      }
       // The production install: the apps' dependencies, not the build tools. (vitest is there:
       // @nix-snapshotter/snapshotter declares it as a peer dependency for its testing export,
       // and pnpm installs peers; an open item, not checked here.)
@@ -845,6 +962,208 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
       expect(index).toBe(`${JSON.stringify(sortKeys(JSON.parse(index)), null, 2)}\n`);
     },
     1_200_000,
+  );
+
+  // A real systemd (252 here) as PID 1 of its own PID and mount namespace, in a root made by
+  // nix/tests/systemd-root.sh (the machine's /usr read-only, its /nix, nothing else written back):
+  // the unit our NixOS module renders is started with systemctl and serves an image it builds.
+  const canBootSystemd =
+    isRoot &&
+    existsSync("/usr/lib/systemd/systemd") &&
+    existsSync("/usr/bin/nsenter") &&
+    existsSync("/usr/bin/systemd-analyze") &&
+    existsSync("/sys/fs/cgroup/systemd");
+  it.skipIf(packageBuildInputs === undefined || !canBootSystemd)(
+    "runs services.nix-registry's unit under a real systemd: systemctl start, /v2/, an image, the signed binary cache, systemctl stop (skips without systemd 252's hybrid cgroups, pnpm's store or jq)",
+    async () => {
+      const inputs = packageBuildInputs as { pnpmPackage: string; seedStore: string };
+      const registry = await build("package-build.nix", "registry", [
+        "--argstr",
+        "pnpmPackage",
+        inputs.pnpmPackage,
+        "--argstr",
+        "seedStore",
+        inputs.seedStore,
+      ]);
+      const work = await mkdtemp(join("/var/tmp", "nix-registry-systemd-"));
+      const keys = join(work, "keys");
+      await mkdir(keys, { mode: 0o700 });
+      await exec("nix-store", [
+        "--generate-binary-cache-key",
+        "nix-registry-test-1",
+        join(keys, "cache.sec"),
+        join(keys, "cache.pub"),
+      ]);
+      const publicKey = (await readFile(join(keys, "cache.pub"), "utf8")).trim();
+      const packageSet = await registryPackageSet();
+      const port = await freePort();
+      const module = `{
+        services.nix-registry = {
+          enable = true;
+          # Debian's Nix here is single-user (no daemon): the store's owner builds.
+          user = "root";
+          group = "root";
+          settings = {
+            host = "127.0.0.1";
+            port = ${port};
+            pkgs_path = ${nixString(packageSet)};
+            gc_roots_dir = ${nixString(join(gcRoots, "systemd"))};
+            nix_timeout = 300;
+            binary_cache = true;
+            binary_cache_secret_key_file = ${nixString(join(keys, "cache.sec"))};
+          };
+        };
+        # The test's package set builds with the host's /bin/sh.
+        systemd.services.nix-registry.environment.NIX_CONFIG = "sandbox = false";
+      }`;
+      const rendered = await build("modules.nix", "registryUnitFile", [
+        ...moduleArg(module),
+        "--argstr",
+        "registryPackage",
+        registry,
+      ]);
+      const unitFile = join(work, "nix-registry.service");
+      await writeFile(unitFile, await readFile(rendered, "utf8"));
+      expect(await readFile(unitFile, "utf8")).toContain(`${registry}/bin/nix-registry --config`);
+
+      // systemd's own check of the file (unknown keys, bad values, missing executables).
+      const verify = spawnSync("systemd-analyze", ["verify", "--man=no", unitFile], {
+        encoding: "utf8",
+      });
+      expect(verify.status, verify.stderr).toBe(0);
+      expect(
+        verify.stderr.split("\n").filter((line) => /nix-registry\.service/.test(line)),
+      ).toEqual([]);
+
+      // Node of the package under test lives outside the store (the tests' staged copy).
+      const nodeDirectories = [
+        ...new Set([dirname(staged.node), dirname(realpathSync(staged.node))]),
+      ];
+      const systemd = spawn(
+        "bash",
+        [join(testsDir, "systemd-root.sh"), work, unitFile, keys, ...nodeDirectories],
+        { stdio: ["ignore", "ignore", "pipe"] },
+      );
+      let systemdLog = "";
+      systemd.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
+        if (systemdLog.length < 100_000) systemdLog += chunk;
+      });
+      const exited = new Promise((done) => systemd.once("close", done));
+      let pid = "";
+      const inside = async (program: string, args: string[]): Promise<string> =>
+        exec("nsenter", ["-t", pid, "-m", "-p", "-r", "-w", program, ...args]);
+      try {
+        for (let attempt = 0; attempt < 240 && pid === ""; attempt++) {
+          pid = (await readFile(join(work, "pid"), "utf8").catch(() => "")).trim();
+          if (systemd.exitCode !== null) throw new Error(`systemd-root.sh exited: ${systemdLog}`);
+          if (pid === "") await new Promise((done) => setTimeout(done, 250));
+        }
+        expect(pid).toMatch(/^\d+$/);
+        let state = "";
+        for (let attempt = 0; attempt < 240; attempt++) {
+          const run = spawnSync(
+            "nsenter",
+            ["-t", pid, "-m", "-p", "-r", "-w", "systemctl", "is-system-running"],
+            { encoding: "utf8" },
+          );
+          state = run.stdout.trim();
+          if (state === "running" || state === "degraded") break;
+          await new Promise((done) => setTimeout(done, 250));
+        }
+        expect(state).toBe("running");
+
+        await inside("systemctl", ["start", "nix-registry.service"]);
+        const journal = () =>
+          spawnSync(
+            "nsenter",
+            [
+              "-t",
+              pid,
+              "-m",
+              "-p",
+              "-r",
+              "-w",
+              "systemctl",
+              "status",
+              "--no-pager",
+              "-n",
+              "50",
+              "nix-registry.service",
+            ],
+            { encoding: "utf8" },
+          ).stdout;
+        await waitForRegistry(port, undefined, journal);
+        await expectRegistryServes(port);
+
+        // The closure was exported to the binary cache, signed with the key systemd handed over.
+        const info = await fetch(`http://127.0.0.1:${port}/nix-cache-info`);
+        expect(await info.text()).toContain("StoreDir: /nix/store");
+        // The registry's GC roots (on the machine's /nix) hold the package it built.
+        const rootsDirectory = join(gcRoots, "systemd");
+        const links = await Promise.all(
+          (await readdir(rootsDirectory, { recursive: true })).map((entry) =>
+            readlink(join(rootsDirectory, entry)).catch(() => ""),
+          ),
+        );
+        const storePath = links.find((target) =>
+          /^\/nix\/store\/[a-z0-9]{32}-greeting$/.test(target),
+        );
+        expect(storePath, journal()).toBeDefined();
+        const properties = Object.fromEntries(
+          (
+            await inside("systemctl", [
+              "show",
+              "nix-registry.service",
+              "-p",
+              "ActiveState,SubState,User,MainPID,Type",
+            ])
+          )
+            .trim()
+            .split("\n")
+            .map((line) => line.split("=", 2) as [string, string]),
+        );
+        expect(properties).toMatchObject({
+          ActiveState: "active",
+          SubState: "running",
+          User: "root",
+          Type: "exec",
+        });
+        const environ = (await inside("cat", [`/proc/${properties.MainPID}/environ`])).split("\0");
+        const keyVariable = environ.find((entry) =>
+          entry.startsWith("NIX_REGISTRY_BINARY_CACHE_SECRET_KEY_FILE="),
+        );
+        expect(keyVariable).toBe(
+          "NIX_REGISTRY_BINARY_CACHE_SECRET_KEY_FILE=/run/credentials/nix-registry.service/binary-cache-secret-key",
+        );
+        const hash = (storePath as string).slice("/nix/store/".length, "/nix/store/".length + 32);
+        const narinfo = await fetch(`http://127.0.0.1:${port}/${hash}.narinfo`);
+        const narinfoText = await narinfo.text();
+        expect(narinfo.status, narinfoText).toBe(200);
+        expect(narinfoText).toContain(`StorePath: ${storePath}`);
+        expect(narinfoText).toContain(`Sig: ${publicKey.split(":")[0]}:`);
+
+        // A clean stop: SIGTERM, exit 0, nothing left running.
+        await inside("systemctl", ["stop", "nix-registry.service"]);
+        const stopped = await inside("systemctl", [
+          "show",
+          "nix-registry.service",
+          "-p",
+          "ActiveState,Result,ExecMainStatus",
+        ]);
+        expect(stopped.trim().split("\n").sort()).toEqual([
+          "ActiveState=inactive",
+          "ExecMainStatus=0",
+          "Result=success",
+        ]);
+        expect(await fetch(`http://127.0.0.1:${port}/v2/`).catch(() => "refused")).toBe("refused");
+      } finally {
+        if (pid !== "") spawnSync("kill", ["-KILL", pid]);
+        else systemd.kill("SIGKILL");
+        await exited;
+        await rm(work, { recursive: true, force: true });
+      }
+    },
+    900_000,
   );
 
   it("builds the rootless programs (bash, checked with shellcheck like nixpkgs' writeShellApplication)", async () => {
