@@ -28,14 +28,13 @@ let
       module
     ]
     ++ lib.optional (registryPackage != null) {
-      services.nix-registry.package =
-        pkgs.runCommand "nix-registry" { target = builtins.storePath registryPackage; } ''
-          mkdir -p "$out/bin"
-          ln -s "$target/bin/nix-registry" "$out/bin/nix-registry"
-        ''
-        // {
-          meta.mainProgram = "nix-registry";
-        };
+      # The built package itself (as nixpkgs' types.package makes of a store path).
+      services.nix-registry.package = {
+        type = "derivation";
+        name = "nix-registry";
+        outPath = builtins.storePath registryPackage;
+        meta.mainProgram = "nix-registry";
+      };
     };
     specialArgs = { inherit pkgs; };
   };

@@ -526,7 +526,7 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
     ]);
   });
 
-  it("renders services.nix-registry: its TOML, unit, user, firewall and credential", async () => {
+  it("renders services.nix-registry: its TOML, unit, user and firewall", async () => {
     const module = `{
       services.nix-registry = {
         enable = true;
@@ -553,7 +553,7 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
       Group: "nix-registry",
       Restart: "on-failure",
       CacheDirectory: "nix-registry",
-      LoadCredential: "binary-cache-secret-key:/etc/nix-registry/cache.sec",
+      PrivateTmp: true,
     });
     expect(String(unit?.serviceConfig.ExecStart)).toMatch(
       /^\/nix\/store\/[a-z0-9]{32}-nix-registry-host\/bin\/nix-registry --config \/nix\/store\/[a-z0-9]{32}-nix-registry\.toml$/,
@@ -589,12 +589,13 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
       group: "nix-registry",
     });
     expect(Object.keys(facts.users.groups)).toEqual(["nix-registry"]);
-    // The key reaches the registry as systemd's copy, never through the store.
-    expect(facts.environment.NIX_REGISTRY_BINARY_CACHE_SECRET_KEY_FILE).toBe(
-      "%d/binary-cache-secret-key",
-    );
-    // The rendered file (the registry parses one in the systemd test below): the key file is
-    // left out (it comes from the environment), null options are absent.
+    expect(facts.environment).toEqual({
+      HOME: "%C/nix-registry",
+      XDG_CACHE_HOME: "%C/nix-registry",
+      NIX_REGISTRY_LOG_FORMAT: "json",
+    });
+    // The rendered file (the registry parses one in the systemd test below): null options are
+    // absent; of the key only its path is written.
     const text = JSON.parse(
       await exec("nix-instantiate", [
         "--eval",
@@ -609,6 +610,7 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
     ) as string;
     expect(text.trim().split("\n").sort()).toEqual([
       "binary_cache = true",
+      'binary_cache_secret_key_file = "/etc/nix-registry/cache.sec"',
       'gc_roots_dir = "/nix/var/nix/gcroots/nix-registry"',
       'host = "127.0.0.1"',
       "max_images = 64",
@@ -632,9 +634,8 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
           `{ services.nix-registry = { enable = true; user = "root"; group = "root"; settings.pkgs_path = "/srv/pkgs"; }; }`,
         ),
       ]),
-    ) as { users: { users: object; groups: object }; ports: number[]; environment: object };
+    ) as { users: { users: object; groups: object }; ports: number[] };
     expect([asRoot.users, asRoot.ports]).toEqual([{ users: {}, groups: {} }, []]);
-    expect(asRoot.environment).not.toHaveProperty("NIX_REGISTRY_BINARY_CACHE_SECRET_KEY_FILE");
   });
 
   it("rejects hostile or mistaken configurations with an error naming the option", async () => {
@@ -745,6 +746,7 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
           name = "greeting";
           inherit system;
           builder = "/bin/sh";
+          PATH = "/usr/bin:/bin";
           args = [ "-c" "mkdir -p $out/bin; printf '#!/bin/sh\\necho hello from ${salt}\\n' > $out/bin/greeting" ];
         };
       }\n`,
@@ -918,7 +920,8 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
       const registryProcess = spawn(join(registry, "bin/nix-registry"), [], {
         env: {
           PATH: "/nonexistent",
-          NIX_CONFIG: "sandbox = false",
+          // Offline (no binary cache reachable), and the set builds with the host's /bin/sh.
+          NIX_CONFIG: "sandbox = false\nsubstituters =",
           HOST: "127.0.0.1",
           PORT: String(port),
           PKGS_PATH: packageSet,
@@ -986,8 +989,8 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
         inputs.seedStore,
       ]);
       const work = await mkdtemp(join("/var/tmp", "nix-registry-systemd-"));
-      const keys = join(work, "keys");
-      await mkdir(keys, { mode: 0o700 });
+      // Outside /tmp and /var/tmp, which the unit's PrivateTmp= replaces.
+      const keys = await mkdtemp(join("/var/lib", "nix-registry-test-keys-"));
       await exec("nix-store", [
         "--generate-binary-cache-key",
         "nix-registry-test-1",
@@ -1022,8 +1025,19 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
         "registryPackage",
         registry,
       ]);
-      const unitFile = join(work, "nix-registry.service");
+      const units = join(work, "units");
+      await mkdir(join(units, "nix-registry.service.d"), { recursive: true });
+      const unitFile = join(units, "nix-registry.service");
       await writeFile(unitFile, await readFile(rendered, "utf8"));
+      // The one addition to the rendered unit: the test's Node (the package's, outside the store
+      // here) lives under /tmp, which PrivateTmp= replaces; systemd binds this after it.
+      const nodeDirectories = [
+        ...new Set([dirname(staged.node), dirname(realpathSync(staged.node))]),
+      ];
+      await writeFile(
+        join(units, "nix-registry.service.d", "test-node.conf"),
+        `[Service]\n${nodeDirectories.map((directory) => `BindReadOnlyPaths=${directory}\n`).join("")}`,
+      );
       expect(await readFile(unitFile, "utf8")).toContain(`${registry}/bin/nix-registry --config`);
 
       // systemd's own check of the file (unknown keys, bad values, missing executables).
@@ -1035,13 +1049,9 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
         verify.stderr.split("\n").filter((line) => /nix-registry\.service/.test(line)),
       ).toEqual([]);
 
-      // Node of the package under test lives outside the store (the tests' staged copy).
-      const nodeDirectories = [
-        ...new Set([dirname(staged.node), dirname(realpathSync(staged.node))]),
-      ];
       const systemd = spawn(
         "bash",
-        [join(testsDir, "systemd-root.sh"), work, unitFile, keys, ...nodeDirectories],
+        [join(testsDir, "systemd-root.sh"), work, units, keys, ...nodeDirectories],
         { stdio: ["ignore", "ignore", "pipe"] },
       );
       let systemdLog = "";
@@ -1095,7 +1105,7 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
         await waitForRegistry(port, undefined, journal);
         await expectRegistryServes(port);
 
-        // The closure was exported to the binary cache, signed with the key systemd handed over.
+        // The closure was exported to the binary cache, signed with the configured key.
         const info = await fetch(`http://127.0.0.1:${port}/nix-cache-info`);
         expect(await info.text()).toContain("StoreDir: /nix/store");
         // The registry's GC roots (on the machine's /nix) hold the package it built.
@@ -1115,7 +1125,7 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
               "show",
               "nix-registry.service",
               "-p",
-              "ActiveState,SubState,User,MainPID,Type",
+              "ActiveState,SubState,User,Type",
             ])
           )
             .trim()
@@ -1128,13 +1138,6 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
           User: "root",
           Type: "exec",
         });
-        const environ = (await inside("cat", [`/proc/${properties.MainPID}/environ`])).split("\0");
-        const keyVariable = environ.find((entry) =>
-          entry.startsWith("NIX_REGISTRY_BINARY_CACHE_SECRET_KEY_FILE="),
-        );
-        expect(keyVariable).toBe(
-          "NIX_REGISTRY_BINARY_CACHE_SECRET_KEY_FILE=/run/credentials/nix-registry.service/binary-cache-secret-key",
-        );
         const hash = (storePath as string).slice("/nix/store/".length, "/nix/store/".length + 32);
         const narinfo = await fetch(`http://127.0.0.1:${port}/${hash}.narinfo`);
         const narinfoText = await narinfo.text();
@@ -1161,6 +1164,7 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
         else systemd.kill("SIGKILL");
         await exited;
         await rm(work, { recursive: true, force: true });
+        await rm(keys, { recursive: true, force: true });
       }
     },
     900_000,

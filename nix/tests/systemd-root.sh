@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Usage: nix/tests/systemd-root.sh <work dir> <unit file> [<directory to show read-only>...]
+# Usage: nix/tests/systemd-root.sh <work dir> <units dir> [<directory to show read-only>...]
 #
 # Boots the machine's own systemd as PID 1 of a new PID and mount namespace, in a root made for
 # it, so that nix/tests/nix.e2e.test.ts can `systemctl start` a unit rendered by our NixOS module
@@ -12,7 +12,8 @@
 # none of that may reach the machine):
 #   /           a tmpfs of its own (pivot_root), so nothing it writes outside the binds below
 #               reaches the machine; /etc a copy of the machine's with every `*.wants` directory
-#               and fstab emptied; /var, /run and /tmp empty tmpfs
+#               and fstab emptied, plus <units dir>'s files (units, drop-in directories) in
+#               /etc/systemd/system; /var, /run and /tmp empty tmpfs
 #   /usr        the machine's, read-only, every `*.wants` directory under its units hidden by an
 #               empty read-only tmpfs: a unit pulls in only what its own file names
 #   /nix        the machine's, read-write: the registry builds with the machine's Nix store
@@ -31,7 +32,7 @@ set -euo pipefail
 # --- Inside the new namespaces, as their first process: build the root, then become systemd. --
 if [ "${1:-}" = "--enter" ]; then
   work="$2"
-  unit="$3"
+  units="$3"
   shift 3
   root="$work/root"
   mount --make-rprivate /
@@ -54,7 +55,7 @@ if [ "${1:-}" = "--enter" ]; then
   find "$root/etc/systemd" -name '*.wants' -type d -prune -exec rm -rf {} +
   : >"$root/etc/fstab"
   mkdir -p "$root/etc/systemd/system"
-  cp "$unit" "$root/etc/systemd/system/"
+  cp -r "$units"/. "$root/etc/systemd/system/"
   # The target systemd boots into: nothing but itself.
   printf '[Unit]\nDescription=nix-snapshotter tests: an empty boot target\nDefaultDependencies=no\n' \
     >"$root/etc/systemd/system/nix-snapshotter-tests.target"
@@ -105,10 +106,10 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 work="$1"
-unit="$2"
+units="$2"
 shift 2
-if [ ! -d "$work" ] || [ ! -f "$unit" ]; then
-  echo "systemd-root: usage: $0 <work dir> <unit file> [<read-only dir>...]" >&2
+if [ ! -d "$work" ] || [ ! -d "$units" ]; then
+  echo "systemd-root: usage: $0 <work dir> <units dir> [<read-only dir>...]" >&2
   exit 2
 fi
 name="nix-snapshotter-tests-$(basename "$work")"
@@ -136,7 +137,7 @@ for hierarchy in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified; do
   fi
 done
 script="$(readlink -f "$0")"
-unshare --pid --fork --mount --propagation private "$script" --enter "$work" "$unit" "$@" &
+unshare --pid --fork --mount --propagation private "$script" --enter "$work" "$units" "$@" &
 child=$!
 # The PID of systemd as the machine sees it: unshare's only child.
 for _ in $(seq 1 100); do

@@ -12,14 +12,10 @@ let
   cfg = config.services.nix-registry;
   settingsFormat = pkgs.formats.toml { };
 
-  # The signing key reaches the service as a systemd credential (a copy only
-  # the service can read), so the key file itself may stay root-only.
   keyFile = cfg.settings.binary_cache_secret_key_file;
-  credentialName = "binary-cache-secret-key";
 
-  # TOML has no null: unset optional keys are left out. The key file is passed
-  # through the environment instead (its credential path is only known to systemd).
-  renderedSettings = lib.filterAttrs (name: value: value != null && name != "binary_cache_secret_key_file") cfg.settings;
+  # TOML has no null: unset optional keys are left out.
+  renderedSettings = lib.filterAttrs (_: value: value != null) cfg.settings;
 
   # Directories the service writes, made (or given back) to its user before it starts.
   ownedDirectories = [
@@ -146,9 +142,10 @@ in
             example = "/etc/nix-registry/binary-cache.sec";
             description = ''
               Secret key (`nix-store --generate-binary-cache-key`) that signs
-              the narinfos. Not copied to the Nix store: systemd hands the
-              service a copy of it as a credential, so the file may be readable
-              by root only. Nodes trust the matching public key.
+              the narinfos. Only its path is written to the configuration (the
+              key is never copied to the Nix store); the service's user must be
+              able to read it (e.g. `root:nix-registry`, mode 0640). Nodes trust
+              the matching public key.
             '';
           };
         };
@@ -213,41 +210,33 @@ in
           "nix-daemon.service"
         ];
         inherit (cfg) path;
-        environment =
-          {
-            # Nix's fetchGit cache and git's files: the cache directory below.
-            HOME = "%C/nix-registry";
-            XDG_CACHE_HOME = "%C/nix-registry";
-            NIX_REGISTRY_LOG_FORMAT = "json";
-          }
-          // lib.optionalAttrs (keyFile != null) {
-            NIX_REGISTRY_BINARY_CACHE_SECRET_KEY_FILE = "%d/${credentialName}";
-          };
-        serviceConfig =
-          {
-            # Ready once started; the registry answers /v2/ as soon as it listens
-            # (clients retry a refused connection).
-            Type = "exec";
-            ExecStartPre = map (
-              directory:
-              "+${pkgs.coreutils}/bin/install -d -m 0750 -o ${cfg.user} -g ${cfg.group} ${directory}"
-            ) ownedDirectories;
-            ExecStart = "${lib.getExe cfg.package} --config ${cfg.configFile}";
-            User = cfg.user;
-            Group = cfg.group;
-            Restart = "on-failure";
-            RestartSec = "2";
-            # Nix processes are in their own process groups: stop them all.
-            KillMode = "control-group";
-            CacheDirectory = "nix-registry";
-            NoNewPrivileges = true;
-            PrivateTmp = true;
-            ProtectHome = true;
-            LimitNOFILE = 65536;
-          }
-          // lib.optionalAttrs (keyFile != null) {
-            LoadCredential = "${credentialName}:${keyFile}";
-          };
+        environment = {
+          # Nix's fetchGit cache and git's files: the cache directory below.
+          HOME = "%C/nix-registry";
+          XDG_CACHE_HOME = "%C/nix-registry";
+          NIX_REGISTRY_LOG_FORMAT = "json";
+        };
+        serviceConfig = {
+          # Ready once started; the registry answers /v2/ as soon as it listens
+          # (clients retry a refused connection).
+          Type = "exec";
+          ExecStartPre = map (
+            directory:
+            "+${pkgs.coreutils}/bin/install -d -m 0750 -o ${cfg.user} -g ${cfg.group} ${directory}"
+          ) ownedDirectories;
+          ExecStart = "${lib.getExe cfg.package} --config ${cfg.configFile}";
+          User = cfg.user;
+          Group = cfg.group;
+          Restart = "on-failure";
+          RestartSec = "2";
+          # Nix processes are in their own process groups: stop them all.
+          KillMode = "control-group";
+          CacheDirectory = "nix-registry";
+          NoNewPrivileges = true;
+          PrivateTmp = true;
+          ProtectHome = true;
+          LimitNOFILE = 65536;
+        };
       };
     })
   ];
