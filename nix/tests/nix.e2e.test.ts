@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { otherUsersStage } from "../../apps/nix-snapshotter/src/testing/other-users.js";
 
 const run = promisify(execFile);
@@ -989,8 +989,10 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
         inputs.seedStore,
       ]);
       const work = await mkdtemp(join("/var/tmp", "nix-registry-systemd-"));
+      onTestFinished(() => rm(work, { recursive: true, force: true }));
       // Outside /tmp and /var/tmp, which the unit's PrivateTmp= replaces.
       const keys = await mkdtemp(join("/var/lib", "nix-registry-test-keys-"));
+      onTestFinished(() => rm(keys, { recursive: true, force: true }));
       await exec("nix-store", [
         "--generate-binary-cache-key",
         "nix-registry-test-1",
@@ -1163,8 +1165,6 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
         if (pid !== "") spawnSync("kill", ["-KILL", pid]);
         else systemd.kill("SIGKILL");
         await exited;
-        await rm(work, { recursive: true, force: true });
-        await rm(keys, { recursive: true, force: true });
       }
     },
     900_000,
