@@ -23,14 +23,14 @@ let
           examples = import ./nix/examples.nix { pkgs = withOverlay; };
         in
         {
-          inherit (withOverlay) nix-snapshotter;
+          inherit (withOverlay) nix-snapshotter nix-registry;
           default = withOverlay.nix-snapshotter;
           image-hello = examples.images.hello;
           image-redis = examples.images.redis;
           image-redisWithShell = examples.images.redisWithShell;
           redis-k8s-resources = examples.k8sResourcesDir;
         };
-      inherit (withOverlay) nix-snapshotter;
+      inherit (withOverlay) nix-snapshotter nix-registry;
     };
 in
 outputs (import <nixpkgs> { })

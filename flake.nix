@@ -35,7 +35,7 @@
           examples = examplesFor pkgs;
         in
         {
-          inherit (pkgs) nix-snapshotter;
+          inherit (pkgs) nix-snapshotter nix-registry;
           default = pkgs.nix-snapshotter;
           # nix build .#image-hello; then nix2container load result, or
           # nerdctl load < result.
@@ -73,6 +73,10 @@
         nix2container = {
           type = "app";
           program = "${pkgs.nix-snapshotter}/bin/nix2container";
+        };
+        nix-registry = {
+          type = "app";
+          program = "${pkgs.nix-registry}/bin/nix-registry";
         };
         default = self.apps.${pkgs.stdenv.hostPlatform.system}.nix-snapshotter;
       });

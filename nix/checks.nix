@@ -1,6 +1,6 @@
-# Flake checks: the package, an image built from pkgs.hello, and the
+# Flake checks: the package, an image built from pkgs.hello, the
 # configuration files rendered by the NixOS modules, checked by containerd's
-# own parser.
+# own parser, and the registry's unit as nixpkgs renders it.
 {
   pkgs,
   self,
@@ -32,6 +32,10 @@ let
           enable = true;
           targets = [ { archives = [ hello-image ]; } ];
         };
+        services.nix-registry = {
+          enable = true;
+          settings.pkgs_path = "/etc/nix-registry/pkgs";
+        };
       }
     ];
   };
@@ -61,4 +65,13 @@ in
       '';
 
   nixos-unit = pkgs.writeText "nix-snapshotter.service" cfg.systemd.units."nix-snapshotter.service".text;
+
+  # The registry's unit as nixpkgs renders it, and its configuration.
+  nix-registry-unit = pkgs.runCommand "check-nix-registry-unit" { } ''
+    cp ${pkgs.writeText "nix-registry.service" cfg.systemd.units."nix-registry.service".text} nix-registry.service
+    grep -q '^ExecStart=${pkgs.nix-registry}/bin/nix-registry --config ' nix-registry.service
+    grep -q 'pkgs_path = "/etc/nix-registry/pkgs"' ${cfg.services.nix-registry.configFile}
+    mkdir $out
+    cp nix-registry.service $out/
+  '';
 }

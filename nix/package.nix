@@ -1,5 +1,8 @@
-# The nix-snapshotter package: the daemon (bin/nix-snapshotter) and the CLI
-# (bin/nix2container), built from the pnpm workspace with Node 24.
+# The nix-snapshotter package: the daemon (bin/nix-snapshotter), the CLI
+# (bin/nix2container) and the on-demand registry (bin/nix-registry), built
+# from the pnpm workspace with Node 24 in one build (one pnpm store, one
+# install). The overlay's `nix-registry` is a small sibling holding only the
+# registry's program (nix/registry-package.nix).
 # passthru: buildImage, copyToRegistry, copyToContainerd (nix/build-image.nix).
 #
 # The pnpm dependencies are a fixed-output derivation whose hash
@@ -14,6 +17,10 @@
   pnpm_10,
   makeWrapper,
   nix,
+  # The registry's runtime: Nix's builtins.fetchGit runs git (git package
+  # sets), and util-linux's setpriv makes Nix processes die with the registry.
+  git,
+  util-linux,
   closureInfo,
   runCommand,
   writeText,
@@ -83,7 +90,7 @@ stdenv.mkDerivation (finalAttrs: {
   # The apps and the packages they use, in dependency order (tsup in each).
   buildPhase = ''
     runHook preBuild
-    pnpm --filter "nix-snapshotter..." --filter "nix2container..." run build
+    pnpm --filter "nix-snapshotter..." --filter "nix2container..." --filter "nix-registry..." run build
     runHook postBuild
   '';
 
@@ -94,12 +101,13 @@ stdenv.mkDerivation (finalAttrs: {
     # the apps resolve @nix-snapshotter/* through pnpm's workspace links.
     rm -rf node_modules packages/*/node_modules apps/*/node_modules bench/node_modules
     CI=true pnpm install --offline --prod --frozen-lockfile --ignore-scripts \
-      --filter "nix-snapshotter..." --filter "nix2container..."
+      --filter "nix-snapshotter..." --filter "nix2container..." --filter "nix-registry..."
 
     lib_dir=$out/lib/nix-snapshotter
     mkdir -p "$lib_dir" "$out/bin"
     cp -r package.json pnpm-workspace.yaml node_modules packages apps "$lib_dir/"
     find "$lib_dir/packages" "$lib_dir/apps" -maxdepth 2 -name src -type d -prune -exec rm -rf {} +
+    # The registry's fixed Nix expressions (apps/nix-registry/nix) stay beside its dist.
 
     for app in nix-snapshotter nix2container; do
       # The daemon's Node flags: apps/nix-snapshotter/src/node-flags.ts says why.
@@ -109,6 +117,18 @@ stdenv.mkDerivation (finalAttrs: {
         --add-flags "$node_flags$lib_dir/apps/$app/dist/main.js" \
         --suffix PATH : ${lib.makeBinPath [ nix ]}
     done
+
+    # The registry runs nix-instantiate, nix-build, nix-store and nix copy; Nix
+    # runs git for a git package set; setpriv ties Nix processes to the registry.
+    makeWrapper ${lib.getExe nodejs_24} "$out/bin/nix-registry" \
+      --add-flags "$lib_dir/apps/nix-registry/dist/main.js" \
+      --suffix PATH : ${
+        lib.makeBinPath [
+          nix
+          git
+          util-linux
+        ]
+      }
 
     runHook postInstall
   '';

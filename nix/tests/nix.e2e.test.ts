@@ -6,13 +6,13 @@
 import { type ChildProcess, execFile, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, realpathSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { otherUsersStage } from "../../apps/nix-snapshotter/src/testing/other-users.js";
 
 const run = promisify(execFile);
@@ -248,6 +248,7 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
         "preload-containerd",
         "preload-containerd-rootless",
         "k3s",
+        "nix-registry",
       ]),
     );
     expect(parsed.home).toEqual(
@@ -362,6 +363,14 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
               "services.preload-containerd.rootless.targets",
               "services.k3s.moreFlags",
               "services.k3s.snapshotter",
+              "services.nix-registry.enable",
+              "services.nix-registry.package",
+              "services.nix-registry.user",
+              "services.nix-registry.openFirewall",
+              "services.nix-registry.settings.port",
+              "services.nix-registry.settings.pkgs_repo",
+              "services.nix-registry.settings.nix_timeout",
+              "services.nix-registry.settings.binary_cache_secret_key_file",
             ]
           : [
               "services.nix-snapshotter.rootless.enable",
@@ -517,6 +526,118 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
     ]);
   });
 
+  it("renders services.nix-registry: its TOML, unit, user and firewall", async () => {
+    const module = `{
+      services.nix-registry = {
+        enable = true;
+        openFirewall = true;
+        settings = {
+          pkgs_repo = "https://example.org/pkgs.git";
+          port = 5000;
+          host = "127.0.0.1";
+          nix_timeout = 300;
+          storage_path = "/srv/nix-registry";
+          binary_cache = true;
+          binary_cache_secret_key_file = "/etc/nix-registry/cache.sec";
+          max_images = 64;
+        };
+      };
+    }`;
+    const summary = await evalJson<Summary>("modules.nix", "summary", moduleArg(module));
+    const unit = summary.units["nix-registry"];
+    expect(unit?.wantedBy).toEqual(["multi-user.target"]);
+    expect(unit?.after).toEqual(["network.target", "nix-daemon.service"]);
+    expect(unit?.serviceConfig).toMatchObject({
+      Type: "exec",
+      User: "nix-registry",
+      Group: "nix-registry",
+      Restart: "on-failure",
+      CacheDirectory: "nix-registry",
+      PrivateTmp: true,
+    });
+    expect(String(unit?.serviceConfig.ExecStart)).toMatch(
+      /^\/nix\/store\/[a-z0-9]{32}-nix-registry-host\/bin\/nix-registry --config \/nix\/store\/[a-z0-9]{32}-nix-registry\.toml$/,
+    );
+    // Both writable directories, made for the service's user before each start (as root: "+").
+    expect(
+      ((unit?.serviceConfig.ExecStartPre ?? []) as string[]).map((line) =>
+        line.replace(/^\+\/nix\/store\/[a-z0-9]{32}-coreutils/, "+coreutils"),
+      ),
+    ).toEqual([
+      "+coreutils/bin/install -d -m 0750 -o nix-registry -g nix-registry /srv/nix-registry",
+      "+coreutils/bin/install -d -m 0750 -o nix-registry -g nix-registry /nix/var/nix/gcroots/nix-registry",
+    ]);
+    const facts = JSON.parse(
+      await exec("nix-instantiate", [
+        "--eval",
+        "--strict",
+        "--json",
+        join(testsDir, "modules.nix"),
+        "-A",
+        "registryFacts",
+        ...baseArgs(),
+        ...moduleArg(module),
+      ]),
+    ) as {
+      users: { users: Record<string, { isSystemUser: boolean; group: string }>; groups: object };
+      ports: number[];
+      environment: Record<string, string>;
+    };
+    expect(facts.ports).toEqual([5000]);
+    expect(facts.users.users["nix-registry"]).toMatchObject({
+      isSystemUser: true,
+      group: "nix-registry",
+    });
+    expect(Object.keys(facts.users.groups)).toEqual(["nix-registry"]);
+    expect(facts.environment).toEqual({
+      HOME: "%C/nix-registry",
+      XDG_CACHE_HOME: "%C/nix-registry",
+      NIX_REGISTRY_LOG_FORMAT: "json",
+    });
+    // The rendered file (the registry parses one in the systemd test below): null options are
+    // absent; of the key only its path is written.
+    const text = JSON.parse(
+      await exec("nix-instantiate", [
+        "--eval",
+        "--strict",
+        "--json",
+        join(testsDir, "modules.nix"),
+        "-A",
+        "config.services.nix-registry.configFile.text",
+        ...baseArgs(),
+        ...moduleArg(module),
+      ]),
+    ) as string;
+    expect(text.trim().split("\n").sort()).toEqual([
+      "binary_cache = true",
+      'binary_cache_secret_key_file = "/etc/nix-registry/cache.sec"',
+      'gc_roots_dir = "/nix/var/nix/gcroots/nix-registry"',
+      'host = "127.0.0.1"',
+      "max_images = 64",
+      "nix_timeout = 300",
+      'pkgs_repo = "https://example.org/pkgs.git"',
+      "port = 5000",
+      'storage_path = "/srv/nix-registry"',
+    ]);
+
+    // A user of one's own is not created; root runs it for a single-user Nix.
+    const asRoot = JSON.parse(
+      await exec("nix-instantiate", [
+        "--eval",
+        "--strict",
+        "--json",
+        join(testsDir, "modules.nix"),
+        "-A",
+        "registryFacts",
+        ...baseArgs(),
+        ...moduleArg(
+          `{ services.nix-registry = { enable = true; user = "root"; group = "root"; settings.pkgs_path = "/srv/pkgs"; }; }`,
+        ),
+      ]),
+    ) as { users: { users: object; groups: object }; ports: number[] };
+    expect([asRoot.users, asRoot.ports]).toEqual([{ users: {}, groups: {} }, []]);
+  });
+
   it("rejects hostile or mistaken configurations with an error naming the option", async () => {
     const evalError = (module: string, kind = "nixos") =>
       execFailure("nix-instantiate", [
@@ -554,6 +675,35 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
         `{ imports = [ { virtualisation.containerd.defaultRuntime = "runc"; } ]; virtualisation.containerd = { enable = true; defaultRuntime = "crun"; }; }`,
       ),
     ).toMatch(/defaultRuntime' has conflicting definition values/);
+    // services.nix-registry: the assertions name what is wrong, as nixpkgs reports them.
+    expect(
+      await evalError(
+        `{ services.nix-registry = { enable = true; settings = { pkgs_path = "/srv/a"; pkgs_repo = "/srv/b"; }; }; }`,
+      ),
+    ).toMatch(/set exactly one of settings\.pkgs_path and settings\.pkgs_repo/);
+    expect(await evalError(`{ services.nix-registry.enable = true; }`)).toMatch(
+      /set exactly one of settings\.pkgs_path and settings\.pkgs_repo/,
+    );
+    expect(
+      await evalError(
+        `{ services.nix-registry = { enable = true; settings = { pkgs_path = "/srv/a"; binary_cache = true; }; }; }`,
+      ),
+    ).toMatch(/binary_cache needs settings\.binary_cache_secret_key_file/);
+    expect(
+      await evalError(
+        `{ services.nix-registry = { enable = true; settings = { pkgs_path = "/srv/a"; binary_cache = true; binary_cache_secret_key_file = "/nix/store/x-key"; }; }; }`,
+      ),
+    ).toMatch(/must be an absolute path outside the Nix store/);
+    expect(
+      await evalError(
+        `{ services.nix-registry = { enable = true; settings = { pkgs_path = "/srv/a"; gc_roots_dir = "/var/lib/roots"; }; }; }`,
+      ),
+    ).toMatch(/gc_roots_dir must be below \/nix\/var\/nix\/gcroots\//);
+    expect(
+      await evalError(
+        `{ services.nix-registry = { enable = true; settings = { pkgs_path = "/srv/a"; nix_timeout = 0; }; }; }`,
+      ),
+    ).toMatch(/settings\.nix_timeout.*not of type/s);
   });
 });
 
@@ -583,6 +733,65 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
       ...extra,
     ]);
     return stdout.trim().split("\n").at(-1) ?? "";
+  }
+
+  /** A package set of one package built from the host's /bin/sh (no nixpkgs here). */
+  async function registryPackageSet(): Promise<string> {
+    const directory = join(gcRoots, "registry-package-set");
+    await mkdir(directory, { recursive: true });
+    await writeFile(
+      join(directory, "default.nix"),
+      `{ system ? builtins.currentSystem }: {
+        greeting = derivation {
+          name = "greeting";
+          inherit system;
+          builder = "/bin/sh";
+          PATH = "/usr/bin:/bin";
+          args = [ "-c" "mkdir -p $out/bin; printf '#!/bin/sh\\necho hello from ${salt}\\n' > $out/bin/greeting" ];
+        };
+      }\n`,
+    );
+    return directory;
+  }
+
+  /** Polls /v2/ until it answers (at most 60 s), failing early if the process exits. */
+  async function waitForRegistry(
+    port: number,
+    child: ChildProcess | undefined,
+    log: () => string,
+  ): Promise<void> {
+    for (let attempt = 0; attempt < 240; attempt++) {
+      if (child !== undefined && child.exitCode !== null) {
+        throw new Error(`nix-registry exited with ${child.exitCode}: ${log()}`);
+      }
+      const response = await fetch(`http://127.0.0.1:${port}/v2/`).catch(() => undefined);
+      if (response !== undefined) {
+        await response.arrayBuffer();
+        return;
+      }
+      await new Promise((done) => setTimeout(done, 250));
+    }
+    throw new Error(`nix-registry did not answer on port ${port}: ${log()}`);
+  }
+
+  /** The base route, an unknown package (Nix evaluates) and a built image (Nix builds). */
+  async function expectRegistryServes(port: number): Promise<void> {
+    const base = await fetch(`http://127.0.0.1:${port}/v2/`);
+    expect(base.status).toBe(200);
+    expect(base.headers.get("docker-distribution-api-version")).toBe("registry/2.0");
+    const unknown = await fetch(`http://127.0.0.1:${port}/v2/no-such-package/manifests/latest`);
+    expect(unknown.status).toBe(404);
+    expect(JSON.stringify(await unknown.json())).toContain("no-such-package");
+    const manifest = await fetch(`http://127.0.0.1:${port}/v2/greeting/manifests/latest`, {
+      headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
+    });
+    const body = await manifest.text();
+    expect(manifest.status, body).toBe(200);
+    const parsed = JSON.parse(body) as { layers: { annotations?: Record<string, string> }[] };
+    const annotations = Object.values(parsed.layers[0]?.annotations ?? {});
+    expect(annotations.some((value) => /^\/nix\/store\/[a-z0-9]{32}-greeting$/.test(value))).toBe(
+      true,
+    );
   }
 
   it("gives k3s on this containerd the CRI settings of k3s' own containerd (docs/k3s.md)", async (context) => {
@@ -674,6 +883,66 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
       expect(daemonHelp).toMatch(/^Usage: nix-snapshotter /);
       const wrapper = await readFile(join(out, "bin/nix-snapshotter"), "utf8");
       expect(wrapper).toContain(`${out}/lib/nix-snapshotter/apps/nix-snapshotter/dist/main.js`);
+      // The registry: its wrapper, the sibling package holding only it, its fixed expressions.
+      const registryHelp = await exec(join(out, "bin/nix-registry"), ["--help"]);
+      expect(registryHelp).toMatch(/^Usage: nix-registry /);
+      const registryWrapper = await readFile(join(out, "bin/nix-registry"), "utf8");
+      expect(registryWrapper).toContain(
+        `${out}/lib/nix-snapshotter/apps/nix-registry/dist/main.js`,
+      );
+      // Nix, git and setpriv on the PATH it appends (the stand-in's links to the host's).
+      const pathBins = registryWrapper
+        .split("\n")
+        .filter((line) => line.includes("PATH"))
+        .flatMap((line) => [...line.matchAll(/\/nix\/store\/[a-z0-9]{32}-[^/:'"]+\/bin/g)])
+        .map((match) => match[0]);
+      for (const program of ["nix-build", "nix-instantiate", "nix-store", "git", "setpriv"]) {
+        expect(
+          pathBins.some((bin) => existsSync(join(bin, program))),
+          program,
+        ).toBe(true);
+      }
+      expect(
+        existsSync(join(out, "lib/nix-snapshotter/apps/nix-registry/nix/image-inputs.nix")),
+      ).toBe(true);
+      expect(existsSync(join(out, "lib/nix-snapshotter/apps/nix-registry/src"))).toBe(false);
+      const registry = await build("package-build.nix", "registry", extra);
+      expect(registry).toMatch(/^\/nix\/store\/[a-z0-9]{32}-nix-registry-\d+\.\d+\.\d+$/);
+      expect(realpathSync(join(registry, "bin/nix-registry"))).toBe(
+        realpathSync(join(out, "bin/nix-registry")),
+      );
+      // It starts from the package alone and answers the distribution API's base route.
+      // It starts from the package alone (Nix from its wrapper's PATH only), answers the
+      // distribution API and builds an image of a package set with Nix.
+      const packageSet = await registryPackageSet();
+      const storage = await mkdtemp(join(tmpdir(), "nix-registry-package-"));
+      const port = await freePort();
+      const registryProcess = spawn(join(registry, "bin/nix-registry"), [], {
+        env: {
+          PATH: "/nonexistent",
+          // Offline (no binary cache reachable), and the set builds with the host's /bin/sh.
+          NIX_CONFIG: "sandbox = false\nsubstituters =",
+          HOST: "127.0.0.1",
+          PORT: String(port),
+          PKGS_PATH: packageSet,
+          STORAGE_PATH: storage,
+          NIX_REGISTRY_GC_ROOTS_DIR: join(gcRoots, "registry-package"),
+          NIX_REGISTRY_LOG_FORMAT: "json",
+        },
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      let log = "";
+      registryProcess.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
+        if (log.length < 1_000_000) log += chunk;
+      });
+      try {
+        await waitForRegistry(port, registryProcess, () => log);
+        await expectRegistryServes(port);
+      } finally {
+        registryProcess.kill("SIGTERM");
+        await new Promise((done) => registryProcess.once("close", done));
+        await rm(storage, { recursive: true, force: true });
+      }
       // The production install: the apps' dependencies, not the build tools. (vitest is there:
       // @nix-snapshotter/snapshotter declares it as a peer dependency for its testing export,
       // and pnpm installs peers; an open item, not checked here.)
@@ -696,6 +965,209 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
       expect(index).toBe(`${JSON.stringify(sortKeys(JSON.parse(index)), null, 2)}\n`);
     },
     1_200_000,
+  );
+
+  // A real systemd (252 here) as PID 1 of its own PID and mount namespace, in a root made by
+  // nix/tests/systemd-root.sh (the machine's /usr read-only, its /nix, nothing else written back):
+  // the unit our NixOS module renders is started with systemctl and serves an image it builds.
+  const canBootSystemd =
+    isRoot &&
+    existsSync("/usr/lib/systemd/systemd") &&
+    existsSync("/usr/bin/nsenter") &&
+    existsSync("/usr/bin/systemd-analyze") &&
+    existsSync("/sys/fs/cgroup/systemd");
+  it.skipIf(packageBuildInputs === undefined || !canBootSystemd)(
+    "runs services.nix-registry's unit under a real systemd: systemctl start, /v2/, an image, the signed binary cache, systemctl stop (skips without systemd 252's hybrid cgroups, pnpm's store or jq)",
+    async () => {
+      const inputs = packageBuildInputs as { pnpmPackage: string; seedStore: string };
+      const registry = await build("package-build.nix", "registry", [
+        "--argstr",
+        "pnpmPackage",
+        inputs.pnpmPackage,
+        "--argstr",
+        "seedStore",
+        inputs.seedStore,
+      ]);
+      const work = await mkdtemp(join("/var/tmp", "nix-registry-systemd-"));
+      onTestFinished(() => rm(work, { recursive: true, force: true }));
+      // Outside /tmp and /var/tmp, which the unit's PrivateTmp= replaces.
+      const keys = await mkdtemp(join("/var/lib", "nix-registry-test-keys-"));
+      onTestFinished(() => rm(keys, { recursive: true, force: true }));
+      await exec("nix-store", [
+        "--generate-binary-cache-key",
+        "nix-registry-test-1",
+        join(keys, "cache.sec"),
+        join(keys, "cache.pub"),
+      ]);
+      const publicKey = (await readFile(join(keys, "cache.pub"), "utf8")).trim();
+      const packageSet = await registryPackageSet();
+      const port = await freePort();
+      const module = `{
+        services.nix-registry = {
+          enable = true;
+          # Debian's Nix here is single-user (no daemon): the store's owner builds.
+          user = "root";
+          group = "root";
+          settings = {
+            host = "127.0.0.1";
+            port = ${port};
+            pkgs_path = ${nixString(packageSet)};
+            gc_roots_dir = ${nixString(join(gcRoots, "systemd"))};
+            nix_timeout = 300;
+            binary_cache = true;
+            binary_cache_secret_key_file = ${nixString(join(keys, "cache.sec"))};
+          };
+        };
+        # The test's package set builds with the host's /bin/sh.
+        systemd.services.nix-registry.environment.NIX_CONFIG = "sandbox = false";
+      }`;
+      const rendered = await build("modules.nix", "registryUnitFile", [
+        ...moduleArg(module),
+        "--argstr",
+        "registryPackage",
+        registry,
+      ]);
+      const units = join(work, "units");
+      await mkdir(join(units, "nix-registry.service.d"), { recursive: true });
+      const unitFile = join(units, "nix-registry.service");
+      await writeFile(unitFile, await readFile(rendered, "utf8"));
+      // The one addition to the rendered unit: the test's Node (the package's, outside the store
+      // here) lives under /tmp, which PrivateTmp= replaces; systemd binds this after it.
+      const nodeDirectories = [
+        ...new Set([dirname(staged.node), dirname(realpathSync(staged.node))]),
+      ];
+      await writeFile(
+        join(units, "nix-registry.service.d", "test-node.conf"),
+        `[Service]\n${nodeDirectories.map((directory) => `BindReadOnlyPaths=${directory}\n`).join("")}`,
+      );
+      expect(await readFile(unitFile, "utf8")).toContain(`${registry}/bin/nix-registry --config`);
+
+      // systemd's own check of the file (unknown keys, bad values, missing executables).
+      const verify = spawnSync("systemd-analyze", ["verify", "--man=no", unitFile], {
+        encoding: "utf8",
+      });
+      expect(verify.status, verify.stderr).toBe(0);
+      expect(
+        verify.stderr.split("\n").filter((line) => /nix-registry\.service/.test(line)),
+      ).toEqual([]);
+
+      const systemd = spawn(
+        "bash",
+        [join(testsDir, "systemd-root.sh"), work, units, keys, ...nodeDirectories],
+        { stdio: ["ignore", "ignore", "pipe"] },
+      );
+      let systemdLog = "";
+      systemd.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
+        if (systemdLog.length < 100_000) systemdLog += chunk;
+      });
+      const exited = new Promise((done) => systemd.once("close", done));
+      let pid = "";
+      const inside = async (program: string, args: string[]): Promise<string> =>
+        exec("nsenter", ["-t", pid, "-m", "-p", "-r", "-w", program, ...args]);
+      try {
+        for (let attempt = 0; attempt < 240 && pid === ""; attempt++) {
+          pid = (await readFile(join(work, "pid"), "utf8").catch(() => "")).trim();
+          if (systemd.exitCode !== null) throw new Error(`systemd-root.sh exited: ${systemdLog}`);
+          if (pid === "") await new Promise((done) => setTimeout(done, 250));
+        }
+        expect(pid).toMatch(/^\d+$/);
+        let state = "";
+        for (let attempt = 0; attempt < 240; attempt++) {
+          const run = spawnSync(
+            "nsenter",
+            ["-t", pid, "-m", "-p", "-r", "-w", "systemctl", "is-system-running"],
+            { encoding: "utf8" },
+          );
+          state = run.stdout.trim();
+          if (state === "running" || state === "degraded") break;
+          await new Promise((done) => setTimeout(done, 250));
+        }
+        expect(state).toBe("running");
+
+        await inside("systemctl", ["start", "nix-registry.service"]);
+        const journal = () =>
+          spawnSync(
+            "nsenter",
+            [
+              "-t",
+              pid,
+              "-m",
+              "-p",
+              "-r",
+              "-w",
+              "systemctl",
+              "status",
+              "--no-pager",
+              "-n",
+              "50",
+              "nix-registry.service",
+            ],
+            { encoding: "utf8" },
+          ).stdout;
+        await waitForRegistry(port, undefined, journal);
+        await expectRegistryServes(port);
+
+        // The closure was exported to the binary cache, signed with the configured key.
+        const info = await fetch(`http://127.0.0.1:${port}/nix-cache-info`);
+        expect(await info.text()).toContain("StoreDir: /nix/store");
+        // The registry's GC roots (on the machine's /nix) hold the package it built.
+        const rootsDirectory = join(gcRoots, "systemd");
+        const links = await Promise.all(
+          (await readdir(rootsDirectory, { recursive: true })).map((entry) =>
+            readlink(join(rootsDirectory, entry)).catch(() => ""),
+          ),
+        );
+        const storePath = links.find((target) =>
+          /^\/nix\/store\/[a-z0-9]{32}-greeting$/.test(target),
+        );
+        expect(storePath, journal()).toBeDefined();
+        const properties = Object.fromEntries(
+          (
+            await inside("systemctl", [
+              "show",
+              "nix-registry.service",
+              "-p",
+              "ActiveState,SubState,User,Type",
+            ])
+          )
+            .trim()
+            .split("\n")
+            .map((line) => line.split("=", 2) as [string, string]),
+        );
+        expect(properties).toMatchObject({
+          ActiveState: "active",
+          SubState: "running",
+          User: "root",
+          Type: "exec",
+        });
+        const hash = (storePath as string).slice("/nix/store/".length, "/nix/store/".length + 32);
+        const narinfo = await fetch(`http://127.0.0.1:${port}/${hash}.narinfo`);
+        const narinfoText = await narinfo.text();
+        expect(narinfo.status, narinfoText).toBe(200);
+        expect(narinfoText).toContain(`StorePath: ${storePath}`);
+        expect(narinfoText).toContain(`Sig: ${publicKey.split(":")[0]}:`);
+
+        // A clean stop: SIGTERM, exit 0, nothing left running.
+        await inside("systemctl", ["stop", "nix-registry.service"]);
+        const stopped = await inside("systemctl", [
+          "show",
+          "nix-registry.service",
+          "-p",
+          "ActiveState,Result,ExecMainStatus",
+        ]);
+        expect(stopped.trim().split("\n").sort()).toEqual([
+          "ActiveState=inactive",
+          "ExecMainStatus=0",
+          "Result=success",
+        ]);
+        expect(await fetch(`http://127.0.0.1:${port}/v2/`).catch(() => "refused")).toBe("refused");
+      } finally {
+        if (pid !== "") spawnSync("kill", ["-KILL", pid]);
+        else systemd.kill("SIGKILL");
+        await exited;
+      }
+    },
+    900_000,
   );
 
   it("builds the rootless programs (bash, checked with shellcheck like nixpkgs' writeShellApplication)", async () => {

@@ -23,6 +23,8 @@ let
       writeText
       writeShellScriptBin
       nix
+      git
+      util-linux
       ;
     stdenv = pkgs.stdenv // {
       inherit (packaging) mkDerivation;
@@ -39,4 +41,9 @@ in
 {
   inherit package;
   inherit (package) pnpmDeps;
+  # The overlay's nix-registry: the registry's program of the same build.
+  registry = import ../registry-package.nix {
+    inherit (pkgs) lib runCommand;
+    nix-snapshotter = package;
+  };
 }

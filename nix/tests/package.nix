@@ -43,6 +43,8 @@ let
         writeText
         writeShellScriptBin
         nix
+        git
+        util-linux
         ;
       nodejs_24 = dummy "nodejs";
       pnpm_10 = dummy "pnpm" // {

@@ -9,6 +9,7 @@ rec {
       preload-containerd
       preload-containerd-rootless
       k3s
+      nix-registry
     ];
   };
   nix-snapshotter = ./nix-snapshotter.nix;
@@ -18,4 +19,5 @@ rec {
   preload-containerd = ./preload-containerd.nix;
   preload-containerd-rootless = ./preload-containerd-rootless.nix;
   k3s = ./k3s.nix;
+  nix-registry = ./nix-registry.nix;
 }

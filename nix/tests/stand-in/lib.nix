@@ -285,6 +285,12 @@ let
       description = "floating point number";
       check = isFloat;
     };
+    # nixpkgs' types.ints.positive (and its name and description).
+    ints.positive = mkType {
+      name = "positiveInt";
+      description = "positive integer, meaning >0";
+      check = x: isInt x && x > 0;
+    };
     port = mkType {
       name = "port";
       description = "16 bit unsigned integer";

@@ -70,6 +70,41 @@ in
       type = unitType;
       default = { };
     };
+    # nixpkgs: a failed assertion stops the system's build with its message
+    # (modules.nix checks them the same way).
+    assertions = mkOption {
+      type = types.listOf types.attrs;
+      default = [ ];
+    };
+    users.users = mkOption {
+      type = types.attrsOf (
+        types.submodule {
+          options = {
+            isSystemUser = mkOption {
+              type = types.bool;
+              default = false;
+            };
+            group = mkOption {
+              type = types.str;
+              default = "";
+            };
+            description = mkOption {
+              type = types.str;
+              default = "";
+            };
+          };
+        }
+      );
+      default = { };
+    };
+    users.groups = mkOption {
+      type = types.attrsOf (types.submodule { options = { }; });
+      default = { };
+    };
+    networking.firewall.allowedTCPPorts = mkOption {
+      type = types.listOf types.port;
+      default = [ ];
+    };
     environment.extraInit = mkOption {
       type = types.lines;
       default = "";

@@ -278,6 +278,17 @@ let
         done
       '';
 
+  # The workspace's built registry, run with the host's node (module rendering only).
+  nix-registry =
+    runCommand "nix-registry-host" { inherit node repo; } ''
+      mkdir -p "$out/bin"
+      printf '#!/bin/sh\nexec %s %s/apps/nix-registry/dist/main.js "$@"\n' "$node" "$repo" > "$out/bin/nix-registry"
+      chmod 0555 "$out/bin/nix-registry"
+    ''
+    // {
+      meta.mainProgram = "nix-registry";
+    };
+
   buildImageFunctions = import ../../build-image.nix {
     inherit
       lib
@@ -305,6 +316,7 @@ in
     toTOML
     nix
     nix-snapshotter
+    nix-registry
     hostPackage
     buildEnv
     ;
@@ -317,7 +329,11 @@ in
   systemd = hostPackage "systemd" [ "/usr/bin/systemd-notify" ];
   fuse-overlayfs = hostPackage "fuse-overlayfs" [ "/usr/bin/fuse-overlayfs" ];
   fuse3 = hostPackage "fuse3" [ "/sbin/mount.fuse3" ];
-  util-linux = hostPackage "util-linux" [ "/usr/bin/nsenter" ];
+  util-linux = hostPackage "util-linux" [
+    "/usr/bin/nsenter"
+    "/usr/bin/setpriv"
+  ];
+  git = hostPackage "git" [ "/usr/bin/git" ];
   cni-plugins = hostPackage "cni-plugins" [
     "/usr/lib/cni/bridge"
     "/usr/lib/cni/loopback"
@@ -333,7 +349,7 @@ in
   slirp4netns = emptyPackage "slirp4netns";
   iproute2 = emptyPackage "iproute2";
   iptables = emptyPackage "iptables";
-  coreutils = emptyPackage "coreutils";
+  coreutils = hostPackage "coreutils" [ "/usr/bin/install" ];
   # For nix/examples.nix.
   hello = writeShellScriptBin "hello" "echo 'Hello, world!'";
   redis = hostPackage "redis" [ "/usr/bin/redis-server" ];
