@@ -1,4 +1,4 @@
-import { lstat, opendir } from "node:fs/promises";
+import { lstat, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Usage } from "./types.js";
 
@@ -19,7 +19,7 @@ export async function diskUsage(root: string): Promise<Usage> {
   const pending = [root];
   while (pending.length > 0) {
     const directory = pending.pop()!;
-    for await (const entry of await opendir(directory)) {
+    for (const entry of await readdir(directory, { withFileTypes: true })) {
       const path = join(directory, entry.name);
       account(await lstat(path, { bigint: true }));
       if (entry.isDirectory()) pending.push(path);

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { renameSync } from "node:fs";
-import { chmod, lchown, lstat, mkdir, readdir, rm } from "node:fs/promises";
+import { readFileSync, renameSync } from "node:fs";
+import { chmod, lchown, lstat, mkdir, readdir, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "@nix-snapshotter/nix-store";
 import { crashAt } from "./crash-point.js";
@@ -11,6 +11,31 @@ import { Kind, type Mount, type Usage } from "./types.js";
 
 function isErrno(error: unknown, code: string): boolean {
   return (error as NodeJS.ErrnoException | null)?.code === code;
+}
+
+/** The process's umask, read without changing it (Linux: /proc/self/status); undefined if unknown. */
+function currentUmask(): number | undefined {
+  try {
+    const match = /^Umask:\s*([0-7]+)$/m.exec(readFileSync("/proc/self/status", "utf8"));
+    return match === null ? undefined : Number.parseInt(match[1]!, 8);
+  } catch {
+    return undefined;
+  }
+}
+
+/** rmdir of `fs`, `work` (either may be absent) and `directory`; false when one is not empty. */
+async function removeEmptySnapshotDirectory(directory: string): Promise<boolean> {
+  try {
+    for (const child of ["fs", "work"]) {
+      await rmdir(join(directory, child)).catch((error: unknown) => {
+        if (!isErrno(error, "ENOENT")) throw error;
+      });
+    }
+    await rmdir(directory);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -25,10 +50,27 @@ export class OverlayFilesystem {
   readonly settings: OverlaySettings;
   /** Directory names under snapshots/ that in-flight calls own (Cleanup skips them). */
   private readonly busyNames = new Set<string>();
+  /**
+   * Temporary and removal names: a random part drawn once per process, then a counter (unique
+   * within the process, and against names left by earlier processes).
+   */
+  private readonly namePrefix = randomBytes(6).toString("hex");
+  private nameCounter = 0;
+  /** mkdir's mode is exact when the umask clears none of 0755 (no chmod needed after). */
+  private readonly umaskKeeps755: boolean;
 
   constructor(root: string, settings: OverlaySettings) {
     this.snapshotsDir = join(root, "snapshots");
     this.settings = settings;
+    const umask = currentUmask();
+    this.umaskKeeps755 = umask !== undefined && (umask & 0o755) === 0;
+  }
+
+  private uniqueName(kind: string, id?: number): string {
+    const count = (this.nameCounter++).toString(36);
+    return id === undefined
+      ? `${kind}-${this.namePrefix}${count}`
+      : `${kind}-${id}-${this.namePrefix}${count}`;
   }
 
   snapshotDir(id: number): string {
@@ -45,7 +87,7 @@ export class OverlayFilesystem {
 
   /** A fresh temporary directory name for snapshot `id`, owned by the caller until {@link release}. */
   temporaryName(id: number): string {
-    const name = `new-${id}-${randomBytes(4).toString("hex")}`;
+    const name = this.uniqueName("new", id);
     this.busyNames.add(name);
     return name;
   }
@@ -64,7 +106,8 @@ export class OverlayFilesystem {
     await mkdir(temporary, { mode: 0o700 });
     const upper = join(temporary, "fs");
     await mkdir(upper, { mode: 0o755 });
-    await chmod(upper, 0o755);
+    // The umask is read once at start: a daemon that changes its own umask later is not one.
+    if (!this.umaskKeeps755) await chmod(upper, 0o755);
     if (kind === Kind.Active) await mkdir(join(temporary, "work"), { mode: 0o711 });
     crashAt("prepare:directory");
     const parent = parentId();
@@ -106,7 +149,7 @@ export class OverlayFilesystem {
    * name and the rename happen without anything running between.
    */
   claimDirectory(name: string): string | undefined {
-    const removalName = `rm-${randomBytes(6).toString("hex")}`;
+    const removalName = this.uniqueName("rm");
     try {
       renameSync(join(this.snapshotsDir, name), join(this.snapshotsDir, removalName));
     } catch (error) {
@@ -119,8 +162,13 @@ export class OverlayFilesystem {
 
   /** Deletes a claimed directory (rejects when the deletion fails) and releases its name. */
   async removeClaimed(removalName: string): Promise<void> {
+    const directory = join(this.snapshotsDir, removalName);
     try {
-      await rm(join(this.snapshotsDir, removalName), { recursive: true, force: true });
+      // Most removed snapshots are views and committed layers whose work directory is empty:
+      // three rmdir calls. Anything else (files, a work/work left by overlayfs) goes the long way.
+      if (!(await removeEmptySnapshotDirectory(directory))) {
+        await rm(directory, { recursive: true, force: true });
+      }
     } finally {
       this.busyNames.delete(removalName);
     }

@@ -11,7 +11,7 @@ import {
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { nanosecondsOf, nowNanoseconds } from "./clock.js";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import { nixClosureLabel, nixLayerLabel, nixStorePathLabelPrefix } from "./nix-labels.js";
@@ -264,6 +264,144 @@ describe("containerd semantics", () => {
     expect((await again.stat("base")).kind).toBe(Kind.Committed);
     await again.prepare("b", "base");
     expect((await again.stat("b")).parent).toBe("base");
+  });
+});
+
+describe("acknowledgement after the sync (group commit)", () => {
+  /** Holds every WAL sync of every store until `releaseAll`; counts them. */
+  function holdSyncs() {
+    const held: Array<() => void> = [];
+    let count = 0;
+    const spy = vi.spyOn(MetadataStore.prototype, "syncWal").mockImplementation(
+      () =>
+        new Promise<void>((resolve) => {
+          count++;
+          held.push(resolve);
+        }),
+    );
+    return {
+      get count() {
+        return count;
+      },
+      get waiting() {
+        return held.length;
+      },
+      async releaseAll() {
+        while (held.length > 0) {
+          held.shift()!();
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      },
+      restore: () => spy.mockRestore(),
+    };
+  }
+
+  const settle = async () => {
+    for (let index = 0; index < 5; index++) await new Promise((resolve) => setImmediate(resolve));
+  };
+
+  function tracked<T>(promise: Promise<T>) {
+    const state = { done: false, promise };
+    promise.then(
+      () => {
+        state.done = true;
+      },
+      () => {
+        state.done = true;
+      },
+    );
+    return state;
+  }
+
+  it("answers no mutation, and no read of one, before its commit's sync", async () => {
+    const s = await make("none");
+    const syncs = holdSyncs();
+    try {
+      const prepare = tracked(s.prepare("a", ""));
+      await vi.waitFor(() => expect(syncs.waiting).toBeGreaterThan(0), { timeout: 20_000 });
+      await settle();
+      expect(prepare.done).toBe(false);
+      // Release syncs one at a time: the answer comes only once none is held.
+      while (!prepare.done) {
+        await vi.waitFor(() => expect(syncs.waiting > 0 || prepare.done).toBe(true), {
+          timeout: 20_000,
+        });
+        if (prepare.done) break;
+        // Still unanswered while a sync is held.
+        await settle();
+        expect(prepare.done).toBe(false);
+        await syncs.releaseAll();
+        await settle();
+      }
+      await prepare.promise;
+
+      const commit = tracked(s.commit("base", "a"));
+      await vi.waitFor(() => expect(syncs.waiting).toBe(1), { timeout: 20_000 });
+      await settle();
+      expect(commit.done).toBe(false);
+      // A Stat while the commit waits for its sync sees the committed row: it waits too.
+      const stat = tracked(s.stat("base"));
+      await settle();
+      expect(stat.done).toBe(false);
+      await syncs.releaseAll();
+      expect((await stat.promise).kind).toBe(Kind.Committed);
+      await commit.promise;
+    } finally {
+      await syncs.releaseAll();
+      syncs.restore();
+    }
+  });
+
+  it("removes a snapshot's directory only after the deletion is durable", async () => {
+    const s = await make("none");
+    await s.prepare("a", "");
+    const before = await readdir(join(root, "snapshots"));
+    expect(before).toHaveLength(1);
+    const syncs = holdSyncs();
+    try {
+      const remove = tracked(s.remove("a"));
+      await vi.waitFor(() => expect(syncs.waiting).toBe(1), { timeout: 20_000 });
+      expect(await readdir(join(root, "snapshots"))).toEqual(before);
+      // Cleanup meanwhile leaves the directory alone (it waits for the same sync).
+      const cleanup = tracked(s.cleanup());
+      await settle();
+      expect(await readdir(join(root, "snapshots"))).toEqual(before);
+      expect(remove.done || cleanup.done).toBe(false);
+      await syncs.releaseAll();
+      await remove.promise;
+      await cleanup.promise;
+      expect(await readdir(join(root, "snapshots"))).toEqual([]);
+      expect(await code(s.stat("a"))).toBe(ErrorCode.NotFound);
+    } finally {
+      await syncs.releaseAll();
+      syncs.restore();
+    }
+  });
+
+  it("shares one sync among concurrent calls", async () => {
+    const s = await make("none");
+    await s.prepare("warm", "");
+    const syncs = holdSyncs();
+    try {
+      const calls = Array.from({ length: 8 }, (_, index) => tracked(s.prepare(`k${index}`, "")));
+      // Every Prepare commits (its directory gets its final name in the transaction) while the
+      // first sync is held; none is answered; then one more sync covers all the rest.
+      await vi.waitFor(
+        async () => {
+          const names = await readdir(join(root, "snapshots"));
+          expect(names.filter((name) => /^[0-9]+$/.test(name))).toHaveLength(9);
+        },
+        { timeout: 20_000, interval: 20 },
+      );
+      expect(syncs.count).toBe(1);
+      expect(calls.some((call) => call.done)).toBe(false);
+      await syncs.releaseAll();
+      await Promise.all(calls.map((call) => call.promise));
+      expect(syncs.count).toBeLessThanOrEqual(2);
+    } finally {
+      await syncs.releaseAll();
+      syncs.restore();
+    }
   });
 });
 

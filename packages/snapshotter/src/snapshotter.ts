@@ -115,12 +115,20 @@ class OverlaySnapshotter implements Snapshotter {
     if (this.closed) {
       return Promise.reject(new SnapshotterError(ErrorCode.Unavailable, "snapshotter is closed"));
     }
-    const promise = operation().catch((error: unknown) => {
-      // Out of space: give the WAL's pages back to the file system, so freeing space
-      // elsewhere is enough for the next call to work.
-      if (SnapshotterError.is(error, ErrorCode.ResourceExhausted)) this.store.checkpoint();
-      throw error;
-    });
+    // Nothing is answered before it is durable: a result (or an error, such as NotFound after
+    // another call's Remove) may show commits still waiting for their sync (group commit).
+    const promise = operation().then(
+      (result) => this.store.durable().then(() => result),
+      (error: unknown) => {
+        // Out of space: give the WAL's pages back to the file system, so freeing space
+        // elsewhere is enough for the next call to work.
+        if (SnapshotterError.is(error, ErrorCode.ResourceExhausted)) this.store.checkpoint();
+        return this.store.durable().then(
+          () => Promise.reject(error),
+          () => Promise.reject(error),
+        );
+      },
+    );
     this.pending.add(promise);
     const forget = () => this.pending.delete(promise);
     promise.then(forget, forget);
@@ -199,6 +207,12 @@ class OverlaySnapshotter implements Snapshotter {
     const id = this.store.allocateId();
     const temporaryName = this.filesystem.temporaryName(id);
     this.busyIds.add(id);
+    try {
+      await this.store.idsDurable();
+    } catch (error) {
+      this.busyIds.delete(id);
+      throw error;
+    }
     const log = this.logger.child({ key, id });
     let created: SnapshotRecord;
     try {
@@ -304,7 +318,12 @@ class OverlaySnapshotter implements Snapshotter {
     return this.run(async () => {
       // Commit, then delete: the row goes first; a kill after the commit leaves an orphaned
       // directory and roots, which Cleanup removes, never a row without its directory.
-      const deleteRow = () => removeSnapshot(this.store, key);
+      const deleteRow = () => {
+        const removed = removeSnapshot(this.store, key);
+        // Held until the files go: Cleanup leaves them alone while the deletion syncs.
+        this.busyIds.add(removed.id);
+        return removed;
+      };
       let record: SnapshotRecord;
       try {
         record = deleteRow();
@@ -323,28 +342,34 @@ class OverlaySnapshotter implements Snapshotter {
           throw SnapshotterError.from(again, `removing snapshot "${key}"`);
         }
       }
-      this.layers.forget(record.id);
-      crashAt("remove:committed");
-      // Same tick as the commit: no Cleanup runs between, and the name is claimed for us.
-      const removal = this.filesystem.claimDirectory(String(record.id));
-      if (removal !== undefined) {
-        crashAt("remove:renamed");
-        try {
-          await this.filesystem.removeClaimed(removal);
-        } catch (error) {
-          this.logger.warn(
-            { err: error, key },
-            "removing snapshot directory failed (Cleanup retries)",
-          );
+      try {
+        this.layers.forget(record.id);
+        crashAt("remove:committed");
+        // Commit, then delete, across power loss too: the files go once the deletion is durable.
+        await this.store.durable();
+        // The id is held since the commit: no Cleanup claimed the directory meanwhile.
+        const removal = this.filesystem.claimDirectory(String(record.id));
+        if (removal !== undefined) {
+          crashAt("remove:renamed");
+          try {
+            await this.filesystem.removeClaimed(removal);
+          } catch (error) {
+            this.logger.warn(
+              { err: error, key },
+              "removing snapshot directory failed (Cleanup retries)",
+            );
+          }
         }
-      }
-      crashAt("remove:deleted");
-      if (record.nixPaths.length > 0 || record.nixClosure) {
-        await this.layers
-          .removeRoots(record.id)
-          .catch((error: unknown) =>
-            this.logger.warn({ err: error, key }, "removing GC roots failed (Cleanup retries)"),
-          );
+        crashAt("remove:deleted");
+        if (record.nixPaths.length > 0 || record.nixClosure) {
+          await this.layers
+            .removeRoots(record.id)
+            .catch((error: unknown) =>
+              this.logger.warn({ err: error, key }, "removing GC roots failed (Cleanup retries)"),
+            );
+        }
+      } finally {
+        this.busyIds.delete(record.id);
       }
       await this.reserve.ensure();
     });
@@ -387,6 +412,8 @@ class OverlaySnapshotter implements Snapshotter {
 
   cleanup(): Promise<void> {
     return this.run(async () => {
+      // A row is absent for good only once its deletion is durable (Remove holds its id until).
+      await this.store.durable();
       await this.filesystem.removeOrphanedDirectories((id) => this.owned(id), this.logger);
       await this.removeOrphanedRoots();
       await this.reserve.ensure();
@@ -456,7 +483,7 @@ export async function createSnapshotter(options: SnapshotterOptions): Promise<Sn
   const logger = options.logger ?? silentLogger;
   let store: MetadataStore;
   try {
-    store = new MetadataStore(join(root, "metadata.db"));
+    store = new MetadataStore(join(root, "metadata.db"), { groupCommit: true });
   } catch (error) {
     throw SnapshotterError.from(error, `opening ${join(root, "metadata.db")}`);
   }

@@ -1,8 +1,8 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { kill9, spawnTypeScriptChild, waitForLine } from "../testing/child-process.js";
 import { Kind } from "../types.js";
 import { MetadataStore, type NewSnapshot } from "./metastore.js";
@@ -156,5 +156,170 @@ describe("MetadataStore", () => {
     store.insert(plainSnapshot(id, "after", { parentId: top.id }), new Date());
     expect(store.getByKey("after")?.parentId).toBe(top.id);
     store.close();
+  });
+});
+
+/** A sync held until the test releases it, and every call of it. */
+function holdSyncs(store: MetadataStore) {
+  const calls: Array<{ path: string; release: () => void; fail: (error: Error) => void }> = [];
+  vi.spyOn(store, "syncWal").mockImplementation(
+    (path) =>
+      new Promise<void>((resolve, reject) => {
+        calls.push({ path, release: resolve, fail: reject });
+      }),
+  );
+  return calls;
+}
+
+/** Lets pending promise callbacks and I/O callbacks run. */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+describe("MetadataStore with group commit", () => {
+  it("is durable at once without group commit, and syncs nothing itself", async () => {
+    const store = new MetadataStore(join(directory, "metadata.db"));
+    const syncs = holdSyncs(store);
+    store.transaction(() => store.insert(plainSnapshot(store.allocateId(), "a"), new Date()));
+    await store.durable();
+    expect(syncs).toHaveLength(0);
+    expect(store.unsyncedCommits).toBe(0);
+    store.close();
+  });
+
+  it("resolves durable() only after a sync that started after the commit", async () => {
+    const path = join(directory, "metadata.db");
+    const store = new MetadataStore(path, { groupCommit: true });
+    const syncs = holdSyncs(store);
+    store.transaction(() => store.insert(plainSnapshot(store.allocateId(), "a"), new Date()));
+    expect(store.unsyncedCommits).toBeGreaterThan(0);
+    let first = false;
+    const firstWait = store.durable().then(() => {
+      first = true;
+    });
+    await settle();
+    expect(syncs).toHaveLength(1);
+    expect(syncs[0]!.path).toBe(`${path}-wal`);
+    // A commit made while that sync runs is not covered by it.
+    store.transaction(() => store.insert(plainSnapshot(store.allocateId(), "b"), new Date()));
+    let second = false;
+    const secondWait = store.durable().then(() => {
+      second = true;
+    });
+    // Another commit and waiter while the first sync runs: it shares the second sync.
+    store.transaction(() => store.insert(plainSnapshot(store.allocateId(), "c"), new Date()));
+    let third = false;
+    const thirdWait = store.durable().then(() => {
+      third = true;
+    });
+    await settle();
+    expect([first, second, third]).toEqual([false, false, false]);
+    syncs[0]!.release();
+    await firstWait;
+    await settle();
+    expect([first, second, third]).toEqual([true, false, false]);
+    // One sync for both later commits.
+    expect(syncs).toHaveLength(2);
+    syncs[1]!.release();
+    await Promise.all([secondWait, thirdWait]);
+    expect(syncs).toHaveLength(2);
+    expect(store.unsyncedCommits).toBe(0);
+    await store.durable();
+    expect(syncs).toHaveLength(2);
+    store.close();
+  });
+
+  it("holds fresh ids until their block's reservation is durable", async () => {
+    const store = new MetadataStore(join(directory, "metadata.db"), { groupCommit: true });
+    const syncs = holdSyncs(store);
+    store.allocateId();
+    let ready = false;
+    const wait = store.idsDurable().then(() => {
+      ready = true;
+    });
+    await settle();
+    expect(ready).toBe(false);
+    syncs[0]!.release();
+    await wait;
+    // The rest of the block needs no sync.
+    store.allocateId();
+    await store.idsDurable();
+    expect(syncs).toHaveLength(1);
+    store.close();
+  });
+
+  it("acknowledges nothing after a failed sync", async () => {
+    const store = new MetadataStore(join(directory, "metadata.db"), { groupCommit: true });
+    const syncs = holdSyncs(store);
+    store.transaction(() => store.insert(plainSnapshot(store.allocateId(), "a"), new Date()));
+    const wait = store.durable();
+    await settle();
+    syncs[0]!.fail(new Error("EIO: i/o error, fdatasync"));
+    await expect(wait).rejects.toMatchObject({ code: "Unavailable" });
+    await expect(store.durable()).rejects.toThrow(/syncing the WAL failed/);
+    store.close();
+  });
+
+  it("syncs the real WAL file (default sync) and keeps what it acknowledged across kill -9", async () => {
+    const path = join(directory, "metadata.db");
+    const source = `
+      import { MetadataStore } from ${JSON.stringify(metadataModule)};
+      const store = new MetadataStore(process.argv[2], { groupCommit: true });
+      for (let index = 0; ; index++) {
+        const batch = [];
+        for (let lane = 0; lane < 4; lane++) {
+          store.transaction(() => {
+            store.insert({ id: store.allocateId(), key: "k" + index + "-" + lane, kind: "active", parentId: null, labels: {}, nixPaths: [], nixClosure: null }, new Date());
+          });
+          batch.push(store.durable().then(() => "k" + index + "-" + lane));
+        }
+        for (const key of await Promise.all(batch)) console.log("acknowledged " + key);
+      }
+    `;
+    const child = await spawnTypeScriptChild(directory, source, [path]);
+    const acknowledged: string[] = [];
+    let buffer = "";
+    child.stdout?.on("data", (chunk: Buffer) => {
+      const lines = (buffer + chunk.toString()).split("\n");
+      buffer = lines.pop() ?? "";
+      for (const line of lines) {
+        if (line.startsWith("acknowledged ")) acknowledged.push(line.slice(13));
+      }
+    });
+    await waitForLine(child, /^acknowledged k40-3$/);
+    await kill9(child);
+    expect(acknowledged.length).toBeGreaterThanOrEqual(164);
+    const store = new MetadataStore(path);
+    expect(store.check()).toEqual([]);
+    for (const key of acknowledged) expect(store.getByKey(key)?.key).toBe(key);
+    store.close();
+  });
+});
+
+describe("MetadataStore checkpoints with group commit", () => {
+  it("checkpoints on its thread and keeps the WAL bounded and the data whole", {
+    timeout: 90_000,
+  }, async () => {
+    const path = join(directory, "metadata.db");
+    const store = new MetadataStore(path, { groupCommit: true });
+    const labels = { note: "x".repeat(300) };
+    for (let index = 0; index < 1500; index++) {
+      store.transaction(() =>
+        store.insert(plainSnapshot(store.allocateId(), `k${index}`, { labels }), new Date()),
+      );
+      if (index % 3 === 0) await store.durable();
+    }
+    await store.durable();
+    // Checkpoints are asked for after syncs: the thread starts with the first and answers later.
+    await vi.waitFor(() => expect(store.checkpointsOffThread).toBeGreaterThan(0), {
+      timeout: 30_000,
+    });
+    // Within the bound of the event loop's own automatic checkpoint (128 pages of 4 KiB, cut
+    // back to 512 KiB), with room for the frames of a few commits past it.
+    expect((await stat(`${path}-wal`)).size).toBeLessThanOrEqual(160 * 4096);
+    expect(store.check()).toEqual([]);
+    store.close();
+    const again = new MetadataStore(path);
+    expect(again.all()).toHaveLength(1500);
+    expect(again.check()).toEqual([]);
+    again.close();
   });
 });
