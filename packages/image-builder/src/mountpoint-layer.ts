@@ -38,9 +38,13 @@ class LayerTree {
    * children may be added to, or whether a non-directory was added.
    */
   add(entry: TarWriteEntry): boolean {
-    const segments = entry.name.split("/");
-    for (let index = 1; index < segments.length; index++) {
-      const parent = segments.slice(0, index).join("/");
+    // Each prefix that ends before a slash is a parent.
+    for (
+      let slash = entry.name.indexOf("/");
+      slash !== -1;
+      slash = entry.name.indexOf("/", slash + 1)
+    ) {
+      const parent = entry.name.slice(0, slash);
       const existing = this.entries.get(parent);
       if (existing === undefined)
         this.entries.set(parent, { name: parent, type: "directory", mode: 0o755 });

@@ -227,10 +227,31 @@ export function tarTrailer(): Buffer {
   return Buffer.alloc(blockSize * 2);
 }
 
+/**
+ * The archive's size when no entry needs a pax header, plus room for one where a long name or
+ * link target may need it: the buffer is allocated once, without doubling or a final copy, in
+ * the common case. Only a capacity: a low estimate makes the buffer grow, nothing else.
+ */
+function estimateTarSize(entries: readonly TarWriteEntry[]): number {
+  let size = blockSize * 2;
+  for (const entry of entries) {
+    size += blockSize;
+    const dataLength = entry.type === "file" ? (entry.data?.byteLength ?? 0) : 0;
+    size += dataLength + paddingLength(dataLength);
+    const linkLength = entry.linkname?.length ?? 0;
+    if (entry.name.length >= 100 || linkLength > 100) {
+      const paxLength = 3 * (entry.name.length + 1 + linkLength) + 64;
+      size += blockSize + paxLength + paddingLength(paxLength);
+    }
+  }
+  return size;
+}
+
 /** Writes a whole tar archive in memory, entries in the given order. */
 export function writeTar(entries: Iterable<TarWriteEntry>): Buffer {
-  const target = new TarBuffer(64 * 1024);
-  for (const entry of entries) appendEntry(target, entry);
+  const list = Array.isArray(entries) ? (entries as readonly TarWriteEntry[]) : [...entries];
+  const target = new TarBuffer(estimateTarSize(list));
+  for (const entry of list) appendEntry(target, entry);
   target.reserve(blockSize * 2);
   return target.result();
 }
