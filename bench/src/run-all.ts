@@ -13,7 +13,7 @@
  */
 import { execFile, spawn } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { cpus, release, totalmem } from "node:os";
+import { cpus, loadavg, release, totalmem } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
@@ -184,7 +184,17 @@ async function programVersion(program: string, args: string[]): Promise<string> 
   }
 }
 
-async function environment(containerdVersions: string[]): Promise<[string, string][]> {
+/** The 1, 5 and 15-minute load averages: other work on a shared machine shows in every figure. */
+function loadAverages(): string {
+  return loadavg()
+    .map((value) => value.toFixed(1))
+    .join(" / ");
+}
+
+async function environment(
+  containerdVersions: string[],
+  loadAtStart: string,
+): Promise<[string, string][]> {
   return [
     ["date", `${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC`],
     ["CPU", `${cpus()[0]?.model.trim() ?? "?"}, ${cpus().length} cores`],
@@ -194,6 +204,8 @@ async function environment(containerdVersions: string[]): Promise<[string, strin
     ["nix", await programVersion("nix-store", ["--version"])],
     ["containerd", containerdVersions.join("; ")],
     ["runc", await programVersion("runc", ["--version"])],
+    ["load average (1 / 5 / 15 min) at the start", loadAtStart],
+    ["load average (1 / 5 / 15 min) at the end", loadAverages()],
   ];
 }
 
@@ -202,6 +214,7 @@ const readmeEnd = "<!-- bench:end -->";
 
 async function main(): Promise<void> {
   const started = performance.now();
+  const loadAtStart = loadAverages();
   const onlyIndex = process.argv.indexOf("--only");
   const only = onlyIndex >= 0 ? new Set((process.argv[onlyIndex + 1] ?? "").split(",")) : undefined;
   const write = !process.argv.includes("--no-write");
@@ -280,6 +293,7 @@ async function main(): Promise<void> {
       [...containerdVersions].map((line) =>
         line.replace(/^containerd github.com\/containerd\/containerd /, ""),
       ),
+      loadAtStart,
     ),
     durationSeconds,
     command: "pnpm bench",
