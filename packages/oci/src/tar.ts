@@ -84,6 +84,12 @@ interface HeaderFields {
   linkname: string;
 }
 
+function sumBytes(block: Buffer, start: number, end: number): number {
+  let sum = 0;
+  for (let index = start; index < end; index++) sum += block[index]!;
+  return sum;
+}
+
 /** Writes one header block at `offset` of `target`, whose block must be zero-filled. */
 function writeHeader(target: Buffer, offset: number, fields: HeaderFields): void {
   const block = target.subarray(offset, offset + blockSize);
@@ -99,8 +105,11 @@ function writeHeader(target: Buffer, offset: number, fields: HeaderFields): void
   writeString(block, 257, 6, "ustar\0");
   writeString(block, 263, 2, "00");
   if (fields.prefix !== "") writeString(block, 345, 155, fields.prefix);
-  let sum = 0;
-  for (let index = 0; index < blockSize; index++) sum += block[index]!;
+  // The checksum over the bytes that can be non-zero (the block was zero-filled): name to type
+  // flag, the link name when there is one, magic and version, the prefix when there is one.
+  let sum = sumBytes(block, 0, 157) + sumBytes(block, 257, 265);
+  if (fields.linkname !== "") sum += sumBytes(block, 157, 257);
+  if (fields.prefix !== "") sum += sumBytes(block, 345, 500);
   writeOctal(block, 148, 7, sum);
   block[155] = 0x20;
 }
