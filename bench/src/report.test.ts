@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { goalSections } from "./goals.js";
 import type { Figure } from "./harness.js";
 import {
   advantage,
@@ -53,17 +54,17 @@ describe("renderMarkdown", () => {
     expect(text).toContain("| node | v24 |");
     expect(text).toContain("| duration of the run | 12 s |");
     expect(text).toContain("## Example\n\nours vs theirs\n\nMeasured by `x.ts`.");
-    expect(text).toContain("| 100 paths | 100 ms | 3.88 s | 39x |");
+    expect(text).toContain("| 100 paths | 100 ms | 3.88 s | 39x |  |");
   });
 
   it("writes a failed benchmark as not measured, with its reason and no number", () => {
     const text = renderMarkdown(
       report([], [{ section: "Example", figure: "all", reason: "containerd 1.7 missing" }]),
     );
-    expect(text).toContain("| all | not measured yet: containerd 1.7 missing | | |");
+    expect(text).toContain("| all | not measured yet: containerd 1.7 missing | | | |");
     expect(
       renderReadmeFigures(report([], [{ section: "Example", figure: "all", reason: "x" }])),
-    ).toContain("| Example | all | not measured yet | | |");
+    ).toContain("| Example | all | not measured yet | | | |");
   });
 
   it("escapes pipes in names so that a row keeps its columns", () => {
@@ -72,7 +73,52 @@ describe("renderMarkdown", () => {
     );
     const row = text.split("\n").find((line) => line.includes("gzip"))!;
     expect(row).toContain("tar \\| gzip");
-    expect(row.replaceAll("\\|", "").split("|")).toHaveLength(6);
+    expect(row.replaceAll("\\|", "").split("|")).toHaveLength(7);
+  });
+});
+
+describe("goals in the report", () => {
+  const image = goalSections.image;
+  const figures: Figure[] = [
+    { section: image, figure: "image, 100 paths", ours: 5, baseline: 10, unit: "ms" },
+    {
+      section: image,
+      figure: "image, 10000 paths",
+      ours: 250,
+      baseline: 200,
+      unit: "ms",
+      note: "ours faster in 3 of 15",
+    },
+    { section: image, figure: "layer size, 100 paths", ours: 99, baseline: 100, unit: "bytes" },
+  ];
+  const withImage = (plot?: string): Report => ({
+    ...report(figures),
+    sections: [{ ...section, title: image }],
+    ...(plot === undefined ? {} : { plot }),
+  });
+
+  it("writes each figure's goal and one line per figure short of it, with the notes' link", () => {
+    const text = renderMarkdown(withImage());
+    expect(text).toContain("| image, 100 paths | 5.0 ms | 10 ms | 2.00x | >= 1.0x |");
+    expect(text).toContain("| image, 10000 paths | 250 ms | 200 ms | 0.80x | >= 1.0x |");
+    expect(text).toContain("| layer size, 100 paths | 99 B | 100 B | 1.01x |  |");
+    expect(text).toContain("- image, 10000 paths: ours faster in 3 of 15.");
+    const short = text.split("\n").filter((line) => line.startsWith("- Short of its goal"));
+    expect(short).toHaveLength(1);
+    expect(short[0]).toContain("image, 10000 paths: 0.80x (goal >= 1.0x)");
+    expect(short[0]).toContain(
+      "(benchmarks/where-the-time-goes.md#image-generation-goal--10x-tar--gzip-at-100-1000-and-10000-paths)",
+    );
+  });
+
+  it("gives the README the goals, the short lines and the plot", () => {
+    const text = renderReadmeFigures(withImage("benchmarks/start-time.svg"));
+    expect(text).toContain("| 0.80x | >= 1.0x |");
+    expect(text).toContain("(docs/benchmarks/where-the-time-goes.md#image-generation-");
+    expect(text).toContain(
+      "![Container start time vs closure size](docs/benchmarks/start-time.svg)",
+    );
+    expect(renderReadmeFigures(withImage())).not.toContain("start-time.svg");
   });
 });
 

@@ -1,5 +1,6 @@
 /** Rendering of the benchmark report: docs/benchmarks.md, the README's figures and the plot. */
 import type { StartPoint } from "./container-start.js";
+import { goalOf, headingAnchor } from "./goals.js";
 import type { Figure, Missing } from "./harness.js";
 
 export interface Section {
@@ -48,6 +49,28 @@ function escapeCell(text: string): string {
   return text.replaceAll("|", "\\|");
 }
 
+/** The goal column: `>= 1.0x`, or empty when the issue sets none. */
+function goalCell(figure: Figure): string {
+  const goal = goalOf(figure);
+  return goal === undefined ? "" : `>= ${goal.advantage.toFixed(1)}x`;
+}
+
+/**
+ * One line per figure short of its goal, linking to the hand-written notes on where its time
+ * goes; `notesPath` is the path of docs/benchmarks/where-the-time-goes.md from the page.
+ */
+export function shortOfGoalLines(figures: readonly Figure[], notesPath: string): string[] {
+  const lines: string[] = [];
+  for (const figure of figures) {
+    const goal = goalOf(figure);
+    if (goal === undefined || advantage(figure) >= goal.advantage) continue;
+    lines.push(
+      `- Short of its goal: ${escapeCell(figure.section)}, ${escapeCell(figure.figure)}: ${formatAdvantage(advantage(figure))} (goal >= ${goal.advantage.toFixed(1)}x); where the time goes: [${goal.notes}](${notesPath}#${headingAnchor(goal.notes)}).`,
+    );
+  }
+  return lines;
+}
+
 export function renderMarkdown(report: Report): string {
   const lines: string[] = [
     "# Benchmarks",
@@ -82,40 +105,63 @@ export function renderMarkdown(report: Report): string {
     if (section.title.startsWith("Container start") && report.plot && figures.length > 0) {
       lines.push(`![${section.title}](${report.plot})`, "");
     }
-    lines.push("| figure | ours | baseline | advantage |", "| --- | ---: | ---: | ---: |");
+    lines.push(
+      "| figure | ours | baseline | advantage | goal |",
+      "| --- | ---: | ---: | ---: | ---: |",
+    );
     for (const figure of figures) {
       lines.push(
-        `| ${escapeCell(figure.figure)} | ${formatValue(figure.ours, figure.unit)} | ${formatValue(figure.baseline, figure.unit)} | ${formatAdvantage(advantage(figure))} |`,
+        `| ${escapeCell(figure.figure)} | ${formatValue(figure.ours, figure.unit)} | ${formatValue(figure.baseline, figure.unit)} | ${formatAdvantage(advantage(figure))} | ${goalCell(figure)} |`,
       );
     }
     for (const entry of missing) {
       lines.push(
-        `| ${escapeCell(entry.figure)} | not measured yet: ${escapeCell(entry.reason)} | | |`,
+        `| ${escapeCell(entry.figure)} | not measured yet: ${escapeCell(entry.reason)} | | | |`,
       );
     }
     lines.push("");
+    const notes = figures.filter((figure) => figure.note !== undefined);
+    if (notes.length > 0) {
+      for (const figure of notes) lines.push(`- ${figure.figure}: ${figure.note}.`);
+      lines.push("");
+    }
+    const short = shortOfGoalLines(figures, "benchmarks/where-the-time-goes.md");
+    if (short.length > 0) lines.push(...short, "");
   }
   return `${lines.join("\n")}`;
 }
 
-/** The short table of the README's Benchmarks section: one line per section. */
+/**
+ * The README's Benchmarks part: every figure with its goal, a line per figure short of its goal
+ * (linking to where its time goes) and the start-time plot when the run drew it. Paths are from
+ * the repository root.
+ */
 export function renderReadmeFigures(report: Report): string {
   const lines = [
-    "| benchmark | figure | ours | baseline | advantage |",
-    "| --- | --- | ---: | ---: | ---: |",
+    "| benchmark | figure | ours | baseline | advantage | goal |",
+    "| --- | --- | ---: | ---: | ---: | ---: |",
   ];
   for (const section of report.sections) {
     for (const figure of report.figures.filter((entry) => entry.section === section.title)) {
       lines.push(
-        `| ${escapeCell(section.title)} | ${escapeCell(figure.figure)} | ${formatValue(figure.ours, figure.unit)} | ${formatValue(figure.baseline, figure.unit)} | ${formatAdvantage(advantage(figure))} |`,
+        `| ${escapeCell(section.title)} | ${escapeCell(figure.figure)} | ${formatValue(figure.ours, figure.unit)} | ${formatValue(figure.baseline, figure.unit)} | ${formatAdvantage(advantage(figure))} | ${goalCell(figure)} |`,
       );
     }
     for (const entry of report.missing.filter((missing) => missing.section === section.title)) {
       lines.push(
-        `| ${escapeCell(section.title)} | ${escapeCell(entry.figure)} | not measured yet | | |`,
+        `| ${escapeCell(section.title)} | ${escapeCell(entry.figure)} | not measured yet | | | |`,
       );
     }
   }
+  const short = shortOfGoalLines(report.figures, "docs/benchmarks/where-the-time-goes.md");
+  if (short.length > 0) lines.push("", ...short);
+  if (report.plot !== undefined) {
+    lines.push("", `![Container start time vs closure size](docs/${report.plot})`);
+  }
+  lines.push(
+    "",
+    `Measured by \`${report.command}\` in ${report.durationSeconds.toFixed(0)} s; machine, versions and method in [docs/benchmarks.md](docs/benchmarks.md).`,
+  );
   return lines.join("\n");
 }
 

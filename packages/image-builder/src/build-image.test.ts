@@ -1,5 +1,6 @@
 import {
   Annotation,
+  compress,
   decompress,
   loadArchiveImage,
   MediaType,
@@ -412,5 +413,18 @@ describe("format stability", () => {
     expect(image.manifestDescriptor.digest).toBe(
       "sha256:2e3d3da49570a4f7d2eadce8a38921ff5204660c4c2658e49b8590c955226069",
     );
+  });
+
+  it("compresses the layer (on the thread pool) to the bytes of oci's compress", async () => {
+    const build = (compression: "none" | "gzip" | "zstd") =>
+      buildImage({ closure: [hello, glibc, script], compression, fileSystem, ...platform });
+    const plain = await build("none");
+    const tar = plain.blobs.get(plain.layer.digest)!;
+    for (const compression of ["gzip", "zstd"] as const) {
+      const image = await build(compression);
+      expect(
+        Buffer.from(image.blobs.get(image.layer.digest)!).equals(compress(tar, compression)),
+      ).toBe(true);
+    }
   });
 });

@@ -2,7 +2,7 @@ import { DEFAULT_STORE_DIR, isStorePath } from "@nix-snapshotter/nix-store";
 import {
   Annotation,
   type ArchiveImage,
-  compress,
+  compressAsync,
   type Descriptor,
   type Digest,
   type History,
@@ -157,16 +157,18 @@ export async function buildImage(options: BuildImageOptions): Promise<BuiltImage
 
   const entries = await planMountpointLayer({ storePaths, copyToRoot, fileSystem, storeDir });
   const layerTar = writeTar(entries);
-  const diffId = sha256Digest(layerTar);
   const compression = options.compression ?? "gzip";
-  const layerData = compress(layerTar, compression);
-  const layer: Descriptor = {
-    ...blob(layerMediaType(compression), layerData),
-    annotations:
-      annotationForm === "closure"
-        ? { [Annotation.NixClosure]: closureInfo! }
-        : nixLayerAnnotations(storePaths, annotationForm === "per-path" ? undefined : closureInfo),
-  };
+  // The layer compresses on the thread pool while the main thread hashes the tar and builds the
+  // annotations (as `tar | gzip` runs its two halves at once).
+  const compressing = compressAsync(layerTar, compression);
+  compressing.catch(() => undefined); // awaited below; this only marks the rejection handled
+  const diffId = sha256Digest(layerTar);
+  const annotations =
+    annotationForm === "closure"
+      ? { [Annotation.NixClosure]: closureInfo! }
+      : nixLayerAnnotations(storePaths, annotationForm === "per-path" ? undefined : closureInfo);
+  const layerData = await compressing;
+  const layer: Descriptor = { ...blob(layerMediaType(compression), layerData), annotations };
 
   const baseLayers = base?.layers ?? [];
   const history: History[] | undefined = (() => {

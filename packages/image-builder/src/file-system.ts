@@ -80,12 +80,13 @@ export function createMemoryFileSystem(
     }
   }
   const get = (path: string) => {
-    const node = table.get(posix.normalize(path));
+    // Keys are normalised: a direct hit means `path` was already normalised.
+    const node = table.get(path) ?? table.get(posix.normalize(path));
     if (node === undefined) throw notFound(path);
     return node;
   };
   const resolve = (path: string): MemoryNode => {
-    let current = posix.normalize(path);
+    let current = table.has(path) ? path : posix.normalize(path);
     for (let hops = 0; hops < 40; hops++) {
       const node = get(current);
       if (node.type !== "symlink") return node;

@@ -12,6 +12,35 @@ describe("mountpoint layer planning", () => {
     expect(names.sort(compareEntryNames)).toEqual(["a", "a/b", "a-b", "nix", "nix/store", "nix-x"]);
   });
 
+  it("orders as comparing the split components would, for any names", () => {
+    const reference = (left: string, right: string) => {
+      const a = left.split("/");
+      const b = right.split("/");
+      for (let index = 0; index < Math.min(a.length, b.length); index++) {
+        if (a[index] !== b[index]) return a[index]! < b[index]! ? -1 : 1;
+      }
+      return a.length - b.length;
+    };
+    // Characters below and above "/" (0x2f), a multi-byte one and empty components.
+    const alphabet = ["a", "b", "-", ".", "/", "0", "é", "+"];
+    let seed = 7;
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed / 2 ** 31;
+    };
+    const names = Array.from({ length: 400 }, () =>
+      Array.from(
+        { length: 1 + Math.floor(random() * 6) },
+        () => alphabet[Math.floor(random() * alphabet.length)],
+      ).join(""),
+    );
+    for (const left of names) {
+      for (const right of names.slice(0, 60)) {
+        expect(Math.sign(compareEntryNames(left, right))).toBe(Math.sign(reference(left, right)));
+      }
+    }
+  });
+
   it("skips a later copyToRoot's directory that clashes with an earlier file, with its subtree", async () => {
     const fileSystem = createMemoryFileSystem({
       [`${a}/lib`]: { type: "file" },

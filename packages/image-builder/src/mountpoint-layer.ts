@@ -15,19 +15,26 @@ export interface MountpointLayerOptions {
 
 const maxSymlinkHops = 40;
 
-/** Compares tar names component by component, so parents sort before their children. */
+/**
+ * Compares tar names component by component, so parents sort before their children: the order
+ * of comparing the names' `/`-separated components in turn (UTF-16 code units, a component
+ * before any longer one it begins), computed in one pass without splitting. At the first
+ * difference, a name whose component ends there (at a `/`) is the smaller one.
+ */
 export function compareEntryNames(left: string, right: string): number {
-  return compareSegments(left.split("/"), right.split("/"));
+  const length = Math.min(left.length, right.length);
+  for (let index = 0; index < length; index++) {
+    const x = left.charCodeAt(index);
+    const y = right.charCodeAt(index);
+    if (x === y) continue;
+    if (x === slash) return -1;
+    if (y === slash) return 1;
+    return x - y;
+  }
+  return left.length - right.length;
 }
 
-function compareSegments(a: readonly string[], b: readonly string[]): number {
-  for (let index = 0; index < Math.min(a.length, b.length); index++) {
-    const x = a[index]!;
-    const y = b[index]!;
-    if (x !== y) return x < y ? -1 : 1;
-  }
-  return a.length - b.length;
-}
+const slash = 0x2f;
 
 class LayerTree {
   readonly entries = new Map<string, TarWriteEntry>();
@@ -38,9 +45,13 @@ class LayerTree {
    * children may be added to, or whether a non-directory was added.
    */
   add(entry: TarWriteEntry): boolean {
-    const segments = entry.name.split("/");
-    for (let index = 1; index < segments.length; index++) {
-      const parent = segments.slice(0, index).join("/");
+    // Each prefix that ends before a slash is a parent.
+    for (
+      let slash = entry.name.indexOf("/");
+      slash !== -1;
+      slash = entry.name.indexOf("/", slash + 1)
+    ) {
+      const parent = entry.name.slice(0, slash);
       const existing = this.entries.get(parent);
       if (existing === undefined)
         this.entries.set(parent, { name: parent, type: "directory", mode: 0o755 });
@@ -55,13 +66,9 @@ class LayerTree {
   }
 
   sorted(): TarWriteEntry[] {
-    // The order of compareEntryNames, with each name split once instead of at every comparison.
-    const keyed = [...this.entries.values()].map((entry) => ({
-      entry,
-      segments: entry.name.split("/"),
-    }));
-    keyed.sort((left, right) => compareSegments(left.segments, right.segments));
-    return keyed.map((item) => item.entry);
+    return [...this.entries.values()].sort((left, right) =>
+      compareEntryNames(left.name, right.name),
+    );
   }
 }
 

@@ -57,11 +57,13 @@ function readBlobJson(
   blobs: ReadonlyMap<string, Uint8Array>,
   descriptor: Descriptor,
   what: string,
+  verified: Set<Digest>,
 ): unknown {
   const data = blobs.get(descriptor.digest);
   if (data === undefined)
     throw new OciError("NotFound", `${what} ${descriptor.digest}: blob missing`);
   verifyBlob(data, descriptor);
+  verified.add(descriptor.digest);
   return parseJson(data, `${what} ${descriptor.digest}`);
 }
 
@@ -73,12 +75,16 @@ function readBlobJson(
  */
 export function writeOciArchive(options: WriteOciArchiveOptions): Buffer {
   const needed = new Map<Digest, Descriptor>();
+  // Digests whose blob was already hashed (a manifest is read, then written): hashed once.
+  const verified = new Set<Digest>();
   const dockerEntries: DockerManifestEntry[] = [];
   const indexManifests: Descriptor[] = [];
   for (const { descriptor, names = [] } of options.manifests) {
     needed.set(descriptor.digest, descriptor);
     if (isManifestMediaType(descriptor.mediaType)) {
-      const manifest = validateManifest(readBlobJson(options.blobs, descriptor, "manifest"));
+      const manifest = validateManifest(
+        readBlobJson(options.blobs, descriptor, "manifest", verified),
+      );
       for (const blob of [manifest.config, ...manifest.layers]) needed.set(blob.digest, blob);
       const repoTags: string[] = [];
       for (const name of names) {
@@ -100,11 +106,13 @@ export function writeOciArchive(options: WriteOciArchiveOptions): Buffer {
         Layers: manifest.layers.map((layer) => blobPath(layer.digest)),
       });
     } else if (isIndexMediaType(descriptor.mediaType)) {
-      const index = validateIndex(readBlobJson(options.blobs, descriptor, "index"));
+      const index = validateIndex(readBlobJson(options.blobs, descriptor, "index", verified));
       for (const child of index.manifests) {
         needed.set(child.digest, child);
         if (isManifestMediaType(child.mediaType)) {
-          const manifest = validateManifest(readBlobJson(options.blobs, child, "manifest"));
+          const manifest = validateManifest(
+            readBlobJson(options.blobs, child, "manifest", verified),
+          );
           for (const blob of [manifest.config, ...manifest.layers]) needed.set(blob.digest, blob);
         }
       }
@@ -134,7 +142,7 @@ export function writeOciArchive(options: WriteOciArchiveOptions): Buffer {
     const data = options.blobs.get(digest);
     if (data === undefined)
       throw new OciError("NotFound", `blob ${digest} (${descriptor.mediaType}): missing`);
-    verifyBlob(data, descriptor);
+    if (!verified.has(digest) || data.byteLength !== descriptor.size) verifyBlob(data, descriptor);
     entries.push({ name: blobPath(digest), type: "file", mode: 0o444, data });
   }
   const layout: ImageLayout = { imageLayoutVersion: "1.0.0" };

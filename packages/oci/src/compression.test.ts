@@ -1,6 +1,7 @@
+import { createHash } from "node:crypto";
 import { gunzipSync } from "node:zlib";
 import { describe, expect, it } from "vitest";
-import { compress, decompress, detectCompression } from "./compression.js";
+import { compress, compressAsync, decompress, detectCompression } from "./compression.js";
 
 describe("compression", () => {
   const data = Buffer.from("nix ".repeat(1000));
@@ -20,6 +21,29 @@ describe("compression", () => {
     expect([...packed.subarray(4, 8)]).toEqual([0, 0, 0, 0]);
     expect(packed[9]).toBe(0xff);
     expect(gunzipSync(packed).equals(data)).toBe(true);
+  });
+
+  it("compresses to the same bytes on the thread pool as on the main thread", async () => {
+    // Several output chunks (the chunk is a quarter of the input), part compressible, part not.
+    const large = Buffer.concat(
+      Array.from({ length: 400 }, (_, index) =>
+        Buffer.concat([
+          Buffer.from(`nix/store/${index}-entry/`.repeat(40)),
+          createHash("sha256").update(String(index)).digest(),
+        ]),
+      ),
+    );
+    for (const input of [data, large, Buffer.alloc(0)]) {
+      for (const kind of ["gzip", "zstd", "none"] as const) {
+        const packed = await compressAsync(input, kind);
+        expect(packed.equals(compress(input, kind))).toBe(true);
+      }
+    }
+    expect(
+      (await compressAsync(large, "gzip", { level: 9 })).equals(
+        compress(large, "gzip", { level: 9 }),
+      ),
+    ).toBe(true);
   });
 
   it("refuses output beyond the limit and corrupt input", () => {

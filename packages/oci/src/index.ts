@@ -29,7 +29,7 @@ export {
   resolveArchiveLimits,
 } from "./archive-limits.js";
 export type { CompressOptions, DecompressOptions } from "./compression.js";
-export { compress, decompress, detectCompression } from "./compression.js";
+export { compress, compressAsync, decompress, detectCompression } from "./compression.js";
 export type { Digest, Digester, VerifyTarget } from "./digest.js";
 export {
   createDigester,

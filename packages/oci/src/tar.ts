@@ -84,6 +84,12 @@ interface HeaderFields {
   linkname: string;
 }
 
+function sumBytes(block: Buffer, start: number, end: number): number {
+  let sum = 0;
+  for (let index = start; index < end; index++) sum += block[index]!;
+  return sum;
+}
+
 /** Writes one header block at `offset` of `target`, whose block must be zero-filled. */
 function writeHeader(target: Buffer, offset: number, fields: HeaderFields): void {
   const block = target.subarray(offset, offset + blockSize);
@@ -99,8 +105,11 @@ function writeHeader(target: Buffer, offset: number, fields: HeaderFields): void
   writeString(block, 257, 6, "ustar\0");
   writeString(block, 263, 2, "00");
   if (fields.prefix !== "") writeString(block, 345, 155, fields.prefix);
-  let sum = 0;
-  for (let index = 0; index < blockSize; index++) sum += block[index]!;
+  // The checksum over the bytes that can be non-zero (the block was zero-filled): name to type
+  // flag, the link name when there is one, magic and version, the prefix when there is one.
+  let sum = sumBytes(block, 0, 157) + sumBytes(block, 257, 265);
+  if (fields.linkname !== "") sum += sumBytes(block, 157, 257);
+  if (fields.prefix !== "") sum += sumBytes(block, 345, 500);
   writeOctal(block, 148, 7, sum);
   block[155] = 0x20;
 }
@@ -227,10 +236,31 @@ export function tarTrailer(): Buffer {
   return Buffer.alloc(blockSize * 2);
 }
 
+/**
+ * The archive's size when no entry needs a pax header, plus room for one where a long name or
+ * link target may need it: the buffer is allocated once, without doubling or a final copy, in
+ * the common case. Only a capacity: a low estimate makes the buffer grow, nothing else.
+ */
+function estimateTarSize(entries: readonly TarWriteEntry[]): number {
+  let size = blockSize * 2;
+  for (const entry of entries) {
+    size += blockSize;
+    const dataLength = entry.type === "file" ? (entry.data?.byteLength ?? 0) : 0;
+    size += dataLength + paddingLength(dataLength);
+    const linkLength = entry.linkname?.length ?? 0;
+    if (entry.name.length >= 100 || linkLength > 100) {
+      const paxLength = 3 * (entry.name.length + 1 + linkLength) + 64;
+      size += blockSize + paxLength + paddingLength(paxLength);
+    }
+  }
+  return size;
+}
+
 /** Writes a whole tar archive in memory, entries in the given order. */
 export function writeTar(entries: Iterable<TarWriteEntry>): Buffer {
-  const target = new TarBuffer(64 * 1024);
-  for (const entry of entries) appendEntry(target, entry);
+  const list = Array.isArray(entries) ? (entries as readonly TarWriteEntry[]) : [...entries];
+  const target = new TarBuffer(estimateTarSize(list));
+  for (const entry of list) appendEntry(target, entry);
   target.reserve(blockSize * 2);
   return target.result();
 }

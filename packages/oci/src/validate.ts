@@ -52,8 +52,13 @@ function setOwn<T>(record: Record<string, T>, key: string, value: T): void {
 function stringMap(value: unknown, where: string): Record<string, string> {
   const input = object(value, where);
   const result: Record<string, string> = {};
-  for (const [key, item] of Object.entries(input))
-    setOwn(result, key, string(item, `${where}.${key}`));
+  for (const key of Object.keys(input)) {
+    const item = input[key];
+    if (typeof item !== "string") string(item, `${where}.${key}`);
+    // Plain assignment makes the same own property for every key but `__proto__` (a setter).
+    if (key === "__proto__") setOwn(result, key, item as string);
+    else result[key] = item as string;
+  }
   return result;
 }
 
@@ -82,7 +87,11 @@ function schemaVersion(value: unknown, where: string): 2 {
 
 /** Parses JSON text, naming `what` in the error. */
 export function parseJson(text: string | Uint8Array, what: string): unknown {
-  const source = typeof text === "string" ? text : Buffer.from(text).toString("utf8");
+  // A view of the bytes, not a copy (a manifest with per-path annotations is over a megabyte).
+  const source =
+    typeof text === "string"
+      ? text
+      : Buffer.from(text.buffer, text.byteOffset, text.byteLength).toString("utf8");
   try {
     return JSON.parse(source);
   } catch (error) {
