@@ -4,7 +4,11 @@ import { ErrorCode, isNoSpace, SnapshotterError } from "../errors.js";
 import { type Info, Kind } from "../types.js";
 import { migrateSchema } from "./migrations.js";
 
-/** One snapshot as stored. `id` never changes (commit renames the key) and is never reused. */
+/**
+ * One snapshot as stored, every column read. `id` never changes (commit renames the key) and is
+ * never reused. Only the whole-store reads ({@link MetadataStore.all}) give these: a lookup
+ * gives a {@link SnapshotHeader}, without the columns that grow with a nix layer's closure.
+ */
 export interface SnapshotRecord {
   id: number;
   key: string;
@@ -34,6 +38,36 @@ export interface SnapshotRecord {
    * in first-seen order from the bottom layer up.
    */
   flattened: string[] | null;
+}
+
+/**
+ * A snapshot without its labels and store path lists, which grow with the closure of a nix layer
+ * (thousands of paths, each of them also a label in the per-path form): what lookups return. The
+ * lists are read where they are used: {@link MetadataStore.labelsOf},
+ * {@link MetadataStore.nixPathsOf}, {@link MetadataStore.flattenedOf}.
+ */
+export type SnapshotHeader = Omit<SnapshotRecord, "labels" | "nixPaths" | "flattened"> & {
+  /** The snapshot's own labels named store paths (`nixPaths` is not empty). */
+  hasNixPaths: boolean;
+};
+
+interface HeaderRow {
+  id: number;
+  key: string;
+  kind: string;
+  parent_id: number | null;
+  created: number;
+  created_ns: number;
+  updated: number;
+  updated_ns: number;
+  size: number | null;
+  inodes: number | null;
+  parent_key: string | null;
+  nix_closure: string | null;
+  no_store_mounts: number | null;
+  linked: number | null;
+  /** 1 when nix_layers.paths is not the empty list. */
+  has_nix_paths: number | null;
 }
 
 interface Row {
@@ -68,6 +102,22 @@ const selectRecord = `SELECT s.*, p.key AS parent_key, n.paths AS nix_paths, n.c
   LEFT JOIN nix_layers n ON n.snapshot_id = s.id`;
 
 /**
+ * The columns of a {@link SnapshotHeader}: the store path lists and labels are not read.
+ * `octet_length` of a TEXT column is its stored size, which SQLite knows without loading the
+ * text (an empty list is the 2 bytes `[]`).
+ */
+const selectHeader = `SELECT s.id, s.key, s.kind, s.parent_id, s.created, s.created_ns, s.updated,
+    s.updated_ns, s.size, s.inodes, p.key AS parent_key, n.closure AS nix_closure,
+    n.no_store_mounts, n.linked, octet_length(n.paths) > 2 AS has_nix_paths
+  FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
+  LEFT JOIN nix_layers n ON n.snapshot_id = s.id`;
+
+/** Info of every snapshot: the header's columns and the labels, no store path lists. */
+const selectInfo = `SELECT s.key, s.kind, s.labels, s.created, s.created_ns, s.updated, s.updated_ns,
+    p.key AS parent_key
+  FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id`;
+
+/**
  * WAL bounds: a checkpoint every this many pages (SQLite's default is 1,000, 4 MB) and the WAL
  * file cut back to this many bytes after one, so the log cannot eat a small root's free space.
  */
@@ -90,6 +140,17 @@ function toColumns(date: Date): [number, number] {
 
 function fromColumns(milliseconds: number, nanoseconds: number): PreciseDate {
   return new PreciseDate(BigInt(milliseconds) * 1_000_000n + BigInt(nanoseconds));
+}
+
+interface InfoRow {
+  key: string;
+  kind: string;
+  labels: string;
+  created: number;
+  created_ns: number;
+  updated: number;
+  updated_ns: number;
+  parent_key: string | null;
 }
 
 function toRecord(row: Row): SnapshotRecord {
@@ -115,6 +176,24 @@ function toRecord(row: Row): SnapshotRecord {
         : kind === Kind.Committed
           ? []
           : null,
+  };
+}
+
+function toHeader(row: HeaderRow): SnapshotHeader {
+  return {
+    id: row.id,
+    key: row.key,
+    kind: row.kind as Kind,
+    parentId: row.parent_id,
+    created: fromColumns(row.created, row.created_ns),
+    updated: fromColumns(row.updated, row.updated_ns),
+    size: row.size,
+    inodes: row.inodes,
+    nixClosure: row.nix_closure,
+    nixLayer: (row.no_store_mounts ?? 0) !== 0,
+    linked: (row.linked ?? 0) !== 0,
+    parentKey: row.parent_key ?? "",
+    hasNixPaths: (row.has_nix_paths ?? 0) !== 0,
   };
 }
 
@@ -259,22 +338,71 @@ export class MetadataStore {
     return this.nextId++;
   }
 
-  private one(sql: string, ...parameters: SQLInputValue[]): SnapshotRecord | undefined {
+  private one(sql: string, ...parameters: SQLInputValue[]): SnapshotHeader | undefined {
     this.ensureOpen();
-    const row = this.statement(sql).get(...parameters) as Row | undefined;
+    const row = this.statement(sql).get(...parameters) as HeaderRow | undefined;
+    return row === undefined ? undefined : toHeader(row);
+  }
+
+  getByKey(key: string): SnapshotHeader | undefined {
+    return this.one(`${selectHeader} WHERE s.key = ?`, key);
+  }
+
+  getById(id: number): SnapshotHeader | undefined {
+    return this.one(`${selectHeader} WHERE s.id = ?`, id);
+  }
+
+  /** The id of snapshot `key`, if there is one. */
+  idOf(key: string): number | undefined {
+    this.ensureOpen();
+    const row = this.statement("SELECT id FROM snapshots WHERE key = ?").get(key) as
+      | { id: number }
+      | undefined;
+    return row?.id;
+  }
+
+  /** Every column of snapshot `id` (the lists parsed). */
+  getRecordById(id: number): SnapshotRecord | undefined {
+    this.ensureOpen();
+    const row = this.statement(`${selectRecord} WHERE s.id = ?`).get(id) as Row | undefined;
     return row === undefined ? undefined : toRecord(row);
   }
 
-  getByKey(key: string): SnapshotRecord | undefined {
-    return this.one(`${selectRecord} WHERE s.key = ?`, key);
+  /** The labels of snapshot `id` ({} when there is no such snapshot). */
+  labelsOf(id: number): Record<string, string> {
+    this.ensureOpen();
+    const row = this.statement("SELECT labels FROM snapshots WHERE id = ?").get(id) as
+      | { labels: string }
+      | undefined;
+    return row === undefined ? {} : (JSON.parse(row.labels) as Record<string, string>);
   }
 
-  getById(id: number): SnapshotRecord | undefined {
-    return this.one(`${selectRecord} WHERE s.id = ?`, id);
+  /** The store paths that snapshot `id`'s own labels named ([] when none). */
+  nixPathsOf(id: number): string[] {
+    this.ensureOpen();
+    const row = this.statement("SELECT paths FROM nix_layers WHERE snapshot_id = ?").get(id) as
+      | { paths: string }
+      | undefined;
+    return row === undefined ? [] : (JSON.parse(row.paths) as string[]);
+  }
+
+  /**
+   * Every store path of committed snapshot `id` and its ancestors ([] for a committed snapshot
+   * without any, or no such snapshot; null while active or view).
+   */
+  flattenedOf(id: number): string[] | null {
+    this.ensureOpen();
+    const row = this.statement(
+      `SELECT s.kind, n.flattened FROM snapshots s LEFT JOIN nix_layers n ON n.snapshot_id = s.id
+         WHERE s.id = ?`,
+    ).get(id) as { kind: string; flattened: string | null } | undefined;
+    if (row === undefined) return [];
+    if (row.flattened !== null) return JSON.parse(row.flattened) as string[];
+    return row.kind === Kind.Committed ? [] : null;
   }
 
   /** Ids of the parent chain of a snapshot: its parent first, the bottom layer last. */
-  parentIds(record: SnapshotRecord): number[] {
+  parentIds(record: Pick<SnapshotHeader, "parentId">): number[] {
     if (record.parentId === null) return [];
     this.ensureOpen();
     const rows = this.statement(
@@ -295,7 +423,7 @@ export class MetadataStore {
     );
   }
 
-  insert(snapshot: NewSnapshot, now: Date): SnapshotRecord {
+  insert(snapshot: NewSnapshot, now: Date): SnapshotHeader {
     this.ensureOpen();
     this.statement(
       `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, created_ns, updated, updated_ns)
@@ -464,6 +592,7 @@ export class MetadataStore {
     this.statement("DELETE FROM snapshots WHERE id = ?").run(id);
   }
 
+  /** Every snapshot with every column, in key order (checks, migrations, tests). */
   all(): SnapshotRecord[] {
     this.ensureOpen();
     return (this.statement(`${selectRecord} ORDER BY s.key`).all() as unknown as Row[]).map(
@@ -493,13 +622,27 @@ export class MetadataStore {
     return problems;
   }
 
-  /** Info of a record, with the parent's name. */
-  info(record: SnapshotRecord): Info {
+  /** Info of every snapshot, in key order: labels read, store path lists not. */
+  allInfos(): Info[] {
+    this.ensureOpen();
+    const rows = this.statement(`${selectInfo} ORDER BY s.key`).all() as unknown as InfoRow[];
+    return rows.map((row) => ({
+      kind: row.kind as Kind,
+      name: row.key,
+      parent: row.parent_key ?? "",
+      labels: JSON.parse(row.labels) as Record<string, string>,
+      created: fromColumns(row.created, row.created_ns),
+      updated: fromColumns(row.updated, row.updated_ns),
+    }));
+  }
+
+  /** Info of a snapshot, with the parent's name (its labels read here). */
+  info(record: SnapshotHeader): Info {
     return {
       kind: record.kind,
       name: record.key,
       parent: record.parentKey,
-      labels: { ...record.labels },
+      labels: this.labelsOf(record.id),
       created: record.created,
       updated: record.updated,
     };
