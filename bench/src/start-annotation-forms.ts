@@ -10,10 +10,11 @@
  *
  * `node bench/dist/start-annotation-forms.js` (root). BENCH_FORMS_SIZES (default 1000,5000),
  * BENCH_FORMS_RUNS (default 5), BENCH_DAEMON_NODE_ARGS (flags of the daemon's node, e.g.
- * `--cpu-prof --cpu-prof-dir=<dir>`).
+ * `--cpu-prof --cpu-prof-dir=<dir>`), BENCH_CONTAINERD_LOG (a file: containerd runs at log level
+ * trace and its log is copied there at the end, e.g. for its garbage collections' durations).
  */
 import { execFile } from "node:child_process";
-import { mkdir, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
@@ -63,6 +64,7 @@ export async function benchStartAnnotationForms(
     });
     containerd = await startContainerd({
       version: "1.7",
+      ...(process.env.BENCH_CONTAINERD_LOG === undefined ? {} : { logLevel: "trace" as const }),
       proxyPlugins: { "nix-hardlink": daemon.address },
     });
     const client = createContainerdClient({
@@ -182,6 +184,9 @@ export async function benchStartAnnotationForms(
     }
     return points;
   } finally {
+    if (containerd !== undefined && process.env.BENCH_CONTAINERD_LOG !== undefined) {
+      await copyFile(containerd.logPath, process.env.BENCH_CONTAINERD_LOG).catch(() => undefined);
+    }
     await containerd?.stop();
     await daemon?.cleanup();
     for (const synthetic of closures) {
