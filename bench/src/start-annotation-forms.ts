@@ -11,10 +11,13 @@
  * `node bench/dist/start-annotation-forms.js` (root). BENCH_FORMS_SIZES (default 1000,5000),
  * BENCH_FORMS_RUNS (default 5), BENCH_DAEMON_NODE_ARGS (flags of the daemon's node, e.g.
  * `--cpu-prof --cpu-prof-dir=<dir>`), BENCH_CONTAINERD_LOG (a file: containerd runs at log level
- * trace and its log is copied there at the end, e.g. for its garbage collections' durations).
+ * trace and its log is copied there at the end, e.g. for its garbage collections' durations),
+ * BENCH_DAEMON_METRICS (a file: the daemon serves its metrics on a loopback port and their text
+ * is written there at the end, e.g. the time of each gRPC method on the daemon's side).
  */
 import { execFile } from "node:child_process";
 import { copyFile, mkdir, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
@@ -28,6 +31,22 @@ import { layeredArchive, median, workDirectory } from "./harness.js";
 const execFileAsync = promisify(execFile);
 
 const forms = ["per-path", "closure", "both"] as const satisfies readonly AnnotationForm[];
+
+/** A loopback TCP port free a moment ago. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === "object" && address !== null
+          ? resolve(address.port)
+          : reject(new Error("no port")),
+      );
+    });
+  });
+}
 
 export interface FormsPoint {
   paths: number;
@@ -55,9 +74,14 @@ export async function benchStartAnnotationForms(
   const closureInfos: string[] = [];
   try {
     const busybox = await fixtures.busybox();
+    const metricsFile = process.env.BENCH_DAEMON_METRICS;
+    const metricsPort = metricsFile === undefined ? undefined : await freePort();
     daemon = await startDaemonProcess({
       mountMode: "hardlink",
       logLevel: "warn",
+      ...(metricsPort === undefined
+        ? {}
+        : { extraConfig: `metrics_address = "127.0.0.1:${metricsPort}"\n` }),
       ...(process.env.BENCH_DAEMON_NODE_ARGS === undefined
         ? {}
         : { nodeArgs: process.env.BENCH_DAEMON_NODE_ARGS.split(" ").filter(Boolean) }),
@@ -178,6 +202,10 @@ export async function benchStartAnnotationForms(
             .map((variant) => `${variant} ${snapshotMs[variant].toFixed(0)} ms`)
             .join(", ")}`,
         );
+      }
+      if (metricsFile !== undefined && metricsPort !== undefined) {
+        const response = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+        await writeFile(metricsFile, await response.text());
       }
     } finally {
       client.close();

@@ -34,6 +34,43 @@ afterEach(async () => {
 });
 
 describe("MetadataStore", () => {
+  it("labels read for Infos are shared and frozen, and stay current across writes and rollbacks", () => {
+    const store = new MetadataStore(join(directory, "metadata.db"));
+    const now = new Date();
+    const id = store.allocateId();
+    store.insert(plainSnapshot(id, "k", { labels: { a: "1" } }), now);
+    const first = store.info(store.getById(id)!);
+    expect(first.labels).toEqual({ a: "1" });
+    expect(Object.isFrozen(first.labels)).toBe(true);
+    expect(store.allInfos()[0]!.labels).toBe(first.labels);
+    // labelsOf gives a copy the caller may change.
+    const copy = store.labelsOf(id);
+    copy.b = "2";
+    expect(store.info(store.getById(id)!).labels).toEqual({ a: "1" });
+
+    store.transaction(() => store.updateLabels(id, { a: "2" }, now));
+    expect(store.info(store.getById(id)!).labels).toEqual({ a: "2" });
+    expect(store.allInfos()[0]!.labels).toEqual({ a: "2" });
+
+    // Read inside a transaction that rolls back: the labels read there go with it.
+    expect(() =>
+      store.transaction(() => {
+        store.updateLabels(id, { a: "3" }, now);
+        expect(store.allInfos()[0]!.labels).toEqual({ a: "3" });
+        throw new Error("roll back");
+      }),
+    ).toThrow("roll back");
+    expect(store.info(store.getById(id)!).labels).toEqual({ a: "2" });
+    expect(store.allInfos()[0]!.labels).toEqual({ a: "2" });
+
+    store.transaction(() => store.commit(id, "c", { c: "1" }, { size: 0, inodes: 0 }, [], now));
+    expect(store.info(store.getByKey("c")!).labels).toEqual({ c: "1" });
+    store.transaction(() => store.delete(id));
+    expect(store.allInfos()).toEqual([]);
+    expect(store.labelsOf(id)).toEqual({});
+    store.close();
+  });
+
   it("lookups give headers without the lists; the lists, labels and infos read apart agree with all()", () => {
     const store = new MetadataStore(join(directory, "metadata.db"));
     const now = new Date();

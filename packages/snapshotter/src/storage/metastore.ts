@@ -112,8 +112,8 @@ const selectHeader = `SELECT s.id, s.key, s.kind, s.parent_id, s.created, s.crea
   FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
   LEFT JOIN nix_layers n ON n.snapshot_id = s.id`;
 
-/** Info of every snapshot: the header's columns and the labels, no store path lists. */
-const selectInfo = `SELECT s.key, s.kind, s.labels, s.created, s.created_ns, s.updated, s.updated_ns,
+/** Info of every snapshot but its labels (read through the labels cache). */
+const selectInfo = `SELECT s.id, s.key, s.kind, s.created, s.created_ns, s.updated, s.updated_ns,
     p.key AS parent_key
   FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id`;
 
@@ -143,9 +143,9 @@ function fromColumns(milliseconds: number, nanoseconds: number): PreciseDate {
 }
 
 interface InfoRow {
+  id: number;
   key: string;
   kind: string;
-  labels: string;
   created: number;
   created_ns: number;
   updated: number;
@@ -224,6 +224,14 @@ export class MetadataStore {
   private reservedUntil = 0;
   /** The open transaction reserved a block (a rollback un-reserves it). */
   private reservedInTransaction = false;
+  /**
+   * Parsed labels by snapshot id, frozen and shared by the Infos that Stat, Walk and List give:
+   * containerd's collector Walks every snapshot after each removal, and a nix layer in the
+   * per-path form has one label per store path. Kept current by this store's own writes (each
+   * drops the entry of the snapshot it writes); a rollback drops them all. The daemon is the
+   * only writer of its database.
+   */
+  private readonly labelsCache = new Map<number, Readonly<Record<string, string>>>();
 
   private readonly path: string;
 
@@ -251,6 +259,7 @@ export class MetadataStore {
     if (this.closed) return;
     this.closed = true;
     this.statements.clear();
+    this.labelsCache.clear();
     this.database.close();
   }
 
@@ -272,6 +281,8 @@ export class MetadataStore {
       return result;
     } catch (error) {
       if (this.database.isTransaction) this.database.exec("ROLLBACK");
+      // Labels read inside the transaction may be gone with it.
+      this.labelsCache.clear();
       // The block's reservation is gone: read the sequence again on the next allocation.
       if (this.reservedInTransaction) this.reservedUntil = 0;
       if (isNoSpace(error)) {
@@ -368,13 +379,23 @@ export class MetadataStore {
     return row === undefined ? undefined : toRecord(row);
   }
 
-  /** The labels of snapshot `id` ({} when there is no such snapshot). */
+  /** The labels of snapshot `id`, a copy the caller may change ({} when there is no such snapshot). */
   labelsOf(id: number): Record<string, string> {
+    return { ...this.sharedLabels(id) };
+  }
+
+  /** The labels of snapshot `id`, frozen, from the cache ({} when there is no such snapshot). */
+  private sharedLabels(id: number): Readonly<Record<string, string>> {
     this.ensureOpen();
+    const cached = this.labelsCache.get(id);
+    if (cached !== undefined) return cached;
     const row = this.statement("SELECT labels FROM snapshots WHERE id = ?").get(id) as
       | { labels: string }
       | undefined;
-    return row === undefined ? {} : (JSON.parse(row.labels) as Record<string, string>);
+    if (row === undefined) return {};
+    const labels = Object.freeze(JSON.parse(row.labels) as Record<string, string>);
+    this.labelsCache.set(id, labels);
+    return labels;
   }
 
   /** The store paths that snapshot `id`'s own labels named ([] when none). */
@@ -425,6 +446,7 @@ export class MetadataStore {
 
   insert(snapshot: NewSnapshot, now: Date): SnapshotHeader {
     this.ensureOpen();
+    this.labelsCache.delete(snapshot.id);
     this.statement(
       `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, created_ns, updated, updated_ns)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -457,6 +479,7 @@ export class MetadataStore {
    */
   insertRecord(record: Omit<SnapshotRecord, "parentKey">): void {
     this.ensureOpen();
+    this.labelsCache.delete(record.id);
     this.statement(
       `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, created_ns, updated, updated_ns,
            size, inodes)
@@ -548,6 +571,7 @@ export class MetadataStore {
     now: Date,
   ): void {
     this.ensureOpen();
+    this.labelsCache.delete(id);
     this.statement(
       `UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, created = ?, created_ns = ?,
            updated = ?, updated_ns = ?, size = ?, inodes = ? WHERE id = ?`,
@@ -579,6 +603,7 @@ export class MetadataStore {
 
   updateLabels(id: number, labels: Record<string, string>, now: Date): void {
     this.ensureOpen();
+    this.labelsCache.delete(id);
     this.statement("UPDATE snapshots SET labels = ?, updated = ?, updated_ns = ? WHERE id = ?").run(
       JSON.stringify(labels),
       ...toColumns(now),
@@ -589,6 +614,7 @@ export class MetadataStore {
   /** Deletes the snapshot's row (its nix_layers row goes with it: ON DELETE CASCADE). */
   delete(id: number): void {
     this.ensureOpen();
+    this.labelsCache.delete(id);
     this.statement("DELETE FROM snapshots WHERE id = ?").run(id);
   }
 
@@ -622,7 +648,7 @@ export class MetadataStore {
     return problems;
   }
 
-  /** Info of every snapshot, in key order: labels read, store path lists not. */
+  /** Info of every snapshot, in key order: labels as {@link info} gives them, no store path lists. */
   allInfos(): Info[] {
     this.ensureOpen();
     const rows = this.statement(`${selectInfo} ORDER BY s.key`).all() as unknown as InfoRow[];
@@ -630,19 +656,22 @@ export class MetadataStore {
       kind: row.kind as Kind,
       name: row.key,
       parent: row.parent_key ?? "",
-      labels: JSON.parse(row.labels) as Record<string, string>,
+      labels: this.sharedLabels(row.id) as Record<string, string>,
       created: fromColumns(row.created, row.created_ns),
       updated: fromColumns(row.updated, row.updated_ns),
     }));
   }
 
-  /** Info of a snapshot, with the parent's name (its labels read here). */
+  /**
+   * Info of a snapshot, with the parent's name. Its labels object is frozen and shared (see
+   * {@link labelsCache}): copy it to change it.
+   */
   info(record: SnapshotHeader): Info {
     return {
       kind: record.kind,
       name: record.key,
       parent: record.parentKey,
-      labels: this.labelsOf(record.id),
+      labels: this.sharedLabels(record.id) as Record<string, string>,
       created: record.created,
       updated: record.updated,
     };
