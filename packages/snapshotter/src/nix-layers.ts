@@ -232,9 +232,7 @@ export class NixLayers {
   /** The flattened store paths of a snapshot about to be committed. */
   flatten(record: SnapshotHeader): string[] {
     const parentPaths = record.parentId === null ? [] : this.flattened(record.parentId);
-    return record.hasNixPaths
-      ? mergePaths(parentPaths, this.store.nixPathsOf(record.id))
-      : parentPaths;
+    return mergePaths(parentPaths, record.hasNixPaths ? this.store.nixPathsOf(record.id) : []);
   }
 
   remember(id: number, flattened: string[]): void {
