@@ -10,10 +10,14 @@
  *
  * `node bench/dist/start-annotation-forms.js` (root). BENCH_FORMS_SIZES (default 1000,5000),
  * BENCH_FORMS_RUNS (default 5), BENCH_DAEMON_NODE_ARGS (flags of the daemon's node, e.g.
- * `--cpu-prof --cpu-prof-dir=<dir>`).
+ * `--cpu-prof --cpu-prof-dir=<dir>`), BENCH_CONTAINERD_LOG (a file: containerd runs at log level
+ * trace and its log is copied there at the end, e.g. for its garbage collections' durations),
+ * BENCH_DAEMON_METRICS (a file: the daemon serves its metrics on a loopback port and their text
+ * is written there at the end, e.g. the time of each gRPC method on the daemon's side).
  */
 import { execFile } from "node:child_process";
-import { mkdir, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
@@ -27,6 +31,22 @@ import { layeredArchive, median, workDirectory } from "./harness.js";
 const execFileAsync = promisify(execFile);
 
 const forms = ["per-path", "closure", "both"] as const satisfies readonly AnnotationForm[];
+
+/** A loopback TCP port free a moment ago. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === "object" && address !== null
+          ? resolve(address.port)
+          : reject(new Error("no port")),
+      );
+    });
+  });
+}
 
 export interface FormsPoint {
   paths: number;
@@ -54,15 +74,21 @@ export async function benchStartAnnotationForms(
   const closureInfos: string[] = [];
   try {
     const busybox = await fixtures.busybox();
+    const metricsFile = process.env.BENCH_DAEMON_METRICS;
+    const metricsPort = metricsFile === undefined ? undefined : await freePort();
     daemon = await startDaemonProcess({
       mountMode: "hardlink",
       logLevel: "warn",
+      ...(metricsPort === undefined
+        ? {}
+        : { extraConfig: `metrics_address = "127.0.0.1:${metricsPort}"\n` }),
       ...(process.env.BENCH_DAEMON_NODE_ARGS === undefined
         ? {}
         : { nodeArgs: process.env.BENCH_DAEMON_NODE_ARGS.split(" ").filter(Boolean) }),
     });
     containerd = await startContainerd({
       version: "1.7",
+      ...(process.env.BENCH_CONTAINERD_LOG === undefined ? {} : { logLevel: "trace" as const }),
       proxyPlugins: { "nix-hardlink": daemon.address },
     });
     const client = createContainerdClient({
@@ -177,11 +203,18 @@ export async function benchStartAnnotationForms(
             .join(", ")}`,
         );
       }
+      if (metricsFile !== undefined && metricsPort !== undefined) {
+        const response = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+        await writeFile(metricsFile, await response.text());
+      }
     } finally {
       client.close();
     }
     return points;
   } finally {
+    if (containerd !== undefined && process.env.BENCH_CONTAINERD_LOG !== undefined) {
+      await copyFile(containerd.logPath, process.env.BENCH_CONTAINERD_LOG).catch(() => undefined);
+    }
     await containerd?.stop();
     await daemon?.cleanup();
     for (const synthetic of closures) {

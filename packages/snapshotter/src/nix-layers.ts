@@ -10,7 +10,7 @@ import {
   parseNixLabels,
 } from "./nix-labels.js";
 import type { NixStorePort, RootLeftover } from "./nix-store-port.js";
-import type { MetadataStore, SnapshotRecord } from "./storage/metastore.js";
+import type { MetadataStore, SnapshotHeader } from "./storage/metastore.js";
 
 /**
  * A Nix store failure keeps its code (a coded error of any package, or an abort reason: a
@@ -223,16 +223,16 @@ export class NixLayers {
   flattened(id: number): string[] {
     let paths = this.flattenedCache.get(id);
     if (paths === undefined) {
-      paths = this.store.getById(id)?.flattened ?? [];
+      paths = this.store.flattenedOf(id) ?? [];
       this.flattenedCache.set(id, paths);
     }
     return paths;
   }
 
   /** The flattened store paths of a snapshot about to be committed. */
-  flatten(record: SnapshotRecord): string[] {
+  flatten(record: SnapshotHeader): string[] {
     const parentPaths = record.parentId === null ? [] : this.flattened(record.parentId);
-    return mergePaths(parentPaths, record.nixPaths);
+    return mergePaths(parentPaths, record.hasNixPaths ? this.store.nixPathsOf(record.id) : []);
   }
 
   remember(id: number, flattened: string[]): void {
@@ -244,12 +244,15 @@ export class NixLayers {
   }
 
   /** Hard-links a layer's own store paths into its directory (one at a time per layer). */
-  linkLayer(record: SnapshotRecord, key: string): Promise<void> {
+  linkLayer(record: SnapshotHeader, key: string): Promise<void> {
     const running = this.linking.get(record.id);
     if (running !== undefined) return running;
     const promise = (async () => {
       try {
-        const stats = await linkStorePaths(this.upperDir(record.id), record.nixPaths);
+        const stats = await linkStorePaths(
+          this.upperDir(record.id),
+          this.store.nixPathsOf(record.id),
+        );
         this.logger.debug({ key, id: record.id, ...stats }, "store paths linked into layer");
       } catch (error) {
         throw SnapshotterError.from(error, `snapshot "${key}": linking store paths`);
@@ -262,10 +265,12 @@ export class NixLayers {
   }
 
   /** Makes a directory or file in the layer for each of its store paths, to bind-mount onto. */
-  async ensureMountpoints(record: SnapshotRecord, key: string): Promise<void> {
-    await ensureMountpoints(this.upperDir(record.id), record.nixPaths).catch((error: unknown) => {
-      throw SnapshotterError.from(error, `mountpoints of snapshot "${key}"`);
-    });
+  async ensureMountpoints(record: SnapshotHeader, key: string): Promise<void> {
+    await ensureMountpoints(this.upperDir(record.id), this.store.nixPathsOf(record.id)).catch(
+      (error: unknown) => {
+        throw SnapshotterError.from(error, `mountpoints of snapshot "${key}"`);
+      },
+    );
   }
 
   /**

@@ -16,7 +16,7 @@ import type { OverlaySettings } from "./mount-options.js";
 import { NixLayers } from "./nix-layers.js";
 import { OverlayFilesystem } from "./overlay-filesystem.js";
 import { SpaceReserve } from "./space-reserve.js";
-import { MetadataStore, type SnapshotRecord } from "./storage/metastore.js";
+import { MetadataStore, type SnapshotHeader } from "./storage/metastore.js";
 import {
   checkCommit,
   checkCreate,
@@ -135,7 +135,7 @@ class OverlaySnapshotter implements Snapshotter {
     return promise;
   }
 
-  private mountsOf(record: SnapshotRecord): Mount[] {
+  private mountsOf(record: SnapshotHeader): Mount[] {
     const parentIds = this.store.parentIds(record);
     const mounts = this.filesystem.mounts(record.kind, record.id, parentIds);
     mounts.push(...this.mode.extraMounts(record, parentIds[0], this.context));
@@ -196,13 +196,10 @@ class OverlaySnapshotter implements Snapshotter {
     const labels = { ...(options.labels ?? {}) };
     validateLabels(labels);
     if (key === "") throw new SnapshotterError(ErrorCode.InvalidArgument, "snapshot key is empty");
-    checkCreate(this.store, key, parent);
+    const parentRecord = checkCreate(this.store, key, parent);
     const request = this.mode.nixLayers ? this.layers.request(key, labels) : undefined;
 
-    if (parent !== "") {
-      const parentRecord = this.store.getByKey(parent);
-      if (parentRecord !== undefined) await this.mode.beforeCreate(parentRecord, this.context);
-    }
+    if (parentRecord !== undefined) await this.mode.beforeCreate(parentRecord, this.context);
 
     const id = this.store.allocateId();
     const temporaryName = this.filesystem.temporaryName(id);
@@ -214,13 +211,9 @@ class OverlaySnapshotter implements Snapshotter {
       throw error;
     }
     const log = this.logger.child({ key, id });
-    let created: SnapshotRecord;
+    let created: SnapshotHeader;
     try {
-      await this.filesystem.createTemporary(
-        temporaryName,
-        kind,
-        () => this.store.getByKey(parent)?.id,
-      );
+      await this.filesystem.createTemporary(temporaryName, kind, () => this.store.idOf(parent));
 
       let nixPaths: string[] = [];
       let nixClosure: string | null = null;
@@ -233,7 +226,7 @@ class OverlaySnapshotter implements Snapshotter {
       }
 
       let unpublish: (() => void) | undefined;
-      let record: SnapshotRecord;
+      let record: SnapshotHeader;
       try {
         record = this.store.transaction(() => {
           const inserted = createSnapshot(
@@ -297,7 +290,7 @@ class OverlaySnapshotter implements Snapshotter {
           throw SnapshotterError.from(error, `usage of snapshot "${key}"`);
         });
         const linked =
-          record.nixPaths.length > 0 && (await this.mode.commitLayer(record, key, this.context));
+          record.hasNixPaths && (await this.mode.commitLayer(record, key, this.context));
         const flattened = this.layers.flatten(record);
         crashAt("commit:prepared");
         this.store.transaction(() => {
@@ -324,7 +317,7 @@ class OverlaySnapshotter implements Snapshotter {
         this.busyIds.add(removed.id);
         return removed;
       };
-      let record: SnapshotRecord;
+      let record: SnapshotHeader;
       try {
         record = deleteRow();
       } catch (error) {
@@ -361,7 +354,7 @@ class OverlaySnapshotter implements Snapshotter {
           }
         }
         crashAt("remove:deleted");
-        if (record.nixPaths.length > 0 || record.nixClosure) {
+        if (record.hasNixPaths || record.nixClosure) {
           await this.layers
             .removeRoots(record.id)
             .catch((error: unknown) =>

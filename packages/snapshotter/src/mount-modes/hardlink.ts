@@ -19,7 +19,7 @@ export const hardlinkMode = {
   async beforeCreate(parent, context: MountModeContext) {
     for (const id of [parent.id, ...context.store.parentIds(parent)]) {
       const ancestor = context.store.getById(id);
-      if (ancestor === undefined || ancestor.linked || ancestor.nixPaths.length === 0) continue;
+      if (ancestor === undefined || ancestor.linked || !ancestor.hasNixPaths) continue;
       await context.holding(id, async () => {
         await context.linkLayer(ancestor, ancestor.key);
         context.store.transaction(() => context.store.markLinked(id));

@@ -1,6 +1,6 @@
 import type { Logger } from "@nix-snapshotter/nix-store";
 import type { RealisedLayer } from "../nix-layers.js";
-import type { MetadataStore, SnapshotRecord } from "../storage/metastore.js";
+import type { MetadataStore, SnapshotHeader } from "../storage/metastore.js";
 import type { Mount } from "../types.js";
 
 /** What the snapshotter lends a mount mode for its work. */
@@ -10,9 +10,9 @@ export interface MountModeContext {
   /** Every store path of committed snapshot `id` and its ancestors. */
   flattened(id: number): string[];
   /** Hard-links the layer's own store paths into its `fs` directory. */
-  linkLayer(record: SnapshotRecord, key: string): Promise<void>;
+  linkLayer(record: SnapshotHeader, key: string): Promise<void>;
   /** Makes a mountpoint in the layer's `fs` directory for each of its own store paths. */
-  ensureMountpoints(record: SnapshotRecord, key: string): Promise<void>;
+  ensureMountpoints(record: SnapshotHeader, key: string): Promise<void>;
   /** Runs `work` with snapshot `id` held: Cleanup leaves its directory and roots alone. */
   holding<T>(id: number, work: () => Promise<T>): Promise<T>;
 }
@@ -36,17 +36,17 @@ export interface MountModeStrategy {
    */
   readonly minimumContainerd: string | undefined;
   /** Prepare or View on committed `parent`, before anything is created. */
-  beforeCreate(parent: SnapshotRecord, context: MountModeContext): Promise<void>;
+  beforeCreate(parent: SnapshotHeader, context: MountModeContext): Promise<void>;
   /** Prepare of a nix layer, once its store paths are realised and valid: checks on them. */
   checkLayer(key: string, layer: RealisedLayer, context: MountModeContext): Promise<void>;
   /**
    * Commit of a layer with store paths of its own, before its row is committed. Returns true
    * when the paths are now linked into the layer (recorded with the commit).
    */
-  commitLayer(record: SnapshotRecord, key: string, context: MountModeContext): Promise<boolean>;
+  commitLayer(record: SnapshotHeader, key: string, context: MountModeContext): Promise<boolean>;
   /** Mounts after the overlay's, for `record` on committed `parentId`. */
   extraMounts(
-    record: SnapshotRecord,
+    record: SnapshotHeader,
     parentId: number | undefined,
     context: MountModeContext,
   ): Mount[];

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { silentLogger } from "@nix-snapshotter/nix-store";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ErrorCode, SnapshotterError } from "../errors.js";
-import { MetadataStore, type SnapshotRecord } from "../storage/metastore.js";
+import { MetadataStore, type SnapshotHeader } from "../storage/metastore.js";
 import { Kind } from "../types.js";
 import { bindMode } from "./bind.js";
 import { hardlinkMode } from "./hardlink.js";
@@ -42,7 +42,7 @@ afterEach(async () => {
 });
 
 /** A committed snapshot with `nixPaths`, on `parentId`. */
-function committed(key: string, parentId: number | null, nixPaths: string[]): SnapshotRecord {
+function committed(key: string, parentId: number | null, nixPaths: string[]): SnapshotHeader {
   const id = store.allocateId();
   store.insert(
     { id, key, kind: Kind.Active, parentId, labels: {}, nixPaths, nixClosure: null },

@@ -34,6 +34,141 @@ afterEach(async () => {
 });
 
 describe("MetadataStore", () => {
+  it("labels read for Infos are shared and frozen, and stay current across writes and rollbacks", () => {
+    const store = new MetadataStore(join(directory, "metadata.db"));
+    const now = new Date();
+    const id = store.allocateId();
+    store.insert(plainSnapshot(id, "k", { labels: { a: "1" } }), now);
+    const first = store.info(store.getById(id)!);
+    expect(first.labels).toEqual({ a: "1" });
+    expect(Object.isFrozen(first.labels)).toBe(true);
+    expect(store.allInfos()[0]!.labels).toBe(first.labels);
+    // labelsOf gives a copy the caller may change.
+    const copy = store.labelsOf(id);
+    copy.b = "2";
+    expect(store.info(store.getById(id)!).labels).toEqual({ a: "1" });
+
+    store.transaction(() => store.updateLabels(id, { a: "2" }, now));
+    expect(store.info(store.getById(id)!).labels).toEqual({ a: "2" });
+    expect(store.allInfos()[0]!.labels).toEqual({ a: "2" });
+
+    // Read inside a transaction that rolls back: the labels read there go with it.
+    expect(() =>
+      store.transaction(() => {
+        store.updateLabels(id, { a: "3" }, now);
+        expect(store.allInfos()[0]!.labels).toEqual({ a: "3" });
+        throw new Error("roll back");
+      }),
+    ).toThrow("roll back");
+    expect(store.info(store.getById(id)!).labels).toEqual({ a: "2" });
+    expect(store.allInfos()[0]!.labels).toEqual({ a: "2" });
+
+    store.transaction(() => store.commit(id, "c", { c: "1" }, { size: 0, inodes: 0 }, [], now));
+    expect(store.info(store.getByKey("c")!).labels).toEqual({ c: "1" });
+    store.transaction(() => store.delete(id));
+    expect(store.allInfos()).toEqual([]);
+    expect(store.labelsOf(id)).toEqual({});
+    store.close();
+  });
+
+  it("lookups give headers without the lists; the lists, labels and infos read apart agree with all()", () => {
+    const store = new MetadataStore(join(directory, "metadata.db"));
+    const now = new Date();
+    const paths = Array.from({ length: 3000 }, (_, index) => `/nix/store/${index}-p`);
+    const labels = Object.fromEntries(
+      paths.map((path, index) => [`nix-store-path.${index}`, path]),
+    );
+    const layer = store.allocateId();
+    store.insert(
+      plainSnapshot(layer, "layer-key", {
+        labels,
+        nixPaths: paths,
+        nixClosure: "/nix/store/c",
+        nixLayer: true,
+      }),
+      now,
+    );
+    store.commit(layer, "layer", labels, { size: 2, inodes: 3 }, paths, now);
+    store.markLinked(layer);
+    const plain = store.allocateId();
+    store.insert(plainSnapshot(plain, "plain-key", { parentId: layer }), now);
+    store.commit(plain, "plain", {}, { size: 0, inodes: 0 }, paths, now);
+    const container = store.allocateId();
+    store.insert(
+      plainSnapshot(container, "container", { parentId: plain, labels: { x: "1" } }),
+      now,
+    );
+
+    const header = store.getByKey("layer")!;
+    expect(header).toEqual(store.getById(layer));
+    expect(Object.keys(header).sort()).toEqual([
+      "created",
+      "hasNixPaths",
+      "id",
+      "inodes",
+      "key",
+      "kind",
+      "linked",
+      "nixClosure",
+      "nixLayer",
+      "parentId",
+      "parentKey",
+      "size",
+      "updated",
+    ]);
+    expect(header).toMatchObject({
+      hasNixPaths: true,
+      nixClosure: "/nix/store/c",
+      nixLayer: true,
+      linked: true,
+      kind: Kind.Committed,
+      size: 2,
+      inodes: 3,
+      parentKey: "",
+    });
+    expect(store.getByKey("plain")).toMatchObject({
+      hasNixPaths: false,
+      nixClosure: null,
+      nixLayer: false,
+      linked: false,
+      parentKey: "layer",
+    });
+    expect(store.getByKey("container")).toMatchObject({
+      hasNixPaths: false,
+      kind: Kind.Active,
+      parentKey: "plain",
+    });
+    expect(store.idOf("plain")).toBe(plain);
+    expect(store.idOf("nope")).toBeUndefined();
+
+    const full = Object.fromEntries(store.all().map((record) => [record.key, record]));
+    for (const key of ["layer", "plain", "container"]) {
+      const record = full[key]!;
+      const { labels: _labels, nixPaths: _paths, flattened: _flattened, ...rest } = record;
+      expect(store.getByKey(key)).toEqual({ ...rest, hasNixPaths: record.nixPaths.length > 0 });
+      expect(store.getRecordById(record.id)).toEqual(record);
+      expect(store.labelsOf(record.id)).toEqual(record.labels);
+      expect(store.nixPathsOf(record.id)).toEqual(record.nixPaths);
+      expect(store.flattenedOf(record.id)).toEqual(record.flattened);
+      expect(store.info(store.getByKey(key)!)).toEqual({
+        kind: record.kind,
+        name: record.key,
+        parent: record.parentKey,
+        labels: record.labels,
+        created: record.created,
+        updated: record.updated,
+      });
+    }
+    expect(full.layer!.nixPaths).toEqual(paths);
+    expect(store.allInfos()).toEqual(
+      ["container", "layer", "plain"].map((key) => store.info(store.getByKey(key)!)),
+    );
+    expect(store.labelsOf(9999)).toEqual({});
+    expect(store.nixPathsOf(9999)).toEqual([]);
+    expect(store.getRecordById(9999)).toBeUndefined();
+    store.close();
+  });
+
   it("never reuses ids and resolves parent chains", () => {
     const store = new MetadataStore(join(directory, "metadata.db"));
     const now = new Date();
@@ -50,7 +185,9 @@ describe("MetadataStore", () => {
     );
     expect(store.parentIds(record)).toEqual([b, a]);
     expect(store.info(record)).toMatchObject({ name: "c", parent: "B", kind: Kind.View });
-    expect(store.getByKey("A")?.flattened).toEqual(["/p"]);
+    expect(store.flattenedOf(a)).toEqual(["/p"]);
+    expect(store.flattenedOf(b)).toEqual([]);
+    expect(store.flattenedOf(c)).toBeNull();
     store.delete(c);
     expect(store.allocateId()).toBe(c + 1);
     expect(store.hasChildren(a)).toBe(true);

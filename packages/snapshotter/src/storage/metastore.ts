@@ -8,7 +8,11 @@ import { ErrorCode, isNoSpace, SnapshotterError } from "../errors.js";
 import { type Info, Kind } from "../types.js";
 import { migrateSchema } from "./migrations.js";
 
-/** One snapshot as stored. `id` never changes (commit renames the key) and is never reused. */
+/**
+ * One snapshot as stored, every column read. `id` never changes (commit renames the key) and is
+ * never reused. Only the whole-store reads ({@link MetadataStore.all}) give these: a lookup
+ * gives a {@link SnapshotHeader}, without the columns that grow with a nix layer's closure.
+ */
 export interface SnapshotRecord {
   id: number;
   key: string;
@@ -38,6 +42,36 @@ export interface SnapshotRecord {
    * in first-seen order from the bottom layer up.
    */
   flattened: string[] | null;
+}
+
+/**
+ * A snapshot without its labels and store path lists, which grow with the closure of a nix layer
+ * (thousands of paths, each of them also a label in the per-path form): what lookups return. The
+ * lists are read where they are used: {@link MetadataStore.labelsOf},
+ * {@link MetadataStore.nixPathsOf}, {@link MetadataStore.flattenedOf}.
+ */
+export type SnapshotHeader = Omit<SnapshotRecord, "labels" | "nixPaths" | "flattened"> & {
+  /** The snapshot's own labels named store paths (`nixPaths` is not empty). */
+  hasNixPaths: boolean;
+};
+
+interface HeaderRow {
+  id: number;
+  key: string;
+  kind: string;
+  parent_id: number | null;
+  created: number;
+  created_ns: number;
+  updated: number;
+  updated_ns: number;
+  size: number | null;
+  inodes: number | null;
+  parent_key: string | null;
+  nix_closure: string | null;
+  no_store_mounts: number | null;
+  linked: number | null;
+  /** 1 when nix_layers.paths is not the empty list. */
+  has_nix_paths: number | null;
 }
 
 interface Row {
@@ -70,6 +104,22 @@ const selectRecord = `SELECT s.*, p.key AS parent_key, n.paths AS nix_paths, n.c
     n.no_store_mounts, n.linked, n.flattened
   FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
   LEFT JOIN nix_layers n ON n.snapshot_id = s.id`;
+
+/**
+ * The columns of a {@link SnapshotHeader}: the store path lists and labels are not read.
+ * `octet_length` of a TEXT column is its stored size, which SQLite knows without loading the
+ * text (an empty list is the 2 bytes `[]`).
+ */
+const selectHeader = `SELECT s.id, s.key, s.kind, s.parent_id, s.created, s.created_ns, s.updated,
+    s.updated_ns, s.size, s.inodes, p.key AS parent_key, n.closure AS nix_closure,
+    n.no_store_mounts, n.linked, octet_length(n.paths) > 2 AS has_nix_paths
+  FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
+  LEFT JOIN nix_layers n ON n.snapshot_id = s.id`;
+
+/** Info of every snapshot but its labels (read through the labels cache). */
+const selectInfo = `SELECT s.id, s.key, s.kind, s.created, s.created_ns, s.updated, s.updated_ns,
+    p.key AS parent_key
+  FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id`;
 
 /**
  * WAL bounds: a checkpoint every this many pages (SQLite's default is 1,000, 4 MB) and the WAL
@@ -132,6 +182,17 @@ function fromColumns(milliseconds: number, nanoseconds: number): PreciseDate {
   return new PreciseDate(BigInt(milliseconds) * 1_000_000n + BigInt(nanoseconds));
 }
 
+interface InfoRow {
+  id: number;
+  key: string;
+  kind: string;
+  created: number;
+  created_ns: number;
+  updated: number;
+  updated_ns: number;
+  parent_key: string | null;
+}
+
 function toRecord(row: Row): SnapshotRecord {
   const kind = row.kind as Kind;
   return {
@@ -155,6 +216,24 @@ function toRecord(row: Row): SnapshotRecord {
         : kind === Kind.Committed
           ? []
           : null,
+  };
+}
+
+function toHeader(row: HeaderRow): SnapshotHeader {
+  return {
+    id: row.id,
+    key: row.key,
+    kind: row.kind as Kind,
+    parentId: row.parent_id,
+    created: fromColumns(row.created, row.created_ns),
+    updated: fromColumns(row.updated, row.updated_ns),
+    size: row.size,
+    inodes: row.inodes,
+    nixClosure: row.nix_closure,
+    nixLayer: (row.no_store_mounts ?? 0) !== 0,
+    linked: (row.linked ?? 0) !== 0,
+    parentKey: row.parent_key ?? "",
+    hasNixPaths: (row.has_nix_paths ?? 0) !== 0,
   };
 }
 
@@ -206,6 +285,14 @@ export class MetadataStore {
   private reservedInTransaction = false;
   /** The commit (count) that reserved the current block in its own transaction. */
   private reservedAt = 0;
+  /**
+   * Parsed labels by snapshot id, frozen and shared by the Infos that Stat, Walk and List give:
+   * containerd's collector Walks every snapshot after each removal, and a nix layer in the
+   * per-path form has one label per store path. Kept current by this store's own writes (each
+   * drops the entry of the snapshot it writes); a rollback drops them all. The daemon is the
+   * only writer of its database.
+   */
+  private readonly labelsCache = new Map<number, Readonly<Record<string, string>>>();
 
   private readonly path: string;
   private readonly groupCommit: boolean;
@@ -407,6 +494,7 @@ export class MetadataStore {
         );
       }
     }
+    this.labelsCache.clear();
     this.database.close();
     this.checkpointer?.postMessage("close");
     this.checkpointer = undefined;
@@ -439,6 +527,8 @@ export class MetadataStore {
       return result;
     } catch (error) {
       if (this.database.isTransaction) this.database.exec("ROLLBACK");
+      // Labels read inside the transaction may be gone with it.
+      this.labelsCache.clear();
       // The block's reservation is gone: read the sequence again on the next allocation.
       if (this.reservedInTransaction) this.reservedUntil = 0;
       if (isNoSpace(error)) {
@@ -506,22 +596,81 @@ export class MetadataStore {
     return this.nextId++;
   }
 
-  private one(sql: string, ...parameters: SQLInputValue[]): SnapshotRecord | undefined {
+  private one(sql: string, ...parameters: SQLInputValue[]): SnapshotHeader | undefined {
     this.ensureOpen();
-    const row = this.statement(sql).get(...parameters) as Row | undefined;
+    const row = this.statement(sql).get(...parameters) as HeaderRow | undefined;
+    return row === undefined ? undefined : toHeader(row);
+  }
+
+  getByKey(key: string): SnapshotHeader | undefined {
+    return this.one(`${selectHeader} WHERE s.key = ?`, key);
+  }
+
+  getById(id: number): SnapshotHeader | undefined {
+    return this.one(`${selectHeader} WHERE s.id = ?`, id);
+  }
+
+  /** The id of snapshot `key`, if there is one. */
+  idOf(key: string): number | undefined {
+    this.ensureOpen();
+    const row = this.statement("SELECT id FROM snapshots WHERE key = ?").get(key) as
+      | { id: number }
+      | undefined;
+    return row?.id;
+  }
+
+  /** Every column of snapshot `id` (the lists parsed). */
+  getRecordById(id: number): SnapshotRecord | undefined {
+    this.ensureOpen();
+    const row = this.statement(`${selectRecord} WHERE s.id = ?`).get(id) as Row | undefined;
     return row === undefined ? undefined : toRecord(row);
   }
 
-  getByKey(key: string): SnapshotRecord | undefined {
-    return this.one(`${selectRecord} WHERE s.key = ?`, key);
+  /** The labels of snapshot `id`, a copy the caller may change ({} when there is no such snapshot). */
+  labelsOf(id: number): Record<string, string> {
+    return { ...this.sharedLabels(id) };
   }
 
-  getById(id: number): SnapshotRecord | undefined {
-    return this.one(`${selectRecord} WHERE s.id = ?`, id);
+  /** The labels of snapshot `id`, frozen, from the cache ({} when there is no such snapshot). */
+  private sharedLabels(id: number): Readonly<Record<string, string>> {
+    this.ensureOpen();
+    const cached = this.labelsCache.get(id);
+    if (cached !== undefined) return cached;
+    const row = this.statement("SELECT labels FROM snapshots WHERE id = ?").get(id) as
+      | { labels: string }
+      | undefined;
+    if (row === undefined) return {};
+    const labels = Object.freeze(JSON.parse(row.labels) as Record<string, string>);
+    this.labelsCache.set(id, labels);
+    return labels;
+  }
+
+  /** The store paths that snapshot `id`'s own labels named ([] when none). */
+  nixPathsOf(id: number): string[] {
+    this.ensureOpen();
+    const row = this.statement("SELECT paths FROM nix_layers WHERE snapshot_id = ?").get(id) as
+      | { paths: string }
+      | undefined;
+    return row === undefined ? [] : (JSON.parse(row.paths) as string[]);
+  }
+
+  /**
+   * Every store path of committed snapshot `id` and its ancestors ([] for a committed snapshot
+   * without any, or no such snapshot; null while active or view).
+   */
+  flattenedOf(id: number): string[] | null {
+    this.ensureOpen();
+    const row = this.statement(
+      `SELECT s.kind, n.flattened FROM snapshots s LEFT JOIN nix_layers n ON n.snapshot_id = s.id
+         WHERE s.id = ?`,
+    ).get(id) as { kind: string; flattened: string | null } | undefined;
+    if (row === undefined) return [];
+    if (row.flattened !== null) return JSON.parse(row.flattened) as string[];
+    return row.kind === Kind.Committed ? [] : null;
   }
 
   /** Ids of the parent chain of a snapshot: its parent first, the bottom layer last. */
-  parentIds(record: SnapshotRecord): number[] {
+  parentIds(record: Pick<SnapshotHeader, "parentId">): number[] {
     if (record.parentId === null) return [];
     this.ensureOpen();
     const rows = this.statement(
@@ -542,8 +691,9 @@ export class MetadataStore {
     );
   }
 
-  insert(snapshot: NewSnapshot, now: Date): SnapshotRecord {
+  insert(snapshot: NewSnapshot, now: Date): SnapshotHeader {
     this.ensureOpen();
+    this.labelsCache.delete(snapshot.id);
     this.statement(
       `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, created_ns, updated, updated_ns)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -576,6 +726,7 @@ export class MetadataStore {
    */
   insertRecord(record: Omit<SnapshotRecord, "parentKey">): void {
     this.ensureOpen();
+    this.labelsCache.delete(record.id);
     this.statement(
       `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, created_ns, updated, updated_ns,
            size, inodes)
@@ -667,6 +818,7 @@ export class MetadataStore {
     now: Date,
   ): void {
     this.ensureOpen();
+    this.labelsCache.delete(id);
     this.statement(
       `UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, created = ?, created_ns = ?,
            updated = ?, updated_ns = ?, size = ?, inodes = ? WHERE id = ?`,
@@ -698,6 +850,7 @@ export class MetadataStore {
 
   updateLabels(id: number, labels: Record<string, string>, now: Date): void {
     this.ensureOpen();
+    this.labelsCache.delete(id);
     this.statement("UPDATE snapshots SET labels = ?, updated = ?, updated_ns = ? WHERE id = ?").run(
       JSON.stringify(labels),
       ...toColumns(now),
@@ -708,9 +861,11 @@ export class MetadataStore {
   /** Deletes the snapshot's row (its nix_layers row goes with it: ON DELETE CASCADE). */
   delete(id: number): void {
     this.ensureOpen();
+    this.labelsCache.delete(id);
     this.statement("DELETE FROM snapshots WHERE id = ?").run(id);
   }
 
+  /** Every snapshot with every column, in key order (checks, migrations, tests). */
   all(): SnapshotRecord[] {
     this.ensureOpen();
     return (this.statement(`${selectRecord} ORDER BY s.key`).all() as unknown as Row[]).map(
@@ -740,13 +895,30 @@ export class MetadataStore {
     return problems;
   }
 
-  /** Info of a record, with the parent's name. */
-  info(record: SnapshotRecord): Info {
+  /** Info of every snapshot, in key order: labels as {@link info} gives them, no store path lists. */
+  allInfos(): Info[] {
+    this.ensureOpen();
+    const rows = this.statement(`${selectInfo} ORDER BY s.key`).all() as unknown as InfoRow[];
+    return rows.map((row) => ({
+      kind: row.kind as Kind,
+      name: row.key,
+      parent: row.parent_key ?? "",
+      labels: this.sharedLabels(row.id) as Record<string, string>,
+      created: fromColumns(row.created, row.created_ns),
+      updated: fromColumns(row.updated, row.updated_ns),
+    }));
+  }
+
+  /**
+   * Info of a snapshot, with the parent's name. Its labels object is frozen and shared (see
+   * {@link labelsCache}): copy it to change it.
+   */
+  info(record: SnapshotHeader): Info {
     return {
       kind: record.kind,
       name: record.key,
       parent: record.parentKey,
-      labels: { ...record.labels },
+      labels: this.sharedLabels(record.id) as Record<string, string>,
       created: record.created,
       updated: record.updated,
     };

@@ -76,7 +76,7 @@ describe("containerd's snapshot semantics over the metastore", () => {
     expect(codeOf(() => checkCreate(store, "c", "b"))).toBe(ErrorCode.InvalidArgument);
     expect(checkCreate(store, "c", "A")?.key).toBe("A");
     // Empty label values are not stored.
-    expect(make("d", "A", undefined, { x: "", y: "1" }).labels).toEqual({ y: "1" });
+    expect(store.labelsOf(make("d", "A", undefined, { x: "", y: "1" }).id)).toEqual({ y: "1" });
   });
 
   it("commit: only an active key, onto a free name; a key gone meanwhile is NotFound", () => {

@@ -1,7 +1,7 @@
 import { ErrorCode, SnapshotterError } from "../errors.js";
 import { infoAdaptor, parseFilters } from "../filters.js";
 import { type Info, Kind } from "../types.js";
-import type { MetadataStore, NewSnapshot, SnapshotRecord } from "./metastore.js";
+import type { MetadataStore, NewSnapshot, SnapshotHeader } from "./metastore.js";
 
 /**
  * containerd's snapshot semantics over the metastore (like containerd's `snapshots/storage`):
@@ -43,7 +43,7 @@ export function notFound(key: string): SnapshotterError {
 }
 
 /** The snapshot named `key`, or NotFound. */
-export function getSnapshot(store: MetadataStore, key: string): SnapshotRecord {
+export function getSnapshot(store: MetadataStore, key: string): SnapshotHeader {
   const record = store.getByKey(key);
   if (record === undefined) throw notFound(key);
   return record;
@@ -58,8 +58,8 @@ export function checkCreate(
   store: MetadataStore,
   key: string,
   parent: string,
-): SnapshotRecord | undefined {
-  if (store.getByKey(key) !== undefined) {
+): SnapshotHeader | undefined {
+  if (store.idOf(key) !== undefined) {
     throw new SnapshotterError(ErrorCode.AlreadyExists, `snapshot "${key}" already exists`);
   }
   if (parent === "") return undefined;
@@ -85,7 +85,7 @@ export function createSnapshot(
   parent: string,
   snapshot: Omit<NewSnapshot, "parentId">,
   now: Date,
-): SnapshotRecord {
+): SnapshotHeader {
   const parentRecord = checkCreate(store, snapshot.key, parent);
   return store.insert(
     {
@@ -112,7 +112,7 @@ export function updateInfo(
   validateLabels(requested);
   return store.transaction(() => {
     const record = getSnapshot(store, info.name);
-    let labels: Record<string, string> = { ...record.labels };
+    let labels: Record<string, string> = store.labelsOf(record.id);
     if (fieldPaths.length === 0) {
       labels = { ...requested };
     } else {
@@ -139,12 +139,12 @@ export function updateInfo(
 }
 
 /** Checks `key` is active and `name` free; returns the active snapshot. */
-export function checkCommit(store: MetadataStore, name: string, key: string): SnapshotRecord {
+export function checkCommit(store: MetadataStore, name: string, key: string): SnapshotHeader {
   const record = getSnapshot(store, key);
   if (record.kind !== Kind.Active) {
     throw new SnapshotterError(ErrorCode.FailedPrecondition, `snapshot "${key}" is not active`);
   }
-  if (store.getByKey(name) !== undefined) {
+  if (store.idOf(name) !== undefined) {
     throw new SnapshotterError(ErrorCode.AlreadyExists, `snapshot "${name}" already exists`);
   }
   return record;
@@ -175,7 +175,7 @@ export function commitActive(
  * Deletes the row of snapshot `key` unless it has children (FailedPrecondition); returns it.
  * Runs in its own transaction (or the caller's).
  */
-export function removeSnapshot(store: MetadataStore, key: string): SnapshotRecord {
+export function removeSnapshot(store: MetadataStore, key: string): SnapshotHeader {
   return store.transaction(() => {
     const found = getSnapshot(store, key);
     if (store.hasChildren(found.id)) {
@@ -192,8 +192,5 @@ export function removeSnapshot(store: MetadataStore, key: string): SnapshotRecor
 /** Info of every snapshot matching any of `filters` (containerd's syntax), in key order. */
 export function matchingInfos(store: MetadataStore, filters: readonly string[]): Info[] {
   const filter = parseFilters(filters);
-  return store
-    .all()
-    .map((record) => store.info(record))
-    .filter((info) => filter.match(infoAdaptor(info)));
+  return store.allInfos().filter((info) => filter.match(infoAdaptor(info)));
 }
