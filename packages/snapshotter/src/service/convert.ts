@@ -1,4 +1,5 @@
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import { TimestampSchema } from "@bufbuild/protobuf/wkt";
 import {
   type Info as InfoMessage,
@@ -18,7 +19,10 @@ const kindToMessage: Record<Kind, KindMessage> = {
   [Kind.Committed]: KindMessage.COMMITTED,
 };
 
-/** Our `Info` as containerd's `snapshots.v1.Info`. */
+/**
+ * Our `Info` as containerd's `snapshots.v1.Info`. A frozen label map (the metadata store's
+ * shared ones) goes into the message as it is: nothing writes to a message after it is built.
+ */
 export function infoToMessage(info: Info): InfoMessage {
   return create(InfoSchema, {
     name: info.name,
@@ -27,8 +31,87 @@ export function infoToMessage(info: Info): InfoMessage {
     // Nanoseconds, as containerd keeps them (a plain Date gives milliseconds).
     createdAt: create(TimestampSchema, timestampParts(info.created)),
     updatedAt: create(TimestampSchema, timestampParts(info.updated)),
-    labels: { ...info.labels },
+    labels: Object.isFrozen(info.labels) ? info.labels : { ...info.labels },
   });
+}
+
+/** An Info's protobuf encoding, length-prefixed (a field's value), and the fields it encodes. */
+interface EncodedInfo {
+  readonly name: string;
+  readonly parent: string;
+  readonly kind: Kind;
+  readonly created: string;
+  readonly updated: string;
+  readonly framed: Uint8Array;
+}
+
+/**
+ * Encoded Infos by their frozen label map. The metadata store hands out one frozen map per
+ * snapshot and makes a new one on every write of that snapshot (its labels cache drops the entry),
+ * so a map seen again belongs to a snapshot unchanged since; the other fields are compared too.
+ * Weak: an entry goes with the map once the store has dropped it.
+ */
+const encodedInfos = new WeakMap<object, EncodedInfo>();
+
+function stamp(date: Date): string {
+  const { seconds, nanos } = timestampParts(date);
+  return `${seconds}.${nanos}`;
+}
+
+/**
+ * `info` encoded as containerd's `snapshots.v1.Info`, with its length in front (ready to stand
+ * as the value of a length-delimited field). Kept while `info.labels` is a frozen map whose
+ * snapshot's fields stay the same: a Walk of snapshots that did not change encodes nothing.
+ */
+export function encodedInfo(info: Info): Uint8Array {
+  const labels = info.labels;
+  const shared = Object.isFrozen(labels);
+  const created = stamp(info.created);
+  const updated = stamp(info.updated);
+  if (shared) {
+    const hit = encodedInfos.get(labels);
+    if (
+      hit !== undefined &&
+      hit.name === info.name &&
+      hit.parent === info.parent &&
+      hit.kind === info.kind &&
+      hit.created === created &&
+      hit.updated === updated
+    ) {
+      return hit.framed;
+    }
+  }
+  const framed = new BinaryWriter().bytes(toBinary(InfoSchema, infoToMessage(info))).finish();
+  if (shared) {
+    encodedInfos.set(labels, {
+      name: info.name,
+      parent: info.parent,
+      kind: info.kind,
+      created,
+      updated,
+      framed,
+    });
+  }
+  return framed;
+}
+
+/**
+ * Infos already encoded (see {@link encodedInfo}) as unknown fields number `field` of a
+ * response message: protobuf-es writes them as they are, so the message encodes as if its
+ * repeated (or singular) Info field `field` held them. Binary encoding only: the JSON codec
+ * drops unknown fields.
+ */
+export function withEncodedInfos<T extends { $unknown?: unknown }>(
+  message: T,
+  field: number,
+  framed: readonly Uint8Array[],
+): T {
+  message.$unknown = framed.map((data) => ({
+    no: field,
+    wireType: WireType.LengthDelimited,
+    data,
+  }));
+  return message;
 }
 
 /** containerd's kind enum as ours; `UNKNOWN` (what Update requests carry) maps to `undefined`. */

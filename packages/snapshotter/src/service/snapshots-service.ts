@@ -13,12 +13,18 @@ import {
 import { toConnectError } from "@nix-snapshotter/errdefs/connect";
 import type { Logger } from "@nix-snapshotter/nix-store";
 import type { Info, Snapshotter } from "../types.js";
-import { infoFromMessage, infoToMessage, mountsToMessages, usageToMessage } from "./convert.js";
+import {
+  encodedInfo,
+  infoFromMessage,
+  infoToMessage,
+  mountsToMessages,
+  usageToMessage,
+  withEncodedInfos,
+} from "./convert.js";
 import {
   checkLabelLimits,
   defaultLabelLimits,
   type LabelLimits,
-  labelBytes,
   labelsAfterUpdate,
 } from "./label-limits.js";
 
@@ -49,6 +55,21 @@ const expectedCodes = new Set<Code>([
   Code.FailedPrecondition,
   Code.Canceled,
 ]);
+
+/** Request content types whose responses are protobuf's binary encoding (gRPC, gRPC-web, Connect). */
+const binaryContentType =
+  /^application\/(?:grpc(?:-web)?(?:\+proto)?|connect\+proto|proto)\s*(?:;|$)/i;
+
+/**
+ * The response goes out in protobuf's binary encoding, so Infos may travel pre-encoded (see
+ * `encodedInfo`); not for JSON, nor for a direct call without request headers.
+ */
+function binaryResponse(context: Pick<HandlerContext, "requestHeader"> | undefined): boolean {
+  return binaryContentType.test(context?.requestHeader?.get("content-type") ?? "");
+}
+
+const statInfoField = StatSnapshotResponseSchema.field.info.number;
+const listInfoField = ListSnapshotsResponseSchema.field.info.number;
 
 /**
  * containerd's `containerd.services.snapshots.v1.Snapshots` over a Snapshotter: one interface call
@@ -133,9 +154,14 @@ export function createSnapshotsService(
       });
     },
 
-    stat(request) {
+    stat(request, context) {
       return call("Stat", request.key, async () => {
         const info = await snapshotter.stat(request.key);
+        if (binaryResponse(context)) {
+          return withEncodedInfos(create(StatSnapshotResponseSchema), statInfoField, [
+            encodedInfo(info),
+          ]);
+        }
         return create(StatSnapshotResponseSchema, { info: infoToMessage(info) });
       });
     },
@@ -161,28 +187,40 @@ export function createSnapshotsService(
     async *list(request, context: HandlerContext) {
       const log = logger?.child({ rpc: "List" });
       log?.debug({ filters: request.filters }, "call");
+      // Binary responses carry each Info's encoding, kept while its snapshot does not change.
+      const binary = binaryResponse(context);
+      const message = (infos: Info[], framed: Uint8Array[]) =>
+        binary
+          ? withEncodedInfos(create(ListSnapshotsResponseSchema), listInfoField, framed)
+          : create(ListSnapshotsResponseSchema, { info: infos.map(infoToMessage) });
       let batch: Info[] = [];
+      let framed: Uint8Array[] = [];
       let bytes = 0;
       try {
         for await (const info of snapshotter.list(request.filters)) {
           context.signal.throwIfAborted();
-          // Sent by count and by size, so that no message nears containerd's receive limit.
-          const size = 64 + info.name.length + info.parent.length + labelBytes(info.labels);
+          // Sent by count and by size (the Info's encoding and its field tag), so that no
+          // message nears containerd's receive limit.
+          const encoded = encodedInfo(info);
+          const size = 1 + encoded.byteLength;
           if (batch.length > 0 && bytes + size > messageBytes) {
-            yield create(ListSnapshotsResponseSchema, { info: batch.map(infoToMessage) });
+            yield message(batch, framed);
             batch = [];
+            framed = [];
             bytes = 0;
           }
           batch.push(info);
+          framed.push(encoded);
           bytes += size;
           if (batch.length >= batchSize) {
-            yield create(ListSnapshotsResponseSchema, { info: batch.map(infoToMessage) });
+            yield message(batch, framed);
             batch = [];
+            framed = [];
             bytes = 0;
           }
         }
         if (batch.length > 0) {
-          yield create(ListSnapshotsResponseSchema, { info: batch.map(infoToMessage) });
+          yield message(batch, framed);
         }
       } catch (error) {
         const connectError = toConnectError(error);
