@@ -119,6 +119,21 @@ describe.skipIf(skip !== undefined)(
       expect((await manifestOf(devCommit)).index).toBe((await manifestOf("dev")).index);
     });
 
+    it("lists latest, the branches and the git tags in tags/list, paged", async () => {
+      const all = await get(registry.port, "/v2/hello/tags/list");
+      expect(all.status).toBe(200);
+      expect(JSON.parse(all.body)).toEqual({
+        name: "hello",
+        tags: ["dev", "latest", "main", "release", "v1"],
+      });
+      const first = await get(registry.port, "/v2/hello/tags/list?n=2");
+      expect(JSON.parse(first.body).tags).toEqual(["dev", "latest"]);
+      expect(first.headers.link).toBe('</v2/hello/tags/list?n=2&last=latest>; rel="next"');
+      const rest = await get(registry.port, "/v2/hello/tags/list?n=2&last=main");
+      expect(JSON.parse(rest.body).tags).toEqual(["release", "v1"]);
+      expect(rest.headers.link).toBeUndefined();
+    });
+
     it("answers MANIFEST_UNKNOWN for a ref or commit the repository lacks", async () => {
       const response = await get(registry.port, "/v2/hello/manifests/no-such-branch");
       expect(response.status).toBe(404);

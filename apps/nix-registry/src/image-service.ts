@@ -11,6 +11,7 @@ import {
   checkInputs,
   commitPattern,
   exportToBinaryCache,
+  gitRefNames,
   gitRefRevision,
   gitRevision,
   type InputsCheck,
@@ -44,6 +45,8 @@ export interface NixSteps {
   closure(paths: readonly string[], deadline: number): Promise<string[]>;
   /** Copies paths into the binary cache (only called when one is configured). */
   exportPaths(paths: readonly string[], deadline: number): Promise<void>;
+  /** Branch and git tag names of a git set (unfiltered); none for a local set. */
+  refNames(deadline: number): Promise<string[]>;
 }
 
 /** The tag served for a local package set; for a git one, its default branch. */
@@ -90,6 +93,7 @@ export function createNixSteps(
       await buildInputs(set, source, names, system, outLink, { deadline });
     },
     closure: (paths, deadline) => queryClosure(set, paths, { deadline }),
+    refNames: async (deadline) => (git ? gitRefNames(set, { deadline }) : []),
     exportPaths: async (paths, deadline) => {
       if (binaryCache === undefined) throw new Error("no binary cache configured");
       await exportToBinaryCache(set, paths, binaryCache.dir, binaryCache.secretKeyFile, {
@@ -134,6 +138,11 @@ export interface ImageService {
   checkName(name: ImageName): Promise<void>;
   /** Whether `tag` may name a revision (`latest`, or any tag for a git set). */
   servesTag(tag: string): boolean;
+  /**
+   * Tags a client can pull besides `latest`: a git set's branches and git tags (commit hashes
+   * are served too but not listed); none for a local set.
+   */
+  listedTags(): Promise<string[]>;
   /** Builds currently running. */
   running(): number;
 }
@@ -457,5 +466,14 @@ export function createImageService(options: ImageServiceOptions): ImageService {
     running: () => active,
 
     servesTag: (tag) => tag === LATEST_TAG || options.gitTags,
+
+    async listedTags() {
+      if (!options.gitTags) return [];
+      try {
+        return await options.nix.refNames(deadlineFromNow());
+      } catch (error) {
+        throw asRegistryError(error, "tags of the package set");
+      }
+    },
   };
 }

@@ -345,6 +345,30 @@ export async function gitRefRevision(
   return undefined;
 }
 
+/**
+ * Names of the set's branches and git tags (`git ls-remote --heads --tags`, no shell), each once,
+ * as a tag may name them. Only complete lines of the bounded output count: a listing cut at the
+ * bound loses its last names, never lists a truncated one.
+ */
+export async function gitRefNames(
+  set: PackageSetOptions,
+  options: Omit<RunNixOptions, "nixBin" | "env">,
+): Promise<string[]> {
+  const stdout = await runNix("git", ["ls-remote", "--heads", "--tags", set.gitUrl ?? ""], {
+    ...options,
+    nixBin: "",
+    env: { ...(set.env ?? process.env), GIT_TERMINAL_PROMPT: "0" },
+  });
+  const names = new Set<string>();
+  for (const line of stdout.slice(0, stdout.lastIndexOf("\n") + 1).split("\n")) {
+    const [hash, ref] = line.split("\t");
+    if (hash === undefined || ref === undefined || !commitPattern.test(hash)) continue;
+    const match = /^refs\/(?:heads|tags)\/(.+?)(?:\^\{\})?$/.exec(ref);
+    if (match !== null) names.add(match[1]!);
+  }
+  return [...names];
+}
+
 /** Checks that `commit` is in the set's git repository (Nix fetches it); gives it back. */
 export async function gitRevision(
   set: PackageSetOptions,

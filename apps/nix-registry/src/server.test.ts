@@ -209,6 +209,24 @@ describe("the registry's routes", () => {
     expect(JSON.parse(response.body.toString())).toEqual({ name: "hello", tags: ["latest"] });
   });
 
+  it("pages tags/list with n and last, and refuses bad paging", async () => {
+    const none = await send(port, "/v2/hello/tags/list?n=0");
+    expect(JSON.parse(none.body.toString())).toEqual({ name: "hello", tags: [] });
+    expect(none.headers.link).toBeUndefined();
+    const after = await send(port, "/v2/hello/tags/list?last=latest");
+    expect(JSON.parse(after.body.toString())).toEqual({ name: "hello", tags: [] });
+    const before = await send(port, "/v2/hello/tags/list?n=5&last=a");
+    expect(JSON.parse(before.body.toString())).toEqual({ name: "hello", tags: ["latest"] });
+    for (const query of ["n=-1", "n=1e3", "n=99999999", "last=..%2Fx", `last=${"a".repeat(200)}`]) {
+      const response = await send(port, `/v2/hello/tags/list?${query}`);
+      expect([query, response.status, errorOf(response).code]).toEqual([
+        query,
+        400,
+        "NAME_INVALID",
+      ]);
+    }
+  });
+
   it("answers unknown tags, digests and blobs with the spec's codes", async () => {
     const tag = await send(port, "/v2/hello/manifests/v1.0");
     expect([tag.status, errorOf(tag).code]).toEqual([404, "MANIFEST_UNKNOWN"]);

@@ -57,6 +57,25 @@ const isTag = (tag: string) =>
   tagPattern.test(tag) && !tag.includes("..") && !tag.endsWith(".lock");
 const SERVED_TAG = "latest";
 
+/** Most tags in one tags/list answer (a client asks for the rest with `last`). */
+const MAX_TAGS_PAGE = 1000;
+
+/**
+ * The distribution spec's tags/list paging from the URL's query: `n` (at most MAX_TAGS_PAGE, the
+ * default) and `last` (the answer starts after it, in lexical order). A string: why it is refused.
+ */
+function tagsPage(url: string): { n: number; last?: string } | string {
+  const query = new URLSearchParams(url.includes("?") ? url.slice(url.indexOf("?") + 1) : "");
+  const n = query.get("n");
+  const last = query.get("last");
+  if (n !== null && !/^\d{1,7}$/.test(n)) return `tags/list: n=${quote(n, 32)} is not a count`;
+  if (last !== null && !isTag(last)) return `tags/list: last=${quote(last, 140)} is not a tag`;
+  return {
+    n: n === null ? MAX_TAGS_PAGE : Math.min(Number(n), MAX_TAGS_PAGE),
+    ...(last === null ? {} : { last }),
+  };
+}
+
 function manifestRoute(
   path: string,
 ): { name: string; kind: string; reference: string } | undefined {
@@ -269,9 +288,28 @@ export function createRegistryHandler(options: RegistryServerOptions) {
       return target.kind;
     }
     if (target.kind === "tags") {
+      const page = tagsPage(request.url ?? "");
+      if (typeof page === "string") {
+        refuse(request, response, ErrorCode.InvalidArgument, page, { subject: "endpoint" });
+        return "tags";
+      }
       await options.service.checkName(name);
-      const body = Buffer.from(JSON.stringify({ name: name.repository, tags: [SERVED_TAG] }));
-      send(request, response, 200, { "content-type": "application/json" }, body);
+      const listed = (await options.service.listedTags()).filter(isTag);
+      const all = [...new Set([SERVED_TAG, ...listed])].sort();
+      const after = page.last === undefined ? all : all.filter((tag) => tag > page.last!);
+      const tags = after.slice(0, page.n);
+      const headers: Record<string, string> = { "content-type": "application/json" };
+      if (tags.length < after.length && tags.length > 0) {
+        const next = new URLSearchParams({ n: String(page.n), last: tags.at(-1)! });
+        headers.link = `</v2/${name.repository}/tags/list?${next.toString()}>; rel="next"`;
+      }
+      send(
+        request,
+        response,
+        200,
+        headers,
+        Buffer.from(JSON.stringify({ name: name.repository, tags })),
+      );
       return "tags";
     }
     if (target.kind === "blobs") {

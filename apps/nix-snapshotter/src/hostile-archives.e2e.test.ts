@@ -214,14 +214,15 @@ describe.skipIf(skip !== "")(`hostile nix:0 archives through the daemon ${skip}`
         const storePath = await addToStore(file);
         // Control: the same poll for 2 s with nothing else asked of the daemon. On a quiet
         // machine (control calls all under 50 ms) every call during the refusal must answer
-        // within 100 ms. On an overloaded one the bound is 1 s, still far below the 9-25 s stalls
-        // a synchronous inflate caused: with a load average above 10 on 2 cores (seen here while
-        // other suites ran) an idle daemon misses 100 ms now and then, and the fork of
+        // within 300 ms. On an overloaded one the bound is 1 s. Both are far below the 9-25 s
+        // stalls a synchronous inflate caused: with a load average above 10 on 2 cores (seen here
+        // while other suites ran) an idle daemon misses 100 ms now and then, and the fork of
         // `nix-store --realise` that every pull makes (child_process.spawn forks synchronously)
-        // alone held a 140 MB Node process for up to 126 ms.
+        // alone held a 140 MB Node process for up to 126 ms (a CI run failed at 100 ms with one
+        // 167 ms call after a quiet control, so the quiet bound leaves room for one fork).
         const controlEnd = performance.now() + 2000;
         const control = await pollHealth(() => performance.now() > controlEnd, 1000);
-        const deadlineMs = control.max < 50 ? 100 : 1000;
+        const deadlineMs = control.max < 50 ? 300 : 1000;
         const before = await memory(pid, "VmRSS");
         await resetPeak(pid);
         let done = false;

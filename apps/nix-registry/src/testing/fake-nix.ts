@@ -86,6 +86,10 @@ export function createFakeNix(options: { closureInfo?: boolean } = {}): FakeNix 
       async exportPaths(paths) {
         fake.calls.push({ step: "export", names: paths });
       },
+      // A local package set: no branches or git tags (the git path runs against real git, e2e).
+      async refNames() {
+        return [];
+      },
       async closure(paths) {
         fake.calls.push({ step: "closure" });
         const all = new Set<string>();
