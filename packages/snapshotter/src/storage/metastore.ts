@@ -74,26 +74,13 @@ interface HeaderRow {
   has_nix_paths: number | null;
 }
 
-interface Row {
-  id: number;
-  key: string;
-  kind: string;
-  parent_id: number | null;
+/** A whole row: the header's columns plus the labels and the closure's lists. */
+type Row = Omit<HeaderRow, "has_nix_paths"> & {
   labels: string;
-  created: number;
-  created_ns: number;
-  updated: number;
-  updated_ns: number;
-  size: number | null;
-  inodes: number | null;
-  parent_key: string | null;
   /** From nix_layers: null when the snapshot has no row there. */
   nix_paths: string | null;
-  nix_closure: string | null;
-  no_store_mounts: number | null;
-  linked: number | null;
   flattened: string | null;
-}
+};
 
 /**
  * Every read joins the parent's key and the nix columns, so Stat and Walk need one query. The
