@@ -567,22 +567,11 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
       "+coreutils/bin/install -d -m 0750 -o nix-registry -g nix-registry /srv/nix-registry",
       "+coreutils/bin/install -d -m 0750 -o nix-registry -g nix-registry /nix/var/nix/gcroots/nix-registry",
     ]);
-    const facts = JSON.parse(
-      await exec("nix-instantiate", [
-        "--eval",
-        "--strict",
-        "--json",
-        join(testsDir, "modules.nix"),
-        "-A",
-        "registryFacts",
-        ...baseArgs(),
-        ...moduleArg(module),
-      ]),
-    ) as {
+    const facts = await evalJson<{
       users: { users: Record<string, { isSystemUser: boolean; group: string }>; groups: object };
       ports: number[];
       environment: Record<string, string>;
-    };
+    }>("modules.nix", "registryFacts", moduleArg(module));
     expect(facts.ports).toEqual([5000]);
     expect(facts.users.users["nix-registry"]).toMatchObject({
       isSystemUser: true,
@@ -596,18 +585,11 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
     });
     // The rendered file (the registry parses one in the systemd test below): null options are
     // absent; of the key only its path is written.
-    const text = JSON.parse(
-      await exec("nix-instantiate", [
-        "--eval",
-        "--strict",
-        "--json",
-        join(testsDir, "modules.nix"),
-        "-A",
-        "config.services.nix-registry.configFile.text",
-        ...baseArgs(),
-        ...moduleArg(module),
-      ]),
-    ) as string;
+    const text = await evalJson<string>(
+      "modules.nix",
+      "config.services.nix-registry.configFile.text",
+      moduleArg(module),
+    );
     expect(text.trim().split("\n").sort()).toEqual([
       "binary_cache = true",
       'binary_cache_secret_key_file = "/etc/nix-registry/cache.sec"',
@@ -621,20 +603,13 @@ describe.skipIf(!hasNix)("nix interface: parsing and evaluation (needs nix-insta
     ]);
 
     // A user of one's own is not created; root runs it for a single-user Nix.
-    const asRoot = JSON.parse(
-      await exec("nix-instantiate", [
-        "--eval",
-        "--strict",
-        "--json",
-        join(testsDir, "modules.nix"),
-        "-A",
-        "registryFacts",
-        ...baseArgs(),
-        ...moduleArg(
-          `{ services.nix-registry = { enable = true; user = "root"; group = "root"; settings.pkgs_path = "/srv/pkgs"; }; }`,
-        ),
-      ]),
-    ) as { users: { users: object; groups: object }; ports: number[] };
+    const asRoot = await evalJson<{ users: { users: object; groups: object }; ports: number[] }>(
+      "modules.nix",
+      "registryFacts",
+      moduleArg(
+        `{ services.nix-registry = { enable = true; user = "root"; group = "root"; settings.pkgs_path = "/srv/pkgs"; }; }`,
+      ),
+    );
     expect([asRoot.users, asRoot.ports]).toEqual([{ users: {}, groups: {} }, []]);
   });
 

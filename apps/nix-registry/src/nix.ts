@@ -328,16 +328,7 @@ export async function gitRefRevision(
     name === "HEAD"
       ? ["HEAD"]
       : [`refs/heads/${name}`, `refs/tags/${name}^{}`, `refs/tags/${name}`];
-  const stdout = await runNix("git", ["ls-remote", set.gitUrl ?? "", ...wanted], {
-    ...options,
-    nixBin: "",
-    env: { ...(set.env ?? process.env), GIT_TERMINAL_PROMPT: "0" },
-  });
-  const found = new Map<string, string>();
-  for (const line of stdout.split("\n")) {
-    const [hash, ref] = line.split("\t");
-    if (hash !== undefined && ref !== undefined && commitPattern.test(hash)) found.set(ref, hash);
-  }
+  const found = await lsRemote(set, [], wanted, options);
   for (const ref of wanted) {
     const revision = found.get(ref);
     if (revision !== undefined) return { revision, gitRef: ref.replace(/\^\{\}$/, "") };
@@ -346,27 +337,44 @@ export async function gitRefRevision(
 }
 
 /**
- * Names of the set's branches and git tags (`git ls-remote --heads --tags`, no shell), each once,
- * as a tag may name them. Only complete lines of the bounded output count: a listing cut at the
- * bound loses its last names, never lists a truncated one.
+ * Names of the set's branches and git tags (`git ls-remote --heads --tags`), each once, as a tag
+ * may name them.
  */
 export async function gitRefNames(
   set: PackageSetOptions,
   options: Omit<RunNixOptions, "nixBin" | "env">,
 ): Promise<string[]> {
-  const stdout = await runNix("git", ["ls-remote", "--heads", "--tags", set.gitUrl ?? ""], {
-    ...options,
-    nixBin: "",
-    env: { ...(set.env ?? process.env), GIT_TERMINAL_PROMPT: "0" },
-  });
   const names = new Set<string>();
-  for (const line of stdout.slice(0, stdout.lastIndexOf("\n") + 1).split("\n")) {
-    const [hash, ref] = line.split("\t");
-    if (hash === undefined || ref === undefined || !commitPattern.test(hash)) continue;
+  for (const ref of (await lsRemote(set, ["--heads", "--tags"], [], options)).keys()) {
     const match = /^refs\/(?:heads|tags)\/(.+?)(?:\^\{\})?$/.exec(ref);
     if (match !== null) names.add(match[1]!);
   }
   return [...names];
+}
+
+/**
+ * `git ls-remote <flags> <set's url> <patterns>` (no shell, no prompt): each ref and the commit it
+ * names.
+ * Only complete lines of the bounded output count, so a listing cut at the bound loses its last
+ * refs and never gives a truncated one.
+ */
+async function lsRemote(
+  set: PackageSetOptions,
+  flags: readonly string[],
+  patterns: readonly string[],
+  options: Omit<RunNixOptions, "nixBin" | "env">,
+): Promise<Map<string, string>> {
+  const stdout = await runNix("git", ["ls-remote", ...flags, set.gitUrl ?? "", ...patterns], {
+    ...options,
+    nixBin: "",
+    env: { ...(set.env ?? process.env), GIT_TERMINAL_PROMPT: "0" },
+  });
+  const found = new Map<string, string>();
+  for (const line of stdout.slice(0, stdout.lastIndexOf("\n") + 1).split("\n")) {
+    const [hash, ref] = line.split("\t");
+    if (hash !== undefined && ref !== undefined && commitPattern.test(hash)) found.set(ref, hash);
+  }
+  return found;
 }
 
 /** Checks that `commit` is in the set's git repository (Nix fetches it); gives it back. */
