@@ -99,7 +99,7 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     grpc = await listenGrpc({
       address: config.address,
       logger,
-      interceptors: [metrics.interceptor],
+      observe: metrics.observe,
       routes: (router) => {
         router.service(Snapshots, snapshotsService);
         router.service(Health, health.impl);

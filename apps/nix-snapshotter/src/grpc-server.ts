@@ -1,86 +1,71 @@
 import { chmod, lstat, mkdir, rm } from "node:fs/promises";
 import {
+  constants,
   createServer,
   type Http2Server,
-  type Http2ServerRequest,
-  type Http2ServerResponse,
+  type IncomingHttpHeaders,
   type OutgoingHttpHeaders,
   type ServerHttp2Session,
+  type ServerHttp2Stream,
 } from "node:http2";
 import { connect } from "node:net";
 import { dirname } from "node:path";
-import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { performance } from "node:perf_hooks";
+import {
+  create,
+  type DescMessage,
+  type DescMethod,
+  type DescService,
+  fromBinary,
+  isMessage,
+  toBinary,
+} from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  type ContextValues,
+  createContextValues,
+  type HandlerContext,
+  type ServiceImpl,
+} from "@connectrpc/connect";
 import type { Logger } from "pino";
+import {
+  envelope,
+  errorStatus,
+  malformedRequestPrefix,
+  parseGrpcTimeout,
+  UnaryBody,
+} from "./grpc-wire.js";
+
+export {
+  boundStatus,
+  maxReceiveMessageBytes,
+  maxStatusMessageLength,
+} from "./grpc-wire.js";
+
+/** Where services are registered: `router.service(Desc, impl)`, as with connect-es's router. */
+export interface GrpcRouter {
+  service<T extends DescService>(service: T, implementation: Partial<ServiceImpl<T>>): GrpcRouter;
+}
+
+/**
+ * Told of every routed call when it ends (streams: after the last message): the service's full
+ * name, the method's name, its start (`performance.now()`) and its code (`undefined`: OK).
+ */
+export type CallObserver = (
+  service: string,
+  method: string,
+  start: number,
+  code: Code | undefined,
+) => void;
 
 export interface GrpcServerOptions {
   /** Unix socket path. Its directory is created 0700 when missing; the socket is 0600. */
   address: string;
-  routes: (router: ConnectRouter) => void;
-  interceptors?: Interceptor[];
+  routes: (router: GrpcRouter) => void;
+  /** Called when each call ends (metrics). */
+  observe?: CallObserver;
   logger: Logger;
-}
-
-/**
- * Largest request message read, in bytes, after decompression: grpc-go's default for a server
- * (4 MiB). containerd's own clients send up to 16 MiB, but nothing they send us comes near 4 MiB
- * (a snapshot's labels are bounded to 1 MiB); a larger or an inflating message is refused with
- * ResourceExhausted before it is parsed (connect reads the envelope's length first, and inflates
- * with zlib's `maxOutputLength` set to this bound).
- */
-export const maxReceiveMessageBytes = 4 * 1024 * 1024;
-
-/**
- * Longest status message sent, in characters (before percent-encoding). A longer one is cut:
- * trailers must fit the peer's header limits, or the client gets a reset stream (seen:
- * FRAME_SIZE_ERROR for a 1 MiB message) instead of a gRPC status.
- */
-export const maxStatusMessageLength = 1024;
-
-const grpcStatusInternal = "13";
-const grpcStatusInvalidArgument = "3";
-
-/** `grpc-status` / `grpc-message` as sent: parse failures become InvalidArgument, long messages are cut. */
-export function boundStatus(headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
-  const encoded = headers["grpc-message"];
-  if (typeof encoded !== "string") return headers;
-  let message: string;
-  try {
-    message = decodeURIComponent(encoded);
-  } catch {
-    message = encoded;
-  }
-  let status = headers["grpc-status"];
-  // connect reports a request it cannot decode (malformed protobuf, invalid UTF-8 in a string
-  // field) as Internal ("parse binary: ..."): the fault is the caller's.
-  if (String(status) === grpcStatusInternal && message.startsWith("parse binary:")) {
-    status = grpcStatusInvalidArgument;
-    message = `malformed request message: ${message.slice("parse binary:".length).trim()}`;
-  }
-  if (message.length > maxStatusMessageLength) {
-    message = `${message.slice(0, maxStatusMessageLength)}... (${message.length} characters)`;
-  }
-  return { ...headers, "grpc-status": status, "grpc-message": encodeURIComponent(message) };
-}
-
-/** Passes the gRPC status of every response through {@link boundStatus}. */
-function boundStatuses(
-  handler: (request: Http2ServerRequest, response: Http2ServerResponse) => void,
-): (request: Http2ServerRequest, response: Http2ServerResponse) => void {
-  return (request, response) => {
-    const addTrailers = response.addTrailers.bind(response);
-    response.addTrailers = (headers: OutgoingHttpHeaders) => addTrailers(boundStatus(headers));
-    const writeHead = response.writeHead.bind(response) as (
-      status: number,
-      headers?: OutgoingHttpHeaders,
-    ) => Http2ServerResponse;
-    response.writeHead = ((status: number, headers?: OutgoingHttpHeaders) =>
-      writeHead(
-        status,
-        headers === undefined ? headers : boundStatus(headers),
-      )) as typeof response.writeHead;
-    handler(request, response);
-  };
 }
 
 export interface GrpcServer {
@@ -139,24 +124,358 @@ async function prepareDirectory(address: string): Promise<void> {
   }
 }
 
+/** A registered method: its descriptors and the implementation's function. */
+interface Route {
+  service: DescService;
+  method: DescMethod;
+  streaming: boolean;
+  // biome-ignore lint/suspicious/noExplicitAny: a ServiceImpl's method, called with its own request type
+  run: (request: any, context: HandlerContext) => any;
+}
+
+/** The routes of `register`, by request path (`/package.Service/Method`). */
+function routeTable(register: (router: GrpcRouter) => void): Map<string, Route> {
+  const routes = new Map<string, Route>();
+  const router: GrpcRouter = {
+    service(service, implementation) {
+      for (const method of service.methods) {
+        const run = (implementation as Record<string, unknown>)[method.localName];
+        if (typeof run !== "function") continue;
+        // Client and bidirectional streams are not served (no service here has one).
+        if (method.methodKind !== "unary" && method.methodKind !== "server_streaming") continue;
+        routes.set(`/${service.typeName}/${method.name}`, {
+          service,
+          method,
+          streaming: method.methodKind === "server_streaming",
+          run: run.bind(implementation),
+        });
+      }
+      return router;
+    },
+  };
+  register(router);
+  return routes;
+}
+
+/** gRPC's content types for protobuf (no JSON, no gRPC-web). */
+const grpcContentType = /^application\/grpc(?:\+proto)?\s*(?:;|$)/i;
+
+const responseHeaders: OutgoingHttpHeaders = {
+  ":status": 200,
+  "content-type": "application/grpc",
+  "grpc-accept-encoding": "gzip",
+};
+const okTrailers: OutgoingHttpHeaders = { "grpc-status": "0" };
+
 /**
- * gRPC (HTTP/2 without TLS, "prior knowledge") on a unix socket with connect-es: what containerd's
- * grpc-go client and the kubelet speak.
+ * A call's HandlerContext, built lazily: the signal, headers and context values exist only when
+ * an implementation reads them. The signal aborts only when the call is cancelled (client reset,
+ * connection lost, deadline), with a ConnectError as its reason.
+ */
+class CallContext implements HandlerContext {
+  readonly requestMethod = "POST";
+  readonly protocolName = "grpc";
+  private controller: AbortController | undefined;
+  private request: Headers | undefined;
+  private response: Headers | undefined;
+  private trailer: Headers | undefined;
+  private contextValues: ContextValues | undefined;
+
+  constructor(
+    readonly service: DescService,
+    readonly method: DescMethod,
+    private readonly headers: IncomingHttpHeaders,
+    private readonly deadline: number | undefined,
+  ) {}
+
+  get signal(): AbortSignal {
+    this.controller ??= new AbortController();
+    return this.controller.signal;
+  }
+
+  abort(reason: ConnectError): void {
+    this.controller ??= new AbortController();
+    this.controller.abort(reason);
+  }
+
+  timeoutMs(): number | undefined {
+    return this.deadline === undefined ? undefined : this.deadline - performance.now();
+  }
+
+  get requestHeader(): Headers {
+    if (this.request === undefined) {
+      this.request = new Headers();
+      for (const name in this.headers) {
+        if (name.startsWith(":")) continue;
+        const value = this.headers[name];
+        if (Array.isArray(value)) for (const item of value) this.request.append(name, item);
+        else if (value !== undefined) this.request.set(name, value);
+      }
+    }
+    return this.request;
+  }
+
+  get responseHeader(): Headers {
+    this.response ??= new Headers();
+    return this.response;
+  }
+
+  get responseTrailer(): Headers {
+    this.trailer ??= new Headers();
+    return this.trailer;
+  }
+
+  get values(): ContextValues {
+    this.contextValues ??= createContextValues();
+    return this.contextValues;
+  }
+
+  get url(): string {
+    return `http://localhost/${this.service.typeName}/${this.method.name}`;
+  }
+
+  /** Response headers with what the implementation added. */
+  headersToSend(): OutgoingHttpHeaders {
+    if (this.response === undefined) return responseHeaders;
+    const fields = { ...responseHeaders };
+    this.response.forEach((value, name) => {
+      if (!(name in fields)) fields[name] = value;
+    });
+    return fields;
+  }
+
+  /** Trailers with what the implementation added. */
+  trailersToSend(status: OutgoingHttpHeaders): OutgoingHttpHeaders {
+    if (this.trailer === undefined) return status;
+    const fields: OutgoingHttpHeaders = {};
+    this.trailer.forEach((value, name) => {
+      if (!name.startsWith("grpc-")) fields[name] = value;
+    });
+    return { ...fields, ...status };
+  }
+}
+
+/** One call on one HTTP/2 stream, from its headers to its status. */
+class Call {
+  done = false;
+  private timer: NodeJS.Timeout | undefined;
+  private trailers: OutgoingHttpHeaders = okTrailers;
+  private readonly start = performance.now();
+
+  constructor(
+    private readonly stream: ServerHttp2Stream,
+    private readonly route: Route,
+    private readonly context: CallContext,
+    private readonly observe: CallObserver | undefined,
+    timeoutMs: number | undefined,
+  ) {
+    if (timeoutMs !== undefined) {
+      this.timer = setTimeout(() => this.expire(), timeoutMs);
+    }
+  }
+
+  private end(code: Code | undefined): void {
+    this.done = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.observe?.(this.route.service.typeName, this.route.method.name, this.start, code);
+  }
+
+  private expire(): void {
+    if (this.done) return;
+    const error = new ConnectError("the call's deadline passed", Code.DeadlineExceeded);
+    this.fail(error);
+    this.context.abort(error);
+  }
+
+  /** The stream closed (client reset, connection lost) before the call's status was sent. */
+  closed(): void {
+    if (this.done) return;
+    const error = new ConnectError("the client canceled the call", Code.Canceled);
+    this.end(error.code);
+    this.context.abort(error);
+  }
+
+  /** Answers `error` (trailers-only when nothing was sent yet). */
+  fail(error: ConnectError): void {
+    if (this.done) return;
+    this.end(error.code);
+    const { stream } = this;
+    if (stream.destroyed || stream.closed) return;
+    const status = this.context.trailersToSend(errorStatus(error));
+    if (!stream.headersSent) {
+      stream.respond({ ...responseHeaders, ...status }, { endStream: true });
+      // The rest of a refused request is not read: the stream is reset after the status.
+      if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+    } else {
+      this.trailers = status;
+      stream.end();
+    }
+  }
+
+  private readonly sendTrailers = () => {
+    this.stream.sendTrailers(this.trailers);
+  };
+
+  private respond(): void {
+    this.stream.respond(this.context.headersToSend(), { waitForTrailers: true });
+    this.stream.once("wantTrailers", this.sendTrailers);
+  }
+
+  /** Decodes the request message, runs the implementation and sends its answer. */
+  async run(body: UnaryBody, encoding: "gzip" | undefined): Promise<void> {
+    const bytes = await body.message(encoding);
+    if (this.done) return;
+    if (bytes instanceof ConnectError) return this.fail(bytes);
+    const { method } = this.route;
+    let request: unknown;
+    try {
+      request = fromBinary(method.input, bytes);
+    } catch (error) {
+      return this.fail(
+        new ConnectError(
+          `${malformedRequestPrefix}${(error as Error).message}`,
+          Code.InvalidArgument,
+        ),
+      );
+    }
+    try {
+      if (this.route.streaming) {
+        await this.stream_(this.route.run(request, this.context), method.output);
+      } else {
+        const result = await this.route.run(request, this.context);
+        if (this.done) return;
+        const payload = encode(method.output, result);
+        this.end(undefined);
+        if (this.stream.destroyed || this.stream.closed) return;
+        this.respond();
+        this.stream.end(envelope(payload));
+      }
+    } catch (error) {
+      this.fail(ConnectError.from(error));
+    }
+  }
+
+  /** Writes a server stream's messages, waiting for the peer when HTTP/2's window is full. */
+  private async stream_(messages: AsyncIterable<unknown>, output: DescMessage): Promise<void> {
+    for await (const message of messages) {
+      if (this.done) return;
+      if (!this.stream.headersSent) this.respond();
+      if (!this.stream.write(envelope(encode(output, message)))) {
+        await drained(this.stream);
+        if (this.done) return;
+      }
+    }
+    if (this.done) return;
+    this.end(undefined);
+    if (this.stream.destroyed || this.stream.closed) return;
+    if (!this.stream.headersSent) this.respond();
+    this.stream.end();
+  }
+}
+
+/** An implementation's answer (a message or its init shape) in protobuf's binary encoding. */
+function encode(schema: DescMessage, value: unknown): Uint8Array {
+  // biome-ignore lint/suspicious/noExplicitAny: an init shape of `schema`
+  const message = isMessage(value, schema) ? value : create(schema, value as any);
+  return toBinary(schema, message);
+}
+
+/** Resolves when the stream can take more data, or is gone. */
+function drained(stream: ServerHttp2Stream): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      stream.off("close", done);
+      resolve();
+    };
+    stream.on("drain", done);
+    stream.on("close", done);
+  });
+}
+
+/** A trailers-only answer for a call refused before it reached an implementation. */
+function refuse(stream: ServerHttp2Stream, error: ConnectError, extra?: OutgoingHttpHeaders) {
+  stream.respond({ ...responseHeaders, ...extra, ...errorStatus(error) }, { endStream: true });
+  if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+}
+
+/** Dispatches one HTTP/2 stream to its route. */
+function handleStream(
+  routes: Map<string, Route>,
+  observe: CallObserver | undefined,
+  logger: Logger,
+  stream: ServerHttp2Stream,
+  headers: IncomingHttpHeaders,
+): void {
+  stream.on("error", (error) => logger.debug({ err: error }, "http2 stream error"));
+  if (headers[":method"] !== "POST") {
+    stream.respond({ ":status": 405, allow: "POST" }, { endStream: true });
+    if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+    return;
+  }
+  // gRPC: a request that is not gRPC gets HTTP 415, not a gRPC status.
+  if (!grpcContentType.test(headers["content-type"] ?? "")) {
+    stream.respond({ ":status": 415, "content-type": "text/plain" }, { endStream: true });
+    if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+    return;
+  }
+  const path = headers[":path"] ?? "";
+  const route = routes.get(path);
+  if (route === undefined) {
+    refuse(
+      stream,
+      new ConnectError(`unknown method ${JSON.stringify(path.slice(0, 200))}`, Code.Unimplemented),
+    );
+    return;
+  }
+  const encodingHeader = headers["grpc-encoding"];
+  let encoding: "gzip" | undefined;
+  if (encodingHeader === "gzip") encoding = "gzip";
+  else if (encodingHeader !== undefined && encodingHeader !== "identity") {
+    refuse(
+      stream,
+      new ConnectError(
+        `unsupported grpc-encoding ${JSON.stringify(String(encodingHeader).slice(0, 64))}`,
+        Code.Unimplemented,
+      ),
+    );
+    return;
+  }
+  const timeout = parseGrpcTimeout(headers["grpc-timeout"] as string | undefined);
+  if (timeout instanceof ConnectError) {
+    refuse(stream, timeout);
+    return;
+  }
+  const context = new CallContext(
+    route.service,
+    route.method,
+    headers,
+    timeout === undefined ? undefined : performance.now() + timeout,
+  );
+  const call = new Call(stream, route, context, observe, timeout);
+  const body = new UnaryBody((error) => call.fail(error));
+  stream.on("data", (chunk: Buffer) => body.push(chunk));
+  stream.once("end", () => {
+    if (!body.failed && !call.done) void call.run(body, encoding);
+  });
+  stream.once("close", () => call.closed());
+}
+
+/**
+ * gRPC (HTTP/2 without TLS, "prior knowledge") on a unix socket: what containerd's grpc-go
+ * client and the kubelet speak. Unary and server-streaming methods of protobuf-es services,
+ * served from node:http2's streams (see docs/decisions/2026-12-06-grpc-server.md).
  */
 export async function listenGrpc(options: GrpcServerOptions): Promise<GrpcServer> {
   const { address, logger } = options;
   await prepareDirectory(address);
   await claimSocketPath(address);
 
-  const handler = connectNodeAdapter({
-    routes: options.routes,
-    grpc: true,
-    grpcWeb: false,
-    connect: false,
-    readMaxBytes: maxReceiveMessageBytes,
-    ...(options.interceptors ? { interceptors: options.interceptors } : {}),
-  });
-  const server: Http2Server = createServer({}, boundStatuses(handler));
+  const routes = routeTable(options.routes);
+  const server: Http2Server = createServer({});
+  server.on("stream", (stream, headers) =>
+    handleStream(routes, options.observe, logger, stream, headers),
+  );
   const sessions = new Set<ServerHttp2Session>();
   server.on("session", (session) => {
     sessions.add(session);

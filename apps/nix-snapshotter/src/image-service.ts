@@ -1,15 +1,15 @@
-import type { ConnectRouter } from "@connectrpc/connect";
 import { ImageService } from "@nix-snapshotter/api/cri/v1";
 import { createImageService as createCriImageService } from "@nix-snapshotter/cri-image-service";
 import type { NixStore } from "@nix-snapshotter/nix-store";
 import type { Logger } from "pino";
 import type { DaemonConfig } from "./config.js";
+import type { GrpcRouter } from "./grpc-server.js";
 
 /** What the daemon needs from the CRI image service: routes on its socket, and a way to stop. */
 export interface ImageServiceHandle {
   /** Full gRPC service name, for the health service (`runtime.v1.ImageService`). */
   serviceName: string;
-  register(router: ConnectRouter): void;
+  register(router: GrpcRouter): void;
   close(): Promise<void>;
 }
 

@@ -1,8 +1,9 @@
 import { performance } from "node:perf_hooks";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code } from "@connectrpc/connect";
 import type { NixStore } from "@nix-snapshotter/nix-store";
 import type { NixStorePort, Snapshotter } from "@nix-snapshotter/snapshotter";
 import { nixStorePortFrom } from "@nix-snapshotter/snapshotter";
+import type { CallObserver } from "./grpc-server.js";
 import { type Registry, realiseBuckets, rpcBuckets } from "./metrics.js";
 
 function codeLabel(code: Code | undefined): string {
@@ -41,38 +42,14 @@ export function createDaemonMetrics(registry: Registry) {
     "Derivations Nix built during realisations.",
   );
 
-  const observe = (service: string, method: string, start: number, code: Code | undefined) => {
+  /**
+   * Counts and times one call when it ends (the server's {@link CallObserver}): errors included,
+   * streams after their last message.
+   */
+  const observe: CallObserver = (service, method, start, code) => {
     const labels = { service, method, code: codeLabel(code) };
     requests.inc(labels);
     latency.observe(labels, (performance.now() - start) / 1000);
-  };
-
-  /** Counts and times every call, including errors and streamed responses. */
-  const interceptor: Interceptor = (next) => async (request) => {
-    const service = request.service.typeName;
-    const method = request.method.name;
-    const start = performance.now();
-    try {
-      const response = await next(request);
-      if (!response.stream) {
-        observe(service, method, start, undefined);
-        return response;
-      }
-      const source = response.message;
-      async function* observed() {
-        try {
-          yield* source;
-          observe(service, method, start, undefined);
-        } catch (error) {
-          observe(service, method, start, ConnectError.from(error).code);
-          throw error;
-        }
-      }
-      return { ...response, message: observed() };
-    } catch (error) {
-      observe(service, method, start, ConnectError.from(error).code);
-      throw error;
-    }
   };
 
   /** The snapshotter's view of Nix, with realisations timed and counted. */
@@ -117,5 +94,5 @@ export function createDaemonMetrics(registry: Registry) {
       },
     );
 
-  return { interceptor, observedNixStore, snapshotsByKind, requests, realiseDuration };
+  return { observe, observedNixStore, snapshotsByKind, requests, realiseDuration };
 }
