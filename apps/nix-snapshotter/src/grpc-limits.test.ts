@@ -1,6 +1,4 @@
 import { mkdtemp, rm } from "node:fs/promises";
-import { connect as connectHttp2 } from "node:http2";
-import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
@@ -17,6 +15,7 @@ import {
   maxStatusMessageLength,
 } from "./grpc-server.js";
 import { unixGrpcTransport } from "./testing/daemon-process.js";
+import { envelope, rawCall } from "./testing/raw-grpc.js";
 
 /**
  * The daemon's gRPC server under hostile requests (issue 14), spoken to in raw HTTP/2 frames so
@@ -26,63 +25,6 @@ import { unixGrpcTransport } from "./testing/daemon-process.js";
 
 const MiB = 1024 * 1024;
 const checkPath = "/grpc.health.v1.Health/Check";
-
-/** One gRPC call in raw HTTP/2: the status, message and whether the stream was reset. */
-function rawCall(
-  address: string,
-  path: string,
-  envelope: Buffer,
-  headers: Record<string, string> = {},
-): Promise<{ status?: string; message?: string; reset?: number }> {
-  return new Promise((resolve, reject) => {
-    const session = connectHttp2("http://localhost", { createConnection: () => connect(address) });
-    session.on("error", () => {});
-    const stream = session.request({
-      ":method": "POST",
-      ":path": path,
-      "content-type": "application/grpc",
-      te: "trailers",
-      ...headers,
-    });
-    const result: { status?: string; message?: string; reset?: number } = {};
-    const take = (fields: Record<string, unknown>) => {
-      if (fields["grpc-status"] !== undefined) result.status = String(fields["grpc-status"]);
-      if (fields["grpc-message"] !== undefined)
-        result.message = decodeURIComponent(String(fields["grpc-message"]));
-    };
-    const finish = () => {
-      session.destroy();
-      resolve(result);
-    };
-    stream.on("response", (fields) => {
-      take(fields);
-      // A trailers-only answer carries its status in the response headers.
-      if (result.status !== undefined) finish();
-    });
-    stream.on("trailers", (fields) => {
-      take(fields);
-      // The status is final: the client need not finish sending a body the server refused.
-      finish();
-    });
-    stream.on("data", () => {});
-    stream.on("error", () => {});
-    stream.on("close", () => {
-      if (stream.rstCode !== 0 && result.status === undefined) result.reset = stream.rstCode;
-      session.close();
-      resolve(result);
-    });
-    stream.on("aborted", () => reject(new Error("aborted")));
-    stream.end(envelope);
-  });
-}
-
-/** A gRPC envelope: flags (1 = compressed), big-endian length, payload. */
-function envelope(payload: Buffer, compressed = false): Buffer {
-  const header = Buffer.alloc(5);
-  header[0] = compressed ? 1 : 0;
-  header.writeUInt32BE(payload.byteLength, 1);
-  return Buffer.concat([header, payload]);
-}
 
 /** Protobuf field 1 (length-delimited) holding `bytes`: HealthCheckRequest.service. */
 function serviceField(bytes: Buffer): Buffer {
@@ -142,7 +84,7 @@ describe("the daemon's gRPC server bounds what it reads and what it answers", ()
     expect(payload.byteLength).toBeLessThan(2 * MiB);
     const before = process.memoryUsage().rss;
     const result = await rawCall(address, checkPath, envelope(payload, true), {
-      "grpc-encoding": "gzip",
+      headers: { "grpc-encoding": "gzip" },
     });
     expect(result.status).toBe(String(Code.ResourceExhausted));
     expect(result.message).toContain("after decompression");
