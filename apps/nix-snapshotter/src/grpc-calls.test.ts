@@ -30,7 +30,9 @@ const checkPath = "/grpc.health.v1.Health/Check";
 const listPath = "/containerd.services.snapshots.v1.Snapshots/List";
 
 function checkRequest(service: string): Buffer {
-  return envelope(toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, { service })));
+  return envelope(
+    toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, { service })),
+  );
 }
 
 const delay = (milliseconds: number) => new Promise((resolve) => setTimeout(resolve, milliseconds));
@@ -150,7 +152,10 @@ describe("the daemon's gRPC server runs calls", () => {
   });
 
   it("answers an unknown method with Unimplemented, and a non-gRPC content type with HTTP 415", async () => {
-    for (const path of ["/grpc.health.v1.Health/Nope", "/containerd.services.snapshots.v1.Snapshots/Stat"]) {
+    for (const path of [
+      "/grpc.health.v1.Health/Nope",
+      "/containerd.services.snapshots.v1.Snapshots/Stat",
+    ]) {
       const result = await rawCall(address, path, checkRequest(""));
       expect(result.status, path).toBe(String(Code.Unimplemented));
       expect(result.httpStatus, path).toBe(200);

@@ -208,7 +208,8 @@ export class UnaryBody {
     try {
       return await inflate(payload, { maxOutputLength: maxReceiveMessageBytes });
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE") return tooLarge(undefined);
+      if ((error as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE")
+        return tooLarge(undefined);
       return new ConnectError(
         `${malformedRequestPrefix}cannot inflate: ${(error as Error).message}`,
         Code.InvalidArgument,
