@@ -71,6 +71,10 @@ describe("the daemon's gRPC server runs calls", () => {
                 await new Promise((resolve) => context.signal.addEventListener("abort", resolve));
                 throw context.signal.reason;
               }
+              case "far":
+                // Long enough for a timer Node fired early to be seen.
+                await delay(100);
+                break;
               case "plain-error":
                 throw new Error("disk on fire");
               case "details":
@@ -192,11 +196,17 @@ describe("the daemon's gRPC server runs calls", () => {
     }
   });
 
-  it("refuses a malformed grpc-timeout, and a passed deadline aborts the call with DeadlineExceeded", async () => {
+  it("refuses a malformed grpc-timeout, keeps a far one, and a passed deadline aborts the call with DeadlineExceeded", async () => {
     const malformed = await rawCall(address, checkPath, checkRequest(""), {
       headers: { "grpc-timeout": "soon" },
     });
     expect(malformed.status).toBe(String(Code.InvalidArgument));
+    // Beyond setTimeout's range (Node would fire such a timer at once): no early DeadlineExceeded.
+    const far = await rawCall(address, checkPath, checkRequest("far"), {
+      headers: { "grpc-timeout": "99999999H" },
+    });
+    expect(far.status).toBe("0");
+    expect(contexts.get("far")!.timeoutMs()).toBeGreaterThan(2 ** 31);
 
     const result = await rawCall(address, checkPath, checkRequest("wait"), {
       headers: { "grpc-timeout": "300m" },

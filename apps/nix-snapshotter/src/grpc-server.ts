@@ -255,6 +255,9 @@ class CallContext implements HandlerContext {
   }
 }
 
+/** Longest delay setTimeout takes (2^31 - 1 ms). */
+const maxTimerMs = 2 ** 31 - 1;
+
 /** One call on one HTTP/2 stream, from its headers to its status. */
 class Call {
   done = false;
@@ -269,7 +272,9 @@ class Call {
     private readonly observe: CallObserver | undefined,
     timeoutMs: number | undefined,
   ) {
-    if (timeoutMs !== undefined) {
+    // A deadline beyond setTimeout's range (24.8 days; grpc-timeout allows years) is no timer:
+    // Node would fire it at once.
+    if (timeoutMs !== undefined && timeoutMs <= maxTimerMs) {
       this.timer = setTimeout(() => this.expire(), timeoutMs);
     }
   }
@@ -312,6 +317,11 @@ class Call {
     }
   }
 
+  /** The stream was reset or destroyed (its 'close' event may still be pending). */
+  private gone(): boolean {
+    return this.stream.destroyed || this.stream.closed;
+  }
+
   private readonly sendTrailers = () => {
     this.stream.sendTrailers(this.trailers);
   };
@@ -343,10 +353,10 @@ class Call {
         await this.stream_(this.route.run(request, this.context), method.output);
       } else {
         const result = await this.route.run(request, this.context);
-        if (this.done) return;
+        // A stream gone without its 'close' event yet: that event counts the call (Canceled).
+        if (this.done || this.gone()) return;
         const payload = encode(method.output, result);
         this.end(undefined);
-        if (this.stream.destroyed || this.stream.closed) return;
         this.respond();
         this.stream.end(envelope(payload));
       }
@@ -358,16 +368,15 @@ class Call {
   /** Writes a server stream's messages, waiting for the peer when HTTP/2's window is full. */
   private async stream_(messages: AsyncIterable<unknown>, output: DescMessage): Promise<void> {
     for await (const message of messages) {
-      if (this.done) return;
+      if (this.done || this.gone()) return;
       if (!this.stream.headersSent) this.respond();
       if (!this.stream.write(envelope(encode(output, message)))) {
         await drained(this.stream);
-        if (this.done) return;
+        if (this.done || this.gone()) return;
       }
     }
-    if (this.done) return;
+    if (this.done || this.gone()) return;
     this.end(undefined);
-    if (this.stream.destroyed || this.stream.closed) return;
     if (!this.stream.headersSent) this.respond();
     this.stream.end();
   }
