@@ -2,7 +2,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { constants } from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { gzipSync } from "node:zlib";
+import { brotliCompressSync, gzipSync } from "node:zlib";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type HandlerContext } from "@connectrpc/connect";
 import {
@@ -136,7 +136,7 @@ describe("the daemon's gRPC server runs calls", () => {
     );
   });
 
-  it("inflates a gzip request", async () => {
+  it("inflates a gzip or brotli request", async () => {
     const payload = gzipSync(
       toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, { service: "gz" })),
     );
@@ -145,6 +145,14 @@ describe("the daemon's gRPC server runs calls", () => {
     });
     expect(result.status).toBe("0");
     expect(contexts.has("gz")).toBe(true);
+    const brotli = brotliCompressSync(
+      toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema, { service: "br" })),
+    );
+    const second = await rawCall(address, checkPath, envelope(brotli, true), {
+      headers: { "grpc-encoding": "br" },
+    });
+    expect(second.status).toBe("0");
+    expect(contexts.has("br")).toBe(true);
   });
 
   it("refuses an unknown encoding with Unimplemented and names the one it accepts", async () => {
@@ -152,7 +160,7 @@ describe("the daemon's gRPC server runs calls", () => {
       headers: { "grpc-encoding": "snappy" },
     });
     expect(result.status).toBe(String(Code.Unimplemented));
-    expect(result.fields["grpc-accept-encoding"]).toBe("gzip");
+    expect(result.fields["grpc-accept-encoding"]).toBe("gzip,br");
   });
 
   it("answers an unknown method with Unimplemented, and a non-gRPC content type with HTTP 415", async () => {

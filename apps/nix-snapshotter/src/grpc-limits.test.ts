@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { gzipSync } from "node:zlib";
+import { brotliCompressSync, gzipSync, constants as zlibConstants } from "node:zlib";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { Health } from "@nix-snapshotter/api/health/v1";
 import { createHealthService } from "@nix-snapshotter/snapshotter";
@@ -89,6 +89,18 @@ describe("the daemon's gRPC server bounds what it reads and what it answers", ()
     expect(result.status).toBe(String(Code.ResourceExhausted));
     expect(result.message).toContain("after decompression");
     expect(process.memoryUsage().rss - before).toBeLessThan(64 * MiB);
+  });
+
+  it("refuses a brotli message inflating to 64 MiB the same way", async () => {
+    const payload = brotliCompressSync(Buffer.alloc(64 * MiB), {
+      params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 1 },
+    });
+    expect(payload.byteLength).toBeLessThan(MiB);
+    const result = await rawCall(address, checkPath, envelope(payload, true), {
+      headers: { "grpc-encoding": "br" },
+    });
+    expect(result.status).toBe(String(Code.ResourceExhausted));
+    expect(result.message).toContain("after decompression");
   });
 
   it("answers malformed protobuf and invalid UTF-8 with InvalidArgument", async () => {

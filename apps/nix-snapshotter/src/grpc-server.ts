@@ -30,10 +30,12 @@ import {
 } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import {
+  acceptedEncodings,
   envelope,
   errorStatus,
   malformedRequestPrefix,
   parseGrpcTimeout,
+  type RequestEncoding,
   UnaryBody,
 } from "./grpc-wire.js";
 
@@ -163,7 +165,7 @@ const grpcContentType = /^application\/grpc(?:\+proto)?\s*(?:;|$)/i;
 const responseHeaders: OutgoingHttpHeaders = {
   ":status": 200,
   "content-type": "application/grpc",
-  "grpc-accept-encoding": "gzip",
+  "grpc-accept-encoding": acceptedEncodings,
 };
 const okTrailers: OutgoingHttpHeaders = { "grpc-status": "0" };
 
@@ -332,7 +334,7 @@ class Call {
   }
 
   /** Decodes the request message, runs the implementation and sends its answer. */
-  async run(body: UnaryBody, encoding: "gzip" | undefined): Promise<void> {
+  async run(body: UnaryBody, encoding: RequestEncoding | undefined): Promise<void> {
     const bytes = await body.message(encoding);
     if (this.done) return;
     if (bytes instanceof ConnectError) return this.fail(bytes);
@@ -438,8 +440,8 @@ function handleStream(
     return;
   }
   const encodingHeader = headers["grpc-encoding"];
-  let encoding: "gzip" | undefined;
-  if (encodingHeader === "gzip") encoding = "gzip";
+  let encoding: RequestEncoding | undefined;
+  if (encodingHeader === "gzip" || encodingHeader === "br") encoding = encodingHeader;
   else if (encodingHeader !== undefined && encodingHeader !== "identity") {
     refuse(
       stream,

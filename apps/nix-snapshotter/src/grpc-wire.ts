@@ -1,6 +1,6 @@
 import type { OutgoingHttpHeaders } from "node:http2";
 import { promisify } from "node:util";
-import { gunzip } from "node:zlib";
+import { brotliDecompress, gunzip } from "node:zlib";
 import { create, type DescMessage, toBinary } from "@bufbuild/protobuf";
 import { BinaryWriter } from "@bufbuild/protobuf/wire";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -14,8 +14,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
  * Largest request message read, in bytes, after decompression: grpc-go's default for a server
  * (4 MiB). containerd's own clients send up to 16 MiB, but nothing they send us comes near 4 MiB
  * (a snapshot's labels are bounded to 1 MiB); a larger or an inflating message is refused with
- * ResourceExhausted before it is parsed (the envelope's length is read first, and gzip is
- * inflated with zlib's `maxOutputLength` set to this bound).
+ * ResourceExhausted before it is parsed (the envelope's length is read first, and gzip or
+ * brotli is inflated with zlib's `maxOutputLength` set to this bound).
  */
 export const maxReceiveMessageBytes = 4 * 1024 * 1024;
 
@@ -188,7 +188,7 @@ export class UnaryBody {
   }
 
   /** The message's bytes (inflated when the envelope says so), or the error to answer. */
-  async message(encoding: "gzip" | undefined): Promise<Uint8Array | ConnectError> {
+  async message(encoding: RequestEncoding | undefined): Promise<Uint8Array | ConnectError> {
     if (this.declared < 0 || this.received < 5 + this.declared) {
       return new ConnectError(
         "protocol error: a unary call ended without its request message",
@@ -206,7 +206,7 @@ export class UnaryBody {
       );
     }
     try {
-      return await inflate(payload, { maxOutputLength: maxReceiveMessageBytes });
+      return await inflaters[encoding](payload, { maxOutputLength: maxReceiveMessageBytes });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === "ERR_BUFFER_TOO_LARGE")
         return tooLarge(undefined);
@@ -218,7 +218,15 @@ export class UnaryBody {
   }
 }
 
-const inflate = promisify(gunzip) as (
-  buffer: Uint8Array,
-  options: { maxOutputLength: number },
-) => Promise<Buffer>;
+/** The `grpc-encoding`s a request may use (besides identity): connect-es's server took both. */
+export type RequestEncoding = "gzip" | "br";
+
+/** `grpc-accept-encoding` as sent: what {@link RequestEncoding} lists. */
+export const acceptedEncodings = "gzip,br";
+
+type Inflate = (buffer: Uint8Array, options: { maxOutputLength: number }) => Promise<Buffer>;
+
+const inflaters: Record<RequestEncoding, Inflate> = {
+  gzip: promisify(gunzip) as Inflate,
+  br: promisify(brotliDecompress) as Inflate,
+};
