@@ -111,7 +111,9 @@ async function main(): Promise<void> {
   const mountMode = process.env.BENCH_SNAPSHOTTER_MODE ?? "hardlink";
   const parent = process.env.BENCH_SNAPSHOTTER_ROOT ?? tmpdir();
   if (!Number.isInteger(total) || total < 1 || !Number.isInteger(rounds) || rounds < 1) {
-    throw new Error("BENCH_SNAPSHOTTER_CYCLES and BENCH_SNAPSHOTTER_ROUNDS must be positive integers");
+    throw new Error(
+      "BENCH_SNAPSHOTTER_CYCLES and BENCH_SNAPSHOTTER_ROUNDS must be positive integers",
+    );
   }
   const builds: Array<[string, Library]> = [["this build", library]];
   for (const path of (process.env.BENCH_SNAPSHOTTER_MODULES ?? "").split(",").filter(Boolean)) {

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { readFileSync, renameSync } from "node:fs";
+import { readFileSync, renameSync, type Stats } from "node:fs";
 import { chmod, lchown, lstat, mkdir, readdir, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "@nix-snapshotter/nix-store";
@@ -23,10 +23,13 @@ function currentUmask(): number | undefined {
   }
 }
 
-/** rmdir of `fs`, `work` (either may be absent) and `directory`; false when one is not empty. */
-async function removeEmptySnapshotDirectory(directory: string): Promise<boolean> {
+/**
+ * rmdir of `fs`, `work` (either may be absent; `work` is not tried for a view, which has none)
+ * and `directory`; false when one is not empty.
+ */
+async function removeEmptySnapshotDirectory(directory: string, hasWork: boolean): Promise<boolean> {
   try {
-    for (const child of ["fs", "work"]) {
+    for (const child of hasWork ? ["fs", "work"] : ["fs"]) {
       await rmdir(join(directory, child)).catch((error: unknown) => {
         if (!isErrno(error, "ENOENT")) throw error;
       });
@@ -93,14 +96,15 @@ export class OverlayFilesystem {
   }
 
   /**
-   * Makes a new snapshot's directory under its temporary name: `fs` (owned like the parent's
-   * upper directory, as containerd does; `parentId` is asked after the directories exist) and,
-   * for an active snapshot, `work`.
+   * Makes a new snapshot's directory under its temporary name: `fs` (owned like the upper
+   * directory of the parent `parentId`, as containerd does) and, for an active snapshot, `work`.
+   * A parent whose directory is gone (removed meanwhile) is skipped: the caller's transaction
+   * finds it gone and fails.
    */
   async createTemporary(
     temporaryName: string,
     kind: typeof Kind.Active | typeof Kind.View,
-    parentId: () => number | undefined,
+    parentId: number | undefined,
   ): Promise<void> {
     const temporary = join(this.snapshotsDir, temporaryName);
     await mkdir(temporary, { mode: 0o700 });
@@ -110,10 +114,15 @@ export class OverlayFilesystem {
     if (!this.umaskKeeps755) await chmod(upper, 0o755);
     if (kind === Kind.Active) await mkdir(join(temporary, "work"), { mode: 0o711 });
     crashAt("prepare:directory");
-    const parent = parentId();
-    if (parent !== undefined) {
+    if (parentId !== undefined) {
       // Like containerd: the new upper directory belongs to whoever owns the parent's.
-      const parentStats = await lstat(this.upperDir(parent));
+      let parentStats: Stats;
+      try {
+        parentStats = await lstat(this.upperDir(parentId));
+      } catch (error) {
+        if (isErrno(error, "ENOENT")) return;
+        throw error;
+      }
       const own = await lstat(upper);
       if (parentStats.uid !== own.uid || parentStats.gid !== own.gid) {
         await lchown(upper, parentStats.uid, parentStats.gid);
@@ -160,13 +169,16 @@ export class OverlayFilesystem {
     return removalName;
   }
 
-  /** Deletes a claimed directory (rejects when the deletion fails) and releases its name. */
-  async removeClaimed(removalName: string): Promise<void> {
+  /**
+   * Deletes a claimed directory (rejects when the deletion fails) and releases its name.
+   * `kind`: the snapshot's, when known (a view has no `work` directory to try).
+   */
+  async removeClaimed(removalName: string, kind?: Kind): Promise<void> {
     const directory = join(this.snapshotsDir, removalName);
     try {
       // Most removed snapshots are views and committed layers whose work directory is empty:
       // three rmdir calls. Anything else (files, a work/work left by overlayfs) goes the long way.
-      if (!(await removeEmptySnapshotDirectory(directory))) {
+      if (!(await removeEmptySnapshotDirectory(directory, kind !== Kind.View))) {
         await rm(directory, { recursive: true, force: true });
       }
     } finally {

@@ -135,8 +135,8 @@ class OverlaySnapshotter implements Snapshotter {
     return promise;
   }
 
-  private mountsOf(record: SnapshotHeader): Mount[] {
-    const parentIds = this.store.parentIds(record);
+  /** `parentIds`: the record's parent chain when the caller knows it (else read). */
+  private mountsOf(record: SnapshotHeader, parentIds = this.store.parentIds(record)): Mount[] {
     const mounts = this.filesystem.mounts(record.kind, record.id, parentIds);
     mounts.push(...this.mode.extraMounts(record, parentIds[0], this.context));
     return mounts;
@@ -196,10 +196,14 @@ class OverlaySnapshotter implements Snapshotter {
     const labels = { ...(options.labels ?? {}) };
     validateLabels(labels);
     if (key === "") throw new SnapshotterError(ErrorCode.InvalidArgument, "snapshot key is empty");
+    // The parent is read once here and passed down; the transaction checks again that it is
+    // still there (one read), as containerd's storage does within its transaction.
     const parentRecord = checkCreate(this.store, key, parent);
     const request = this.mode.nixLayers ? this.layers.request(key, labels) : undefined;
 
     if (parentRecord !== undefined) await this.mode.beforeCreate(parentRecord, this.context);
+    const parentIds =
+      parentRecord === undefined ? [] : [parentRecord.id, ...this.store.parentIds(parentRecord)];
 
     const id = this.store.allocateId();
     const temporaryName = this.filesystem.temporaryName(id);
@@ -213,7 +217,7 @@ class OverlaySnapshotter implements Snapshotter {
     const log = this.logger.child({ key, id });
     let created: SnapshotHeader;
     try {
-      await this.filesystem.createTemporary(temporaryName, kind, () => this.store.idOf(parent));
+      await this.filesystem.createTemporary(temporaryName, kind, parentRecord?.id);
 
       let nixPaths: string[] = [];
       let nixClosure: string | null = null;
@@ -242,6 +246,7 @@ class OverlaySnapshotter implements Snapshotter {
               nixLayer: request !== undefined || Object.hasOwn(labels, unpackLabel),
             },
             new PreciseDate(nowNanoseconds()),
+            { parent: parentRecord },
           );
           // The directory gets its final name only if the row commits (containerd does the same).
           unpublish = this.filesystem.publish(temporaryName, id);
@@ -274,7 +279,7 @@ class OverlaySnapshotter implements Snapshotter {
     }
     // Outside the cleanup above: from here on the snapshot exists and keeps its roots.
     await this.reserve.ensure();
-    return this.mountsOf(created);
+    return this.mountsOf(created, parentIds);
   }
 
   commit(name: string, key: string, options: SnapshotOptions = {}): Promise<void> {
@@ -345,7 +350,7 @@ class OverlaySnapshotter implements Snapshotter {
         if (removal !== undefined) {
           crashAt("remove:renamed");
           try {
-            await this.filesystem.removeClaimed(removal);
+            await this.filesystem.removeClaimed(removal, record.kind);
           } catch (error) {
             this.logger.warn(
               { err: error, key },
