@@ -131,12 +131,14 @@ const walSizeLimitBytes = 512 * 1024;
 
 /**
  * Group commit checkpoints on a worker thread (its own connection), after a sync, every this
- * many commits: a commit of the snapshotter writes two to four pages, so the thread checkpoints
- * before the WAL reaches the 128 pages above, where the event loop's own automatic checkpoint
- * (kept, in case the thread falls behind) would run. A checkpoint on the event loop costs two
- * fsyncs: measured, 85% of a commit's time.
+ * many commits: a commit of the snapshotter writes two to four pages (three in a cycle of plain
+ * snapshots), so the thread checkpoints before the WAL reaches the 128 pages above, where the
+ * event loop's own automatic checkpoint (kept, in case the thread falls behind) would run. A
+ * checkpoint on the event loop costs two fsyncs: measured, 85% of a commit's time. Not fewer
+ * commits than this: each checkpoint that empties the WAL costs the thread two fsyncs, and the
+ * next commit on the event loop one more (SQLite syncs the header of a restarted WAL).
  */
-const commitsPerCheckpoint = 16;
+const commitsPerCheckpoint = 32;
 
 /**
  * The checkpointing thread's program (CommonJS, evaluated): a PASSIVE checkpoint per message,
