@@ -398,9 +398,7 @@ describe.skipIf(skipReason !== undefined)(
         }
         expect(orphans).toEqual([]);
         // The Prepare's directory, made under its id before the row (which never committed).
-        expect(await readdir(join(root, "snapshots"))).toEqual([
-          expect.stringMatching(/^[0-9]+$/),
-        ]);
+        expect(await readdir(join(root, "snapshots"))).toEqual([expect.stringMatching(/^[0-9]+$/)]);
 
         await open("bind");
         await expect(snapshotter.stat("extract")).rejects.toMatchObject({
