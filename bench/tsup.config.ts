@@ -12,6 +12,7 @@ export default defineConfig({
     "proxy-cycles": "src/proxy-cycles-cli.ts",
     "start-annotation-forms": "src/start-annotation-forms-cli.ts",
     "registry-latency": "src/registry-latency.ts",
+    "snapshotter-cycles": "src/snapshotter-cycles.ts",
   },
   format: ["esm"],
   dts: false,

@@ -87,7 +87,7 @@ const points = [
   { point: "prepare:committed", state: "prepared" },
   { point: "commit:prepared", state: "prepared" },
   { point: "remove:committed", state: "removed" },
-  { point: "remove:renamed", state: "removed" },
+  { point: "remove:durable", state: "removed" },
   { point: "remove:deleted", state: "removed" },
   { point: "gc-roots:remove:renamed", state: "removed", leftover: "removing" },
 ] as const;

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { readFileSync, renameSync } from "node:fs";
+import { readFileSync, renameSync, type Stats } from "node:fs";
 import { chmod, lchown, lstat, mkdir, readdir, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "@nix-snapshotter/nix-store";
@@ -23,10 +23,13 @@ function currentUmask(): number | undefined {
   }
 }
 
-/** rmdir of `fs`, `work` (either may be absent) and `directory`; false when one is not empty. */
-async function removeEmptySnapshotDirectory(directory: string): Promise<boolean> {
+/**
+ * rmdir of `fs`, `work` (either may be absent; `work` is not tried for a view, which has none)
+ * and `directory`; false when one is not empty.
+ */
+async function removeEmptySnapshotDirectory(directory: string, hasWork: boolean): Promise<boolean> {
   try {
-    for (const child of ["fs", "work"]) {
+    for (const child of hasWork ? ["fs", "work"] : ["fs"]) {
       await rmdir(join(directory, child)).catch((error: unknown) => {
         if (!isErrno(error, "ENOENT")) throw error;
       });
@@ -40,10 +43,11 @@ async function removeEmptySnapshotDirectory(directory: string): Promise<boolean>
 
 /**
  * The overlay file system work of a snapshotter root (like containerd's `snapshots/overlay`):
- * `<root>/snapshots/<id>/{fs,work}`, directories made under temporary names and given their
- * final name in the metadata transaction, removals that claim a directory by renaming it first,
- * Cleanup of directories nothing owns, and the overlay mounts of a snapshot. Knows nothing of
- * metadata or Nix: the caller says which ids are owned.
+ * `<root>/snapshots/<id>/{fs,work}`, made and deleted under that name while the caller holds
+ * the id (ids are never reused, so a directory left by a kill is an orphan, never another
+ * snapshot's), Cleanup of directories nothing owns (claimed by a rename first, in the tick that
+ * checks ownership), and the overlay mounts of a snapshot. Knows nothing of metadata or Nix: the
+ * caller says which ids are owned.
  */
 export class OverlayFilesystem {
   readonly snapshotsDir: string;
@@ -51,7 +55,7 @@ export class OverlayFilesystem {
   /** Directory names under snapshots/ that in-flight calls own (Cleanup skips them). */
   private readonly busyNames = new Set<string>();
   /**
-   * Temporary and removal names: a random part drawn once per process, then a counter (unique
+   * Cleanup's removal names: a random part drawn once per process, then a counter (unique
    * within the process, and against names left by earlier processes).
    */
   private readonly namePrefix = randomBytes(6).toString("hex");
@@ -66,11 +70,8 @@ export class OverlayFilesystem {
     this.umaskKeeps755 = umask !== undefined && (umask & 0o755) === 0;
   }
 
-  private uniqueName(kind: string, id?: number): string {
-    const count = (this.nameCounter++).toString(36);
-    return id === undefined
-      ? `${kind}-${this.namePrefix}${count}`
-      : `${kind}-${id}-${this.namePrefix}${count}`;
+  private uniqueName(kind: string): string {
+    return `${kind}-${this.namePrefix}${(this.nameCounter++).toString(36)}`;
   }
 
   snapshotDir(id: number): string {
@@ -85,35 +86,35 @@ export class OverlayFilesystem {
     return join(this.snapshotDir(id), "work");
   }
 
-  /** A fresh temporary directory name for snapshot `id`, owned by the caller until {@link release}. */
-  temporaryName(id: number): string {
-    const name = this.uniqueName("new", id);
-    this.busyNames.add(name);
-    return name;
-  }
-
   /**
-   * Makes a new snapshot's directory under its temporary name: `fs` (owned like the parent's
-   * upper directory, as containerd does; `parentId` is asked after the directories exist) and,
-   * for an active snapshot, `work`.
+   * Makes snapshot `id`'s directory: `fs` (owned like the upper directory of the parent
+   * `parentId`, as containerd does) and, for an active snapshot, `work`. The caller holds the
+   * id (Cleanup leaves it alone) until the row commits, and {@link discard}s the directory if it
+   * does not. A parent whose directory is gone (removed meanwhile) is skipped: the caller's
+   * transaction finds it gone and fails.
    */
-  async createTemporary(
-    temporaryName: string,
+  async createDirectory(
+    id: number,
     kind: typeof Kind.Active | typeof Kind.View,
-    parentId: () => number | undefined,
+    parentId: number | undefined,
   ): Promise<void> {
-    const temporary = join(this.snapshotsDir, temporaryName);
-    await mkdir(temporary, { mode: 0o700 });
-    const upper = join(temporary, "fs");
+    const directory = this.snapshotDir(id);
+    await mkdir(directory, { mode: 0o700 });
+    const upper = join(directory, "fs");
     await mkdir(upper, { mode: 0o755 });
     // The umask is read once at start: a daemon that changes its own umask later is not one.
     if (!this.umaskKeeps755) await chmod(upper, 0o755);
-    if (kind === Kind.Active) await mkdir(join(temporary, "work"), { mode: 0o711 });
+    if (kind === Kind.Active) await mkdir(join(directory, "work"), { mode: 0o711 });
     crashAt("prepare:directory");
-    const parent = parentId();
-    if (parent !== undefined) {
+    if (parentId !== undefined) {
       // Like containerd: the new upper directory belongs to whoever owns the parent's.
-      const parentStats = await lstat(this.upperDir(parent));
+      let parentStats: Stats;
+      try {
+        parentStats = await lstat(this.upperDir(parentId));
+      } catch (error) {
+        if (isErrno(error, "ENOENT")) return;
+        throw error;
+      }
       const own = await lstat(upper);
       if (parentStats.uid !== own.uid || parentStats.gid !== own.gid) {
         await lchown(upper, parentStats.uid, parentStats.gid);
@@ -121,26 +122,24 @@ export class OverlayFilesystem {
     }
   }
 
+  /** Deletes the directory of snapshot `id`, whose row did not commit. */
+  async discard(id: number): Promise<void> {
+    await rm(this.snapshotDir(id), { recursive: true, force: true });
+  }
+
   /**
-   * Gives a temporary directory its final name (synchronous: call it in the metadata transaction
-   * that inserts the row, so the name exists only if the row commits). Returns an undo for a
-   * transaction that fails after it.
+   * Deletes the directory of snapshot `id` (nothing when absent; rejects when the deletion
+   * fails). The caller holds the id, whose row's deletion is durable. `kind`: a view has no
+   * `work` directory to try.
    */
-  publish(temporaryName: string, id: number): () => void {
-    const temporary = join(this.snapshotsDir, temporaryName);
-    const final = this.snapshotDir(id);
-    renameSync(temporary, final);
-    return () => renameSync(final, temporary);
-  }
-
-  /** Deletes a temporary directory of a call that failed. */
-  async discard(temporaryName: string): Promise<void> {
-    await rm(join(this.snapshotsDir, temporaryName), { recursive: true, force: true });
-  }
-
-  /** The call that owned `name` is done with it. */
-  release(name: string): void {
-    this.busyNames.delete(name);
+  async removeDirectory(id: number, kind: Kind): Promise<void> {
+    const directory = this.snapshotDir(id);
+    // Most removed snapshots are views and committed layers whose work directory is empty:
+    // two or three rmdir calls. Anything else (files, a work/work left by overlayfs) goes the
+    // long way.
+    if (!(await removeEmptySnapshotDirectory(directory, kind !== Kind.View))) {
+      await rm(directory, { recursive: true, force: true });
+    }
   }
 
   /**
@@ -164,9 +163,7 @@ export class OverlayFilesystem {
   async removeClaimed(removalName: string): Promise<void> {
     const directory = join(this.snapshotsDir, removalName);
     try {
-      // Most removed snapshots are views and committed layers whose work directory is empty:
-      // three rmdir calls. Anything else (files, a work/work left by overlayfs) goes the long way.
-      if (!(await removeEmptySnapshotDirectory(directory))) {
+      if (!(await removeEmptySnapshotDirectory(directory, true))) {
         await rm(directory, { recursive: true, force: true });
       }
     } finally {

@@ -11,6 +11,7 @@ import {
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { nanosecondsOf, nowNanoseconds } from "./clock.js";
 import { ErrorCode, SnapshotterError } from "./errors.js";
@@ -384,15 +385,18 @@ describe("acknowledgement after the sync (group commit)", () => {
     const syncs = holdSyncs();
     try {
       const calls = Array.from({ length: 8 }, (_, index) => tracked(s.prepare(`k${index}`, "")));
-      // Every Prepare commits (its directory gets its final name in the transaction) while the
-      // first sync is held; none is answered; then one more sync covers all the rest.
-      await vi.waitFor(
-        async () => {
-          const names = await readdir(join(root, "snapshots"));
-          expect(names.filter((name) => /^[0-9]+$/.test(name))).toHaveLength(9);
-        },
-        { timeout: 20_000, interval: 20 },
-      );
+      // Every Prepare commits its row (seen by a second connection: committed, not synced)
+      // while the first sync is held; none is answered; then one more sync covers all the rest.
+      const reader = new DatabaseSync(join(root, "metadata.db"));
+      try {
+        await vi.waitFor(
+          () =>
+            expect(reader.prepare("SELECT count(*) AS n FROM snapshots").get()).toEqual({ n: 9 }),
+          { timeout: 20_000, interval: 20 },
+        );
+      } finally {
+        reader.close();
+      }
       expect(syncs.count).toBe(1);
       expect(calls.some((call) => call.done)).toBe(false);
       await syncs.releaseAll();

@@ -135,8 +135,8 @@ class OverlaySnapshotter implements Snapshotter {
     return promise;
   }
 
-  private mountsOf(record: SnapshotHeader): Mount[] {
-    const parentIds = this.store.parentIds(record);
+  /** `parentIds`: the record's parent chain when the caller knows it (else read). */
+  private mountsOf(record: SnapshotHeader, parentIds = this.store.parentIds(record)): Mount[] {
     const mounts = this.filesystem.mounts(record.kind, record.id, parentIds);
     mounts.push(...this.mode.extraMounts(record, parentIds[0], this.context));
     return mounts;
@@ -196,13 +196,16 @@ class OverlaySnapshotter implements Snapshotter {
     const labels = { ...(options.labels ?? {}) };
     validateLabels(labels);
     if (key === "") throw new SnapshotterError(ErrorCode.InvalidArgument, "snapshot key is empty");
+    // The parent is read once here and passed down; the transaction checks again that it is
+    // still there (one read), as containerd's storage does within its transaction.
     const parentRecord = checkCreate(this.store, key, parent);
     const request = this.mode.nixLayers ? this.layers.request(key, labels) : undefined;
 
     if (parentRecord !== undefined) await this.mode.beforeCreate(parentRecord, this.context);
+    const parentIds =
+      parentRecord === undefined ? [] : [parentRecord.id, ...this.store.parentIds(parentRecord)];
 
     const id = this.store.allocateId();
-    const temporaryName = this.filesystem.temporaryName(id);
     this.busyIds.add(id);
     try {
       await this.store.idsDurable();
@@ -210,71 +213,65 @@ class OverlaySnapshotter implements Snapshotter {
       this.busyIds.delete(id);
       throw error;
     }
-    const log = this.logger.child({ key, id });
+    // Made only where something is logged (a pino child serialises its bindings at once).
+    const log = () => this.logger.child({ key, id });
     let created: SnapshotHeader;
     try {
-      await this.filesystem.createTemporary(temporaryName, kind, () => this.store.idOf(parent));
+      // Under its final name at once: the id is new, durably reserved and held (Cleanup leaves
+      // the directory alone) until the row commits; without the row (a failure here, or a
+      // kill before the commit) the directory is an orphan that the catch below or Cleanup
+      // removes, and its id is never handed out again.
+      await this.filesystem.createDirectory(id, kind, parentRecord?.id);
 
       let nixPaths: string[] = [];
       let nixClosure: string | null = null;
       if (request !== undefined) {
-        const layer = await this.layers.realise(key, request, id, log, options.signal);
+        const layer = await this.layers.realise(key, request, id, log(), options.signal);
         await this.mode.checkLayer(key, layer, this.context);
         nixPaths = layer.paths;
         nixClosure = request.closure ?? null;
         crashAt("prepare:realised");
       }
 
-      let unpublish: (() => void) | undefined;
-      let record: SnapshotHeader;
-      try {
-        record = this.store.transaction(() => {
-          const inserted = createSnapshot(
-            this.store,
-            parent,
-            {
-              id,
-              key,
-              kind,
-              labels,
-              nixPaths,
-              nixClosure,
-              nixLayer: request !== undefined || Object.hasOwn(labels, unpackLabel),
-            },
-            new PreciseDate(nowNanoseconds()),
-          );
-          // The directory gets its final name only if the row commits (containerd does the same).
-          unpublish = this.filesystem.publish(temporaryName, id);
-          return inserted;
-        });
-      } catch (error) {
-        unpublish?.();
-        throw error;
-      }
+      created = this.store.transaction(() =>
+        createSnapshot(
+          this.store,
+          parent,
+          {
+            id,
+            key,
+            kind,
+            labels,
+            nixPaths,
+            nixClosure,
+            nixLayer: request !== undefined || Object.hasOwn(labels, unpackLabel),
+          },
+          new PreciseDate(nowNanoseconds()),
+          { parent: parentRecord },
+        ),
+      );
       crashAt("prepare:committed");
-      if (nixPaths.length > 0) log.debug({ storePaths: nixPaths.length }, "nix layer prepared");
-      created = record;
+      if (nixPaths.length > 0) log().debug({ storePaths: nixPaths.length }, "nix layer prepared");
     } catch (error) {
       await this.filesystem
-        .discard(temporaryName)
+        .discard(id)
         .catch((cleanupError: unknown) =>
-          log.warn({ err: cleanupError }, "removing temporary snapshot directory failed"),
+          log().warn({ err: cleanupError }, "removing directory of failed snapshot failed"),
         );
       if (request !== undefined) {
         await this.layers
           .removeRoots(id)
           .catch((cleanupError: unknown) =>
-            log.warn({ err: cleanupError }, "removing GC roots of failed snapshot failed"),
+            log().warn({ err: cleanupError }, "removing GC roots of failed snapshot failed"),
           );
       }
       throw SnapshotterError.from(error, `snapshot "${key}"`);
     } finally {
-      this.filesystem.release(temporaryName);
       this.busyIds.delete(id);
     }
     // Outside the cleanup above: from here on the snapshot exists and keeps its roots.
     await this.reserve.ensure();
-    return this.mountsOf(created);
+    return this.mountsOf(created, parentIds);
   }
 
   commit(name: string, key: string, options: SnapshotOptions = {}): Promise<void> {
@@ -340,18 +337,16 @@ class OverlaySnapshotter implements Snapshotter {
         crashAt("remove:committed");
         // Commit, then delete, across power loss too: the files go once the deletion is durable.
         await this.store.durable();
-        // The id is held since the commit: no Cleanup claimed the directory meanwhile.
-        const removal = this.filesystem.claimDirectory(String(record.id));
-        if (removal !== undefined) {
-          crashAt("remove:renamed");
-          try {
-            await this.filesystem.removeClaimed(removal);
-          } catch (error) {
-            this.logger.warn(
-              { err: error, key },
-              "removing snapshot directory failed (Cleanup retries)",
-            );
-          }
+        // The id is held since the commit: Cleanup leaves the directory alone meanwhile, and a
+        // kill part way leaves an orphan that Cleanup removes (no rename to claim it first).
+        crashAt("remove:durable");
+        try {
+          await this.filesystem.removeDirectory(record.id, record.kind);
+        } catch (error) {
+          this.logger.warn(
+            { err: error, key },
+            "removing snapshot directory failed (Cleanup retries)",
+          );
         }
         crashAt("remove:deleted");
         if (record.hasNixPaths || record.nixClosure) {

@@ -18,7 +18,8 @@ export const hardlinkMode = {
    */
   async beforeCreate(parent, context: MountModeContext) {
     for (const id of [parent.id, ...context.store.parentIds(parent)]) {
-      const ancestor = context.store.getById(id);
+      // The parent's header is the caller's (read in the same tick); the others are read here.
+      const ancestor = id === parent.id ? parent : context.store.getById(id);
       if (ancestor === undefined || ancestor.linked || !ancestor.hasNixPaths) continue;
       await context.holding(id, async () => {
         await context.linkLayer(ancestor, ancestor.key);

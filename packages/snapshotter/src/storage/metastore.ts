@@ -103,6 +103,20 @@ const selectHeader = `SELECT s.id, s.key, s.kind, s.parent_id, s.created, s.crea
   FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
   LEFT JOIN nix_layers n ON n.snapshot_id = s.id`;
 
+/** A header by key, with whether the name bound first is taken (Commit's check). */
+const selectForCommit =
+  selectHeader.replace(
+    "\n  FROM snapshots s",
+    ", EXISTS(SELECT 1 FROM snapshots WHERE key = ?) AS name_taken\n  FROM snapshots s",
+  ) + " WHERE s.key = ?";
+
+/** A header by key, with whether the snapshot has children (Remove's check). */
+const selectForRemoval =
+  selectHeader.replace(
+    "\n  FROM snapshots s",
+    ", EXISTS(SELECT 1 FROM snapshots c WHERE c.parent_id = s.id) AS has_children\n  FROM snapshots s",
+  ) + " WHERE s.key = ?";
+
 /** Info of every snapshot but its labels (read through the labels cache). */
 const selectInfo = `SELECT s.id, s.key, s.kind, s.created, s.created_ns, s.updated, s.updated_ns,
     p.key AS parent_key
@@ -117,12 +131,14 @@ const walSizeLimitBytes = 512 * 1024;
 
 /**
  * Group commit checkpoints on a worker thread (its own connection), after a sync, every this
- * many commits: a commit of the snapshotter writes two to four pages, so the thread checkpoints
- * before the WAL reaches the 128 pages above, where the event loop's own automatic checkpoint
- * (kept, in case the thread falls behind) would run. A checkpoint on the event loop costs two
- * fsyncs: measured, 85% of a commit's time.
+ * many commits: a commit of the snapshotter writes two to four pages (three in a cycle of plain
+ * snapshots), so the thread checkpoints before the WAL reaches the 128 pages above, where the
+ * event loop's own automatic checkpoint (kept, in case the thread falls behind) would run. A
+ * checkpoint on the event loop costs two fsyncs: measured, 85% of a commit's time. Not fewer
+ * commits than this: each checkpoint that empties the WAL costs the thread two fsyncs, and the
+ * next commit on the event loop one more (SQLite syncs the header of a restarted WAL).
  */
-const commitsPerCheckpoint = 16;
+const commitsPerCheckpoint = 32;
 
 /**
  * The checkpointing thread's program (CommonJS, evaluated): a PASSIVE checkpoint per message,
@@ -597,6 +613,80 @@ export class MetadataStore {
     return this.one(`${selectHeader} WHERE s.id = ?`, id);
   }
 
+  /**
+   * Create's first check in one read: whether `key` is taken, and the header of snapshot
+   * `parent` (undefined when there is none; not read for "").
+   */
+  createCheck(key: string, parent: string): { taken: boolean; parent: SnapshotHeader | undefined } {
+    this.ensureOpen();
+    if (parent === "") return { taken: this.idOf(key) !== undefined, parent: undefined };
+    const row = this.statement(
+      `SELECT EXISTS(SELECT 1 FROM snapshots WHERE key = ?) AS taken, h.*
+         FROM (SELECT 1) LEFT JOIN (${selectHeader} WHERE s.key = ?) h ON 1`,
+    ).get(key, parent) as
+      | (Omit<HeaderRow, "id"> & { id: number | null; taken: number })
+      | undefined;
+    if (row === undefined) return { taken: false, parent: undefined };
+    return {
+      taken: row.taken !== 0,
+      parent: row.id === null ? undefined : toHeader(row as HeaderRow),
+    };
+  }
+
+  /**
+   * Create's check again, inside its transaction, in one read: whether `key` is taken now and
+   * whether snapshot `parentId` (checked before) is still there and committed.
+   */
+  createRecheck(
+    key: string,
+    parentId: number | null,
+  ): { taken: boolean; parentCommitted: boolean } {
+    this.ensureOpen();
+    if (parentId === null) return { taken: this.idOf(key) !== undefined, parentCommitted: true };
+    const row = this.statement(
+      `SELECT EXISTS(SELECT 1 FROM snapshots WHERE key = ?) AS taken,
+         EXISTS(SELECT 1 FROM snapshots WHERE id = ? AND kind = 'committed') AS parent_committed`,
+    ).get(key, parentId) as { taken: number; parent_committed: number };
+    return { taken: row.taken !== 0, parentCommitted: row.parent_committed !== 0 };
+  }
+
+  /** Commit's first check in one read: the header of `key` and whether `name` is taken. */
+  commitCheck(key: string, name: string): (SnapshotHeader & { nameTaken: boolean }) | undefined {
+    this.ensureOpen();
+    const row = this.statement(selectForCommit).get(name, key) as
+      | (HeaderRow & { name_taken: number })
+      | undefined;
+    return row === undefined ? undefined : { ...toHeader(row), nameTaken: row.name_taken !== 0 };
+  }
+
+  /**
+   * Commit's check again, inside its transaction, in one read: the kind of snapshot `id` if it
+   * is still named `key` (undefined otherwise) and whether `name` is taken now.
+   */
+  commitRecheck(
+    id: number,
+    key: string,
+    name: string,
+  ): { kind: Kind | undefined; nameTaken: boolean } {
+    this.ensureOpen();
+    const row = this.statement(
+      `SELECT (SELECT kind FROM snapshots WHERE id = ? AND key = ?) AS kind,
+         EXISTS(SELECT 1 FROM snapshots WHERE key = ?) AS name_taken`,
+    ).get(id, key, name) as { kind: string | null; name_taken: number };
+    return { kind: (row.kind ?? undefined) as Kind | undefined, nameTaken: row.name_taken !== 0 };
+  }
+
+  /** The header of `key` and whether it has children, in one read (Remove). */
+  removalCheck(key: string): (SnapshotHeader & { hasChildren: boolean }) | undefined {
+    this.ensureOpen();
+    const row = this.statement(selectForRemoval).get(key) as
+      | (HeaderRow & { has_children: number })
+      | undefined;
+    return row === undefined
+      ? undefined
+      : { ...toHeader(row), hasChildren: row.has_children !== 0 };
+  }
+
   /** The id of snapshot `key`, if there is one. */
   idOf(key: string): number | undefined {
     this.ensureOpen();
@@ -678,9 +768,14 @@ export class MetadataStore {
     );
   }
 
-  insert(snapshot: NewSnapshot, now: Date): SnapshotHeader {
+  /**
+   * Inserts an active or view snapshot. With `parentKey` (the parent's key, "" for none) the
+   * header returned is made from what was written; without it, read back.
+   */
+  insert(snapshot: NewSnapshot, now: Date, parentKey?: string): SnapshotHeader {
     this.ensureOpen();
     this.labelsCache.delete(snapshot.id);
+    const [milliseconds, nanoseconds] = toColumns(now);
     this.statement(
       `INSERT INTO snapshots (id, key, kind, parent_id, labels, created, created_ns, updated, updated_ns)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -690,8 +785,10 @@ export class MetadataStore {
       snapshot.kind,
       snapshot.parentId,
       JSON.stringify(snapshot.labels),
-      ...toColumns(now),
-      ...toColumns(now),
+      milliseconds,
+      nanoseconds,
+      milliseconds,
+      nanoseconds,
     );
     const noStoreMounts = snapshot.nixLayer === true;
     if (snapshot.nixPaths.length > 0 || snapshot.nixClosure !== null || noStoreMounts) {
@@ -704,7 +801,22 @@ export class MetadataStore {
         null,
       );
     }
-    return this.getById(snapshot.id)!;
+    if (parentKey === undefined) return this.getById(snapshot.id)!;
+    return {
+      id: snapshot.id,
+      key: snapshot.key,
+      kind: snapshot.kind,
+      parentId: snapshot.parentId,
+      created: fromColumns(milliseconds, nanoseconds),
+      updated: fromColumns(milliseconds, nanoseconds),
+      size: null,
+      inodes: null,
+      nixClosure: snapshot.nixClosure,
+      nixLayer: noStoreMounts,
+      linked: false,
+      parentKey,
+      hasNixPaths: snapshot.nixPaths.length > 0,
+    };
   }
 
   /**

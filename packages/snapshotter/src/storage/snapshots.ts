@@ -53,40 +53,59 @@ export function getInfo(store: MetadataStore, key: string): Info {
   return store.info(getSnapshot(store, key));
 }
 
-/** Checks the key is free and the parent committed; returns the parent record. */
-export function checkCreate(
-  store: MetadataStore,
-  key: string,
-  parent: string,
-): SnapshotHeader | undefined {
-  if (store.idOf(key) !== undefined) {
-    throw new SnapshotterError(ErrorCode.AlreadyExists, `snapshot "${key}" already exists`);
-  }
-  if (parent === "") return undefined;
-  const parentRecord = store.getByKey(parent);
-  if (parentRecord === undefined) {
+function alreadyExists(key: string): SnapshotterError {
+  return new SnapshotterError(ErrorCode.AlreadyExists, `snapshot "${key}" already exists`);
+}
+
+function checkParent(parent: string, record: SnapshotHeader | undefined): SnapshotHeader {
+  if (record === undefined) {
     throw new SnapshotterError(ErrorCode.NotFound, `parent snapshot "${parent}" does not exist`);
   }
-  if (parentRecord.kind !== Kind.Committed) {
+  if (record.kind !== Kind.Committed) {
     throw new SnapshotterError(
       ErrorCode.InvalidArgument,
       `parent snapshot "${parent}" is not a committed snapshot`,
     );
   }
-  return parentRecord;
+  return record;
+}
+
+/** Checks the key is free and the parent committed (one read); returns the parent record. */
+export function checkCreate(
+  store: MetadataStore,
+  key: string,
+  parent: string,
+): SnapshotHeader | undefined {
+  const found = store.createCheck(key, parent);
+  if (found.taken) throw alreadyExists(key);
+  if (parent === "") return undefined;
+  return checkParent(parent, found.parent);
 }
 
 /**
  * Inserts an active or view snapshot on `parent` ("" for none) after checking again that the key
- * is free and the parent committed. Call inside a transaction.
+ * is free and the parent committed. `checked` is the parent's record from {@link checkCreate}
+ * earlier in the same call (undefined for none): then the check again is one read, of whether
+ * the key is taken now and that parent is still there; without it, the whole check. Call inside
+ * a transaction.
  */
 export function createSnapshot(
   store: MetadataStore,
   parent: string,
   snapshot: Omit<NewSnapshot, "parentId">,
   now: Date,
+  checked?: { parent: SnapshotHeader | undefined },
 ): SnapshotHeader {
-  const parentRecord = checkCreate(store, snapshot.key, parent);
+  let parentRecord: SnapshotHeader | undefined;
+  if (checked === undefined) {
+    parentRecord = checkCreate(store, snapshot.key, parent);
+  } else {
+    parentRecord = checked.parent;
+    const current = store.createRecheck(snapshot.key, parentRecord?.id ?? null);
+    if (current.taken) throw alreadyExists(snapshot.key);
+    // Removed since (and perhaps made again under the same key, with another id).
+    if (!current.parentCommitted) checkParent(parent, undefined);
+  }
   return store.insert(
     {
       ...snapshot,
@@ -94,6 +113,7 @@ export function createSnapshot(
       parentId: parentRecord?.id ?? null,
     },
     now,
+    parentRecord?.key ?? "",
   );
 }
 
@@ -138,21 +158,22 @@ export function updateInfo(
   });
 }
 
-/** Checks `key` is active and `name` free; returns the active snapshot. */
+/** Checks `key` is active and `name` free (one read); returns the active snapshot. */
 export function checkCommit(store: MetadataStore, name: string, key: string): SnapshotHeader {
-  const record = getSnapshot(store, key);
+  const record = store.commitCheck(key, name);
+  if (record === undefined) throw notFound(key);
   if (record.kind !== Kind.Active) {
     throw new SnapshotterError(ErrorCode.FailedPrecondition, `snapshot "${key}" is not active`);
   }
-  if (store.idOf(name) !== undefined) {
-    throw new SnapshotterError(ErrorCode.AlreadyExists, `snapshot "${name}" already exists`);
-  }
-  return record;
+  if (record.nameTaken) throw alreadyExists(name);
+  const { nameTaken: _, ...header } = record;
+  return header;
 }
 
 /**
- * Turns active snapshot `id` (key `key`) into committed `name` after checking again (the key may
- * have been removed, or the name taken, while the caller worked). Call inside a transaction.
+ * Turns active snapshot `id` (key `key`) into committed `name` after checking again in one read
+ * (the key may have been removed, or the name taken, while the caller worked). Call inside a
+ * transaction.
  */
 export function commitActive(
   store: MetadataStore,
@@ -166,8 +187,19 @@ export function commitActive(
   },
   now: Date,
 ): void {
-  const current = checkCommit(store, commit.name, commit.key);
-  if (current.id !== commit.id) throw notFound(commit.key);
+  const current = store.commitRecheck(commit.id, commit.key, commit.name);
+  if (current.kind === undefined) {
+    // Gone, or another snapshot under that key now: report what a fresh check would.
+    checkCommit(store, commit.name, commit.key);
+    throw notFound(commit.key);
+  }
+  if (current.kind !== Kind.Active) {
+    throw new SnapshotterError(
+      ErrorCode.FailedPrecondition,
+      `snapshot "${commit.key}" is not active`,
+    );
+  }
+  if (current.nameTaken) throw alreadyExists(commit.name);
   store.commit(commit.id, commit.name, commit.labels, commit.usage, commit.flattened, now);
 }
 
@@ -177,15 +209,17 @@ export function commitActive(
  */
 export function removeSnapshot(store: MetadataStore, key: string): SnapshotHeader {
   return store.transaction(() => {
-    const found = getSnapshot(store, key);
-    if (store.hasChildren(found.id)) {
+    const found = store.removalCheck(key);
+    if (found === undefined) throw notFound(key);
+    if (found.hasChildren) {
       throw new SnapshotterError(
         ErrorCode.FailedPrecondition,
         `cannot remove snapshot "${key}": it has children`,
       );
     }
     store.delete(found.id);
-    return found;
+    const { hasChildren: _, ...header } = found;
+    return header;
   });
 }
 
