@@ -1,4 +1,4 @@
-/** `node bench/dist/start-annotation-forms-cli.js`: see src/start-annotation-forms.ts. */
+/** `node bench/dist/start-annotation-forms.js`: see src/start-annotation-forms.ts. */
 import { benchStartAnnotationForms } from "./start-annotation-forms.js";
 
 const sizes = (process.env.BENCH_FORMS_SIZES ?? "1000,5000")

@@ -11,7 +11,7 @@
  * the figure is the median. The closure-info path is made with `nix-store --add` (a directory
  * with a `store-paths` file): it has no references, so the fixtures' roots keep the closure alive.
  *
- * `node bench/dist/start-annotation-forms-cli.js` (root). BENCH_FORMS_SIZES (default 1000,5000),
+ * `node bench/dist/start-annotation-forms.js` (root). BENCH_FORMS_SIZES (default 1000,5000),
  * BENCH_FORMS_RUNS (default 7), BENCH_DAEMON_NODE_ARGS (flags of the daemons' node, e.g.
  * `--cpu-prof --cpu-prof-dir=<dir>`), BENCH_CONTAINERD_LOG (a file: containerd runs at log level
  * trace and its log is copied there at the end, e.g. for its garbage collections' durations),

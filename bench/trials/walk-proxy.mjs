@@ -6,15 +6,38 @@
 // the difference is the node side. Each with grpc-go's default windows and with 16 MiB windows.
 // `node bench/trials/walk-proxy.mjs [walks] [labels]` after `pnpm run build`, root.
 
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 
 const from = (path) => import(new URL(`../../${path}`, import.meta.url).href);
 const { buildGoProgram } = await from("packages/snapshotter/dist/testing/index.js");
 const { startDaemonProcess } = await from("apps/nix-snapshotter/dist/testing/index.js");
-const { startGoOverlay } = await from("bench/dist/proxy-cycles.js");
+
+/** containerd's overlay snapshotter served over the proxy API by go-snapshot-cycles. */
+async function startGoOverlay(binary) {
+  const work = await mkdtemp(join(tmpdir(), "walk-proxy-overlay-"));
+  const address = join(work, "overlay.sock");
+  const child = spawn(binary, ["serve", join(work, "root"), address], { stdio: "inherit" });
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  for (let waited = 0; !existsSync(address); waited += 50) {
+    if (waited > 20_000 || child.exitCode !== null) throw new Error("go overlay did not start");
+    await delay(50);
+  }
+  return {
+    address,
+    async stop() {
+      if (child.exitCode === null) child.kill("SIGTERM");
+      await exited;
+      await rm(work, { recursive: true, force: true });
+    },
+  };
+}
 
 const walks = process.argv[2] ?? "15";
 const labels = process.argv[3] ?? "5001";
