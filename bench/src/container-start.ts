@@ -13,7 +13,7 @@
  * so that load drifting over the run and whatever the previous start left running (containerd's
  * collection of the removed snapshot) hit both alike. Bind mode, slow at large closures and not
  * compared to a goal, runs its own `bindRuns` starts (BENCH_START_BIND_RUNS, default 5) before
- * them. Each figure is a median.
+ * them. Each figure is a median. BENCH_START_SAMPLES=1 prints every kept sample in run order.
  */
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -158,6 +158,12 @@ export async function benchContainerStart(
           .map((ms, round) => samples.layered[round]! / ms)
           .sort((a, b) => a - b);
         const quartile = (q: number) => ratios[Math.floor((ratios.length - 1) * q)]!.toFixed(2);
+        if (process.env.BENCH_START_SAMPLES === "1") {
+          const list = (values: number[]) => values.map((ms) => ms.toFixed(0)).join(" ");
+          progress(
+            `container start: ${count} paths: samples in run order: hardlink ${list(samples.hardlink)}; layered ${list(samples.layered)}`,
+          );
+        }
         progress(
           `container start: ${point.paths} paths: bind ${point.bindMs.toFixed(0)} ms, hardlink ${point.hardlinkMs.toFixed(0)} ms, layered ${point.layeredMs.toFixed(0)} ms; layered / hardlink per round: median ${quartile(0.5)}, quartiles ${quartile(0.25)}-${quartile(0.75)}`,
         );
