@@ -75,6 +75,11 @@ let
       config ? { },
       # The OCI architecture (amd64, arm64, ...); defaults to the host platform.
       architecture ? platformLib.ociArchitecture stdenv.hostPlatform,
+      # The layer's nix annotations: "auto" (the closure form alone, one
+      # `nix-closure` label), "both" (also one `nix-store-path.<i>` per path,
+      # for the Go nix-snapshotter's releases, which read only those),
+      # "per-path".
+      annotations ? "auto",
     }:
     let
       # With resolvedByNix the store path is the image reference, whose path
@@ -115,7 +120,7 @@ let
               --closure ${runtimeClosureInfo}/store-paths \
               --copy-to-root ${copyToRootFile} \
               --arch ${lib.escapeShellArg architecture} \
-              --annotations both \
+              --annotations ${lib.escapeShellArg annotations} \
               ${lib.optionalString (!resolvedByNix) "--ref ${lib.escapeShellArg imageRef}"} \
               ${lib.optionalString (fromImage != null) "--from-image ${fromImage}"} \
               "$out"
@@ -123,6 +128,11 @@ let
     in
     assert lib.assertMsg (builtins.isString name && name != "") "buildImage: name must be a non-empty string";
     assert lib.assertMsg (builtins.isAttrs config) "buildImage: config must be an attribute set";
+    assert lib.assertMsg (builtins.elem annotations [
+      "auto"
+      "both"
+      "per-path"
+    ]) "buildImage: annotations must be \"auto\", \"both\" or \"per-path\"";
     assert lib.assertMsg (!resolvedByNix || validReferenceName)
       "buildImage: with resolvedByNix, the last part of name (\"${baseNameOf name}\") must be letters and digits joined by '.', '_', '__' or '-', since nix:0/nix/store/...-nix-image-<name>.tar must be a valid image reference";
     image;

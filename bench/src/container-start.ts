@@ -4,9 +4,16 @@
  * the real daemon in bind mode and in hardlink mode, against the same closure packed as an
  * ordinary one-layer image on containerd's built-in overlayfs snapshotter. One containerd 1.7
  * (bind mode needs >= 1.7) serves all three, with two daemons as the proxy snapshotters
- * `nix-bind` and `nix-hardlink`. Each figure is the median of BENCH_START_RUNS runs (default 5);
- * a run covers what a user waits for: create the container (Prepare), mount, start runc, wait for
- * the exit, delete the container and its snapshot.
+ * `nix-bind` and `nix-hardlink`. A run covers what a user waits for: create the container
+ * (Prepare), mount, start runc, wait for the exit, delete the container and its snapshot.
+ *
+ * Hardlink mode's goal is a ratio to layered, so those two are measured interleaved: after one
+ * unmeasured start of each, `runs` rounds (BENCH_START_RUNS, default 15) of one hardlink and one
+ * layered start, the order alternating from round to round (hardlink first, then layered first),
+ * so that load drifting over the run and whatever the previous start left running (containerd's
+ * collection of the removed snapshot) hit both alike. Bind mode, slow at large closures and not
+ * compared to a goal, runs its own `bindRuns` starts (BENCH_START_BIND_RUNS, default 5) before
+ * them. Each figure is a median. BENCH_START_SAMPLES=1 prints every kept sample in run order.
  */
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
@@ -16,7 +23,7 @@ import { type Containerd, startContainerd } from "@nix-snapshotter/containerd-cl
 import { buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
 import { createNixFixtures, type SyntheticClosure } from "@nix-snapshotter/nix-store/testing";
 import { type DaemonProcess, startDaemonProcess } from "nix-snapshotter/testing";
-import { type Figure, layeredArchive, median, workDirectory } from "./harness.js";
+import { addClosureInfo, type Figure, layeredArchive, median, workDirectory } from "./harness.js";
 
 export const startSection = "Container start time vs closure size";
 
@@ -36,13 +43,16 @@ export interface StartResult {
 export async function benchContainerStart(
   sizes: readonly number[],
   runs: number,
+  bindRuns: number,
   progress: (line: string) => void,
 ): Promise<StartResult> {
+  if (!(runs >= 1 && bindRuns >= 1)) throw new Error("container start: at least one run each");
   const fixtures = await createNixFixtures({ label: "bench-start" });
   const work = await workDirectory("bench-start-");
   const daemons: DaemonProcess[] = [];
   let containerd: Containerd | undefined;
   const closures: SyntheticClosure[] = [];
+  const closureInfos: string[] = [];
   try {
     const busybox = await fixtures.busybox();
     const bind = await startDaemonProcess({ mountMode: "bind", logLevel: "warn" });
@@ -69,8 +79,20 @@ export async function benchContainerStart(
           closureInfo: false,
         });
         closures.push(synthetic);
-        const closure = [...busybox.closure, ...synthetic.paths];
-        const image = await buildImage({ config: { Entrypoint: entrypoint }, closure });
+        const closure = [...new Set([...busybox.closure, ...synthetic.paths])].sort();
+        // A closure-info path, as nix/'s buildImage passes: the image gets buildImage's default
+        // annotation form for it (the closure form alone).
+        const closureInfo = await addClosureInfo(
+          fixtures,
+          work.path,
+          `start-closure-info-${count}`,
+          closure,
+        );
+        closureInfos.push(closureInfo);
+        const image = await buildImage({
+          config: { Entrypoint: entrypoint },
+          closure: { closureInfo, storePaths: closure },
+        });
         const nixArchive = writeImageArchive(image, { names: [`docker.io/bench/nix-${count}:1`] });
         const layered = await layeredArchive(
           `docker.io/bench/layered-${count}:1`,
@@ -87,40 +109,38 @@ export async function benchContainerStart(
         }
         await importArchive(client, layered.archive, { snapshotter: "overlayfs" });
 
-        const time = async (snapshotter: string, reference: string, id: string) => {
-          const samples: number[] = [];
-          for (let run = 0; run < runs; run++) {
-            const start = performance.now();
-            await containerd!.ctr([
-              "run",
-              "--rm",
-              "--snapshotter",
-              snapshotter,
-              reference,
-              `${id}-${run}`,
-            ]);
-            samples.push(performance.now() - start);
-          }
-          return median(samples);
+        const start = async (snapshotter: string, reference: string, id: string) => {
+          const started = performance.now();
+          await containerd!.ctr(["run", "--rm", "--snapshotter", snapshotter, reference, id]);
+          return performance.now() - started;
         };
-        progress(`container start: ${count} paths: ${runs} runs each`);
+        const variants: Record<"bind" | "hardlink" | "layered", [string, string]> = {
+          bind: ["nix-bind", `docker.io/bench/nix-${count}-nix-bind:1`],
+          hardlink: ["nix-hardlink", `docker.io/bench/nix-${count}-nix-hardlink:1`],
+          layered: ["overlayfs", `docker.io/bench/layered-${count}:1`],
+        };
+        const samples = { bind: [] as number[], hardlink: [] as number[], layered: [] as number[] };
+        progress(
+          `container start: ${count} paths: bind ${bindRuns} runs, then hardlink and layered ${runs} interleaved rounds`,
+        );
+        for (let run = 0; run <= bindRuns; run++) {
+          const ms = await start(...variants.bind, `bind-${count}-${run}`);
+          if (run > 0) samples.bind.push(ms);
+        }
+        for (let run = 0; run <= runs; run++) {
+          // Round 0 warms both up (first start on a freshly imported image) and is not kept.
+          const order =
+            run % 2 === 0 ? (["hardlink", "layered"] as const) : (["layered", "hardlink"] as const);
+          for (const variant of order) {
+            const ms = await start(...variants[variant], `${variant}-${count}-${run}`);
+            if (run > 0) samples[variant].push(ms);
+          }
+        }
         const point: StartPoint = {
           paths: closure.length,
-          bindMs: await time(
-            "nix-bind",
-            `docker.io/bench/nix-${count}-nix-bind:1`,
-            `bind-${count}`,
-          ),
-          hardlinkMs: await time(
-            "nix-hardlink",
-            `docker.io/bench/nix-${count}-nix-hardlink:1`,
-            `hardlink-${count}`,
-          ),
-          layeredMs: await time(
-            "overlayfs",
-            `docker.io/bench/layered-${count}:1`,
-            `layered-${count}`,
-          ),
+          bindMs: median(samples.bind),
+          hardlinkMs: median(samples.hardlink),
+          layeredMs: median(samples.layered),
         };
         points.push(point);
         for (const mode of ["bind", "hardlink"] as const) {
@@ -132,8 +152,20 @@ export async function benchContainerStart(
             unit: "ms",
           });
         }
+        // Layered / hardlink within each round (two starts next to each other): how much the
+        // figure would move with other rounds.
+        const ratios = samples.hardlink
+          .map((ms, round) => samples.layered[round]! / ms)
+          .sort((a, b) => a - b);
+        const quartile = (q: number) => ratios[Math.floor((ratios.length - 1) * q)]!.toFixed(2);
+        if (process.env.BENCH_START_SAMPLES === "1") {
+          const list = (values: number[]) => values.map((ms) => ms.toFixed(0)).join(" ");
+          progress(
+            `container start: ${count} paths: samples in run order: hardlink ${list(samples.hardlink)}; layered ${list(samples.layered)}`,
+          );
+        }
         progress(
-          `container start: ${point.paths} paths: bind ${point.bindMs.toFixed(0)} ms, hardlink ${point.hardlinkMs.toFixed(0)} ms, layered ${point.layeredMs.toFixed(0)} ms`,
+          `container start: ${point.paths} paths: bind ${point.bindMs.toFixed(0)} ms, hardlink ${point.hardlinkMs.toFixed(0)} ms, layered ${point.layeredMs.toFixed(0)} ms; layered / hardlink per round: median ${quartile(0.5)}, quartiles ${quartile(0.25)}-${quartile(0.75)}`,
         );
       }
     } finally {
@@ -148,6 +180,7 @@ export async function benchContainerStart(
       await fixtures.deletePaths(synthetic.paths).catch(() => undefined);
     }
     await fixtures.cleanup();
+    await fixtures.deletePaths(closureInfos).catch(() => undefined);
     await work.remove();
   }
 }

@@ -2,10 +2,12 @@
  * Pieces shared by the benchmarks of this folder: images, timing. The daemon process is the app's
  * own test harness, `startDaemonProcess` of `nix-snapshotter/testing`.
  */
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { hostPathEntries, testImageArchive } from "@nix-snapshotter/oci/testing";
 
 /** One figure of the report: our number and the baseline measured in the same run. */
@@ -61,4 +63,25 @@ export async function workDirectory(
   const path = await mkdtemp(join(tmpdir(), prefix));
   await mkdir(path, { recursive: true });
   return { path, remove: () => rm(path, { recursive: true, force: true }) };
+}
+
+/**
+ * A closure-info store path for `storePaths` (a directory with a `store-paths` file listing them,
+ * added with `nix-store --add`), held by the fixtures' GC root `root`: what `buildImage`'s
+ * closure form names. It has no references, so the caller's roots must keep the paths alive.
+ * `directory` is a scratch directory for the file.
+ */
+export async function addClosureInfo(
+  fixtures: { root(name: string, paths: readonly string[]): Promise<unknown> },
+  directory: string,
+  root: string,
+  storePaths: readonly string[],
+): Promise<string> {
+  const infoDirectory = join(directory, root);
+  await mkdir(infoDirectory);
+  await writeFile(join(infoDirectory, "store-paths"), `${[...storePaths].join("\n")}\n`);
+  const { stdout } = await promisify(execFile)("nix-store", ["--add", infoDirectory]);
+  const closureInfo = stdout.trim();
+  await fixtures.root(root, [closureInfo]);
+  return closureInfo;
 }

@@ -9,7 +9,7 @@
  *
  * Flags: `--only a,b` runs only those benchmarks (names below) and `--no-write` prints without
  * writing files. Environment: BENCH_START_SIZES (default 10,100,1000,5000), BENCH_START_RUNS
- * (default 5), plus each benchmark's own (NIX_STORE_BENCH_SIZES, BENCH_ITERATIONS...).
+ * (default 15), BENCH_START_BIND_RUNS (default 5), plus each benchmark's own (NIX_STORE_BENCH_SIZES, BENCH_ITERATIONS...).
  */
 import { execFile, spawn } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
@@ -43,7 +43,7 @@ const sections: Section[] = [
   {
     title: goalSections.image,
     description:
-      "Ours: `buildImage` + `writeImageArchive` of a synthetic closure of N store paths (empty directories, read through `createMemoryFileSystem`), in the bench's process: the mountpoint layer planned, written as tar, hashed and gzipped at level 6 (on the thread pool), the config and the manifest with per-path annotations (the default form), then the whole OCI archive in memory. Baseline: `tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - nix | gzip -n -6` (GNU tar and gzip, two processes at once) of the same mountpoint tree on disk, its output read into the bench's process; the tree is created before and warm in the page cache, its creation not counted. So ours does more (config, manifest, archive) and reads no disk; the baseline makes the layer only. The two alternate run by run (and which goes first), one warm-up each; times are the medians of each side over 31, 21 and 15 pairs. The size rows compare the mountpoint layer's bytes.",
+      "Ours: `buildImage` + `writeImageArchive` of a synthetic closure of N store paths (empty directories, read through `createMemoryFileSystem`), in the bench's process: the mountpoint layer planned, written as tar, hashed and gzipped at level 6 (on the thread pool), the config and the manifest with per-path annotations (the default form for a list of store paths), then the whole OCI archive in memory. Baseline: `tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - nix | gzip -n -6` (GNU tar and gzip, two processes at once) of the same mountpoint tree on disk, its output read into the bench's process; the tree is created before and warm in the page cache, its creation not counted. So ours does more (config, manifest, archive) and reads no disk; the baseline makes the layer only. The two alternate run by run (and which goes first), one warm-up each; times are the medians of each side over 31, 21 and 15 pairs. The size rows compare the mountpoint layer's bytes.",
     source: "`bench/src/build-image.ts`",
   },
   {
@@ -55,7 +55,7 @@ const sections: Section[] = [
   {
     title: startSection,
     description:
-      "`ctr run --rm` of a container running busybox's `true` from an image whose closure is busybox plus synthetic store paths: nix image through the daemon (one containerd 1.7, two daemons as proxy snapshotters, bind and hardlink mode) against the same closure as a one-layer image on containerd's built-in overlayfs snapshotter. The time covers creating the container, mounting, starting runc, the exit and the removal. In bind mode the container's rootfs is an overlay plus one read-only bind mount per store path of the closure; in hardlink mode it is one overlay whose lower layer holds hard links to the store paths' files.",
+      "`ctr run --rm` of a container running busybox's `true` from an image whose closure is busybox plus synthetic store paths: nix image through the daemon (one containerd 1.7, two daemons as proxy snapshotters, bind and hardlink mode) against the same closure as a one-layer image on containerd's built-in overlayfs snapshotter. The nix image is built from a closure-info path, so it carries `buildImage`'s default annotation form, the closure form (one `nix-closure` label). The time covers creating the container, mounting, starting runc, the exit and the removal. Hardlink and layered starts run interleaved, one of each per round with the order alternating, after one unmeasured start of each (15 rounds by default); bind mode's starts (5 by default) run before them. Each figure is a median; starts follow each other without a pause, so a start also waits for what the previous removal left running in containerd (the collection of the removed snapshot). In bind mode the container's rootfs is an overlay plus one read-only bind mount per store path of the closure; in hardlink mode it is one overlay whose lower layer holds hard links to the store paths' files.",
     source: "`bench/src/container-start.ts`",
   },
   {
@@ -259,8 +259,9 @@ async function main(): Promise<void> {
         .split(",")
         .map(Number)
         .filter((value) => Number.isSafeInteger(value) && value > 0);
-      const runs = Number(process.env.BENCH_START_RUNS ?? 5);
-      const result = await benchContainerStart(sizes, runs, log);
+      const runs = Number(process.env.BENCH_START_RUNS ?? 15);
+      const bindRuns = Number(process.env.BENCH_START_BIND_RUNS ?? 5);
+      const result = await benchContainerStart(sizes, runs, bindRuns, log);
       figures.push(...result.figures);
       points = result.points;
       containerdVersions.add(result.containerdVersion);

@@ -5,7 +5,7 @@ const sizes = (process.env.BENCH_FORMS_SIZES ?? "1000,5000")
   .split(",")
   .map(Number)
   .filter((value) => Number.isSafeInteger(value) && value > 0);
-const runs = Number(process.env.BENCH_FORMS_RUNS ?? 5);
+const runs = Number(process.env.BENCH_FORMS_RUNS ?? 7);
 benchStartAnnotationForms(sizes, runs, (line) => process.stderr.write(`bench: ${line}\n`))
   .then((points) => {
     process.stdout.write(

@@ -3,20 +3,25 @@
  * N synthetic store paths) as three nix images whose layer carries the per-path form only
  * (`nix-layer` + one `nix-store-path.<i>` per path), the closure form only (`nix-closure`), or
  * both, against the closure as an ordinary one-layer image on containerd's overlayfs, on one
- * containerd 1.7 with the daemon as the `nix-hardlink` proxy snapshotter. Runs are interleaved
- * (one of each variant in turn, the order rotating from run to run) so that load drifting over
- * the run hits every variant alike; the figure is the median. The closure-info path is made with `nix-store --add` (a directory with a
- * `store-paths` file): it has no references, so the fixtures' roots keep the closure alive.
+ * containerd 1.7. Each form has its own daemon (hardlink mode) as its own proxy snapshotter
+ * (`nix-per-path`, `nix-closure`, `nix-both`): containerd's collection after a removal Walks every
+ * snapshot of that snapshotter (every label of each), so a snapshotter holding only one form's
+ * images is what a user of that form gets. Runs are interleaved (one of each variant in turn, the
+ * order rotating from run to run) so that load drifting over the run hits every variant alike;
+ * the figure is the median. The closure-info path is made with `nix-store --add` (a directory
+ * with a `store-paths` file): it has no references, so the fixtures' roots keep the closure alive.
  *
  * `node bench/dist/start-annotation-forms.js` (root). BENCH_FORMS_SIZES (default 1000,5000),
- * BENCH_FORMS_RUNS (default 5), BENCH_DAEMON_NODE_ARGS (flags of the daemon's node, e.g.
+ * BENCH_FORMS_RUNS (default 7), BENCH_DAEMON_NODE_ARGS (flags of the daemons' node, e.g.
  * `--cpu-prof --cpu-prof-dir=<dir>`), BENCH_CONTAINERD_LOG (a file: containerd runs at log level
  * trace and its log is copied there at the end, e.g. for its garbage collections' durations),
- * BENCH_DAEMON_METRICS (a file: the daemon serves its metrics on a loopback port and their text
- * is written there at the end, e.g. the time of each gRPC method on the daemon's side).
+ * BENCH_DAEMON_METRICS (a file name prefix: each daemon serves its metrics on a loopback port and
+ * their text is written to `<prefix>.<form>` at the end, e.g. the time of each gRPC method on the
+ * daemon's side), BENCH_FORMS_CLIENT_SIDE=1 (after each size's starts, times the client's share of
+ * a start before its Prepare with containerd's Go client: bench/trials/client-side/main.go).
  */
 import { execFile } from "node:child_process";
-import { copyFile, mkdir, writeFile } from "node:fs/promises";
+import { copyFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -25,12 +30,26 @@ import { createContainerdClient, importArchive } from "@nix-snapshotter/containe
 import { type Containerd, startContainerd } from "@nix-snapshotter/containerd-client/testing";
 import { type AnnotationForm, buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
 import { createNixFixtures, type SyntheticClosure } from "@nix-snapshotter/nix-store/testing";
+import { buildGoProgram } from "@nix-snapshotter/snapshotter/testing";
 import { type DaemonProcess, startDaemonProcess } from "nix-snapshotter/testing";
-import { layeredArchive, median, workDirectory } from "./harness.js";
+import {
+  addClosureInfo,
+  layeredArchive,
+  median,
+  repositoryRoot,
+  workDirectory,
+} from "./harness.js";
 
 const execFileAsync = promisify(execFile);
+/** BENCH_FORMS_CLIENT_SIDE=1: a trial Go program, see its header. */
+const clientSideSource = join(repositoryRoot, "bench", "trials", "client-side", "main.go");
 
 const forms = ["per-path", "closure", "both"] as const satisfies readonly AnnotationForm[];
+
+/** Each form's images live in their own daemon, a proxy snapshotter of its own. */
+function snapshotterOf(variant: (typeof forms)[number] | "layered"): string {
+  return variant === "layered" ? "overlayfs" : `nix-${variant}`;
+}
 
 /** A loopback TCP port free a moment ago. */
 function freePort(): Promise<number> {
@@ -68,28 +87,34 @@ export async function benchStartAnnotationForms(
 ): Promise<FormsPoint[]> {
   const fixtures = await createNixFixtures({ label: "bench-forms" });
   const work = await workDirectory("bench-forms-");
-  let daemon: DaemonProcess | undefined;
+  const daemons: Partial<Record<(typeof forms)[number], DaemonProcess>> = {};
   let containerd: Containerd | undefined;
   const closures: SyntheticClosure[] = [];
   const closureInfos: string[] = [];
   try {
     const busybox = await fixtures.busybox();
     const metricsFile = process.env.BENCH_DAEMON_METRICS;
-    const metricsPort = metricsFile === undefined ? undefined : await freePort();
-    daemon = await startDaemonProcess({
-      mountMode: "hardlink",
-      logLevel: "warn",
-      ...(metricsPort === undefined
-        ? {}
-        : { extraConfig: `metrics_address = "127.0.0.1:${metricsPort}"\n` }),
-      ...(process.env.BENCH_DAEMON_NODE_ARGS === undefined
-        ? {}
-        : { nodeArgs: process.env.BENCH_DAEMON_NODE_ARGS.split(" ").filter(Boolean) }),
-    });
+    const metricsPorts: Partial<Record<(typeof forms)[number], number>> = {};
+    for (const form of forms) {
+      const metricsPort = metricsFile === undefined ? undefined : await freePort();
+      if (metricsPort !== undefined) metricsPorts[form] = metricsPort;
+      daemons[form] = await startDaemonProcess({
+        mountMode: "hardlink",
+        logLevel: "warn",
+        ...(metricsPort === undefined
+          ? {}
+          : { extraConfig: `metrics_address = "127.0.0.1:${metricsPort}"\n` }),
+        ...(process.env.BENCH_DAEMON_NODE_ARGS === undefined
+          ? {}
+          : { nodeArgs: process.env.BENCH_DAEMON_NODE_ARGS.split(" ").filter(Boolean) }),
+      });
+    }
     containerd = await startContainerd({
       version: "1.7",
       ...(process.env.BENCH_CONTAINERD_LOG === undefined ? {} : { logLevel: "trace" as const }),
-      proxyPlugins: { "nix-hardlink": daemon.address },
+      proxyPlugins: Object.fromEntries(
+        forms.map((form) => [snapshotterOf(form), daemons[form]!.address]),
+      ),
     });
     const client = createContainerdClient({
       address: containerd.address,
@@ -111,13 +136,13 @@ export async function benchStartAnnotationForms(
         });
         closures.push(synthetic);
         const storePaths = [...new Set([...busybox.closure, ...synthetic.paths])].sort();
-        const infoDirectory = join(work.path, `closure-info-${count}`);
-        await mkdir(infoDirectory);
-        await writeFile(join(infoDirectory, "store-paths"), `${storePaths.join("\n")}\n`);
-        const { stdout } = await execFileAsync("nix-store", ["--add", infoDirectory]);
-        const closureInfo = stdout.trim();
+        const closureInfo = await addClosureInfo(
+          fixtures,
+          work.path,
+          `forms-closure-info-${count}`,
+          storePaths,
+        );
         closureInfos.push(closureInfo);
-        await fixtures.root(`forms-closure-info-${count}`, [closureInfo]);
 
         const references: Record<string, string> = {};
         const tops: Record<string, string> = {};
@@ -134,7 +159,7 @@ export async function benchStartAnnotationForms(
             client,
             writeImageArchive(image, { names: [name] }),
             {
-              snapshotter: "nix-hardlink",
+              snapshotter: snapshotterOf(form),
               names: [name],
             },
           );
@@ -164,7 +189,7 @@ export async function benchStartAnnotationForms(
               "run",
               "--rm",
               "--snapshotter",
-              variant === "layered" ? "overlayfs" : "nix-hardlink",
+              snapshotterOf(variant),
               references[variant]!,
               `forms-${count}-${variant}-${run}`,
             ]);
@@ -176,7 +201,7 @@ export async function benchStartAnnotationForms(
         );
         for (let run = 0; run < runs; run++) {
           for (const variant of variants) {
-            const snapshotter = variant === "layered" ? "overlayfs" : "nix-hardlink";
+            const snapshotter = snapshotterOf(variant);
             const key = `forms-snapshot-${count}-${variant}-${run}`;
             const start = performance.now();
             await client.snapshots.prepare({ snapshotter, key, parent: tops[variant]! }, call);
@@ -184,6 +209,17 @@ export async function benchStartAnnotationForms(
             await client.snapshots.remove({ snapshotter, key }, call);
             snapshotSamples[variant]!.push(performance.now() - start);
           }
+        }
+        if (process.env.BENCH_FORMS_CLIENT_SIDE === "1") {
+          // The client's share of `ctr run` before its Prepare, from containerd's own Go client.
+          const binary = await buildGoProgram(clientSideSource, "client-side");
+          const { stdout } = await execFileAsync(binary, [
+            containerd.address,
+            containerd.namespace,
+            String(runs),
+            ...variants.map((variant) => `${snapshotterOf(variant)}=${references[variant]!}`),
+          ]);
+          progress(`annotation forms: ${storePaths.length} paths: client side ${stdout.trim()}`);
         }
         const snapshotMs = Object.fromEntries(
           variants.map((variant) => [variant, median(snapshotSamples[variant]!)]),
@@ -203,9 +239,11 @@ export async function benchStartAnnotationForms(
             .join(", ")}`,
         );
       }
-      if (metricsFile !== undefined && metricsPort !== undefined) {
-        const response = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
-        await writeFile(metricsFile, await response.text());
+      if (metricsFile !== undefined) {
+        for (const [form, port] of Object.entries(metricsPorts)) {
+          const response = await fetch(`http://127.0.0.1:${port}/metrics`);
+          await writeFile(`${metricsFile}.${form}`, await response.text());
+        }
       }
     } finally {
       client.close();
@@ -216,7 +254,7 @@ export async function benchStartAnnotationForms(
       await copyFile(containerd.logPath, process.env.BENCH_CONTAINERD_LOG).catch(() => undefined);
     }
     await containerd?.stop();
-    await daemon?.cleanup();
+    for (const daemon of Object.values(daemons)) await daemon.cleanup();
     for (const synthetic of closures) {
       await synthetic.release();
       await fixtures.deletePaths(synthetic.paths).catch(() => undefined);

@@ -1247,16 +1247,13 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
         await exec("skopeo", ["inspect", "--raw", `oci-archive:${image}`]),
       ) as { layers: { annotations?: Record<string, string> }[] };
       const annotations = manifest.layers.at(-1)?.annotations ?? {};
-      expect(annotations["containerd.io/snapshot/nix-layer"]).toBe("true");
-      const perPath = Object.entries(annotations)
-        .filter(([key]) => key.startsWith("containerd.io/snapshot/nix-store-path."))
-        .map(([, value]) => value)
-        .sort();
-      // Both annotation forms: every path of the closure, and the closure-info path.
-      expect(perPath).toEqual(expect.arrayContaining([busybox, hello]));
-      expect(annotations["containerd.io/snapshot/nix-closure"]).toMatch(
-        /^\/nix\/store\/[a-z0-9]{32}-closure-info$/,
-      );
+      // The default annotation form: the closure form alone, naming the closure-info path whose
+      // store-paths file lists the closure (no nix-layer, no per-path labels).
+      expect(Object.keys(annotations)).toEqual(["containerd.io/snapshot/nix-closure"]);
+      const closureInfo = annotations["containerd.io/snapshot/nix-closure"]!;
+      expect(closureInfo).toMatch(/^\/nix\/store\/[a-z0-9]{32}-closure-info$/);
+      const listed = (await readFile(join(closureInfo, "store-paths"), "utf8")).split("\n");
+      expect(listed).toEqual(expect.arrayContaining([busybox, hello]));
 
       const nixImage = await build("images.nix", "nix-image", ["--argstr", "salt", salt]);
       const nixConfig = JSON.parse(
@@ -1362,8 +1359,9 @@ describe.skipIf(!hasNix || !isRoot)("nix interface: buildImage (needs root and N
             `docker://${host}/hello:v2`,
           ]),
         ) as { layers: { annotations?: Record<string, string> }[] };
-        expect(pushed.layers.at(-1)?.annotations?.["containerd.io/snapshot/nix-layer"]).toBe(
-          "true",
+        // The nix layer's annotation (the closure form, buildImage's default) survived the push.
+        expect(pushed.layers.at(-1)?.annotations?.["containerd.io/snapshot/nix-closure"]).toMatch(
+          /^\/nix\/store\/[a-z0-9]{32}-closure-info$/,
         );
       } finally {
         registry.kill("SIGTERM");

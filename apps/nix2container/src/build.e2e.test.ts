@@ -127,8 +127,14 @@ describe.skipIf(skipReason !== "")(`nix2container build with real programs ${ski
     expect((await readFile(again)).equals(archiveBytes)).toBe(true);
 
     const image = loadArchiveImage(archiveBytes);
-    const mounted = storePaths.filter((path) => path !== configPath);
+    // The default for a closure-info: the closure form alone.
     expect(image.layers[0]?.descriptor.annotations).toEqual({
+      "containerd.io/snapshot/nix-closure": closureInfo,
+    });
+    const both = join(work, "both.tar");
+    await build(both, "--ref", "localhost/nix2container-e2e:1", "--annotations", "both");
+    const mounted = storePaths.filter((path) => path !== configPath);
+    expect(loadArchiveImage(await readFile(both)).layers[0]?.descriptor.annotations).toEqual({
       "containerd.io/snapshot/nix-layer": "true",
       ...Object.fromEntries(
         mounted.map((path, index) => [`containerd.io/snapshot/nix-store-path.${index}`, path]),

@@ -31,9 +31,9 @@ afterAll(async () => {
 describe("nix2container build and inspect", () => {
   it("builds an OCI archive that inspect describes, the same bytes every time", async () => {
     const out = join(work, "image.tar");
-    await runCli(...buildArgs(out, "--ref", "example.com/hello:1"));
+    await runCli(...buildArgs(out, "--ref", "example.com/hello:1", "--annotations", "both"));
     const first = await readFile(out);
-    await runCli(...buildArgs(out, "--ref", "example.com/hello:1"));
+    await runCli(...buildArgs(out, "--ref", "example.com/hello:1", "--annotations", "both"));
     expect((await readFile(out)).equals(first)).toBe(true);
 
     const image = loadArchiveImage(first);
@@ -56,6 +56,19 @@ describe("nix2container build and inspect", () => {
     expect(text).toContain(`Reference:   example.com/hello:1`);
     expect(text).toContain(`  ${hello}`);
     expect(text).toContain('"/bin/hello"');
+  });
+
+  it("writes the closure form alone by default for a closure-info, per-path on request", async () => {
+    const out = join(work, "default-form.tar");
+    await runCli(...buildArgs(out, "--ref", "example.com/hello:1"));
+    expect(loadArchiveImage(await readFile(out)).layers[0]?.descriptor.annotations).toEqual({
+      "containerd.io/snapshot/nix-closure": closureInfo,
+    });
+    await runCli(...buildArgs(out, "--ref", "example.com/hello:1", "--annotations", "per-path"));
+    expect(loadArchiveImage(await readFile(out)).layers[0]?.descriptor.annotations).toEqual({
+      "containerd.io/snapshot/nix-layer": "true",
+      "containerd.io/snapshot/nix-store-path.0": hello,
+    });
   });
 
   it("names a store-path output nix:0<out>:latest by default", async () => {

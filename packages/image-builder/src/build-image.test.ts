@@ -110,18 +110,28 @@ describe("buildImage", () => {
     ).toBe(true);
   });
 
-  it("adds the closure form for closure-info closures, unless per-path is asked for", async () => {
+  it("writes the closure form alone for closure-info closures by default, per-path for lists", async () => {
     const closure = { closureInfo, storePaths: [glibc, hello] };
     const auto = await buildImage({ closure, fileSystem, ...platform });
-    expect(auto.layer.annotations?.[Annotation.NixClosure]).toBe(closureInfo);
-    expect(auto.layer.annotations?.["containerd.io/snapshot/nix-store-path.1"]).toBe(hello);
+    expect(auto.layer.annotations).toEqual({ [Annotation.NixClosure]: closureInfo });
+    const list = await buildImage({ closure: [glibc, hello], fileSystem, ...platform });
+    expect(list.layer.annotations).toEqual({
+      "containerd.io/snapshot/nix-layer": "true",
+      "containerd.io/snapshot/nix-store-path.0": glibc,
+      "containerd.io/snapshot/nix-store-path.1": hello,
+    });
+    const both = await buildImage({ closure, fileSystem, annotationForm: "both", ...platform });
+    expect(both.layer.annotations).toEqual({
+      ...list.layer.annotations,
+      [Annotation.NixClosure]: closureInfo,
+    });
     const perPath = await buildImage({
       closure,
       fileSystem,
       annotationForm: "per-path",
       ...platform,
     });
-    expect(perPath.layer.annotations?.[Annotation.NixClosure]).toBeUndefined();
+    expect(perPath.layer.annotations).toEqual(list.layer.annotations);
     await expect(
       buildImage({ closure: [hello], fileSystem, annotationForm: "both", ...platform }),
     ).rejects.toThrow(/needs a closure from a closure-info/);
@@ -131,7 +141,12 @@ describe("buildImage", () => {
     const closure = { closureInfo, storePaths: [glibc, hello] };
     const image = await buildImage({ closure, fileSystem, annotationForm: "closure", ...platform });
     expect(image.layer.annotations).toEqual({ [Annotation.NixClosure]: closureInfo });
-    const perPath = await buildImage({ closure, fileSystem, ...platform });
+    const perPath = await buildImage({
+      closure,
+      fileSystem,
+      annotationForm: "per-path",
+      ...platform,
+    });
     expect(image.diffId).toBe(perPath.diffId);
     await expect(
       buildImage({ closure: [hello], fileSystem, annotationForm: "closure", ...platform }),
@@ -399,8 +414,11 @@ describe("format stability", () => {
   // These digests pin the bytes of the tar and JSON this package writes: a change here changes
   // every image's digests, so it must be deliberate (and noted in a changeset).
   it("writes the same uncompressed image as before", async () => {
+    // "both" is what the default wrote for a closure-info closure before the default became the
+    // closure form alone (2026-12-06): the same bytes as then.
     const image = await buildImage({
       closure: { closureInfo, storePaths: [hello, glibc, script] },
+      annotationForm: "both",
       copyToRoot: [hello],
       config: { Entrypoint: ["/bin/hello"], ExposedPorts: { "80/tcp": {}, "443/tcp": {} } },
       compression: "none",

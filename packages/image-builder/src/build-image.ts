@@ -24,12 +24,15 @@ import { hostPlatform, mergeContainerConfig } from "./image-config.js";
 import { planMountpointLayer } from "./mountpoint-layer.js";
 
 /**
- * Which nix annotations the layer carries. `auto` (default): the per-path form always, plus the
- * closure form when the closure came from a closure-info store path. `per-path`: only the
- * per-path form. `both`: both forms; the closure must come from a closure-info store path.
- * `closure`: only the closure form (`nix-closure`, no `nix-layer` or `nix-store-path.<i>`): one
- * label whatever the closure's size, read by nix-snapshotter from v0.3 only; the closure must
- * come from a closure-info store path. See docs/image-format.md for the figures behind `auto`.
+ * Which nix annotations the layer carries. `auto` (default): the closure form alone
+ * (`nix-closure`) when the closure came from a closure-info store path, else the per-path form.
+ * `per-path`: only the per-path form (`nix-layer` + one `nix-store-path.<i>` per store path), read
+ * by every nix-snapshotter version. `both`: both forms; the closure must come from a
+ * closure-info store path. `closure`: only the closure form, one label whatever the closure's
+ * size; the closure must come from a closure-info store path. The Go nix-snapshotter reads the
+ * closure form only in versions with its pull request #162 (August 2025, none of the v0.1 and
+ * v0.2 releases): images for those need `per-path` or `both`. See docs/image-format.md and
+ * docs/decisions/2026-12-06-annotation-form-default.md for the figures behind `auto`.
  */
 export type AnnotationForm = "auto" | "per-path" | "both" | "closure";
 
@@ -164,9 +167,9 @@ export async function buildImage(options: BuildImageOptions): Promise<BuiltImage
   compressing.catch(() => undefined); // awaited below; this only marks the rejection handled
   const diffId = sha256Digest(layerTar);
   const annotations =
-    annotationForm === "closure"
+    annotationForm === "closure" || (annotationForm === "auto" && closureInfo !== undefined)
       ? { [Annotation.NixClosure]: closureInfo! }
-      : nixLayerAnnotations(storePaths, annotationForm === "per-path" ? undefined : closureInfo);
+      : nixLayerAnnotations(storePaths, annotationForm === "both" ? closureInfo : undefined);
   const layerData = await compressing;
   const layer: Descriptor = { ...blob(layerMediaType(compression), layerData), annotations };
 

@@ -137,8 +137,11 @@ export function registerBuildCommand(program: Command): void {
     .option("--os <os>", "image OS (default: the build host's)")
     .option("--variant <variant>", "architecture variant, e.g. v8")
     .addOption(
-      new Option("--annotations <form>", "nix annotation form on the layer")
-        .choices(["auto", "per-path", "both"])
+      new Option(
+        "--annotations <form>",
+        "nix annotation form on the layer: auto (the closure form alone for a closure-info, else per-path), per-path, both, closure",
+      )
+        .choices(["auto", "per-path", "both", "closure"])
         .default("auto"),
     )
     .addOption(
