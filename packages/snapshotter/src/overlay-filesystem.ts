@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { readFileSync, renameSync, type Stats } from "node:fs";
-import { chmod, lchown, lstat, mkdir, readdir, rm, rmdir } from "node:fs/promises";
+import { lstatSync, mkdirSync, readFileSync, renameSync, rmdirSync, type Stats } from "node:fs";
+import { chmod, lchown, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "@nix-snapshotter/nix-store";
 import { crashAt } from "./crash-point.js";
@@ -25,16 +25,19 @@ function currentUmask(): number | undefined {
 
 /**
  * rmdir of `fs`, `work` (either may be absent; `work` is not tried for a view, which has none)
- * and `directory`; false when one is not empty.
+ * and `directory`; false when one is not empty. Synchronous, like the directory calls of
+ * {@link OverlayFilesystem.createDirectory}: see docs/decisions/2026-12-06-sync-directory-calls.md.
  */
-async function removeEmptySnapshotDirectory(directory: string, hasWork: boolean): Promise<boolean> {
+function removeEmptySnapshotDirectory(directory: string, hasWork: boolean): boolean {
   try {
     for (const child of hasWork ? ["fs", "work"] : ["fs"]) {
-      await rmdir(join(directory, child)).catch((error: unknown) => {
+      try {
+        rmdirSync(join(directory, child));
+      } catch (error) {
         if (!isErrno(error, "ENOENT")) throw error;
-      });
+      }
     }
-    await rmdir(directory);
+    rmdirSync(directory);
     return true;
   } catch {
     return false;
@@ -98,24 +101,26 @@ export class OverlayFilesystem {
     kind: typeof Kind.Active | typeof Kind.View,
     parentId: number | undefined,
   ): Promise<void> {
+    // Synchronous directory calls on the event loop (each tens of microseconds; a hop through
+    // libuv's pool cost more than the call itself): docs/decisions/2026-12-06-sync-directory-calls.md.
     const directory = this.snapshotDir(id);
-    await mkdir(directory, { mode: 0o700 });
+    mkdirSync(directory, { mode: 0o700 });
     const upper = join(directory, "fs");
-    await mkdir(upper, { mode: 0o755 });
+    mkdirSync(upper, { mode: 0o755 });
     // The umask is read once at start: a daemon that changes its own umask later is not one.
     if (!this.umaskKeeps755) await chmod(upper, 0o755);
-    if (kind === Kind.Active) await mkdir(join(directory, "work"), { mode: 0o711 });
+    if (kind === Kind.Active) mkdirSync(join(directory, "work"), { mode: 0o711 });
     crashAt("prepare:directory");
     if (parentId !== undefined) {
       // Like containerd: the new upper directory belongs to whoever owns the parent's.
       let parentStats: Stats;
       try {
-        parentStats = await lstat(this.upperDir(parentId));
+        parentStats = lstatSync(this.upperDir(parentId));
       } catch (error) {
         if (isErrno(error, "ENOENT")) return;
         throw error;
       }
-      const own = await lstat(upper);
+      const own = lstatSync(upper);
       if (parentStats.uid !== own.uid || parentStats.gid !== own.gid) {
         await lchown(upper, parentStats.uid, parentStats.gid);
       }
@@ -137,7 +142,7 @@ export class OverlayFilesystem {
     // Most removed snapshots are views and committed layers whose work directory is empty:
     // two or three rmdir calls. Anything else (files, a work/work left by overlayfs) goes the
     // long way.
-    if (!(await removeEmptySnapshotDirectory(directory, kind !== Kind.View))) {
+    if (!removeEmptySnapshotDirectory(directory, kind !== Kind.View)) {
       await rm(directory, { recursive: true, force: true });
     }
   }
@@ -163,7 +168,7 @@ export class OverlayFilesystem {
   async removeClaimed(removalName: string): Promise<void> {
     const directory = join(this.snapshotsDir, removalName);
     try {
-      if (!(await removeEmptySnapshotDirectory(directory, true))) {
+      if (!removeEmptySnapshotDirectory(directory, true)) {
         await rm(directory, { recursive: true, force: true });
       }
     } finally {

@@ -140,10 +140,17 @@ const walSizeLimitBytes = 512 * 1024;
  */
 const commitsPerCheckpoint = 32;
 
+/** At most this many PASSIVE checkpoints per request to the thread (see below). */
+const checkpointPasses = 4;
+
 /**
- * The checkpointing thread's program (CommonJS, evaluated): a PASSIVE checkpoint per message,
+ * The checkpointing thread's program (CommonJS, evaluated): PASSIVE checkpoints per message,
  * never blocking the writer; `synchronous = NORMAL` keeps the checkpoint's syncs (the WAL
- * before copying, the database after).
+ * before copying, the database after). A checkpoint that leaves frames the writer appended
+ * meanwhile runs again (up to `checkpointPasses` times): only a WAL copied to its end lets the
+ * next commit restart it from its first frame, so it stays under the 128-page automatic
+ * checkpoint (which would run on the event loop with its two fsyncs) and within the blocks
+ * the file already has (no allocation, so its fdatasync commits no journal entry).
  */
 const checkpointerSource = `
 const { parentPort, workerData } = require("node:worker_threads");
@@ -159,7 +166,10 @@ parentPort.on("message", (message) => {
     return;
   }
   try {
-    const row = checkpoint.get();
+    let row = checkpoint.get();
+    for (let pass = 1; pass < ${checkpointPasses} && row.busy === 0 && row.checkpointed < row.log; pass++) {
+      row = checkpoint.get();
+    }
     parentPort.postMessage({ ok: true, busy: row.busy, log: row.log, checkpointed: row.checkpointed });
   } catch (error) {
     parentPort.postMessage({ ok: false, message: String(error && error.message) });
