@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { readFileSync, renameSync, type Stats } from "node:fs";
+import { lstatSync, mkdirSync, readFileSync, renameSync, rmdirSync, type Stats } from "node:fs";
 import { chmod, lchown, lstat, mkdir, readdir, rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "@nix-snapshotter/nix-store";
@@ -25,16 +25,25 @@ function currentUmask(): number | undefined {
 
 /**
  * rmdir of `fs`, `work` (either may be absent; `work` is not tried for a view, which has none)
- * and `directory`; false when one is not empty.
+ * and `directory`; false when one is not empty. `alone`: synchronous calls (no other call in
+ * flight), else through libuv's pool; see docs/decisions/2026-12-06-sync-directory-calls.md.
  */
-async function removeEmptySnapshotDirectory(directory: string, hasWork: boolean): Promise<boolean> {
+async function removeEmptySnapshotDirectory(
+  directory: string,
+  hasWork: boolean,
+  alone: boolean,
+): Promise<boolean> {
   try {
     for (const child of hasWork ? ["fs", "work"] : ["fs"]) {
-      await rmdir(join(directory, child)).catch((error: unknown) => {
+      try {
+        if (alone) rmdirSync(join(directory, child));
+        else await rmdir(join(directory, child));
+      } catch (error) {
         if (!isErrno(error, "ENOENT")) throw error;
-      });
+      }
     }
-    await rmdir(directory);
+    if (alone) rmdirSync(directory);
+    else await rmdir(directory);
     return true;
   } catch {
     return false;
@@ -91,31 +100,45 @@ export class OverlayFilesystem {
    * `parentId`, as containerd does) and, for an active snapshot, `work`. The caller holds the
    * id (Cleanup leaves it alone) until the row commits, and {@link discard}s the directory if it
    * does not. A parent whose directory is gone (removed meanwhile) is skipped: the caller's
-   * transaction finds it gone and fails.
+   * transaction finds it gone and fails. `alone` (no other call in flight): the calls are
+   * synchronous on the event loop, each tens of microseconds where a hop through libuv's pool
+   * and back costs more; with calls beside it they go through the pool, in parallel with the
+   * event loop's other work (docs/decisions/2026-12-06-sync-directory-calls.md).
    */
   async createDirectory(
     id: number,
     kind: typeof Kind.Active | typeof Kind.View,
     parentId: number | undefined,
+    alone = false,
   ): Promise<void> {
     const directory = this.snapshotDir(id);
-    await mkdir(directory, { mode: 0o700 });
     const upper = join(directory, "fs");
-    await mkdir(upper, { mode: 0o755 });
+    if (alone) {
+      mkdirSync(directory, { mode: 0o700 });
+      mkdirSync(upper, { mode: 0o755 });
+    } else {
+      await mkdir(directory, { mode: 0o700 });
+      await mkdir(upper, { mode: 0o755 });
+    }
     // The umask is read once at start: a daemon that changes its own umask later is not one.
     if (!this.umaskKeeps755) await chmod(upper, 0o755);
-    if (kind === Kind.Active) await mkdir(join(directory, "work"), { mode: 0o711 });
+    if (kind === Kind.Active) {
+      if (alone) mkdirSync(join(directory, "work"), { mode: 0o711 });
+      else await mkdir(join(directory, "work"), { mode: 0o711 });
+    }
     crashAt("prepare:directory");
     if (parentId !== undefined) {
       // Like containerd: the new upper directory belongs to whoever owns the parent's.
       let parentStats: Stats;
       try {
-        parentStats = await lstat(this.upperDir(parentId));
+        parentStats = alone
+          ? lstatSync(this.upperDir(parentId))
+          : await lstat(this.upperDir(parentId));
       } catch (error) {
         if (isErrno(error, "ENOENT")) return;
         throw error;
       }
-      const own = await lstat(upper);
+      const own = alone ? lstatSync(upper) : await lstat(upper);
       if (parentStats.uid !== own.uid || parentStats.gid !== own.gid) {
         await lchown(upper, parentStats.uid, parentStats.gid);
       }
@@ -130,14 +153,14 @@ export class OverlayFilesystem {
   /**
    * Deletes the directory of snapshot `id` (nothing when absent; rejects when the deletion
    * fails). The caller holds the id, whose row's deletion is durable. `kind`: a view has no
-   * `work` directory to try.
+   * `work` directory to try. `alone`: as for {@link createDirectory}.
    */
-  async removeDirectory(id: number, kind: Kind): Promise<void> {
+  async removeDirectory(id: number, kind: Kind, alone = false): Promise<void> {
     const directory = this.snapshotDir(id);
     // Most removed snapshots are views and committed layers whose work directory is empty:
     // two or three rmdir calls. Anything else (files, a work/work left by overlayfs) goes the
     // long way.
-    if (!(await removeEmptySnapshotDirectory(directory, kind !== Kind.View))) {
+    if (!(await removeEmptySnapshotDirectory(directory, kind !== Kind.View, alone))) {
       await rm(directory, { recursive: true, force: true });
     }
   }
@@ -163,7 +186,7 @@ export class OverlayFilesystem {
   async removeClaimed(removalName: string): Promise<void> {
     const directory = join(this.snapshotsDir, removalName);
     try {
-      if (!(await removeEmptySnapshotDirectory(directory, true))) {
+      if (!(await removeEmptySnapshotDirectory(directory, true, false))) {
         await rm(directory, { recursive: true, force: true });
       }
     } finally {
