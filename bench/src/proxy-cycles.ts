@@ -10,9 +10,13 @@
  * Run alone: `node bench/dist/proxy-cycles.js` (root; src/proxy-cycles-cli.ts).
  * BENCH_PROXY_ROUNDS (default 2) runs the pair that many times, alternating which server goes
  * first; the figure is the upper median (of 2 rounds: the better one).
+ * BENCH_PROXY_CALLS=1: per call, the client's latency (p50/p90/mean of each of the seven calls,
+ * GO_SNAPSHOT_CYCLES_CALLS in the Go client) for both servers, and the daemon's own time per
+ * method (the mean of `nix_snapshotter_grpc_request_duration_seconds` over that run: from the
+ * stream's headers to the encoded answer), printed after each run.
  */
 import { execFile, spawn } from "node:child_process";
-import { connect } from "node:net";
+import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { buildGoProgram, goProgramsUnavailable } from "@nix-snapshotter/snapshotter/testing";
@@ -83,6 +87,49 @@ export async function startGoOverlay(binary: string): Promise<ProxyServer> {
   return { address, stop };
 }
 
+/** The client's latency of one call over a run, in milliseconds (GO_SNAPSHOT_CYCLES_CALLS). */
+export interface CallLatency {
+  n: number;
+  mean: number;
+  p50: number;
+  p90: number;
+  p99: number;
+}
+
+/** A loopback TCP port free a moment ago. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === "object" && address !== null
+          ? resolve(address.port)
+          : reject(new Error("no port")),
+      );
+    });
+  });
+}
+
+/** Sum (seconds) and count of the daemon's request-duration histogram, by method (all codes). */
+async function daemonDurations(port: number): Promise<Map<string, { sum: number; count: number }>> {
+  const response = await fetch(`http://127.0.0.1:${port}/metrics`, {
+    signal: AbortSignal.timeout(10_000),
+  });
+  const text = await response.text();
+  if (text.length > 16 * 1024 * 1024) throw new Error("metrics page over 16 MiB");
+  const byMethod = new Map<string, { sum: number; count: number }>();
+  const pattern =
+    /^nix_snapshotter_grpc_request_duration_seconds_(sum|count)\{[^}]*method="([A-Za-z]+)"[^}]*\} (\S+)$/gm;
+  for (const match of text.matchAll(pattern)) {
+    const entry = byMethod.get(match[2]!) ?? { sum: 0, count: 0 };
+    entry[match[1] as "sum" | "count"] += Number(match[3]);
+    byMethod.set(match[2]!, entry);
+  }
+  return byMethod;
+}
+
 /** Runs the Go client: cycles per second of `total` cycles at `concurrency` against `address`. */
 export async function goCycles(
   binary: string,
@@ -91,22 +138,46 @@ export async function goCycles(
   total: number,
   prefix: string,
 ): Promise<number> {
+  return (await goCyclesTimed(binary, address, concurrency, total, prefix, false)).rate;
+}
+
+/** {@link goCycles}, with each call's client-side latency when `calls`. */
+export async function goCyclesTimed(
+  binary: string,
+  address: string,
+  concurrency: number,
+  total: number,
+  prefix: string,
+  calls: boolean,
+): Promise<{ rate: number; calls?: Record<string, CallLatency> }> {
   const { stdout } = await execFileAsync(
     binary,
     ["cycles", address, String(concurrency), String(total), prefix],
-    { maxBuffer: 1024 * 1024, timeout: 15 * 60_000 },
+    {
+      maxBuffer: 1024 * 1024,
+      timeout: 15 * 60_000,
+      ...(calls ? { env: { ...process.env, GO_SNAPSHOT_CYCLES_CALLS: "1" } } : {}),
+    },
   ).catch((error: { stderr?: string; message: string }) => {
     throw new Error(
       `go-snapshot-cycles cycles ${address}: ${error.stderr?.trim() || error.message}`,
     );
   });
   const line = stdout.trim().split("\n").at(-1) ?? "";
-  const parsed = JSON.parse(line) as { cyclesPerSecond?: unknown };
+  const parsed = JSON.parse(line) as {
+    cyclesPerSecond?: unknown;
+    calls?: Record<string, CallLatency>;
+  };
   if (typeof parsed.cyclesPerSecond !== "number") {
     throw new Error(`go-snapshot-cycles printed no rate: ${line.slice(0, 200)}`);
   }
-  return parsed.cyclesPerSecond;
+  return {
+    rate: parsed.cyclesPerSecond,
+    ...(calls && parsed.calls ? { calls: parsed.calls } : {}),
+  };
 }
+
+const ms = (value: number) => value.toFixed(2);
 
 export async function benchProxyCycles(
   progress: (line: string) => void,
@@ -117,9 +188,14 @@ export async function benchProxyCycles(
   progress("proxy cycles: building go-snapshot-cycles (GOPATH mode, Debian's containerd 1.6)");
   const binary = await buildGoProgram(source, "go-snapshot-cycles");
   const rounds = options.rounds ?? Number(process.env.BENCH_PROXY_ROUNDS ?? 2);
+  const calls = process.env.BENCH_PROXY_CALLS === "1";
+  const metricsPort = calls ? await freePort() : undefined;
   const daemon = await startDaemonProcess({
     mountMode: "hardlink",
     logLevel: "warn",
+    ...(metricsPort === undefined
+      ? {}
+      : { extraConfig: `metrics_address = "127.0.0.1:${metricsPort}"\n` }),
     ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}),
   });
   let overlay: ProxyServer | undefined;
@@ -134,16 +210,35 @@ export async function benchProxyCycles(
       const reference: number[] = [];
       for (let round = 0; round < rounds; round++) {
         const prefix = `c${concurrency}-r${round}`;
-        const measure = async (which: "ours" | "go") =>
-          (which === "ours" ? ours : reference).push(
-            await goCycles(
-              binary,
-              which === "ours" ? daemon.address : overlay!.address,
-              concurrency,
-              total,
-              `${prefix}-${which}`,
-            ),
+        const measure = async (which: "ours" | "go") => {
+          const before = metricsPort !== undefined && which === "ours";
+          const metricsBefore = before ? await daemonDurations(metricsPort) : undefined;
+          const result = await goCyclesTimed(
+            binary,
+            which === "ours" ? daemon.address : overlay!.address,
+            concurrency,
+            total,
+            `${prefix}-${which}`,
+            calls,
           );
+          (which === "ours" ? ours : reference).push(result.rate);
+          if (result.calls) {
+            const server =
+              metricsBefore === undefined ? undefined : await daemonDurations(metricsPort!);
+            for (const [call, latency] of Object.entries(result.calls)) {
+              const method = call.replace(/\(.*\)$/, "");
+              const after = server?.get(method);
+              const earlier = metricsBefore?.get(method) ?? { sum: 0, count: 0 };
+              const own =
+                after && after.count > earlier.count
+                  ? `, daemon's own mean ${ms((1000 * (after.sum - earlier.sum)) / (after.count - earlier.count))}`
+                  : "";
+              progress(
+                `proxy calls, ${which === "ours" ? "nix-snapshotter" : "Go overlay"}, concurrency ${concurrency}, round ${round + 1}, ${call}: p50 ${ms(latency.p50)} p90 ${ms(latency.p90)} p99 ${ms(latency.p99)} mean ${ms(latency.mean)} ms (client)${own}`,
+              );
+            }
+          }
+        };
         // Alternate the order: the machine's load drifts during a run.
         for (const which of round % 2 === 0
           ? (["ours", "go"] as const)

@@ -9,6 +9,10 @@
 //	    containerd does: one gRPC connection, `concurrency` workers, `total` cycles of
 //	    Prepare + Mounts + Commit + View + Stat + Remove(view) + Remove(committed), after 5
 //	    warm-up cycles. Prints one JSON line: {"cycles": n, "seconds": s, "cyclesPerSecond": r}.
+//	    With GO_SNAPSHOT_CYCLES_CALLS=1 the line also has "calls": for each of the seven calls
+//	    (Remove split into Remove(view) and Remove(committed)) and the whole cycle, the client's
+//	    latency in milliseconds over the timed cycles, {"n", "mean", "p50", "p90", "p99"},
+//	    measured around each proxy call (so it includes the client's own encoding and gRPC path).
 package main
 
 import (
@@ -18,6 +22,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -62,38 +67,92 @@ func serve(root, socket string) {
 	os.Remove(socket)
 }
 
-func cycle(ctx context.Context, sn snapshots.Snapshotter, id string) error {
+// The calls of a cycle in order, as named in the "calls" output; the last entry is the cycle.
+var callNames = []string{"Prepare", "Mounts", "Commit", "View", "Stat", "Remove(view)", "Remove(committed)", "cycle"}
+
+// cycle runs one cycle; with times non-nil it stores each call's duration (and the cycle's, last)
+// in times, indexed as callNames.
+func cycle(ctx context.Context, sn snapshots.Snapshotter, id string, times []time.Duration) error {
 	key, name, view := "active-"+id, "committed-"+id, "view-"+id
+	began := time.Now()
+	last := began
+	mark := func(call int) {
+		if times != nil {
+			now := time.Now()
+			times[call] = now.Sub(last)
+			last = now
+		}
+	}
 	if _, err := sn.Prepare(ctx, key, ""); err != nil {
 		return fmt.Errorf("prepare %s: %w", key, err)
 	}
+	mark(0)
 	mounts, err := sn.Mounts(ctx, key)
 	if err != nil {
 		return fmt.Errorf("mounts %s: %w", key, err)
 	}
+	mark(1)
 	if len(mounts) == 0 {
 		return fmt.Errorf("mounts %s: none", key)
 	}
+	last = time.Now()
 	if err := sn.Commit(ctx, name, key); err != nil {
 		return fmt.Errorf("commit %s: %w", name, err)
 	}
+	mark(2)
 	if _, err := sn.View(ctx, view, name); err != nil {
 		return fmt.Errorf("view %s: %w", view, err)
 	}
+	mark(3)
 	info, err := sn.Stat(ctx, name)
 	if err != nil {
 		return fmt.Errorf("stat %s: %w", name, err)
 	}
+	mark(4)
 	if info.Name != name {
 		return fmt.Errorf("stat %s: named %q", name, info.Name)
 	}
+	last = time.Now()
 	if err := sn.Remove(ctx, view); err != nil {
 		return fmt.Errorf("remove %s: %w", view, err)
 	}
+	mark(5)
 	if err := sn.Remove(ctx, name); err != nil {
 		return fmt.Errorf("remove %s: %w", name, err)
 	}
+	mark(6)
+	if times != nil {
+		times[7] = time.Since(began)
+	}
 	return nil
+}
+
+// summary gives n, mean, p50, p90 and p99 in milliseconds (nearest rank) of the durations.
+func summary(durations []time.Duration) map[string]float64 {
+	if len(durations) == 0 {
+		return map[string]float64{"n": 0}
+	}
+	sorted := append([]time.Duration(nil), durations...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	var sum time.Duration
+	for _, d := range sorted {
+		sum += d
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	rank := func(q float64) time.Duration {
+		i := int(q*float64(len(sorted))+0.999999) - 1
+		if i < 0 {
+			i = 0
+		}
+		return sorted[i]
+	}
+	return map[string]float64{
+		"n":    float64(len(sorted)),
+		"mean": ms(sum / time.Duration(len(sorted))),
+		"p50":  ms(rank(0.5)),
+		"p90":  ms(rank(0.9)),
+		"p99":  ms(rank(0.99)),
+	}
 }
 
 func cycles(socket string, concurrency, total int, prefix string) {
@@ -116,8 +175,17 @@ func cycles(socket string, concurrency, total int, prefix string) {
 	sn := proxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), "bench")
 	ctx := namespaces.WithNamespace(context.Background(), "bench")
 	for i := 0; i < 5; i++ {
-		if err := cycle(ctx, sn, fmt.Sprintf("%s-warm-%d", prefix, i)); err != nil {
+		if err := cycle(ctx, sn, fmt.Sprintf("%s-warm-%d", prefix, i), nil); err != nil {
 			fail(err)
+		}
+	}
+	timed := os.Getenv("GO_SNAPSHOT_CYCLES_CALLS") == "1"
+	// One row of durations per timed cycle, written only by the worker that ran it.
+	var times [][]time.Duration
+	if timed {
+		times = make([][]time.Duration, total)
+		for i := range times {
+			times[i] = make([]time.Duration, len(callNames))
 		}
 	}
 	var next int64 = -1
@@ -133,7 +201,11 @@ func cycles(socket string, concurrency, total int, prefix string) {
 				if i >= int64(total) || failure.Load() != nil {
 					return
 				}
-				if err := cycle(ctx, sn, fmt.Sprintf("%s-%d", prefix, i)); err != nil {
+				var row []time.Duration
+				if timed {
+					row = times[i]
+				}
+				if err := cycle(ctx, sn, fmt.Sprintf("%s-%d", prefix, i), row); err != nil {
 					failure.Store(err)
 					return
 				}
@@ -145,11 +217,23 @@ func cycles(socket string, concurrency, total int, prefix string) {
 	if err, ok := failure.Load().(error); ok {
 		fail(err)
 	}
-	out, _ := json.Marshal(map[string]float64{
+	result := map[string]interface{}{
 		"cycles":          float64(total),
 		"seconds":         seconds,
 		"cyclesPerSecond": float64(total) / seconds,
-	})
+	}
+	if timed {
+		calls := map[string]interface{}{}
+		for call, name := range callNames {
+			column := make([]time.Duration, total)
+			for i := range times {
+				column[i] = times[i][call]
+			}
+			calls[name] = summary(column)
+		}
+		result["calls"] = calls
+	}
+	out, _ := json.Marshal(result)
 	fmt.Println(string(out))
 }
 
