@@ -16,12 +16,12 @@
  * stream's headers to the encoded answer), printed after each run.
  */
 import { execFile, spawn } from "node:child_process";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { buildGoProgram, goProgramsUnavailable } from "@nix-snapshotter/snapshotter/testing";
 import { startDaemonProcess } from "nix-snapshotter/testing";
-import { type Figure, median, repositoryRoot, workDirectory } from "./harness.js";
+import { type Figure, freePort, median, repositoryRoot, workDirectory } from "./harness.js";
 
 const execFileAsync = promisify(execFile);
 
@@ -94,22 +94,6 @@ export interface CallLatency {
   p50: number;
   p90: number;
   p99: number;
-}
-
-/** A loopback TCP port free a moment ago. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === "object" && address !== null
-          ? resolve(address.port)
-          : reject(new Error("no port")),
-      );
-    });
-  });
 }
 
 /** Sum (seconds) and count of the daemon's request-duration histogram, by method (all codes). */

@@ -14,19 +14,11 @@ import { promisify } from "node:util";
 import { startContainerd } from "@nix-snapshotter/containerd-client/testing";
 import { buildImage, writeImageArchive } from "@nix-snapshotter/image-builder";
 import { createNixFixtures } from "@nix-snapshotter/nix-store/testing";
-import { type Figure, layeredArchive, workDirectory } from "./harness.js";
+import { type Figure, freePort, layeredArchive, workDirectory } from "./harness.js";
 
 const execFileAsync = promisify(execFile);
 
 export const registrySection = "Bytes pulled from the registry";
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 /** A forwarding proxy to 127.0.0.1:`target` that counts the bytes of response bodies. */
 async function countingProxy(target: number): Promise<{

@@ -22,7 +22,6 @@
  */
 import { execFile } from "node:child_process";
 import { copyFile, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { promisify } from "node:util";
@@ -34,6 +33,7 @@ import { buildGoProgram } from "@nix-snapshotter/snapshotter/testing";
 import { type DaemonProcess, startDaemonProcess } from "nix-snapshotter/testing";
 import {
   addClosureInfo,
+  freePort,
   layeredArchive,
   median,
   repositoryRoot,
@@ -49,22 +49,6 @@ const forms = ["per-path", "closure", "both"] as const satisfies readonly Annota
 /** Each form's images live in their own daemon, a proxy snapshotter of its own. */
 function snapshotterOf(variant: (typeof forms)[number] | "layered"): string {
   return variant === "layered" ? "overlayfs" : `nix-${variant}`;
-}
-
-/** A loopback TCP port free a moment ago. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === "object" && address !== null
-          ? resolve(address.port)
-          : reject(new Error("no port")),
-      );
-    });
-  });
 }
 
 export interface FormsPoint {
