@@ -8,12 +8,12 @@ import { createHealthService } from "@nix-snapshotter/snapshotter";
 import { pino } from "pino";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
-  boundStatus,
   type GrpcServer,
   listenGrpc,
   maxReceiveMessageBytes,
   maxStatusMessageLength,
 } from "./grpc-server.js";
+import { errorStatus } from "./grpc-wire.js";
 import { unixGrpcTransport } from "./testing/daemon-process.js";
 import { envelope, rawCall } from "./testing/raw-grpc.js";
 
@@ -116,10 +116,9 @@ describe("the daemon's gRPC server bounds what it reads and what it answers", ()
   });
 
   it("cuts long status messages: a 1 MiB one is a normal, small status", async () => {
-    const bound = boundStatus({
-      "grpc-status": "3",
-      "grpc-message": encodeURIComponent(`reference "nix:0/${"a".repeat(MiB)}": invalid`),
-    });
+    const bound = errorStatus(
+      new ConnectError(`reference "nix:0/${"a".repeat(MiB)}": invalid`, Code.InvalidArgument),
+    );
     const message = decodeURIComponent(String(bound["grpc-message"]));
     expect(message.length).toBeLessThan(maxStatusMessageLength + 64);
     expect(message).toContain(

@@ -40,7 +40,6 @@ import {
 } from "./grpc-wire.js";
 
 export {
-  boundStatus,
   maxReceiveMessageBytes,
   maxStatusMessageLength,
 } from "./grpc-wire.js";

@@ -29,30 +29,6 @@ export const maxStatusMessageLength = 1024;
 /** Prefix of the message of a request that protobuf cannot decode (InvalidArgument). */
 export const malformedRequestPrefix = "malformed request message: ";
 
-const grpcStatusInternal = "13";
-const grpcStatusInvalidArgument = "3";
-
-/**
- * `grpc-status` / `grpc-message` as sent: a parse failure reported as Internal ("parse binary:
- * ...", connect's wording) becomes InvalidArgument, long messages are cut.
- */
-export function boundStatus(headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
-  const encoded = headers["grpc-message"];
-  if (typeof encoded !== "string") return headers;
-  let message: string;
-  try {
-    message = decodeURIComponent(encoded);
-  } catch {
-    message = encoded;
-  }
-  let status = headers["grpc-status"];
-  if (String(status) === grpcStatusInternal && message.startsWith("parse binary:")) {
-    status = grpcStatusInvalidArgument;
-    message = `${malformedRequestPrefix}${message.slice("parse binary:".length).trim()}`;
-  }
-  return { ...headers, "grpc-status": status, "grpc-message": encodeStatusMessage(message) };
-}
-
 /** A status message cut to {@link maxStatusMessageLength} characters, percent-encoded. */
 export function encodeStatusMessage(message: string): string {
   const cut =
