@@ -55,6 +55,10 @@ const childSource = `
     await s.prepare("kept-key", "", { labels: labels(${JSON.stringify(paths.slice(1))}) });
     await s.commit("kept", "kept-key");
     await s.prepare("container", "kept");
+  } else if (phase === "act-container") {
+    // A snapshot without roots: its directory is deleted after the answer.
+    await s.remove("container");
+    console.error("removed: answered");
   } else {
     await s.prepare("new", "base", { labels: labels(${JSON.stringify(paths)}) });
     await s.commit("c-new", "new");
@@ -64,7 +68,7 @@ const childSource = `
   console.log("done");
 `;
 
-async function runChild(phase: "setup" | "act", crashPoint?: string) {
+async function runChild(phase: "setup" | "act" | "act-container", crashPoint?: string) {
   const env = { ...process.env };
   if (crashPoint === undefined) delete env[crashPointEnv];
   else env[crashPointEnv] = crashPoint;
@@ -89,6 +93,8 @@ const points = [
   { point: "remove:committed", state: "removed" },
   { point: "remove:durable", state: "removed" },
   { point: "remove:deleted", state: "removed" },
+  // After the answer to a Remove of a snapshot without roots, before its directory goes.
+  { point: "remove:answered", state: "container-removed", act: "act-container" },
   { point: "gc-roots:remove:renamed", state: "removed", leftover: "removing" },
 ] as const;
 
@@ -96,9 +102,14 @@ describe("kill -9 at each step of Prepare, Commit, Remove and of GC root creatio
   it.each(points)("$point leaves the old or the new state, and exactly its roots", async (row) => {
     const setup = await runChild("setup");
     expect(setup, setup.stderr).toMatchObject({ code: 0, signal: null });
-    const crashed = await runChild("act", row.point);
+    const crashed = await runChild("act" in row ? row.act : "act", row.point);
     // The child reached the step and died there.
     expect(crashed.signal, crashed.stderr).toBe("SIGKILL");
+    if (row.state === "container-removed") {
+      // Killed after the Remove was answered, with the directory still there.
+      expect(crashed.stderr).toContain("removed: answered");
+      expect(await readdir(join(root, "snapshots"))).toHaveLength(4);
+    }
     const roots = createGcRoots(gcRootsDir);
     if ("leftover" in row) {
       expect((await roots.leftovers()).map((leftover) => leftover.state)).toEqual([row.leftover]);
@@ -121,6 +132,7 @@ describe("kill -9 at each step of Prepare, Commit, Remove and of GC root creatio
         container: Kind.Active,
       };
       if (row.state === "prepared") expected.new = Kind.Active;
+      if (row.state === "container-removed") delete expected.container;
       if (row.state === "removed") {
         delete expected.old;
         expected["c-new"] = Kind.Committed;
@@ -160,11 +172,13 @@ describe("kill -9 at each step of Prepare, Commit, Remove and of GC root creatio
 
       // And it keeps working: the interrupted change can be made again.
       if (row.state !== "removed") {
-        if (row.state === "before") await s.prepare("new", "base");
+        if (row.state === "before" || row.state === "container-removed") {
+          await s.prepare("new", "base");
+        }
         await s.commit("c-new", "new");
         await s.remove("old");
       }
-      await s.remove("container");
+      if (row.state !== "container-removed") await s.remove("container");
       await s.remove("kept");
       await s.remove("c-new");
       expect(await roots.owners()).toEqual([]);
@@ -176,5 +190,6 @@ describe("kill -9 at each step of Prepare, Commit, Remove and of GC root creatio
   it("completes without a crash point (the child's steps run to the end)", async () => {
     expect(await runChild("setup")).toMatchObject({ code: 0, signal: null });
     expect(await runChild("act")).toMatchObject({ code: 0, signal: null });
+    expect(await runChild("act-container")).toMatchObject({ code: 0, signal: null });
   });
 });

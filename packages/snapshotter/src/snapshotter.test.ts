@@ -16,6 +16,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { nanosecondsOf, nowNanoseconds } from "./clock.js";
 import { ErrorCode, SnapshotterError } from "./errors.js";
 import { nixClosureLabel, nixLayerLabel, nixStorePathLabelPrefix } from "./nix-labels.js";
+import { OverlayFilesystem } from "./overlay-filesystem.js";
 import { createSnapshotter } from "./snapshotter.js";
 import { MetadataStore } from "./storage/metastore.js";
 import { FakeNixStore, FakeNixStoreError } from "./testing/fake-nix-store.js";
@@ -141,6 +142,8 @@ describe("containerd semantics", () => {
     await s.remove("v");
     await s.remove("base");
     expect(await code(s.remove("base"))).toBe(ErrorCode.NotFound);
+    // The directories go after the answers; Cleanup waits for them.
+    await s.cleanup();
     expect(await readdir(join(root, "snapshots"))).toEqual([]);
   });
 
@@ -350,6 +353,45 @@ describe("acknowledgement after the sync (group commit)", () => {
     } finally {
       await syncs.releaseAll();
       syncs.restore();
+    }
+  });
+
+  it("deletes a removed snapshot's directory after the answer; Cleanup and close wait for it", async () => {
+    const s = await make("none");
+    await s.prepare("a", "");
+    await s.view("v", "");
+    const before = (await readdir(join(root, "snapshots"))).sort();
+    expect(before).toHaveLength(2);
+    const held: Array<() => void> = [];
+    const original = OverlayFilesystem.prototype.removeDirectory;
+    const spy = vi
+      .spyOn(OverlayFilesystem.prototype, "removeDirectory")
+      .mockImplementation(async function (this: OverlayFilesystem, ...args) {
+        await new Promise<void>((resolve) => held.push(resolve));
+        return original.apply(this, args);
+      });
+    try {
+      // Both answered while their directories are still there (the deletions are held).
+      await s.remove("a");
+      await s.remove("v");
+      expect(await code(s.stat("a"))).toBe(ErrorCode.NotFound);
+      await vi.waitFor(() => expect(held).toHaveLength(2), { timeout: 20_000 });
+      expect((await readdir(join(root, "snapshots"))).sort()).toEqual(before);
+      // Cleanup meanwhile neither claims nor deletes them (no rm-* name, no double delete): it
+      // waits for the deletions, and so does close().
+      const cleanup = tracked(s.cleanup());
+      const close = tracked(s.close());
+      await settle();
+      expect(cleanup.done || close.done).toBe(false);
+      expect((await readdir(join(root, "snapshots"))).sort()).toEqual(before);
+      for (const release of held.splice(0)) release();
+      await cleanup.promise;
+      await close.promise;
+      expect(await readdir(join(root, "snapshots"))).toEqual([]);
+      expect(spy).toHaveBeenCalledTimes(2);
+    } finally {
+      for (const release of held.splice(0)) release();
+      spy.mockRestore();
     }
   });
 

@@ -63,6 +63,8 @@ class OverlaySnapshotter implements Snapshotter {
   /** Snapshot ids that in-flight calls own (Cleanup skips their directories and roots). */
   private readonly busyIds = new Set<number>();
   private readonly pending = new Set<Promise<unknown>>();
+  /** Directory deletions of removed snapshots that run after their Remove was answered. */
+  private readonly deletions = new Set<Promise<void>>();
   private closed = false;
 
   private readonly root: string;
@@ -189,11 +191,33 @@ class OverlaySnapshotter implements Snapshotter {
   }
 
   prepare(key: string, parent: string, options: SnapshotOptions = {}): Promise<Mount[]> {
-    return this.run(() => this.createSnapshot(Kind.Active, key, parent, options));
+    return this.run(() => this.createAfterDeletions(Kind.Active, key, parent, options));
   }
 
   view(key: string, parent: string, options: SnapshotOptions = {}): Promise<Mount[]> {
-    return this.run(() => this.createSnapshot(Kind.View, key, parent, options));
+    return this.run(() => this.createAfterDeletions(Kind.View, key, parent, options));
+  }
+
+  /**
+   * {@link createSnapshot}, once more if it ran out of space while removed snapshots' directories
+   * were still being deleted (a failed creation leaves nothing behind): the space a Remove frees
+   * counts as free once it is answered.
+   */
+  private async createAfterDeletions(
+    kind: typeof Kind.Active | typeof Kind.View,
+    key: string,
+    parent: string,
+    options: SnapshotOptions,
+  ): Promise<Mount[]> {
+    try {
+      return await this.createSnapshot(kind, key, parent, options);
+    } catch (error) {
+      if (!SnapshotterError.is(error, ErrorCode.ResourceExhausted) || this.deletions.size === 0) {
+        throw error;
+      }
+      await this.deletionsDone();
+      return this.createSnapshot(kind, key, parent, options);
+    }
   }
 
   private async createSnapshot(
@@ -324,6 +348,7 @@ class OverlaySnapshotter implements Snapshotter {
         return removed;
       };
       let record: SnapshotHeader;
+      let diskFull = false;
       try {
         record = deleteRow();
       } catch (error) {
@@ -340,25 +365,29 @@ class OverlaySnapshotter implements Snapshotter {
         } catch (again) {
           throw SnapshotterError.from(again, `removing snapshot "${key}"`);
         }
+        diskFull = true;
       }
+      const hasRoots = record.hasNixPaths || Boolean(record.nixClosure);
+      let handedOver = false;
       try {
         this.layers.forget(record.id);
         crashAt("remove:committed");
+        // A snapshot without GC roots (containers, views, ordinary layers) is deleted after the
+        // answer, off its path; a nix layer (its roots released after its directory, as below)
+        // and a Remove that freed space on a full disk are deleted before it.
+        // docs/decisions/2026-12-06-deferred-directory-work.md
+        if (!hasRoots && !diskFull) {
+          this.deleteAfterAnswer(record, key);
+          handedOver = true;
+          return;
+        }
         // Commit, then delete, across power loss too: the files go once the deletion is durable.
         await this.store.durable();
         // The id is held since the commit: Cleanup leaves the directory alone meanwhile, and a
         // kill part way leaves an orphan that Cleanup removes (no rename to claim it first).
         crashAt("remove:durable");
-        try {
-          await this.filesystem.removeDirectory(record.id, record.kind, this.alone());
-        } catch (error) {
-          this.logger.warn(
-            { err: error, key },
-            "removing snapshot directory failed (Cleanup retries)",
-          );
-        }
-        crashAt("remove:deleted");
-        if (record.hasNixPaths || record.nixClosure) {
+        await this.deleteDirectory(record, key, this.alone());
+        if (hasRoots) {
           await this.layers
             .removeRoots(record.id)
             .catch((error: unknown) =>
@@ -366,10 +395,50 @@ class OverlaySnapshotter implements Snapshotter {
             );
         }
       } finally {
-        this.busyIds.delete(record.id);
+        if (!handedOver) this.busyIds.delete(record.id);
       }
       await this.reserve.ensure();
     });
+  }
+
+  /** Deletes a removed snapshot's directory; a failure is logged (Cleanup retries). */
+  private async deleteDirectory(record: SnapshotHeader, key: string, alone: boolean) {
+    try {
+      await this.filesystem.removeDirectory(record.id, record.kind, alone);
+    } catch (error) {
+      this.logger.warn({ err: error, key }, "removing snapshot directory failed (Cleanup retries)");
+    }
+    crashAt("remove:deleted");
+  }
+
+  /**
+   * Deletes the directory of removed snapshot `record` once its row's deletion is durable, after
+   * the Remove is answered (the answer waits for the same sync, then this waits one more turn
+   * of the event loop), through libuv's pool so the event loop serves the next call meanwhile.
+   * The id stays held until the directory is gone: Cleanup leaves it alone and waits for it, and
+   * close() waits for it. A kill before it ends leaves an orphan that the next Cleanup removes;
+   * a failed sync (the Remove answers an error) leaves the directory to Cleanup too.
+   */
+  private deleteAfterAnswer(record: SnapshotHeader, key: string): void {
+    const deletion = this.store
+      .durable()
+      .then(
+        async () => {
+          await new Promise<void>((resolve) => setImmediate(resolve));
+          crashAt("remove:answered");
+          await this.deleteDirectory(record, key, false);
+        },
+        () => undefined,
+      )
+      .finally(() => this.busyIds.delete(record.id))
+      .then(() => this.reserve.ensure());
+    this.deletions.add(deletion);
+    void deletion.finally(() => this.deletions.delete(deletion));
+  }
+
+  /** Waits for the deletions of removed snapshots started so far. */
+  private async deletionsDone(): Promise<void> {
+    while (this.deletions.size > 0) await Promise.allSettled([...this.deletions]);
   }
 
   /** Writes the space reserve if it is missing (no error: without room, it waits for later). */
@@ -409,6 +478,9 @@ class OverlaySnapshotter implements Snapshotter {
 
   cleanup(): Promise<void> {
     return this.run(async () => {
+      // Removed snapshots' directories still being deleted go first (their ids are held, so
+      // Cleanup would skip them anyway): once Cleanup returns, no orphan is left.
+      await this.deletionsDone();
       // A row is absent for good only once its deletion is durable (Remove holds its id until).
       await this.store.durable();
       await this.filesystem.removeOrphanedDirectories((id) => this.owned(id), this.logger);
@@ -440,6 +512,7 @@ class OverlaySnapshotter implements Snapshotter {
     if (this.closed) return;
     this.closed = true;
     await Promise.allSettled([...this.pending]);
+    await this.deletionsDone();
     this.store.close();
   }
 
