@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { encodeFields, type Field, HpackDecoder, HpackError, huffmanDecode } from "./hpack.js";
+import { encodeFields, type Field, HpackDecoder, HpackError } from "./hpack.js";
 
 /** The examples of RFC 7541 Appendix C, and the decoder's bounds. */
 

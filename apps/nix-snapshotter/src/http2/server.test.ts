@@ -29,7 +29,12 @@ interface Frame {
   payload: Buffer;
 }
 
-function frame(type: number, flags: number, stream: number, payload = Buffer.alloc(0)): Buffer {
+function frame(
+  type: number,
+  flags: number,
+  stream: number,
+  payload: Uint8Array = Buffer.alloc(0),
+): Buffer {
   const header = Buffer.alloc(9);
   header.writeUIntBE(payload.byteLength, 0, 3);
   header[3] = type;
@@ -112,7 +117,7 @@ class Peer {
     return peer;
   }
 
-  send(...chunks: Buffer[]): void {
+  send(...chunks: Uint8Array[]): void {
     if (!this.socket.destroyed) this.socket.write(Buffer.concat(chunks));
   }
 
@@ -264,7 +269,7 @@ describe("the HTTP/2 transport", () => {
   });
 
   it("answers protocol violations with GOAWAY and closes", async () => {
-    const cases: Array<[string, Buffer[], number]> = [
+    const cases: Array<[string, Uint8Array[], number]> = [
       [
         "first frame not SETTINGS",
         [preface, frame(PING, 0, 0, Buffer.alloc(8))],
@@ -442,7 +447,7 @@ describe("the HTTP/2 transport", () => {
 
   it("refuses streams beyond MAX_CONCURRENT_STREAMS with REFUSED_STREAM", async () => {
     const peer = await open();
-    const chunks: Buffer[] = [];
+    const chunks: Uint8Array[] = [];
     for (let i = 0; i <= limits.maxConcurrentStreams; i++) {
       chunks.push(frame(HEADERS, 4, 1 + 2 * i, requestBlock("/hold")));
     }
@@ -467,7 +472,7 @@ describe("the HTTP/2 transport", () => {
     expect(canceled).toContain(stream);
 
     const flood = await open();
-    const chunks: Buffer[] = [];
+    const chunks: Uint8Array[] = [];
     for (let i = 0; i < 2000; i++) {
       const id = 1 + 2 * i;
       chunks.push(frame(HEADERS, 4, id, requestBlock("/hold")), frame(RST_STREAM, 0, id, u32(8)));
