@@ -544,8 +544,20 @@ export class Connection {
     } finally {
       this.receiving = false;
     }
-    this.flush();
+    // What reading queued (PING and SETTINGS ACKs, WINDOW_UPDATEs, refusals) goes out after the
+    // calls it started had their turn in this loop iteration: an answer ready by then (a call
+    // that needs no I/O) shares its write.
+    if (this.out.length > 0 && !this.flushQueued) {
+      this.flushQueued = true;
+      setImmediate(this.deferredFlush);
+    }
   }
+
+  private flushQueued = false;
+  private readonly deferredFlush = () => {
+    this.flushQueued = false;
+    this.flush();
+  };
 
   /** GOAWAY with `code`, then the socket is closed. */
   private fatal(code: number, message: string): void {
