@@ -432,6 +432,24 @@ describe("the HTTP/2 transport", () => {
         [":path", "/echo"],
         ["te", "gzip"],
       ],
+      [
+        [":method", "POST"],
+        [":scheme", "http"],
+        [":path", "/echo"],
+        ["x", "a\r\nb: c"],
+      ],
+      [
+        [":method", "POST"],
+        [":scheme", "http"],
+        [":path", "/echo"],
+        ["a b", "c"],
+      ],
+      [
+        [":method", "POST"],
+        [":scheme", "http"],
+        [":path", "/echo"],
+        ["x", " padded"],
+      ],
     ];
     let id = 1;
     for (const fields of malformed) {
@@ -483,11 +501,29 @@ describe("the HTTP/2 transport", () => {
 
   it("ends PING and SETTINGS floods with ENHANCE_YOUR_CALM", async () => {
     const pings = await open();
-    pings.send(...Array.from({ length: 5000 }, () => frame(PING, 0, 0, Buffer.alloc(8))));
+    pings.send(...Array.from({ length: 30_000 }, () => frame(PING, 0, 0, Buffer.alloc(8))));
     expect(await pings.goaway()).toBe(ErrorCode.ENHANCE_YOUR_CALM);
     const settingsFlood = await open();
-    settingsFlood.send(...Array.from({ length: 5000 }, () => settings([[1, 4096]])));
+    settingsFlood.send(...Array.from({ length: 30_000 }, () => settings([[1, 4096]])));
     expect(await settingsFlood.goaway()).toBe(ErrorCode.ENHANCE_YOUR_CALM);
+  });
+
+  it("drops a client that does not read what it asked for", async () => {
+    limits.controlBurst = 1e9;
+    limits.maxSocketBacklog = 64 * 1024;
+    const peer = await open();
+    peer.socket.pause();
+    // 40,000 PINGs: 680 KB of ACKs, more than the socket buffers and the backlog bound hold.
+    const pings = frame(PING, 0, 0, Buffer.alloc(8));
+    for (let i = 0; i < 40; i++) peer.send(...Array.from({ length: 1000 }, () => pings));
+    await peer.closed;
+    expect(peer.ended).toBe(true);
+  });
+
+  it("answers a HEADERS frame shorter than its PRIORITY fields with FRAME_SIZE_ERROR", async () => {
+    const peer = await open();
+    peer.send(frame(HEADERS, 0x24, 1, Buffer.alloc(3)));
+    expect(await peer.goaway()).toBe(ErrorCode.FRAME_SIZE_ERROR);
   });
 
   it("ends a connection sending DATA beyond the stream window with FLOW_CONTROL_ERROR", async () => {

@@ -89,9 +89,13 @@ export const limits = {
   resetBurst: 200,
   /** ...refilled at this rate per second, beyond which: GOAWAY ENHANCE_YOUR_CALM. */
   resetsPerSecond: 100,
-  /** PING and SETTINGS frames: the same kind of budget. */
-  controlBurst: 1000,
-  controlPerSecond: 1000,
+  /**
+   * PING and SETTINGS frames: the same kind of budget. grpc-go pings once per answer it reads
+   * (its bandwidth estimator) while no ping is outstanding: thousands a second from a busy
+   * client are legitimate.
+   */
+  controlBurst: 10_000,
+  controlPerSecond: 10_000,
 };
 
 /** Request headers as node:http2 gives them: one string per name (repeats joined by ", "). */
@@ -252,6 +256,11 @@ const connectionSpecific = new Set([
   "upgrade",
 ]);
 
+/** A field name: a lowercase token, or a pseudo-header's (RFC 9113 8.2.1). */
+const fieldName = /^:?[a-z0-9!#$%&'*+\-.^_`|~]+$/;
+/** A field value: no NUL, CR or LF, no leading or trailing whitespace (RFC 9113 8.2.1). */
+const fieldValue = /^(?![ \t])[^\0\r\n]*(?<![ \t])$/;
+
 /**
  * The request's fields as {@link RequestHeaders}, or undefined when malformed (RFC 9113 8.2,
  * 8.3.1): uppercase names, pseudo-headers after fields, unknown or repeated pseudo-headers,
@@ -261,7 +270,7 @@ function requestHeaders(fields: Field[]): RequestHeaders | undefined {
   const headers: RequestHeaders = Object.create(null);
   let regular = false;
   for (const [name, value] of fields) {
-    if (name.length === 0 || name !== name.toLowerCase()) return undefined;
+    if (!fieldName.test(name) || !fieldValue.test(value)) return undefined;
     if (name.startsWith(":")) {
       if (regular || !requestPseudo.has(name) || name in headers) return undefined;
       headers[name] = value;
@@ -738,6 +747,10 @@ export class Connection {
 
   private onHeaders(flags: number, id: number, payload: Buffer): void {
     if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS on stream 0");
+    const minimum = ((flags & PADDED) !== 0 ? 1 : 0) + ((flags & PRIORITY_FLAG) !== 0 ? 5 : 0);
+    if (payload.byteLength < minimum) {
+      throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "HEADERS shorter than its fields");
+    }
     const fragment = this.unpad(flags, payload, (flags & PRIORITY_FLAG) !== 0 ? 5 : 0);
     if ((flags & PRIORITY_FLAG) !== 0) {
       const start = (flags & PADDED) !== 0 ? 1 : 0;
