@@ -154,12 +154,13 @@ function routeTable(register: (router: GrpcRouter) => void): Map<string, Route> 
 /** gRPC's content types for protobuf (no JSON, no gRPC-web). */
 const grpcContentType = /^application\/grpc(?:\+proto)?\s*(?:;|$)/i;
 
-const responseHeaders: OutgoingHttpHeaders = {
+// Frozen: the transport encodes a frozen set of fields once (./http2/server.ts).
+const responseHeaders: OutgoingHttpHeaders = Object.freeze({
   ":status": 200,
   "content-type": "application/grpc",
   "grpc-accept-encoding": acceptedEncodings,
-};
-const okTrailers: OutgoingHttpHeaders = { "grpc-status": "0" };
+});
+const okTrailers: OutgoingHttpHeaders = Object.freeze({ "grpc-status": "0" });
 
 /**
  * A call's HandlerContext, built lazily: the signal, headers and context values exist only when

@@ -229,8 +229,24 @@ export class ServerStream {
   }
 }
 
-/** Header block of `fields`: `:status` first, names lowercased, unsendable fields left out. */
+/** Encoded blocks of frozen field sets (the same answer headers and trailers on every call). */
+const frozenBlocks = new WeakMap<ResponseFields, Buffer>();
+
+/**
+ * Header block of `fields`: `:status` first, names lowercased, unsendable fields left out. A
+ * frozen object is encoded once.
+ */
 function headerBlock(fields: ResponseFields): Buffer {
+  if (!Object.isFrozen(fields)) return encodeBlock(fields);
+  let block = frozenBlocks.get(fields);
+  if (block === undefined) {
+    block = encodeBlock(fields);
+    frozenBlocks.set(fields, block);
+  }
+  return block;
+}
+
+function encodeBlock(fields: ResponseFields): Buffer {
   const list: Array<readonly [string, string]> = [];
   const status = fields[":status"];
   if (status !== undefined) list.push([":status", String(status)]);
