@@ -587,10 +587,14 @@ describe("the HTTP/2 transport", () => {
     expect(goaway!.payload.readUInt32BE(0)).toBe(1);
     expect(goaway!.payload.readUInt32BE(4)).toBe(ErrorCode.NO_ERROR);
     expect(peer.ended).toBe(false);
+    // A request racing the GOAWAY is ignored, its DATA too, without a connection error.
+    peer.send(frame(HEADERS, 4, 3, requestBlock("/echo")), frame(DATA, 1, 3, Buffer.from("x")));
     peer.send(frame(DATA, 1, 1, Buffer.from("late")));
     const data = await peer.next((f) => f.type === DATA && f.stream === 1);
     expect(data!.payload.toString()).toBe("4");
     await peer.closed;
     await closed;
+    expect(peer.frames.filter((f) => f.type === GOAWAY)).toHaveLength(1);
+    expect(peer.frames.filter((f) => f.stream === 3)).toEqual([]);
   });
 });

@@ -334,7 +334,10 @@ export class Connection {
   private readonly streams = new Map<number, ServerStream>();
   /** Streams with queued data waiting for a window. */
   private readonly blocked = new Set<ServerStream>();
+  /** The last stream taken (named in our GOAWAY). */
   private lastStreamId = 0;
+  /** The highest stream id opened by the client, taken or not (streams above it are idle). */
+  private highestStreamId = 0;
   private readonly decoder = new HpackDecoder({ maxTableSize: limits.headerTableSize });
 
   private input: Buffer = Buffer.alloc(0);
@@ -590,9 +593,11 @@ export class Connection {
     this.input = Buffer.alloc(0);
     this.goaway(code, message);
     this.flush();
-    // Nothing more is read; the socket closes once the GOAWAY is written.
+    // Nothing more is read; the socket closes once the GOAWAY is written, or after a second
+    // when the peer does not read it.
     this.closedForInput = true;
     this.socket.end(() => this.socket.destroy());
+    setTimeout(() => this.socket.destroy(), 1000).unref();
   }
 
   private closedForInput = false;
@@ -709,7 +714,7 @@ export class Connection {
 
   private onData(flags: number, id: number, payload: Buffer): void {
     if (id === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
-    if (id > this.lastStreamId) {
+    if (id > this.highestStreamId) {
       throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on an idle stream");
     }
     // The whole frame counts against the windows, padding included (RFC 9113 6.9.1).
@@ -825,13 +830,15 @@ export class Connection {
       return;
     }
     if (id % 2 === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "even stream id");
-    if (id <= this.lastStreamId) {
+    if (id <= this.highestStreamId) {
       // Trailers in flight for a stream we closed are dropped; a new request must take a
       // higher id (RFC 9113 5.1.1).
       if (block.endStream) return;
       throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "stream id not increasing");
     }
-    if (this.goawaySent) return; // After our GOAWAY, new streams are ignored.
+    this.highestStreamId = id;
+    // After our GOAWAY, new streams are ignored (the client retries them elsewhere).
+    if (this.goawaySent) return;
     this.lastStreamId = id;
     if (this.streams.size >= limits.maxConcurrentStreams) {
       this.rst(id, ErrorCode.REFUSED_STREAM);
@@ -853,7 +860,7 @@ export class Connection {
     if (payload.byteLength !== 4) {
       throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM size");
     }
-    if (id > this.lastStreamId) {
+    if (id > this.highestStreamId) {
       throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on an idle stream");
     }
     const stream = this.streams.get(id);
@@ -944,7 +951,7 @@ export class Connection {
       this.queueResume();
       return;
     }
-    if (id > this.lastStreamId) {
+    if (id > this.highestStreamId) {
       throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream");
     }
     const stream = this.streams.get(id);
