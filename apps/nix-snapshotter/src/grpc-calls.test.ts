@@ -128,6 +128,14 @@ describe("the daemon's gRPC server runs calls", () => {
     expect(observed).toContainEqual({ method: "Check", code: undefined });
   });
 
+  it("answers a call whose :authority is the socket's path (Debian's grpc-go 1.33 default)", async () => {
+    const result = await rawCall(address, checkPath, checkRequest("authority"), {
+      headers: { ":authority": address },
+    });
+    expect(result.status).toBe("0");
+    expect(result.messages).toHaveLength(1);
+  });
+
   it("encodes an init shape as the output message", async () => {
     const result = await rawCall(address, checkPath, checkRequest("init"));
     expect(result.status).toBe("0");

@@ -1,13 +1,5 @@
 import { chmod, lstat, mkdir, rm } from "node:fs/promises";
-import {
-  constants,
-  createServer,
-  type Http2Server,
-  type IncomingHttpHeaders,
-  type OutgoingHttpHeaders,
-  type ServerHttp2Session,
-  type ServerHttp2Stream,
-} from "node:http2";
+import type { OutgoingHttpHeaders } from "node:http2";
 import { connect } from "node:net";
 import { dirname } from "node:path";
 import { performance } from "node:perf_hooks";
@@ -38,6 +30,7 @@ import {
   type RequestEncoding,
   UnaryBody,
 } from "./grpc-wire.js";
+import { createHttp2Server, type RequestHeaders, type ServerStream } from "./http2/server.js";
 
 export {
   maxReceiveMessageBytes,
@@ -161,12 +154,13 @@ function routeTable(register: (router: GrpcRouter) => void): Map<string, Route> 
 /** gRPC's content types for protobuf (no JSON, no gRPC-web). */
 const grpcContentType = /^application\/grpc(?:\+proto)?\s*(?:;|$)/i;
 
-const responseHeaders: OutgoingHttpHeaders = {
+// Frozen: the transport encodes a frozen set of fields once (./http2/server.ts).
+const responseHeaders: OutgoingHttpHeaders = Object.freeze({
   ":status": 200,
   "content-type": "application/grpc",
   "grpc-accept-encoding": acceptedEncodings,
-};
-const okTrailers: OutgoingHttpHeaders = { "grpc-status": "0" };
+});
+const okTrailers: OutgoingHttpHeaders = Object.freeze({ "grpc-status": "0" });
 
 /**
  * A call's HandlerContext, built lazily: the signal, headers and context values exist only when
@@ -185,7 +179,7 @@ class CallContext implements HandlerContext {
   constructor(
     readonly service: DescService,
     readonly method: DescMethod,
-    private readonly headers: IncomingHttpHeaders,
+    private readonly headers: RequestHeaders,
     private readonly deadline: number | undefined,
   ) {}
 
@@ -208,9 +202,7 @@ class CallContext implements HandlerContext {
       this.request = new Headers();
       for (const name in this.headers) {
         if (name.startsWith(":")) continue;
-        const value = this.headers[name];
-        if (Array.isArray(value)) for (const item of value) this.request.append(name, item);
-        else if (value !== undefined) this.request.set(name, value);
+        this.request.set(name, this.headers[name]!);
       }
     }
     return this.request;
@@ -263,11 +255,10 @@ const maxTimerMs = 2 ** 31 - 1;
 class Call {
   done = false;
   private timer: NodeJS.Timeout | undefined;
-  private trailers: OutgoingHttpHeaders = okTrailers;
   private readonly start = performance.now();
 
   constructor(
-    private readonly stream: ServerHttp2Stream,
+    private readonly stream: ServerStream,
     private readonly route: Route,
     private readonly context: CallContext,
     private readonly observe: CallObserver | undefined,
@@ -306,30 +297,21 @@ class Call {
     if (this.done) return;
     this.end(error.code);
     const { stream } = this;
-    if (stream.destroyed || stream.closed) return;
+    if (stream.closed) return;
     const status = this.context.trailersToSend(errorStatus(error));
-    if (!stream.headersSent) {
-      stream.respond({ ...responseHeaders, ...status }, { endStream: true });
-      // The rest of a refused request is not read: the stream is reset after the status.
-      if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
-    } else {
-      this.trailers = status;
-      stream.end();
-    }
+    // Trailers-only when nothing was sent yet; the rest of a refused request is not read (the
+    // transport resets the stream with NO_ERROR after the status).
+    if (!stream.headersSent) stream.respondAndEnd({ ...responseHeaders, ...status });
+    else stream.end(status);
   }
 
-  /** The stream was reset or destroyed (its 'close' event may still be pending). */
+  /** Nothing more can be sent: reset, connection lost, or answered. */
   private gone(): boolean {
-    return this.stream.destroyed || this.stream.closed;
+    return this.stream.closed;
   }
-
-  private readonly sendTrailers = () => {
-    this.stream.sendTrailers(this.trailers);
-  };
 
   private respond(): void {
-    this.stream.respond(this.context.headersToSend(), { waitForTrailers: true });
-    this.stream.once("wantTrailers", this.sendTrailers);
+    this.stream.respond(this.context.headersToSend());
   }
 
   /** Decodes the request message, runs the implementation and sends its answer. */
@@ -358,8 +340,12 @@ class Call {
         if (this.done || this.gone()) return;
         const payload = encode(method.output, result);
         this.end(undefined);
-        this.respond();
-        this.stream.end(envelope(payload));
+        // Headers, message and trailers in one write.
+        this.stream.answer(
+          this.context.headersToSend(),
+          envelope(payload),
+          this.context.trailersToSend(okTrailers),
+        );
       }
     } catch (error) {
       this.fail(ConnectError.from(error));
@@ -379,7 +365,7 @@ class Call {
     if (this.done || this.gone()) return;
     this.end(undefined);
     if (!this.stream.headersSent) this.respond();
-    this.stream.end();
+    this.stream.end(this.context.trailersToSend(okTrailers));
   }
 }
 
@@ -391,42 +377,34 @@ function encode(schema: DescMessage, value: unknown): Uint8Array {
 }
 
 /** Resolves when the stream can take more data, or is gone. */
-function drained(stream: ServerHttp2Stream): Promise<void> {
+function drained(stream: ServerStream): Promise<void> {
   return new Promise((resolve) => {
-    const done = () => {
-      stream.off("drain", done);
-      stream.off("close", done);
+    stream.ondrain = () => {
+      stream.ondrain = undefined;
       resolve();
     };
-    stream.on("drain", done);
-    stream.on("close", done);
   });
 }
 
 /** A trailers-only answer for a call refused before it reached an implementation. */
-function refuse(stream: ServerHttp2Stream, error: ConnectError, extra?: OutgoingHttpHeaders) {
-  stream.respond({ ...responseHeaders, ...extra, ...errorStatus(error) }, { endStream: true });
-  if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+function refuse(stream: ServerStream, error: ConnectError, extra?: OutgoingHttpHeaders) {
+  stream.respondAndEnd({ ...responseHeaders, ...extra, ...errorStatus(error) });
 }
 
 /** Dispatches one HTTP/2 stream to its route. */
 function handleStream(
   routes: Map<string, Route>,
   observe: CallObserver | undefined,
-  logger: Logger,
-  stream: ServerHttp2Stream,
-  headers: IncomingHttpHeaders,
+  stream: ServerStream,
 ): void {
-  stream.on("error", (error) => logger.debug({ err: error }, "http2 stream error"));
+  const { headers } = stream;
   if (headers[":method"] !== "POST") {
-    stream.respond({ ":status": 405, allow: "POST" }, { endStream: true });
-    if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+    stream.respondAndEnd({ ":status": 405, allow: "POST" });
     return;
   }
   // gRPC: a request that is not gRPC gets HTTP 415, not a gRPC status.
   if (!grpcContentType.test(headers["content-type"] ?? "")) {
-    stream.respond({ ":status": 415, "content-type": "text/plain" }, { endStream: true });
-    if (!stream.readableEnded) stream.close(constants.NGHTTP2_NO_ERROR);
+    stream.respondAndEnd({ ":status": 415, "content-type": "text/plain" });
     return;
   }
   const path = headers[":path"] ?? "";
@@ -451,7 +429,7 @@ function handleStream(
     );
     return;
   }
-  const timeout = parseGrpcTimeout(headers["grpc-timeout"] as string | undefined);
+  const timeout = parseGrpcTimeout(headers["grpc-timeout"]);
   if (timeout instanceof ConnectError) {
     refuse(stream, timeout);
     return;
@@ -464,17 +442,18 @@ function handleStream(
   );
   const call = new Call(stream, route, context, observe, timeout);
   const body = new UnaryBody((error) => call.fail(error));
-  stream.on("data", (chunk: Buffer) => body.push(chunk));
-  stream.once("end", () => {
+  stream.ondata = (chunk) => body.push(chunk);
+  stream.onend = () => {
     if (!body.failed && !call.done) void call.run(body, encoding);
-  });
-  stream.once("close", () => call.closed());
+  };
+  stream.onclose = () => call.closed();
 }
 
 /**
  * gRPC (HTTP/2 without TLS, "prior knowledge") on a unix socket: what containerd's grpc-go
  * client and the kubelet speak. Unary and server-streaming methods of protobuf-es services,
- * served from node:http2's streams (see docs/decisions/2026-12-06-grpc-server.md).
+ * served over the daemon's own HTTP/2 transport (./http2/server.ts; see
+ * docs/decisions/2026-12-06-grpc-server.md and 2026-12-06-http2-transport.md).
  */
 export async function listenGrpc(options: GrpcServerOptions): Promise<GrpcServer> {
   const { address, logger } = options;
@@ -482,16 +461,10 @@ export async function listenGrpc(options: GrpcServerOptions): Promise<GrpcServer
   await claimSocketPath(address);
 
   const routes = routeTable(options.routes);
-  const server: Http2Server = createServer({});
-  server.on("stream", (stream, headers) =>
-    handleStream(routes, options.observe, logger, stream, headers),
+  const { server, connections } = createHttp2Server(
+    (stream) => handleStream(routes, options.observe, stream),
+    (error) => logger.debug({ err: error }, "http2 connection error"),
   );
-  const sessions = new Set<ServerHttp2Session>();
-  server.on("session", (session) => {
-    sessions.add(session);
-    session.once("close", () => sessions.delete(session));
-    session.on("error", (error) => logger.debug({ err: error }, "http2 session error"));
-  });
 
   // The socket is created by bind(2), which Node runs synchronously inside listen() for a unix
   // socket: with umask 0177 around that call it is born 0600, so there is no moment where other
@@ -520,13 +493,13 @@ export async function listenGrpc(options: GrpcServerOptions): Promise<GrpcServer
     close(graceMs = 30_000) {
       closing ??= (async () => {
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-        for (const session of sessions) session.close();
+        for (const connection of connections) connection.shutdown();
         const timer = setTimeout(() => {
           logger.warn(
-            { sessions: sessions.size },
+            { connections: connections.size },
             "grace period over; closing remaining connections",
           );
-          for (const session of sessions) session.destroy();
+          for (const connection of connections) connection.destroy();
         }, graceMs);
         await closed;
         clearTimeout(timer);
