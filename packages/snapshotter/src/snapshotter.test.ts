@@ -395,6 +395,52 @@ describe("acknowledgement after the sync (group commit)", () => {
     }
   });
 
+  it("a Prepare out of space while a removed snapshot's directory is being deleted waits for it and tries once more", async () => {
+    const s = await make("none");
+    await s.prepare("a", "");
+    const held: Array<() => void> = [];
+    const removal = OverlayFilesystem.prototype.removeDirectory;
+    const removeSpy = vi
+      .spyOn(OverlayFilesystem.prototype, "removeDirectory")
+      .mockImplementation(async function (this: OverlayFilesystem, ...args) {
+        await new Promise<void>((resolve) => held.push(resolve));
+        return removal.apply(this, args);
+      });
+    const creation = OverlayFilesystem.prototype.createDirectory;
+    let full = true;
+    const createSpy = vi
+      .spyOn(OverlayFilesystem.prototype, "createDirectory")
+      .mockImplementation(async function (this: OverlayFilesystem, ...args) {
+        if (full) {
+          full = false;
+          throw Object.assign(new Error("no space left on device"), { code: "ENOSPC" });
+        }
+        return creation.apply(this, args);
+      });
+    try {
+      await s.remove("a");
+      await vi.waitFor(() => expect(held).toHaveLength(1), { timeout: 20_000 });
+      const prepare = tracked(s.prepare("b", ""));
+      await settle();
+      // The first try failed for space; the second waits for the deletion.
+      expect(createSpy).toHaveBeenCalledTimes(1);
+      expect(prepare.done).toBe(false);
+      for (const release of held.splice(0)) release();
+      expect(await prepare.promise).toHaveLength(1);
+      expect(createSpy).toHaveBeenCalledTimes(2);
+      expect(await code(s.stat("a"))).toBe(ErrorCode.NotFound);
+      expect((await s.stat("b")).kind).toBe(Kind.Active);
+      // Without a deletion running, running out of space is the caller's error at once.
+      full = true;
+      expect(await code(s.prepare("c", ""))).toBe(ErrorCode.ResourceExhausted);
+      expect(createSpy).toHaveBeenCalledTimes(3);
+    } finally {
+      for (const release of held.splice(0)) release();
+      removeSpy.mockRestore();
+      createSpy.mockRestore();
+    }
+  });
+
   it("removes a snapshot's directory only after the deletion is durable", async () => {
     const s = await make("none");
     await s.prepare("a", "");
