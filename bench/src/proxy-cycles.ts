@@ -10,6 +10,11 @@
  * Run alone: `node bench/dist/proxy-cycles.js` (root; src/proxy-cycles-cli.ts).
  * BENCH_PROXY_ROUNDS (default 2) runs the pair that many times, alternating which server goes
  * first; the figure is the upper median (of 2 rounds: the better one).
+ * BENCH_PROXY_WARMUP (default 600) cycles run against each server at each concurrency before the
+ * timed rounds, untimed for the figure (their rates are printed): the daemon is a long-running
+ * process, and its first few thousand calls run code that V8 has not yet optimised (a fresh
+ * daemon's first 300 cycles ran at 0.8-0.9x of its later rounds). The Go server gets the same
+ * warm-up (its files, the page cache and its bolt file see the same history).
  * BENCH_PROXY_CALLS=1: per call, the client's latency (p50/p90/mean of each of the seven calls,
  * GO_SNAPSHOT_CYCLES_CALLS in the Go client) for both servers, and the daemon's own time per
  * method (the mean of `nix_snapshotter_grpc_request_duration_seconds` over that run: from the
@@ -165,13 +170,17 @@ const ms = (value: number) => value.toFixed(2);
 
 export async function benchProxyCycles(
   progress: (line: string) => void,
-  options: { rounds?: number; nodeArgs?: string[] } = {},
+  options: { rounds?: number; warmup?: number; nodeArgs?: string[] } = {},
 ): Promise<{ figures: Figure[] }> {
   const unavailable = goProgramsUnavailable();
   if (unavailable !== undefined) throw new Error(`cannot build the Go reference: ${unavailable}`);
   progress("proxy cycles: building go-snapshot-cycles (GOPATH mode, Debian's containerd 1.6)");
   const binary = await buildGoProgram(source, "go-snapshot-cycles");
   const rounds = options.rounds ?? Number(process.env.BENCH_PROXY_ROUNDS ?? 2);
+  const warmup = options.warmup ?? Number(process.env.BENCH_PROXY_WARMUP ?? 600);
+  if (!Number.isSafeInteger(warmup) || warmup < 0) {
+    throw new Error(`BENCH_PROXY_WARMUP must be a whole number of cycles, not ${warmup}`);
+  }
   const calls = process.env.BENCH_PROXY_CALLS === "1";
   const metricsPort = calls ? await freePort() : undefined;
   const daemon = await startDaemonProcess({
@@ -192,6 +201,19 @@ export async function benchProxyCycles(
     ] as const) {
       const ours: number[] = [];
       const reference: number[] = [];
+      if (warmup > 0) {
+        const rates: string[] = [];
+        for (const [name, address] of [
+          ["nix-snapshotter", daemon.address],
+          ["Go overlay", overlay.address],
+        ] as const) {
+          const rate = await goCycles(binary, address, concurrency, warmup, `c${concurrency}-warm`);
+          rates.push(`${name} ${rate.toFixed(0)}/s`);
+        }
+        progress(
+          `proxy cycles, concurrency ${concurrency}, warm-up of ${warmup} cycles (not counted): ${rates.join(", ")}`,
+        );
+      }
       for (let round = 0; round < rounds; round++) {
         const prefix = `c${concurrency}-r${round}`;
         const measure = async (which: "ours" | "go") => {

@@ -73,7 +73,7 @@ const sections: Section[] = [
   {
     title: proxyCyclesSection,
     description:
-      "Cycles per second of the same cycle over the proxy Snapshots API on a unix socket, no containerd in between: the daemon (ours) against containerd 1.6's own overlay snapshotter served by a small Go program (`snapshots/overlay` + `contrib/snapshotservice`, baseline). Both driven by one Go client using containerd's `snapshots/proxy` on one connection, as containerd dials a proxy plugin; built in the run from Debian's packaged Go sources. Upper median of 2 rounds (the better one), alternating which server goes first. Where the time goes: [benchmarks/where-the-time-goes.md](benchmarks/where-the-time-goes.md).",
+      "Cycles per second of the same cycle over the proxy Snapshots API on a unix socket, no containerd in between: the daemon (ours) against containerd 1.6's own overlay snapshotter served by a small Go program (`snapshots/overlay` + `contrib/snapshotservice`, baseline). Both driven by one Go client using containerd's `snapshots/proxy` on one connection, as containerd dials a proxy plugin; built in the run from Debian's packaged Go sources. Each server first runs 600 untimed cycles at each concurrency (the daemon is long-running, and V8 optimises its code over its first few thousand calls; the warm-up rates are in the run's log). Upper median of 2 rounds (the better one), alternating which server goes first. Where the time goes: [benchmarks/where-the-time-goes.md](benchmarks/where-the-time-goes.md).",
     source: "`bench/src/proxy-cycles.ts`, `bench/src/go-snapshot-cycles/main.go`",
   },
   {
