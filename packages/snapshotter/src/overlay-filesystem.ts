@@ -238,8 +238,11 @@ export class OverlayFilesystem {
     );
   }
 
-  /** Disk usage of the snapshot's own `fs` directory. */
-  usage(id: number): Promise<Usage> {
-    return diskUsage(this.upperDir(id));
+  /**
+   * Disk usage of the snapshot's own `fs` directory. `alone`: a small tree is walked
+   * synchronously, a larger one goes on through the pool (see {@link diskUsage}).
+   */
+  usage(id: number, alone = false): Promise<Usage> {
+    return diskUsage(this.upperDir(id), alone);
   }
 }

@@ -168,7 +168,7 @@ class OverlaySnapshotter implements Snapshotter {
       const record = getSnapshot(this.store, key);
       if (record.kind === Kind.Active) {
         try {
-          return await this.filesystem.usage(record.id);
+          return await this.filesystem.usage(record.id, this.alone());
         } catch (error) {
           throw SnapshotterError.from(error, `usage of snapshot "${key}"`);
         }
@@ -316,9 +316,11 @@ class OverlaySnapshotter implements Snapshotter {
       }
       const record = checkCommit(this.store, name, key);
       await this.holding(record.id, async () => {
-        const usage = await this.filesystem.usage(record.id).catch((error: unknown) => {
-          throw SnapshotterError.from(error, `usage of snapshot "${key}"`);
-        });
+        const usage = await this.filesystem
+          .usage(record.id, this.alone())
+          .catch((error: unknown) => {
+            throw SnapshotterError.from(error, `usage of snapshot "${key}"`);
+          });
         const linked =
           record.hasNixPaths && (await this.mode.commitLayer(record, key, this.context));
         const flattened = this.layers.flatten(record);
@@ -414,7 +416,9 @@ class OverlaySnapshotter implements Snapshotter {
   /**
    * Deletes the directory of removed snapshot `record` once its row's deletion is durable, after
    * the Remove is answered (the answer waits for the same sync, then this waits one more turn
-   * of the event loop), through libuv's pool so the event loop serves the next call meanwhile.
+   * of the event loop); through libuv's pool when a call came meanwhile (the event loop serves it
+   * while the directory goes), else synchronously (bounded: rmdir of `fs`, `work` and the
+   * directory; anything more goes through the pool).
    * The id stays held until the directory is gone: Cleanup leaves it alone and waits for it, and
    * close() waits for it. A kill before it ends leaves an orphan that the next Cleanup removes;
    * a failed sync (the Remove answers an error) leaves the directory to Cleanup too.
@@ -426,7 +430,10 @@ class OverlaySnapshotter implements Snapshotter {
         async () => {
           await new Promise<void>((resolve) => setImmediate(resolve));
           crashAt("remove:answered");
-          await this.deleteDirectory(record, key, false);
+          // No call in flight (the Remove is answered; the client's next call has not come):
+          // the two or three rmdir calls run synchronously on this turn, cheaper than as many
+          // hops through the pool; else through the pool, beside the calls that came.
+          await this.deleteDirectory(record, key, this.pending.size === 0);
         },
         () => undefined,
       )
