@@ -416,9 +416,7 @@ class OverlaySnapshotter implements Snapshotter {
   /**
    * Deletes the directory of removed snapshot `record` once its row's deletion is durable, after
    * the Remove is answered (the answer waits for the same sync, then this waits one more turn
-   * of the event loop); through libuv's pool when a call came meanwhile (the event loop serves it
-   * while the directory goes), else synchronously (bounded: rmdir of `fs`, `work` and the
-   * directory; anything more goes through the pool).
+   * of the event loop), on the remover thread so the event loop serves the next call meanwhile.
    * The id stays held until the directory is gone: Cleanup leaves it alone and waits for it, and
    * close() waits for it. A kill before it ends leaves an orphan that the next Cleanup removes;
    * a failed sync (the Remove answers an error) leaves the directory to Cleanup too.
@@ -430,10 +428,8 @@ class OverlaySnapshotter implements Snapshotter {
         async () => {
           await new Promise<void>((resolve) => setImmediate(resolve));
           crashAt("remove:answered");
-          // No call in flight (the Remove is answered; the client's next call has not come):
-          // the two or three rmdir calls run synchronously on this turn, cheaper than as many
-          // hops through the pool; else through the pool, beside the calls that came.
-          await this.deleteDirectory(record, key, this.pending.size === 0);
+          // Off the event loop, in one message to the remover thread (see EmptyDirectoryRemover).
+          await this.deleteDirectory(record, key, false);
         },
         () => undefined,
       )
@@ -520,6 +516,7 @@ class OverlaySnapshotter implements Snapshotter {
     this.closed = true;
     await Promise.allSettled([...this.pending]);
     await this.deletionsDone();
+    this.filesystem.close();
     this.store.close();
   }
 
