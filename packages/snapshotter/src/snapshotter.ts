@@ -168,7 +168,7 @@ class OverlaySnapshotter implements Snapshotter {
       const record = getSnapshot(this.store, key);
       if (record.kind === Kind.Active) {
         try {
-          return await this.filesystem.usage(record.id);
+          return await this.filesystem.usage(record.id, this.alone());
         } catch (error) {
           throw SnapshotterError.from(error, `usage of snapshot "${key}"`);
         }
@@ -316,9 +316,11 @@ class OverlaySnapshotter implements Snapshotter {
       }
       const record = checkCommit(this.store, name, key);
       await this.holding(record.id, async () => {
-        const usage = await this.filesystem.usage(record.id).catch((error: unknown) => {
-          throw SnapshotterError.from(error, `usage of snapshot "${key}"`);
-        });
+        const usage = await this.filesystem
+          .usage(record.id, this.alone())
+          .catch((error: unknown) => {
+            throw SnapshotterError.from(error, `usage of snapshot "${key}"`);
+          });
         const linked =
           record.hasNixPaths && (await this.mode.commitLayer(record, key, this.context));
         const flattened = this.layers.flatten(record);
@@ -414,7 +416,7 @@ class OverlaySnapshotter implements Snapshotter {
   /**
    * Deletes the directory of removed snapshot `record` once its row's deletion is durable, after
    * the Remove is answered (the answer waits for the same sync, then this waits one more turn
-   * of the event loop), through libuv's pool so the event loop serves the next call meanwhile.
+   * of the event loop), on the remover thread so the event loop serves the next call meanwhile.
    * The id stays held until the directory is gone: Cleanup leaves it alone and waits for it, and
    * close() waits for it. A kill before it ends leaves an orphan that the next Cleanup removes;
    * a failed sync (the Remove answers an error) leaves the directory to Cleanup too.
@@ -426,6 +428,7 @@ class OverlaySnapshotter implements Snapshotter {
         async () => {
           await new Promise<void>((resolve) => setImmediate(resolve));
           crashAt("remove:answered");
+          // Off the event loop, in one message to the remover thread (see EmptyDirectoryRemover).
           await this.deleteDirectory(record, key, false);
         },
         () => undefined,
@@ -513,6 +516,7 @@ class OverlaySnapshotter implements Snapshotter {
     this.closed = true;
     await Promise.allSettled([...this.pending]);
     await this.deletionsDone();
+    this.filesystem.close();
     this.store.close();
   }
 
