@@ -15,6 +15,7 @@ import type { Logger } from "@nix-snapshotter/nix-store";
 import type { Info, Snapshotter } from "../types.js";
 import {
   encodedInfo,
+  encodedMount,
   infoFromMessage,
   infoToMessage,
   mountsToMessages,
@@ -46,6 +47,14 @@ export interface SnapshotsServiceOptions {
   listMessageBytes?: number;
   /** Bounds on a snapshot's labels (default {@link defaultLabelLimits}). */
   labelLimits?: Partial<LabelLimits>;
+  /**
+   * Every answer is encoded in protobuf's binary format (a server speaking nothing else, as the
+   * daemon's gRPC server): Infos travel pre-encoded without the request's content type being
+   * read (building a call's request headers is a cost of its own), and so do the Mounts of
+   * Prepare, View and Mounts. Never with a router that also serves JSON: its clients would get
+   * answers without their Infos and Mounts.
+   */
+  binaryResponses?: boolean;
 }
 
 /** Codes containerd meets in normal operation (the unpacker probes with Stat, retries...). */
@@ -69,6 +78,9 @@ function binaryResponse(context: Pick<HandlerContext, "requestHeader"> | undefin
 }
 
 const statInfoField = StatSnapshotResponseSchema.field.info.number;
+const prepareMountsField = PrepareSnapshotResponseSchema.field.mounts.number;
+const viewMountsField = ViewSnapshotResponseSchema.field.mounts.number;
+const mountsMountsField = MountsResponseSchema.field.mounts.number;
 const listInfoField = ListSnapshotsResponseSchema.field.info.number;
 
 /**
@@ -84,6 +96,8 @@ export function createSnapshotsService(
   const messageBytes = Math.max(1, options.listMessageBytes ?? maxListMessageBytes);
   const limits: LabelLimits = { ...defaultLabelLimits, ...options.labelLimits };
   const logger = options.logger;
+  const binary = (context: Pick<HandlerContext, "requestHeader"> | undefined): boolean =>
+    options.binaryResponses === true || binaryResponse(context);
   const checkLabels = (labels: Readonly<Record<string, string>>, key: string) =>
     checkLabelLimits(
       labels,
@@ -129,6 +143,13 @@ export function createSnapshotsService(
           labels: { ...request.labels },
           signal: context.signal,
         });
+        if (options.binaryResponses === true) {
+          return withEncodedInfos(
+            create(PrepareSnapshotResponseSchema),
+            prepareMountsField,
+            mounts.map(encodedMount),
+          );
+        }
         return create(PrepareSnapshotResponseSchema, { mounts: mountsToMessages(mounts) });
       } catch (error) {
         throw failed("Prepare", request.key, error);
@@ -143,6 +164,13 @@ export function createSnapshotsService(
           labels: { ...request.labels },
           signal: context.signal,
         });
+        if (options.binaryResponses === true) {
+          return withEncodedInfos(
+            create(ViewSnapshotResponseSchema),
+            viewMountsField,
+            mounts.map(encodedMount),
+          );
+        }
         return create(ViewSnapshotResponseSchema, { mounts: mountsToMessages(mounts) });
       } catch (error) {
         throw failed("View", request.key, error);
@@ -153,6 +181,13 @@ export function createSnapshotsService(
       begin("Mounts", request.key);
       try {
         const mounts = await snapshotter.mounts(request.key);
+        if (options.binaryResponses === true) {
+          return withEncodedInfos(
+            create(MountsResponseSchema),
+            mountsMountsField,
+            mounts.map(encodedMount),
+          );
+        }
         return create(MountsResponseSchema, { mounts: mountsToMessages(mounts) });
       } catch (error) {
         throw failed("Mounts", request.key, error);
@@ -187,7 +222,7 @@ export function createSnapshotsService(
       begin("Stat", request.key);
       try {
         const info = await snapshotter.stat(request.key);
-        if (binaryResponse(context)) {
+        if (binary(context)) {
           return withEncodedInfos(create(StatSnapshotResponseSchema), statInfoField, [
             encodedInfo(info),
           ]);
@@ -223,9 +258,9 @@ export function createSnapshotsService(
       const log = logger?.child({ rpc: "List" });
       log?.debug({ filters: request.filters }, "call");
       // Binary responses carry each Info's encoding, kept while its snapshot does not change.
-      const binary = binaryResponse(context);
+      const binaryAnswers = binary(context);
       const message = (infos: Info[], framed: Uint8Array[]) =>
-        binary
+        binaryAnswers
           ? withEncodedInfos(create(ListSnapshotsResponseSchema), listInfoField, framed)
           : create(ListSnapshotsResponseSchema, { info: infos.map(infoToMessage) });
       let batch: Info[] = [];
