@@ -257,9 +257,11 @@ describe("the HTTP/2 transport", () => {
 
     // An answer that does not come: the ACK goes out once the hold is over.
     limits.pingAckHoldMs = 20;
-    peer.send(frame(HEADERS, 5, 107, requestBlock("/hold")));
-    peer.send(frame(PING, 0, 0, Buffer.from("late-ack")));
-    const late = await peer.next((f) => f.type === PING && f.payload.toString() === "late-ack");
+    const waiting = await open();
+    await waiting.next((f) => f.type === SETTINGS && f.flags === 1);
+    waiting.send(frame(HEADERS, 5, 1, requestBlock("/never")));
+    waiting.send(frame(PING, 0, 0, Buffer.from("late-ack")));
+    const late = await waiting.next((f) => f.type === PING && f.payload.toString() === "late-ack");
     expect(late!.flags).toBe(1);
     // No answer is pending: a PING is ACKed at once, whatever the hold.
     const idle = await open();

@@ -352,8 +352,13 @@ export class Connection {
   private out: Buffer[] = [];
   /** `out` holds PING ACKs and nothing else (what may wait for an answer's write). */
   private outPingAcksOnly = true;
-  /** Flushes PING ACKs held for an answer by {@link limits.pingAckHoldMs} at the latest. */
-  private holdTimer: NodeJS.Timeout | undefined;
+  /** `out` holds PING ACKs waiting for an answer to share its write. */
+  private held = false;
+  /**
+   * A timer is armed that flushes held PING ACKs when it fires: one per hold period at most,
+   * never cleared (a timer set and cleared per call cost more than the write it saves).
+   */
+  private holdArmed = false;
   private receiving = false;
   private goawaySent = false;
   private peerGoaway = false;
@@ -421,7 +426,6 @@ export class Connection {
     if (this.closed) return;
     this.closed = true;
     if (this.prefaceTimer !== undefined) clearTimeout(this.prefaceTimer);
-    if (this.holdTimer !== undefined) clearTimeout(this.holdTimer);
     const streams = [...this.streams.values()];
     this.streams.clear();
     this.blocked.clear();
@@ -484,10 +488,7 @@ export class Connection {
     const chunk = this.out.length === 1 ? this.out[0]! : Buffer.concat(this.out);
     this.out = [];
     this.outPingAcksOnly = true;
-    if (this.holdTimer !== undefined) {
-      clearTimeout(this.holdTimer);
-      this.holdTimer = undefined;
-    }
+    this.held = false;
     this.socket.write(chunk);
     if (this.socket.writableLength > limits.maxSocketBacklog) {
       this.handlers.error?.(new Error("the peer does not read its answers; dropping it"));
@@ -604,20 +605,21 @@ export class Connection {
     if (this.out.length === 0) return;
     // PING ACKs alone (grpc-go pings after each answer it reads, with its next request) wait for
     // an answer being prepared, a bounded time, to share its write; anything else goes now.
-    if (
-      this.outPingAcksOnly &&
-      limits.pingAckHoldMs > 0 &&
-      (this.holdTimer !== undefined || this.answerPending())
-    ) {
-      this.holdTimer ??= setTimeout(this.heldFlush, limits.pingAckHoldMs);
+    // An armed timer fires within the bound; otherwise one is armed.
+    if (this.outPingAcksOnly && limits.pingAckHoldMs > 0 && (this.held || this.answerPending())) {
+      this.held = true;
+      if (!this.holdArmed) {
+        this.holdArmed = true;
+        setTimeout(this.holdOver, limits.pingAckHoldMs).unref();
+      }
       return;
     }
     this.flush();
   };
 
-  private readonly heldFlush = () => {
-    this.holdTimer = undefined;
-    this.flush();
+  private readonly holdOver = () => {
+    this.holdArmed = false;
+    if (this.held) this.flush();
   };
 
   /**
