@@ -440,7 +440,11 @@ describe("createSnapshotsService logging", () => {
   /** A pino-shaped logger recording children and lines, its debug level switchable. */
   function recordingLogger(debug: boolean) {
     const children: Array<Record<string, unknown>> = [];
-    const lines: Array<{ level: string; bindings: Record<string, unknown>; message?: string }> = [];
+    const lines: Array<{
+      level: string;
+      bindings: Record<string, unknown>;
+      message?: string | undefined;
+    }> = [];
     const make = (bindings: Record<string, unknown>): Logger => {
       const line =
         (level: string) =>
