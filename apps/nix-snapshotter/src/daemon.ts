@@ -95,6 +95,8 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
     ]);
     const snapshotsService = createSnapshotsService(snapshotter, {
       logger: logger.child({ component: "grpc" }),
+      // The gRPC server below speaks protobuf's binary format only (no +json content type).
+      binaryResponses: true,
     });
     grpc = await listenGrpc({
       address: config.address,

@@ -316,7 +316,8 @@ class Call {
 
   /** Decodes the request message, runs the implementation and sends its answer. */
   async run(body: UnaryBody, encoding: RequestEncoding | undefined): Promise<void> {
-    const bytes = await body.message(encoding);
+    const message = body.message(encoding);
+    const bytes = message instanceof Promise ? await message : message;
     if (this.done) return;
     if (bytes instanceof ConnectError) return this.fail(bytes);
     const { method } = this.route;
@@ -369,10 +370,14 @@ class Call {
   }
 }
 
+const noBytes = new Uint8Array(0);
+
 /** An implementation's answer (a message or its init shape) in protobuf's binary encoding. */
 function encode(schema: DescMessage, value: unknown): Uint8Array {
   // biome-ignore lint/suspicious/noExplicitAny: an init shape of `schema`
   const message = isMessage(value, schema) ? value : create(schema, value as any);
+  // A message type without fields (Empty) encodes as its unknown fields alone.
+  if (schema.fields.length === 0 && !message.$unknown?.length) return noBytes;
   return toBinary(schema, message);
 }
 

@@ -52,6 +52,31 @@ describe("Registry", () => {
     expect(text).toContain("nix_snapshotter_metrics_collect_errors 0\n");
   });
 
+  it("bound series share their values with inc and observe, and exist once bound", async () => {
+    const registry = new Registry();
+    const counter = registry.counter("calls_total", "Calls.", ["method"]);
+    const histogram = registry.histogram("latency_seconds", "Latency.", ["method"], [0.1, 1]);
+    const count = counter.bind({ method: "Stat" });
+    const time = histogram.bind({ method: "Stat" });
+    // Bound and not yet used: the series is there at zero.
+    expect(await registry.render()).toContain('calls_total{method="Stat"} 0\n');
+    expect(counter.get({ method: "Stat" })).toBe(0);
+    count();
+    count(2);
+    counter.inc({ method: "Stat" });
+    time(0.05);
+    histogram.observe({ method: "Stat" }, 0.5);
+    time(5);
+    expect(counter.get({ method: "Stat" })).toBe(4);
+    expect(histogram.count({ method: "Stat" })).toBe(3);
+    const text = await registry.render();
+    expect(text).toContain('calls_total{method="Stat"} 4\n');
+    expect(text).toContain('latency_seconds_bucket{method="Stat",le="0.1"} 1\n');
+    expect(text).toContain('latency_seconds_bucket{method="Stat",le="1"} 2\n');
+    expect(text).toContain('latency_seconds_count{method="Stat"} 3\n');
+    expect(text).toContain('latency_seconds_sum{method="Stat"} 5.55\n');
+  });
+
   it("escapes hostile label values and survives a failing collector", async () => {
     const registry = new Registry();
     registry.counter("c_total", "C.", ["key"]).inc({ key: 'a"b\\c\nd' });

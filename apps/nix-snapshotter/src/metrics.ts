@@ -46,10 +46,28 @@ export class Counter {
   ) {}
 
   inc(labels: Labels = {}, amount = 1): void {
+    this.entry(labels).value += amount;
+  }
+
+  /**
+   * The series of `labels`, made now (at 0) when new, as a function adding to it: for a hot
+   * path that counts the same series again and again without finding it each time.
+   */
+  bind(labels: Labels): (amount?: number) => void {
+    const entry = this.entry(labels);
+    return (amount = 1) => {
+      entry.value += amount;
+    };
+  }
+
+  private entry(labels: Labels): { labels: Labels; value: number } {
     const key = labelKey(this.labelNames, labels);
-    const entry = this.values.get(key);
-    if (entry) entry.value += amount;
-    else this.values.set(key, { labels: pick(this.labelNames, labels), value: amount });
+    let entry = this.values.get(key);
+    if (entry === undefined) {
+      entry = { labels: pick(this.labelNames, labels), value: 0 };
+      this.values.set(key, entry);
+    }
+    return entry;
   }
 
   get(labels: Labels = {}): number {
@@ -76,6 +94,16 @@ export class Histogram {
   ) {}
 
   observe(labels: Labels, value: number): void {
+    this.record(this.entry(labels), value);
+  }
+
+  /** The series of `labels`, made now (empty) when new, as a function observing into it. */
+  bind(labels: Labels): (value: number) => void {
+    const entry = this.entry(labels);
+    return (value) => this.record(entry, value);
+  }
+
+  private entry(labels: Labels) {
     const key = labelKey(this.labelNames, labels);
     let entry = this.values.get(key);
     if (!entry) {
@@ -87,8 +115,13 @@ export class Histogram {
       };
       this.values.set(key, entry);
     }
-    for (let index = 0; index < this.buckets.length; index++) {
-      if (value <= (this.buckets[index] as number)) entry.counts[index]! += 1;
+    return entry;
+  }
+
+  private record(entry: { counts: number[]; sum: number; count: number }, value: number): void {
+    const { buckets } = this;
+    for (let index = 0; index < buckets.length; index++) {
+      if (value <= (buckets[index] as number)) entry.counts[index]! += 1;
     }
     entry.sum += value;
     entry.count += 1;

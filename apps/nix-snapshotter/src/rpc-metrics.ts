@@ -42,14 +42,42 @@ export function createDaemonMetrics(registry: Registry) {
     "Derivations Nix built during realisations.",
   );
 
+  // The series of each (service, method, code) seen, bound once: a call finds its own by two map
+  // lookups and an index instead of building and serialising its label set.
+  const bound = new Map<string, Map<string, Array<(seconds: number) => void>>>();
+  const series = (service: string, method: string, code: Code | undefined) => {
+    let methods = bound.get(service);
+    if (methods === undefined) {
+      methods = new Map();
+      bound.set(service, methods);
+    }
+    let codes = methods.get(method);
+    if (codes === undefined) {
+      codes = [];
+      methods.set(method, codes);
+    }
+    // OK at 0, code n at n + 1 (an unknown code is bound like any other).
+    const index = code === undefined ? 0 : code + 1;
+    let record = codes[index];
+    if (record === undefined) {
+      const labels = { service, method, code: codeLabel(code) };
+      const count = requests.bind(labels);
+      const time = latency.bind(labels);
+      record = (seconds) => {
+        count();
+        time(seconds);
+      };
+      codes[index] = record;
+    }
+    return record;
+  };
+
   /**
    * Counts and times one call when it ends (the server's {@link CallObserver}): errors included,
    * streams after their last message.
    */
   const observe: CallObserver = (service, method, start, code) => {
-    const labels = { service, method, code: codeLabel(code) };
-    requests.inc(labels);
-    latency.observe(labels, (performance.now() - start) / 1000);
+    series(service, method, code)((performance.now() - start) / 1000);
   };
 
   /** The snapshotter's view of Nix, with realisations timed and counted. */

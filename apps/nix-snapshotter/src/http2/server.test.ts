@@ -227,6 +227,50 @@ describe("the HTTP/2 transport", () => {
     expect(pong!.payload.toString()).toBe("12345678");
   });
 
+  it("holds a PING ACK for an answer being prepared, to share its write, a bounded time", async () => {
+    limits.pingAckHoldMs = 60_000;
+    const peer = await open();
+    await peer.next((f) => f.type === SETTINGS && f.flags === 1);
+    const before = streams.length;
+    peer.send(frame(HEADERS, 5, 101, requestBlock("/hold")));
+    while (streams.length === before) await new Promise((resolve) => setImmediate(resolve));
+    const held = streams[before]!;
+    peer.send(frame(PING, 0, 0, Buffer.from("held-ack")));
+    // The PING is read (a later one on this connection is ACKed after it) but its ACK waits.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(peer.frames.some((f) => f.type === PING && f.flags === 1)).toBe(false);
+    held.answer({ ":status": 200 }, Buffer.from("x"), { "grpc-status": "0" });
+    const ack = await peer.next((f) => f.type === PING && f.flags === 1);
+    expect(ack!.payload.toString()).toBe("held-ack");
+    // It went out just before the answer, in its write.
+    const index = peer.frames.indexOf(ack!);
+    expect(peer.frames[index + 1]).toMatchObject({ type: HEADERS, stream: 101 });
+
+    // A stream whose answer started (a server stream sending) holds nothing.
+    peer.send(frame(HEADERS, 5, 105, requestBlock("/hold")));
+    while (!streams.some((s) => s.id === 105)) await new Promise((r) => setImmediate(r));
+    streams.find((s) => s.id === 105)!.respond({ ":status": 200 });
+    await peer.next((f) => f.type === HEADERS && f.stream === 105);
+    peer.send(frame(PING, 0, 0, Buffer.from("send-ack")));
+    const sending = await peer.next((f) => f.type === PING && f.payload.toString() === "send-ack");
+    expect(sending!.flags).toBe(1);
+
+    // An answer that does not come: the ACK goes out once the hold is over.
+    limits.pingAckHoldMs = 20;
+    const waiting = await open();
+    await waiting.next((f) => f.type === SETTINGS && f.flags === 1);
+    waiting.send(frame(HEADERS, 5, 1, requestBlock("/never")));
+    waiting.send(frame(PING, 0, 0, Buffer.from("late-ack")));
+    const late = await waiting.next((f) => f.type === PING && f.payload.toString() === "late-ack");
+    expect(late!.flags).toBe(1);
+    // No answer is pending: a PING is ACKed at once, whatever the hold.
+    const idle = await open();
+    limits.pingAckHoldMs = 60_000;
+    await idle.next((f) => f.type === SETTINGS && f.flags === 1);
+    idle.send(frame(PING, 0, 0, Buffer.from("idle-ack")));
+    expect((await idle.next((f) => f.type === PING))!.payload.toString()).toBe("idle-ack");
+  });
+
   it("answers headers, message and trailers; takes an :authority that is a socket path", async () => {
     const peer = await open();
     peer.send(

@@ -96,10 +96,10 @@ export function encodedInfo(info: Info): Uint8Array {
 }
 
 /**
- * Infos already encoded (see {@link encodedInfo}) as unknown fields number `field` of a
- * response message: protobuf-es writes them as they are, so the message encodes as if its
- * repeated (or singular) Info field `field` held them. Binary encoding only: the JSON codec
- * drops unknown fields.
+ * Messages already encoded and length-prefixed (Infos of {@link encodedInfo}, Mounts of
+ * {@link encodedMount}) as unknown fields number `field` of a response message: protobuf-es
+ * writes them as they are, so the message encodes as if its repeated (or singular) message
+ * field `field` held them. Binary encoding only: the JSON codec drops unknown fields.
  */
 export function withEncodedInfos<T extends { $unknown?: unknown }>(
   message: T,
@@ -162,6 +162,82 @@ export function mountToMessage(mount: Mount): MountMessage {
 
 export function mountsToMessages(mounts: readonly Mount[]): MountMessage[] {
   return mounts.map(mountToMessage);
+}
+
+/** Bytes of `value` as a protobuf varint (a non-negative integer below 2^32). */
+function varintSize(value: number): number {
+  if (value < 0x80) return 1;
+  if (value < 0x4000) return 2;
+  if (value < 0x200000) return 3;
+  if (value < 0x10000000) return 4;
+  return 5;
+}
+
+function writeVarint(buffer: Buffer, offset: number, value: number): number {
+  let rest = value;
+  let at = offset;
+  while (rest >= 0x80) {
+    buffer[at++] = (rest & 0x7f) | 0x80;
+    rest = Math.floor(rest / 128);
+  }
+  buffer[at++] = rest;
+  return at;
+}
+
+/** A length-delimited field's size: tag (fields 1 to 15: one byte), length, UTF-8 bytes. */
+function stringFieldSize(bytes: number): number {
+  return 1 + varintSize(bytes) + bytes;
+}
+
+function writeStringField(
+  buffer: Buffer,
+  offset: number,
+  tag: number,
+  value: string,
+  bytes: number,
+): number {
+  buffer[offset] = tag;
+  const at = writeVarint(buffer, offset + 1, bytes);
+  return at + buffer.write(value, at, bytes, "utf8");
+}
+
+// Tags of containerd.types.Mount's fields (wire type 2, length-delimited).
+const typeTag = (1 << 3) | WireType.LengthDelimited;
+const sourceTag = (2 << 3) | WireType.LengthDelimited;
+const targetTag = (3 << 3) | WireType.LengthDelimited;
+const optionsTag = (4 << 3) | WireType.LengthDelimited;
+
+/**
+ * `mount` encoded as containerd's `types.Mount`, with its length in front (ready to stand as the
+ * value of a length-delimited field): the bytes protobuf-es writes for {@link mountToMessage}'s
+ * message (fields in number order, empty strings left out, every option written), without the
+ * message objects and the per-string encoder calls.
+ */
+export function encodedMount(mount: Mount): Uint8Array {
+  const { type, source, options } = mount;
+  const target = mount.target ?? "";
+  const typeBytes = Buffer.byteLength(type, "utf8");
+  const sourceBytes = Buffer.byteLength(source, "utf8");
+  const targetBytes = Buffer.byteLength(target, "utf8");
+  let size =
+    (typeBytes > 0 ? stringFieldSize(typeBytes) : 0) +
+    (sourceBytes > 0 ? stringFieldSize(sourceBytes) : 0) +
+    (targetBytes > 0 ? stringFieldSize(targetBytes) : 0);
+  const optionBytes: number[] = [];
+  for (const option of options) {
+    const bytes = Buffer.byteLength(option, "utf8");
+    optionBytes.push(bytes);
+    size += stringFieldSize(bytes);
+  }
+  const buffer = Buffer.allocUnsafe(varintSize(size) + size);
+  let at = writeVarint(buffer, 0, size);
+  if (typeBytes > 0) at = writeStringField(buffer, at, typeTag, type, typeBytes);
+  if (sourceBytes > 0) at = writeStringField(buffer, at, sourceTag, source, sourceBytes);
+  if (targetBytes > 0) at = writeStringField(buffer, at, targetTag, target, targetBytes);
+  for (let index = 0; index < options.length; index++) {
+    at = writeStringField(buffer, at, optionsTag, options[index]!, optionBytes[index]!);
+  }
+  return buffer;
 }
 
 export function usageToMessage(usage: Usage): UsageResponse {

@@ -4,8 +4,23 @@ import { join } from "node:path";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { BinaryReader } from "@bufbuild/protobuf/wire";
 import { FieldMaskSchema } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
-import { InfoSchema, Snapshots } from "@nix-snapshotter/api/snapshots/v1";
+import {
+  Code,
+  ConnectError,
+  createClient,
+  createRouterTransport,
+  type HandlerContext,
+} from "@connectrpc/connect";
+import {
+  InfoSchema,
+  ListSnapshotsRequestSchema,
+  type ListSnapshotsResponse,
+  ListSnapshotsResponseSchema,
+  Snapshots,
+  StatSnapshotRequestSchema,
+  type StatSnapshotResponse,
+  StatSnapshotResponseSchema,
+} from "@nix-snapshotter/api/snapshots/v1";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createSnapshotter } from "../snapshotter.js";
 import { MetadataStore } from "../storage/metastore.js";
@@ -152,6 +167,38 @@ describe("encoded Infos", () => {
         const error = await client.stat({ key: "b" }).catch((caught: unknown) => caught);
         expect(ConnectError.from(error).code).toBe(Code.NotFound);
       }
+    } finally {
+      await snapshotter.close();
+    }
+  });
+
+  it("binaryResponses: Stat and List answer pre-encoded Infos without reading the request's headers", async () => {
+    const snapshotter = await createSnapshotter({ root: directory, mountMode: "none" });
+    try {
+      await snapshotter.prepare("a", "", { labels: { x: "1" } });
+      const service = createSnapshotsService(snapshotter, { binaryResponses: true });
+      const context = {
+        signal: new AbortController().signal,
+        get requestHeader(): Headers {
+          throw new Error("the request's headers were read");
+        },
+      } as unknown as HandlerContext;
+      const stat = await service.stat(create(StatSnapshotRequestSchema, { key: "a" }), context);
+      const decoded = fromBinary(
+        StatSnapshotResponseSchema,
+        toBinary(StatSnapshotResponseSchema, stat as StatSnapshotResponse),
+      );
+      expect(decoded.info?.name).toBe("a");
+      expect(decoded.info?.labels).toEqual({ x: "1" });
+      const names: string[] = [];
+      for await (const response of service.list(create(ListSnapshotsRequestSchema), context)) {
+        const listed = fromBinary(
+          ListSnapshotsResponseSchema,
+          toBinary(ListSnapshotsResponseSchema, response as ListSnapshotsResponse),
+        );
+        names.push(...listed.info.map((info) => info.name));
+      }
+      expect(names).toEqual(["a"]);
     } finally {
       await snapshotter.close();
     }

@@ -4,6 +4,7 @@ import { Code, ConnectError, createClient, createRouterTransport } from "@connec
 import { Health, HealthCheckResponse_ServingStatus } from "@nix-snapshotter/api/health/v1";
 import { InfoSchema, Kind as KindMessage, Snapshots } from "@nix-snapshotter/api/snapshots/v1";
 import { errorCodes } from "@nix-snapshotter/errdefs";
+import type { Logger } from "@nix-snapshotter/nix-store";
 import { describe, expect, it } from "vitest";
 import { ErrorCode, SnapshotterError } from "../errors.js";
 import { type Info, Kind, type Mount, type Snapshotter, type Usage } from "../types.js";
@@ -432,5 +433,95 @@ describe("cancellation", () => {
     configured.abort();
     expect(SnapshotterError.is(await second, ErrorCode.Canceled)).toBe(true);
     expect(signals[1]?.aborted).toBe(true);
+  });
+});
+
+describe("createSnapshotsService logging", () => {
+  /** A pino-shaped logger recording children and lines, its debug level switchable. */
+  function recordingLogger(debug: boolean) {
+    const children: Array<Record<string, unknown>> = [];
+    const lines: Array<{
+      level: string;
+      bindings: Record<string, unknown>;
+      message?: string | undefined;
+    }> = [];
+    const make = (bindings: Record<string, unknown>): Logger => {
+      const line =
+        (level: string) =>
+        (_object: Record<string, unknown>, message?: string): void => {
+          if (level === "debug" && !state.debug) return;
+          lines.push({ level, bindings, message });
+        };
+      return Object.assign(
+        {
+          debug: line("debug"),
+          info: line("info"),
+          warn: line("warn"),
+          error: line("error"),
+          child: (more: Record<string, unknown>) => {
+            children.push(more);
+            return make({ ...bindings, ...more });
+          },
+        },
+        { isLevelEnabled: (level: string) => level !== "debug" || state.debug },
+      );
+    };
+    const state = { debug };
+    return { logger: make({}), children, lines, state };
+  }
+
+  function client(logger: Logger) {
+    const snapshotter = createMemorySnapshotter();
+    const transport = createRouterTransport((router) => {
+      router.service(Snapshots, createSnapshotsService(snapshotter, { logger }));
+    });
+    return createClient(Snapshots, transport);
+  }
+
+  it("makes no child logger for calls that log nothing (debug off)", async () => {
+    const { logger, children, lines } = recordingLogger(false);
+    const snapshots = client(logger);
+    await snapshots.prepare({ key: "a" });
+    await snapshots.mounts({ key: "a" });
+    // NotFound is expected (logged at debug): nothing to log, no child either.
+    expect(await codeOf(snapshots.stat({ key: "missing" }))).toBe(Code.NotFound);
+    expect(children).toEqual([]);
+    expect(lines).toEqual([]);
+  });
+
+  it("logs an unexpected error at warn through a child carrying rpc and key (debug off)", async () => {
+    const { logger, children, lines } = recordingLogger(false);
+    const snapshots = client(logger);
+    await snapshots.prepare({ key: "a" });
+    // Update of a field other than labels: the memory snapshotter's InvalidArgument.
+    const code = await codeOf(
+      snapshots.update({
+        info: create(InfoSchema, { name: "a" }),
+        updateMask: create(FieldMaskSchema, { paths: ["parent"] }),
+      }),
+    );
+    expect(code).toBe(Code.InvalidArgument);
+    expect(children).toEqual([{ rpc: "Update", key: "a" }]);
+    expect(lines).toEqual([
+      { level: "warn", bindings: { rpc: "Update", key: "a" }, message: "cannot update parent" },
+    ]);
+  });
+
+  it("logs each call, and expected errors, at debug when debug is on (checked per call)", async () => {
+    const { logger, lines, state } = recordingLogger(true);
+    const snapshots = client(logger);
+    await snapshots.prepare({ key: "a" });
+    expect(await codeOf(snapshots.stat({ key: "missing" }))).toBe(Code.NotFound);
+    state.debug = false;
+    await snapshots.mounts({ key: "a" });
+    expect(lines).toEqual([
+      { level: "debug", bindings: { rpc: "Prepare", key: "a" }, message: "call" },
+      { level: "debug", bindings: { rpc: "Stat", key: "missing" }, message: "call" },
+      {
+        level: "debug",
+        bindings: { rpc: "Stat", key: "missing" },
+        message: 'snapshot "missing" not found',
+      },
+    ]);
   });
 });

@@ -15,6 +15,7 @@ import type { Logger } from "@nix-snapshotter/nix-store";
 import type { Info, Snapshotter } from "../types.js";
 import {
   encodedInfo,
+  encodedMount,
   infoFromMessage,
   infoToMessage,
   mountsToMessages,
@@ -46,6 +47,14 @@ export interface SnapshotsServiceOptions {
   listMessageBytes?: number;
   /** Bounds on a snapshot's labels (default {@link defaultLabelLimits}). */
   labelLimits?: Partial<LabelLimits>;
+  /**
+   * Every answer is encoded in protobuf's binary format (a server speaking nothing else, as the
+   * daemon's gRPC server): Infos travel pre-encoded without the request's content type being
+   * read (building a call's request headers is a cost of its own), and so do the Mounts of
+   * Prepare, View and Mounts. Never with a router that also serves JSON: its clients would get
+   * answers without their Infos and Mounts.
+   */
+  binaryResponses?: boolean;
 }
 
 /** Codes containerd meets in normal operation (the unpacker probes with Stat, retries...). */
@@ -69,6 +78,9 @@ function binaryResponse(context: Pick<HandlerContext, "requestHeader"> | undefin
 }
 
 const statInfoField = StatSnapshotResponseSchema.field.info.number;
+const prepareMountsField = PrepareSnapshotResponseSchema.field.mounts.number;
+const viewMountsField = ViewSnapshotResponseSchema.field.mounts.number;
+const mountsMountsField = MountsResponseSchema.field.mounts.number;
 const listInfoField = ListSnapshotsResponseSchema.field.info.number;
 
 /**
@@ -84,6 +96,8 @@ export function createSnapshotsService(
   const messageBytes = Math.max(1, options.listMessageBytes ?? maxListMessageBytes);
   const limits: LabelLimits = { ...defaultLabelLimits, ...options.labelLimits };
   const logger = options.logger;
+  const binary = (context: Pick<HandlerContext, "requestHeader"> | undefined): boolean =>
+    options.binaryResponses === true || binaryResponse(context);
   const checkLabels = (labels: Readonly<Record<string, string>>, key: string) =>
     checkLabelLimits(
       labels,
@@ -91,84 +105,138 @@ export function createSnapshotsService(
       limits,
     );
 
-  async function call<T>(rpc: string, key: string, run: () => Promise<T>): Promise<T> {
-    const log = logger?.child({ rpc, key });
-    log?.debug({}, "call");
-    try {
-      return await run();
-    } catch (error) {
-      const connectError = toConnectError(error);
-      if (log) {
-        const level = expectedCodes.has(connectError.code) ? "debug" : "warn";
-        log[level]({ code: Code[connectError.code], err: error }, connectError.rawMessage);
-      }
-      throw connectError;
-    }
+  /** pino's level check where the logger has one; any other logger is told everything. */
+  const debugEnabled = (log: Logger): boolean =>
+    (log as Logger & { isLevelEnabled?(level: string): boolean }).isLevelEnabled?.("debug") ?? true;
+
+  // A call's child logger (`rpc`, `key`) is made only when something is logged through it:
+  // pino serialises a child's bindings when it is made, a cost on every call otherwise.
+  function begin(rpc: string, key: string): void {
+    if (logger !== undefined && debugEnabled(logger)) logger.child({ rpc, key }).debug({}, "call");
   }
 
+  /** The error as the call answers it, logged (expected codes at debug, others at warn). */
+  function failed(rpc: string, key: string, error: unknown): Error {
+    const connectError = toConnectError(error);
+    if (logger !== undefined) {
+      const expected = expectedCodes.has(connectError.code);
+      if (!expected || debugEnabled(logger)) {
+        logger
+          .child({ rpc, key })
+          [expected ? "debug" : "warn"](
+            { code: Code[connectError.code], err: error },
+            connectError.rawMessage,
+          );
+      }
+    }
+    return connectError;
+  }
+
+  // Each method is one async function (no wrapper and closure per call): the request path's
+  // CPU is what a cycle of calls at concurrency 1 waits on.
   return {
-    prepare(request, context) {
-      return call("Prepare", request.key, async () => {
+    async prepare(request, context) {
+      begin("Prepare", request.key);
+      try {
         checkLabels(request.labels, request.key);
         const mounts = await snapshotter.prepare(request.key, request.parent, {
           labels: { ...request.labels },
           signal: context.signal,
         });
+        if (options.binaryResponses === true) {
+          return withEncodedInfos(
+            create(PrepareSnapshotResponseSchema),
+            prepareMountsField,
+            mounts.map(encodedMount),
+          );
+        }
         return create(PrepareSnapshotResponseSchema, { mounts: mountsToMessages(mounts) });
-      });
+      } catch (error) {
+        throw failed("Prepare", request.key, error);
+      }
     },
 
-    view(request, context) {
-      return call("View", request.key, async () => {
+    async view(request, context) {
+      begin("View", request.key);
+      try {
         checkLabels(request.labels, request.key);
         const mounts = await snapshotter.view(request.key, request.parent, {
           labels: { ...request.labels },
           signal: context.signal,
         });
+        if (options.binaryResponses === true) {
+          return withEncodedInfos(
+            create(ViewSnapshotResponseSchema),
+            viewMountsField,
+            mounts.map(encodedMount),
+          );
+        }
         return create(ViewSnapshotResponseSchema, { mounts: mountsToMessages(mounts) });
-      });
+      } catch (error) {
+        throw failed("View", request.key, error);
+      }
     },
 
-    mounts(request) {
-      return call("Mounts", request.key, async () => {
+    async mounts(request) {
+      begin("Mounts", request.key);
+      try {
         const mounts = await snapshotter.mounts(request.key);
+        if (options.binaryResponses === true) {
+          return withEncodedInfos(
+            create(MountsResponseSchema),
+            mountsMountsField,
+            mounts.map(encodedMount),
+          );
+        }
         return create(MountsResponseSchema, { mounts: mountsToMessages(mounts) });
-      });
+      } catch (error) {
+        throw failed("Mounts", request.key, error);
+      }
     },
 
-    commit(request, context) {
-      return call("Commit", request.key, async () => {
+    async commit(request, context) {
+      begin("Commit", request.key);
+      try {
         checkLabels(request.labels, request.name);
         await snapshotter.commit(request.name, request.key, {
           labels: { ...request.labels },
           signal: context.signal,
         });
         return create(EmptySchema);
-      });
+      } catch (error) {
+        throw failed("Commit", request.key, error);
+      }
     },
 
-    remove(request) {
-      return call("Remove", request.key, async () => {
+    async remove(request) {
+      begin("Remove", request.key);
+      try {
         await snapshotter.remove(request.key);
         return create(EmptySchema);
-      });
+      } catch (error) {
+        throw failed("Remove", request.key, error);
+      }
     },
 
-    stat(request, context) {
-      return call("Stat", request.key, async () => {
+    async stat(request, context) {
+      begin("Stat", request.key);
+      try {
         const info = await snapshotter.stat(request.key);
-        if (binaryResponse(context)) {
+        if (binary(context)) {
           return withEncodedInfos(create(StatSnapshotResponseSchema), statInfoField, [
             encodedInfo(info),
           ]);
         }
         return create(StatSnapshotResponseSchema, { info: infoToMessage(info) });
-      });
+      } catch (error) {
+        throw failed("Stat", request.key, error);
+      }
     },
 
-    update(request) {
+    async update(request) {
       const name = request.info?.name ?? "";
-      return call("Update", name, async () => {
+      begin("Update", name);
+      try {
         const paths = request.updateMask?.paths ?? [];
         const requested = request.info?.labels ?? {};
         checkLabels(requested, name);
@@ -181,16 +249,18 @@ export function createSnapshotsService(
         }
         const info = await snapshotter.update(infoFromMessage(request.info), paths);
         return create(UpdateSnapshotResponseSchema, { info: infoToMessage(info) });
-      });
+      } catch (error) {
+        throw failed("Update", name, error);
+      }
     },
 
     async *list(request, context: HandlerContext) {
       const log = logger?.child({ rpc: "List" });
       log?.debug({ filters: request.filters }, "call");
       // Binary responses carry each Info's encoding, kept while its snapshot does not change.
-      const binary = binaryResponse(context);
+      const binaryAnswers = binary(context);
       const message = (infos: Info[], framed: Uint8Array[]) =>
-        binary
+        binaryAnswers
           ? withEncodedInfos(create(ListSnapshotsResponseSchema), listInfoField, framed)
           : create(ListSnapshotsResponseSchema, { info: infos.map(infoToMessage) });
       let batch: Info[] = [];
@@ -229,17 +299,23 @@ export function createSnapshotsService(
       }
     },
 
-    usage(request) {
-      return call("Usage", request.key, async () =>
-        usageToMessage(await snapshotter.usage(request.key)),
-      );
+    async usage(request) {
+      begin("Usage", request.key);
+      try {
+        return usageToMessage(await snapshotter.usage(request.key));
+      } catch (error) {
+        throw failed("Usage", request.key, error);
+      }
     },
 
-    cleanup() {
-      return call("Cleanup", "", async () => {
+    async cleanup() {
+      begin("Cleanup", "");
+      try {
         await snapshotter.cleanup();
         return create(EmptySchema);
-      });
+      } catch (error) {
+        throw failed("Cleanup", "", error);
+      }
     },
   };
 }
