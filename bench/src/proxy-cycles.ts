@@ -13,7 +13,7 @@
  * BENCH_PROXY_WARMUP (default 600) cycles run against each server at each concurrency before the
  * timed rounds, untimed for the figure (their rates are printed): the daemon is a long-running
  * process, and its first few thousand calls run code that V8 has not yet optimised (a fresh
- * daemon's first 300 cycles ran at 0.8-0.9x of its later rounds). The Go server gets the same
+ * daemon's first 300 cycles ran at 0.77-0.89x of its later rounds). The Go server gets the same
  * warm-up (its files, the page cache and its bolt file see the same history).
  * BENCH_PROXY_CALLS=1: per call, the client's latency (p50/p90/mean of each of the seven calls,
  * GO_SNAPSHOT_CYCLES_CALLS in the Go client) for both servers, and the daemon's own time per
