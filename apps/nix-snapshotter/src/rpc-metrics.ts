@@ -42,23 +42,12 @@ export function createDaemonMetrics(registry: Registry) {
     "Derivations Nix built during realisations.",
   );
 
-  // The series of each (service, method, code) seen, bound once: a call finds its own by two map
-  // lookups and an index instead of building and serialising its label set.
-  const bound = new Map<string, Map<string, Array<(seconds: number) => void>>>();
+  // The series of each (service, method, code) seen, bound once: a call finds its own by one
+  // lookup instead of building and serialising its label set (routed methods only: bounded).
+  const bound = new Map<string, (seconds: number) => void>();
   const series = (service: string, method: string, code: Code | undefined) => {
-    let methods = bound.get(service);
-    if (methods === undefined) {
-      methods = new Map();
-      bound.set(service, methods);
-    }
-    let codes = methods.get(method);
-    if (codes === undefined) {
-      codes = [];
-      methods.set(method, codes);
-    }
-    // OK at 0, code n at n + 1 (an unknown code is bound like any other).
-    const index = code === undefined ? 0 : code + 1;
-    let record = codes[index];
+    const key = `${service}/${method}/${code ?? ""}`;
+    let record = bound.get(key);
     if (record === undefined) {
       const labels = { service, method, code: codeLabel(code) };
       const count = requests.bind(labels);
@@ -67,7 +56,7 @@ export function createDaemonMetrics(registry: Registry) {
         count();
         time(seconds);
       };
-      codes[index] = record;
+      bound.set(key, record);
     }
     return record;
   };
