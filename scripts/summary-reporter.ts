@@ -1,5 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
+import { relative } from "node:path";
 import type { Reporter, TestModule } from "vitest/node";
 
 /** What one test run wrote to `NIX_SNAPSHOTTER_TEST_SUMMARY` (read by scripts/test-matrix.sh). */
@@ -28,23 +29,41 @@ function nixVersion(): string {
   }
 }
 
+const maxListed = 20;
+
+/** One failed test on one line: its file, its name, the first line of its first error. */
+function failureLine(file: string, name: string, message: string | undefined): string {
+  const first = (message ?? "no error message").split("\n", 1)[0] ?? "";
+  const plain = first.replace(/\u001b\[[0-9;]*m/g, "").trim();
+  const text = `failed test: ${file} > ${name}: ${plain}`;
+  return text.length > 400 ? `${text.slice(0, 399)}…` : text;
+}
+
 // Prints one plain closing line, "N passed, N failed, N skipped", after the default reporter's
 // output, so that whoever reads the end of a CI log sees the totals over every project; the line
-// before it names the Nix the run used. With NIX_SNAPSHOTTER_TEST_SUMMARY set, it also writes
+// before it names the Nix the run used, and before that one line per failed test ("failed test:
+// file > name: first line of the error", at most 20), which .ci/run repeats at the very end. With NIX_SNAPSHOTTER_TEST_SUMMARY set, it also writes
 // the figures as JSON to that file, for scripts/test-matrix.sh's closing lines.
 export default class SummaryReporter implements Reporter {
   onTestRunEnd(testModules: ReadonlyArray<TestModule>): void {
     let passed = 0;
     let failed = 0;
     let skipped = 0;
+    const failures: string[] = [];
     for (const testModule of testModules) {
+      const file = relative(process.cwd(), testModule.moduleId);
       for (const test of testModule.children.allTests()) {
-        const state = test.result().state;
-        if (state === "passed") passed++;
-        else if (state === "failed") failed++;
-        else skipped++;
+        const result = test.result();
+        if (result.state === "passed") passed++;
+        else if (result.state === "failed") {
+          failed++;
+          failures.push(failureLine(file, test.fullName, result.errors?.[0]?.message));
+        } else skipped++;
       }
-      if (testModule.state() === "failed" && testModule.children.size === 0) failed++;
+      if (testModule.state() === "failed" && testModule.children.size === 0) {
+        failed++;
+        failures.push(failureLine(file, "(the file)", testModule.errors()[0]?.message));
+      }
     }
     // Read from the test run's environment (not a build input: nothing for turbo to hash).
     const env: NodeJS.ProcessEnv = process.env;
@@ -58,8 +77,11 @@ export default class SummaryReporter implements Reporter {
     };
     const file = env.NIX_SNAPSHOTTER_TEST_SUMMARY;
     if (file) writeFileSync(file, `${JSON.stringify(summary)}\n`);
+    const listed = failures.slice(0, maxListed);
+    if (failures.length > maxListed)
+      listed.push(`failed test: … and ${failures.length - maxListed} more`);
     process.stdout.write(
-      `\nnix ${summary.nix} (${summary.where}, ${summary.store})\ntests: ${passed} passed, ${failed} failed, ${skipped} skipped\n`,
+      `${listed.length > 0 ? `\n${listed.join("\n")}\n` : ""}\nnix ${summary.nix} (${summary.where}, ${summary.store})\ntests: ${passed} passed, ${failed} failed, ${skipped} skipped\n`,
     );
   }
 }
