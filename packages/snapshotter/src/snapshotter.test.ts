@@ -1,4 +1,5 @@
 import {
+  lchown,
   lstat,
   mkdir,
   mkdtemp,
@@ -268,6 +269,88 @@ describe("containerd semantics", () => {
     expect((await again.stat("base")).kind).toBe(Kind.Committed);
     await again.prepare("b", "base");
     expect((await again.stat("b")).parent).toBe("base");
+  });
+
+  // What power loss can leave: rows whose directories' creation never reached the disk.
+  it("makes lost directories of active snapshots and views again at start, reports committed ones", async () => {
+    const s = await make("none");
+    await s.prepare("a", "");
+    await s.commit("base", "a");
+    const idOf = (key: string): number => {
+      const database = new DatabaseSync(join(root, "metadata.db"), { readOnly: true });
+      try {
+        const row = database.prepare("SELECT id FROM snapshots WHERE key = ?").get(key);
+        return Number((row as { id: number }).id);
+      } finally {
+        database.close();
+      }
+    };
+    await lchown(join(root, "snapshots", String(idOf("base")), "fs"), 1234, 5678);
+    await s.prepare("active", "base");
+    await s.view("view", "base");
+    await s.prepare("kept", "base");
+    await s.prepare("lost-base-key", "");
+    await s.commit("lost-base", "lost-base-key");
+    const dir = (key: string): string => join(root, "snapshots", String(idOf(key)));
+    const dirs = new Map(["active", "view", "kept", "lost-base"].map((key) => [key, dir(key)]));
+    await s.close();
+    open.splice(open.indexOf(s), 1);
+    for (const key of ["active", "view", "lost-base"])
+      await rm(dirs.get(key)!, { recursive: true });
+    await writeFile(join(dirs.get("kept")!, "fs", "mine"), "y");
+
+    const logged: Array<{
+      level: string;
+      object: Record<string, unknown>;
+      message: string | undefined;
+    }> = [];
+    const record =
+      (level: string) =>
+      (object: Record<string, unknown>, message?: string): void => {
+        logged.push({ level, object, message });
+      };
+    const logger = {
+      debug: () => {},
+      info: record("info"),
+      warn: record("warn"),
+      error: record("error"),
+      child: () => logger,
+    };
+    const again = await createSnapshotter({ root, mountMode: "none", logger });
+    open.push(again);
+    const active = dirs.get("active")!;
+    expect((await stat(join(active, "fs"))).mode & 0o7777).toBe(0o755);
+    expect((await stat(join(active, "work"))).isDirectory()).toBe(true);
+    expect(await readdir(join(active, "fs"))).toEqual([]);
+    // Owned like its parent's upper directory, as at Prepare.
+    expect((await stat(join(active, "fs"))).uid).toBe(1234);
+    const view = dirs.get("view")!;
+    expect(await readdir(view)).toEqual(["fs"]);
+    // Untouched: a snapshot whose directory is there, and a committed one whose directory is not.
+    expect(await readdir(join(dirs.get("kept")!, "fs"))).toEqual(["mine"]);
+    await expect(stat(dirs.get("lost-base")!)).rejects.toThrow(/ENOENT/);
+    expect(logged.filter((entry) => entry.level === "warn")).toEqual([
+      expect.objectContaining({ object: { count: 2, keys: ["active", "view"] } }),
+    ]);
+    expect(logged.filter((entry) => entry.level === "error")).toEqual([
+      expect.objectContaining({
+        object: { count: 1, keys: ["lost-base"] },
+        message: expect.stringMatching(/committed snapshots without their directory/),
+      }),
+    ]);
+    // Mounts again as before, and the lost layer can be removed.
+    const [mount] = await again.mounts("active");
+    expect(mount!.options).toContain(`upperdir=${join(active, "fs")}`);
+    await again.remove("lost-base");
+    await again.remove("active");
+    await again.remove("view");
+    await again.cleanup();
+    // A third start finds nothing to restore.
+    logged.length = 0;
+    await again.close();
+    open.splice(open.indexOf(again), 1);
+    open.push(await createSnapshotter({ root, mountMode: "none", logger }));
+    expect(logged.filter((entry) => entry.level !== "info")).toEqual([]);
   });
 });
 

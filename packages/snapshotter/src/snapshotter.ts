@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { chmod, mkdir } from "node:fs/promises";
+import { chmod, mkdir, readdir } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { isValidStoreDir, type Logger, silentLogger } from "@nix-snapshotter/nix-store";
 import { nowNanoseconds, PreciseDate } from "./clock.js";
@@ -499,14 +499,65 @@ class OverlaySnapshotter implements Snapshotter {
     );
   }
 
-  /** At start, before any call: roots of interrupted calls and orphaned roots go. */
+  /**
+   * At start, before any call: directories that a row needs and lost are made again (below),
+   * roots of interrupted calls and orphaned roots go.
+   */
   async recover(): Promise<void> {
+    await this.restoreMissingDirectories();
     try {
       await this.removeOrphanedRoots();
     } catch (error) {
       this.logger.warn(
         { err: error },
         "removing orphaned GC roots at start failed (Cleanup retries)",
+      );
+    }
+  }
+
+  /**
+   * Rows whose `snapshots/<id>` is missing. A kill cannot leave one (the directory is made before
+   * the row commits and deleted after its deletion commits), but power loss can: the row's commit
+   * is synced before the answer, the directory's creation is not (nor in containerd's overlay
+   * snapshotter, whose bolt commit follows an unsynced rename). An active snapshot or a view gets
+   * its empty directories back: nothing written into them was synced either, and without them
+   * it could not be mounted. A committed snapshot's content is gone and cannot be made again
+   * here: it is reported (an error naming up to ten keys) and left as it is, so that its mount
+   * fails rather than shows an empty layer; removing the image and pulling it again replaces it.
+   */
+  private async restoreMissingDirectories(): Promise<void> {
+    const present = new Set(await readdir(this.filesystem.snapshotsDir));
+    const restored: string[] = [];
+    const lost: string[] = [];
+    // Parents first (ids grow with creation): a restored active snapshot's `fs` takes the owner
+    // of its parent's, as at Prepare.
+    for (const header of this.store.headers()) {
+      if (present.has(String(header.id))) continue;
+      if (header.kind === Kind.Committed) {
+        lost.push(header.key);
+        continue;
+      }
+      try {
+        await this.filesystem.createDirectory(header.id, header.kind, header.parentId ?? undefined);
+        restored.push(header.key);
+      } catch (error) {
+        // The start goes on: the snapshot stays as power loss left it, and the next start tries again.
+        this.logger.error(
+          { err: error, key: header.key },
+          "making the lost directory of an active snapshot or view again failed",
+        );
+      }
+    }
+    if (restored.length > 0) {
+      this.logger.warn(
+        { count: restored.length, keys: restored.slice(0, 10) },
+        "active snapshots and views without their directory (lost by a power loss?): made again, empty",
+      );
+    }
+    if (lost.length > 0) {
+      this.logger.error(
+        { count: lost.length, keys: lost.slice(0, 10) },
+        "committed snapshots without their directory (lost by a power loss?): their content is gone and they cannot be mounted; remove the images that use them and pull them again",
       );
     }
   }

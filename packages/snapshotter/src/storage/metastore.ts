@@ -988,6 +988,14 @@ export class MetadataStore {
     );
   }
 
+  /** The header of every snapshot, in id order (creation order: parents before children). */
+  headers(): SnapshotHeader[] {
+    this.ensureOpen();
+    return (this.statement(`${selectHeader} ORDER BY s.id`).all() as unknown as HeaderRow[]).map(
+      toHeader,
+    );
+  }
+
   ids(): Set<number> {
     this.ensureOpen();
     const rows = this.statement("SELECT id FROM snapshots").all() as Array<{ id: number }>;
