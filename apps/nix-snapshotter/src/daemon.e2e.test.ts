@@ -263,6 +263,28 @@ describe.skipIf(!isRoot)(`daemon process${isRoot ? "" : " (skipped: needs root)"
     expect(await again.stop("SIGINT")).toEqual({ code: 0, signal: null });
   });
 
+  it("makes an active snapshot's directory again at start when power loss took it", async () => {
+    const daemon = await startDaemonProcess();
+    cleanups.push(daemon.cleanup);
+    await daemon.snapshotter.prepare("layer", "");
+    await daemon.snapshotter.commit("base", "layer");
+    const [mount] = await daemon.snapshotter.prepare("container", "base");
+    const upper = mount!.options.find((option) => option.startsWith("upperdir="))!.slice(9);
+    expect(await daemon.stop("SIGKILL")).toEqual({ code: null, signal: "SIGKILL" });
+    // What a power cut can leave: the row committed and synced, its mkdir never on the disk.
+    await rm(join(upper, ".."), { recursive: true });
+
+    const again = await startDaemonProcess({ rootFlag: daemon.root });
+    cleanups.push(again.cleanup);
+    const [remount] = await again.snapshotter.mounts("container");
+    expect(remount!.options).toContain(`upperdir=${upper}`);
+    expect((await lstat(upper)).isDirectory()).toBe(true);
+    expect((await lstat(join(upper, "..", "work"))).isDirectory()).toBe(true);
+    expect(await again.log()).toMatch(/"keys":\["container"\].*made again, empty/);
+    await again.snapshotter.remove("container");
+    expect(await again.stop("SIGTERM")).toEqual({ code: 0, signal: null });
+  });
+
   it.skipIf(!notifyTools)(
     `tells systemd it is ready through NOTIFY_SOCKET${notifyTools ? "" : " (skipped: needs systemd-notify and python3)"}`,
     async () => {
