@@ -41,9 +41,10 @@ function failureLine(file: string, name: string, message: string | undefined): s
 
 // Prints one plain closing line, "N passed, N failed, N skipped", after the default reporter's
 // output, so that whoever reads the end of a CI log sees the totals over every project; the line
-// before it names the Nix the run used, and before that one line per failed test ("failed test:
-// file > name: first line of the error", at most 20), which .ci/run repeats at the very end. With NIX_SNAPSHOTTER_TEST_SUMMARY set, it also writes
-// the figures as JSON to that file, for scripts/test-matrix.sh's closing lines.
+// before it names the Nix the run used, and before that comes one line per failed test ("failed
+// test: file > name: first line of the error", at most 20), which .ci/run repeats at its very
+// end. With NIX_SNAPSHOTTER_TEST_SUMMARY set, it also writes the figures as JSON to that file,
+// for scripts/test-matrix.sh's closing lines.
 export default class SummaryReporter implements Reporter {
   onTestRunEnd(testModules: ReadonlyArray<TestModule>): void {
     let passed = 0;

@@ -6,9 +6,9 @@ import { join } from "node:path";
 import { PassThrough } from "node:stream";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { isNixStoreError } from "./errors.js";
-import type { Logger } from "./logger.js";
 import { classifyFailure, createNixStore, parseRegistration } from "./nix-store.js";
 import type { SpawnHook } from "./run-process.js";
+import { type LogEntry, recordingLogger } from "./testing/logger.js";
 
 interface Call {
   command: string;
@@ -48,25 +48,6 @@ function scriptedSpawn(answer: (call: Call) => Script): { spawn: SpawnHook; call
     return child;
   };
   return { spawn, calls };
-}
-
-/** A Logger that keeps every entry, children's included. */
-function recordingLogger(
-  entries: { level: string; object: Record<string, unknown>; message?: string }[],
-): Logger {
-  const at =
-    (level: string) =>
-    (object: Record<string, unknown>, message?: string): void => {
-      entries.push(message === undefined ? { level, object } : { level, object, message });
-    };
-  const logger: Logger = {
-    debug: at("debug"),
-    info: at("info"),
-    warn: at("warn"),
-    error: at("error"),
-    child: () => logger,
-  };
-  return logger;
 }
 
 const good = `/nix/store/${"1".repeat(32)}-good`;
@@ -263,7 +244,7 @@ describe("createNixStore: how Nix is called", () => {
       // --check-validity --print-invalid: `other` is invalid
       return { stdout: `${other}\n` };
     });
-    const entries: { level: string; object: Record<string, unknown>; message?: string }[] = [];
+    const entries: LogEntry[] = [];
     const store = createNixStore({
       spawn,
       gcRootsDir: join(dir, "roots"),

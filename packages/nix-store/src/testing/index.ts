@@ -16,5 +16,7 @@ export {
   nixE2eSkipReason,
   TEST_GC_ROOTS_PARENT,
 } from "./fixtures.js";
+export type { LogEntry } from "./logger.js";
+export { recordingLogger } from "./logger.js";
 export type { ExportEntry, NarNode } from "./nar.js";
 export { exportStream, narSerialise } from "./nar.js";

@@ -4,11 +4,13 @@ import { cp, lstat, mkdtemp, readdir, readFile, readlink, rm, writeFile } from "
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { pathToFileURL } from "node:url";
-import { createNixStore, type Logger } from "@nix-snapshotter/nix-store";
+import { createNixStore } from "@nix-snapshotter/nix-store";
 import {
   createNixFixtures,
+  type LogEntry,
   type NixFixtures,
   nixE2eSkipReason,
+  recordingLogger,
   TEST_GC_ROOTS_PARENT,
 } from "@nix-snapshotter/nix-store/testing";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -44,28 +46,6 @@ const nixStoreModule = pathToFileURL(
     "index.js",
   ),
 ).href;
-
-interface LogEntry {
-  level: string;
-  object: Record<string, unknown>;
-  message: string | undefined;
-}
-
-function recordingLogger(entries: LogEntry[]): Logger {
-  const at =
-    (level: string) =>
-    (object: Record<string, unknown>, message?: string): void => {
-      entries.push({ level, object, message });
-    };
-  const logger: Logger = {
-    debug: at("debug"),
-    info: at("info"),
-    warn: at("warn"),
-    error: at("error"),
-    child: () => logger,
-  };
-  return logger;
-}
 
 /** Every file and directory under `directory` with its type, size, mode and content hash. */
 async function tree(directory: string): Promise<Record<string, string>> {

@@ -22,6 +22,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { parseArgs, promisify } from "node:util";
 import { createGcRoots, createNixStore } from "@nix-snapshotter/nix-store";
+import { type LogEntry, recordingLogger } from "@nix-snapshotter/nix-store/testing";
 import { SnapshotterError } from "../errors.js";
 import { nixLayerLabel, nixStorePathLabelPrefix } from "../nix-labels.js";
 import { nixStorePortFrom } from "../nix-store-adapter.js";
@@ -405,25 +406,19 @@ async function driver(): Promise<void> {
       const nixStore = createNixStore({ gcRootsDir });
       // A row without its directory is made again (or reported) at start; a kill must never
       // leave one, so what the start says of one is a finding too.
-      const startNotes = (object: Record<string, unknown>, message?: string) => {
-        if (message?.includes("without their directory")) {
-          finding("missingDirectory", `${object.count} at start: ${JSON.stringify(object.keys)}`);
-        }
-      };
-      const startLogger = {
-        debug: () => {},
-        info: () => {},
-        warn: startNotes,
-        error: startNotes,
-        child: () => startLogger,
-      };
+      const startLog: LogEntry[] = [];
       const s = await createSnapshotter({
         root,
         mountMode: "bind",
         nixStore: nixStorePortFrom(nixStore),
         gcRootOwnerPrefix: ownerPrefix,
-        logger: startLogger,
+        logger: recordingLogger(startLog),
       });
+      for (const { object, message } of startLog) {
+        if (message?.includes("without their directory")) {
+          finding("missingDirectory", `${object.count} at start: ${JSON.stringify(object.keys)}`);
+        }
+      }
       await s.cleanup();
       const actual = new Map<string, { kind: Kind; parent: string }>();
       for await (const info of s.list())
